@@ -1,0 +1,231 @@
+"""Typed configuration with embedded defaults that work with no file at all.
+
+Precedence: embedded defaults < YAML file (--config / MAYU_CONFIG) < MAYU_* environment <
+command-line flags. A bad value stops start-up with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mayu_py.errors import ConfigError
+
+SUPPORTED_KUBERNETES_MINORS = ("1.29", "1.30", "1.31")
+SELECTOR_HARDWARE_KEYS = ("mac", "uuid", "serial", "hostname")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EtcdMember(_Strict):
+    name: str
+    address: str
+
+
+class ClusterConfig(_Strict):
+    """The level-1 Kubernetes cluster the hosts form."""
+
+    name: str = Field(default="mayu", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    domain: str = "cluster.local"
+    kubernetes_version: str = "1.31.2"
+    pod_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    cluster_dns: str = "10.96.0.10"
+    controller_count: int = Field(default=3, ge=1, le=7)
+    etcd_members: list[EtcdMember] = Field(default_factory=list)
+    api_endpoint: str | None = None
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        minor = ".".join(value.lstrip("v").split(".")[:2])
+        if minor not in SUPPORTED_KUBERNETES_MINORS:
+            raise ValueError(f"unsupported minor {minor}; supported: {SUPPORTED_KUBERNETES_MINORS}")
+        return value.lstrip("v")
+
+    @field_validator("pod_cidr", "service_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        return str(ipaddress.ip_network(value, strict=True))
+
+    @field_validator("cluster_dns")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        return str(ipaddress.ip_address(value))
+
+    @property
+    def kubernetes_minor(self) -> str:
+        return ".".join(self.kubernetes_version.split(".")[:2])
+
+    @property
+    def service_ip(self) -> str:
+        """The first address of the service CIDR: the `kubernetes` service."""
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+
+
+class Profile(_Strict):
+    """What a machine boots (kernel, initrd, args) and how it is configured (template, role)."""
+
+    kernel: str
+    initrd: list[str]
+    args: list[str] = Field(default_factory=list)
+    ignition_template: str
+    role: Literal["controller", "worker"]
+
+
+class Group(_Strict):
+    """Maps machines matching every selector key to a profile; the most specific match wins."""
+
+    name: str
+    profile: str
+    selector: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class DhcpConfig(_Strict):
+    """dnsmasq supervision: off, proxyDHCP beside an existing server, or full DHCP."""
+
+    mode: Literal["off", "proxy", "full"] = "off"
+    interface: str | None = None
+    server_ip: str | None = None
+    subnet: str | None = None
+    range_start: str | None = None
+    range_end: str | None = None
+    lease_time: str = "1h"
+    reservations: dict[str, str] = Field(default_factory=dict)
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+    public_url: str | None = None
+    unknown_machines: Literal["register", "deny"] = "register"
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+
+
+class AssetsConfig(_Strict):
+    """Where kernels, initrds and images live; `base_url` defaults to this server's /assets."""
+
+    root: str | None = None
+    base_url: str | None = None
+    versions: dict[str, str] = Field(default_factory=lambda: {"lab": "1", "flatcar": "4081.2.0"})
+
+
+def _default_profiles() -> dict[str, Profile]:
+    lab_boot = {
+        "kernel": "lab/vmlinuz",
+        "initrd": ["lab/initrd.img"],
+        "args": ["console=ttyS0", "quiet", "mayu.after=poweroff"],
+    }
+    return {
+        "controller": Profile(**lab_boot, ignition_template="controller.yaml.j2", role="controller"),
+        "worker": Profile(**lab_boot, ignition_template="worker.yaml.j2", role="worker"),
+    }
+
+
+def _default_groups() -> list[Group]:
+    return [
+        Group(name="controllers", profile="controller", selector={"role": "controller"}),
+        Group(name="workers", profile="worker", selector={"role": "worker"}),
+    ]
+
+
+class Settings(_Strict):
+    """The whole configuration."""
+
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    assets: AssetsConfig = Field(default_factory=AssetsConfig)
+    dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
+    ssh_authorized_keys: list[str] = Field(default_factory=list)
+    profiles: dict[str, Profile] = Field(default_factory=_default_profiles)
+    groups: list[Group] = Field(default_factory=_default_groups)
+    data_dir: str = "/var/lib/mayu"
+
+    @model_validator(mode="after")
+    def _groups_consistent(self) -> Settings:
+        for index, group in enumerate(self.groups):
+            if group.profile not in self.profiles:
+                raise ValueError(f"groups.{index}.profile: unknown profile {group.profile!r}")
+        check_group_ties(self.groups)
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def check_group_ties(groups: list[Group]) -> None:
+    """Refuse two groups of equal specificity that could both match one machine."""
+    for i, first in enumerate(groups):
+        for second in groups[i + 1 :]:
+            if len(first.selector) != len(second.selector):
+                continue
+            shared = first.selector.keys() & second.selector.keys()
+            if all(first.selector[k] == second.selector[k] for k in shared):
+                raise ValueError(
+                    f"groups {first.name!r} and {second.name!r} tie: equally specific selectors "
+                    "that can match the same machine; make one more specific"
+                )
+
+
+_ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "MAYU_DATA_DIR": ("data_dir",),
+    "MAYU_LISTEN": ("server", "listen"),
+    "MAYU_PUBLIC_URL": ("server", "public_url"),
+    "MAYU_UNKNOWN_MACHINES": ("server", "unknown_machines"),
+    "MAYU_CLUSTER_NAME": ("cluster", "name"),
+    "MAYU_ASSETS_ROOT": ("assets", "root"),
+    "MAYU_DHCP": ("dhcp", "mode"),
+}
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        data = data.setdefault(key, {})
+    data[path[-1]] = value
+
+
+def load_settings(
+    path: str | Path | None = None,
+    overrides: dict[tuple[str, ...], Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, an optional YAML file, MAYU_* env and flag overrides."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = path or env.get("MAYU_CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping")
+        data = loaded
+    for name, key_path in _ENV_OVERRIDES.items():
+        if env.get(name):
+            _set_path(data, key_path, env[name])
+    for key_path, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(data, key_path, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"config error at {where}: {message}{more}"

@@ -1,0 +1,172 @@
+"""Domain model: hardware identities, machine states and their legal transitions, events."""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from mayu_py.errors import BadRequest
+
+_MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
+_MAC_SEPARATED = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+
+
+def canonical_mac(raw: str) -> str:
+    """Return a MAC in the one stored form (lower case, colons); accept 52-54-00-.., 52:54:.., 525400.."""
+    text = (raw or "").strip().lower()
+    if _MAC_SEPARATED.match(text):
+        text = text.replace(":", "").replace("-", "")
+    if not _MAC_HEX.match(text):
+        raise BadRequest("malformed MAC address", {"mac": raw[:64] if raw else raw})
+    return ":".join(text[i : i + 2] for i in range(0, 12, 2))
+
+
+def canonical_uuid(raw: str | None) -> str | None:
+    """Return an SMBIOS UUID in lower-case hyphenated form, or None when absent."""
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return str(uuidlib.UUID(raw.strip()))
+    except ValueError as exc:
+        raise BadRequest("malformed UUID", {"uuid": raw[:64]}) from exc
+
+
+_SERIAL_OK = re.compile(r"^[\x20-\x7e]{0,128}$")
+
+
+def clean_serial(raw: str | None) -> str | None:
+    """Validate a hardware serial: printable ASCII, at most 128 characters."""
+    if raw is None or raw.strip() == "":
+        return None
+    if not _SERIAL_OK.match(raw):
+        raise BadRequest("malformed serial", {"serial": raw[:64]})
+    return raw.strip()
+
+
+class MachineState(StrEnum):
+    DISCOVERED = "discovered"
+    CONFIGURED = "configured"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    RUNNING = "running"
+    FAILED = "failed"
+    MAINTENANCE = "maintenance"
+
+
+_S = MachineState
+TRANSITIONS: dict[MachineState, frozenset[MachineState]] = {
+    _S.DISCOVERED: frozenset({_S.CONFIGURED, _S.FAILED, _S.MAINTENANCE}),
+    _S.CONFIGURED: frozenset({_S.INSTALLING, _S.FAILED, _S.MAINTENANCE, _S.DISCOVERED}),
+    _S.INSTALLING: frozenset({_S.INSTALLED, _S.FAILED, _S.MAINTENANCE, _S.CONFIGURED}),
+    _S.INSTALLED: frozenset({_S.RUNNING, _S.INSTALLING, _S.FAILED, _S.MAINTENANCE}),
+    _S.RUNNING: frozenset({_S.INSTALLING, _S.FAILED, _S.MAINTENANCE}),
+    _S.FAILED: frozenset({_S.CONFIGURED, _S.INSTALLING, _S.MAINTENANCE}),
+    _S.MAINTENANCE: frozenset({_S.CONFIGURED, _S.DISCOVERED}),
+}
+
+
+def transition_allowed(current: MachineState, target: MachineState) -> bool:
+    """True when moving from current to target is legal (staying put always is)."""
+    return current == target or target in TRANSITIONS[current]
+
+
+# Phone-home event name -> the state it moves the machine to.
+REPORT_EVENTS: dict[str, MachineState] = {
+    "booted": MachineState.INSTALLING,
+    "installed": MachineState.INSTALLED,
+    "running": MachineState.RUNNING,
+    "failed": MachineState.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded happening in a machine's life."""
+
+    machine_id: str
+    time: float
+    kind: str
+    cause: str
+    source: str | None = None
+    from_state: str | None = None
+    to_state: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "kind": self.kind,
+            "cause": self.cause,
+            "source": self.source,
+            "from": self.from_state,
+            "to": self.to_state,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A machine record; `id` is its canonical MAC."""
+
+    id: str
+    mac: str
+    state: MachineState = MachineState.DISCOVERED
+    uuid: str | None = None
+    serial: str | None = None
+    hostname: str | None = None
+    ip: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    profile: str | None = None
+    token_hash: str | None = None
+    token_consumed: bool = False
+    created: float = 0.0
+    updated: float = 0.0
+
+    def selector_view(self) -> dict[str, str]:
+        """The attributes groups select on: hardware identity plus labels."""
+        view = dict(self.labels)
+        view["mac"] = self.mac
+        for key in ("uuid", "serial", "hostname"):
+            value = getattr(self, key)
+            if value:
+                view[key] = value
+        return view
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "mac": self.mac,
+            "state": str(self.state),
+            "uuid": self.uuid,
+            "serial": self.serial,
+            "hostname": self.hostname,
+            "ip": self.ip,
+            "labels": dict(self.labels),
+            "profile": self.profile,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+def default_hostname(mac: str) -> str:
+    """A stable DNS-safe hostname derived from the MAC."""
+    return "node-" + mac.replace(":", "")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file to place on a node: absolute path, octal mode, text contents."""
+
+    path: str
+    mode: int
+    contents: str
+
+    @property
+    def secret(self) -> bool:
+        """Private keys and kubeconfigs with embedded keys are secrets (mode 0600)."""
+        return self.mode & 0o077 == 0

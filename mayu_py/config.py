@@ -124,7 +124,9 @@ def _default_profiles() -> dict[str, Profile]:
         "args": ["console=ttyS0", "quiet", "mayu.after=poweroff"],
     }
     return {
-        "controller": Profile(**lab_boot, ignition_template="controller.yaml.j2", role="controller"),
+        "controller": Profile(
+            **lab_boot, ignition_template="controller.yaml.j2", role="controller"
+        ),
         "worker": Profile(**lab_boot, ignition_template="worker.yaml.j2", role="worker"),
     }
 

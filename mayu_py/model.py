@@ -15,7 +15,7 @@ _MAC_SEPARATED = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 
 
 def canonical_mac(raw: str) -> str:
-    """Return a MAC in the one stored form (lower case, colons); accept 52-54-00-.., 52:54:.., 525400.."""
+    """Return the stored MAC form (lower case, colons) of 52-54-00-.., 52:54:.. or 525400.."""
     text = (raw or "").strip().lower()
     if _MAC_SEPARATED.match(text):
         text = text.replace(":", "").replace("-", "")
@@ -151,6 +151,16 @@ class Machine:
             "created": self.created,
             "updated": self.updated,
         }
+
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+
+
+def clean_hostname(raw: str) -> str:
+    """Validate a hostname: lower-case DNS labels (RFC 1123), at most 253 characters."""
+    if len(raw) > 253 or not _HOSTNAME.match(raw):
+        raise BadRequest("hostname must be a lower-case DNS name", {"hostname": raw[:64]})
+    return raw
 
 
 def default_hostname(mac: str) -> str:

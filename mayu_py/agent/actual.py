@@ -1,0 +1,72 @@
+"""What a host runs now: owned domains and networks, foreign names, and state-dir files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mayu_py.agent.host import LibvirtHost
+from mayu_py.agent.libvirt_xml import FILTER_NAME
+from mayu_py.agent.statedir import StateDir
+
+
+@dataclass(frozen=True)
+class ActualDomain:
+    name: str
+    uuid: str
+    tenant: str
+    role: str
+    spec_hash: str
+    generation: int
+    state: str  # running | paused | shutoff | crashed
+
+
+@dataclass(frozen=True)
+class ActualNetwork:
+    name: str
+    bridge: str
+    gateway: str | None
+    active: bool
+    hosts: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True)
+class ActualState:
+    """Only owned objects appear in domains/networks; foreign names are kept to avoid them."""
+
+    domains: dict[str, ActualDomain] = field(default_factory=dict)
+    networks: dict[str, ActualNetwork] = field(default_factory=dict)
+    foreign_domains: frozenset[str] = frozenset()
+    foreign_networks: frozenset[str] = frozenset()
+    files: dict[str, frozenset[str]] = field(default_factory=dict)
+    nwfilter: bool | None = None  # None: the driver has no nwfilter support
+
+
+def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
+    domains: dict[str, ActualDomain] = {}
+    foreign_domains = set()
+    for info in host.list_domains():
+        if info.meta is None:
+            foreign_domains.add(info.name)
+            continue
+        m = info.meta
+        domains[info.name] = ActualDomain(
+            info.name, info.uuid, m.tenant, m.role, m.spec_hash, m.generation, info.state
+        )
+    networks: dict[str, ActualNetwork] = {}
+    foreign_networks = set()
+    for net in host.list_networks():
+        facts = net.facts
+        if not facts.owned:
+            foreign_networks.add(facts.name)
+            continue
+        networks[facts.name] = ActualNetwork(
+            facts.name, facts.bridge, facts.gateway, net.active, facts.hosts
+        )
+    return ActualState(
+        domains=domains,
+        networks=networks,
+        foreign_domains=frozenset(foreign_domains),
+        foreign_networks=frozenset(foreign_networks),
+        files=state_dir.scan(),
+        nwfilter=host.has_nwfilter(FILTER_NAME),
+    )

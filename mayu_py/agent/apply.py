@@ -1,0 +1,152 @@
+"""Idempotent execution of plan actions against libvirt and the state directory.
+
+Applying an action twice, or after a crash half-way through it, ends in the same state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mayu_py.agent import plan as p
+from mayu_py.agent.desired import DesiredNetwork, DesiredNode
+from mayu_py.agent.host import LibvirtHost
+from mayu_py.agent.images import BaseImages
+from mayu_py.agent.libvirt_xml import (
+    DomainFiles,
+    dhcp_host_xml,
+    domain_xml,
+    network_xml,
+    nwfilter_xml,
+)
+from mayu_py.agent.statedir import TMP_SUFFIX, StateDir
+from mayu_py.command import run
+from mayu_py.errors import Conflict
+
+log = logging.getLogger(__name__)
+IgnitionFetcher = Callable[[DesiredNode], bytes]
+DrainHook = Callable[[str, str], None]
+
+
+def _no_drain(tenant: str, node: str) -> None:
+    log.info("drain %s/%s: no drain hook configured", tenant, node)
+
+
+def _network_of(node: DesiredNode) -> DesiredNetwork:
+    return DesiredNetwork(node.tenant, node.cidr, node.vni, node.gateway)
+
+
+class Applier:
+    """Carries out one action at a time; every method is safe to repeat."""
+
+    def __init__(
+        self,
+        host: LibvirtHost,
+        state_dir: StateDir,
+        images: BaseImages,
+        ignition: IgnitionFetcher,
+        domain_type: str,
+        drain: DrainHook = _no_drain,
+    ) -> None:
+        self.host = host
+        self.state_dir = state_dir
+        self.images = images
+        self.ignition = ignition
+        self.domain_type = domain_type
+        self.drain = drain
+        self._handlers: dict[type[p.Action], Callable[[Any], None]] = {
+            p.EnsureFilter: self._ensure_filter,
+            p.CreateNetwork: self._create_network,
+            p.RecreateNetwork: self._recreate_network,
+            p.StartNetwork: self._start_network,
+            p.UpdateNetworkHosts: self._update_network_hosts,
+            p.DeleteNetwork: self._delete_network,
+            p.DrainNode: self._drain_node,
+            p.DeleteDomain: self._delete_domain,
+            p.StartDomain: self._start_domain,
+            p.CreateOverlay: self._create_overlay,
+            p.WriteIgnition: self._write_ignition,
+            p.DefineDomain: self._define_domain,
+            p.Blocked: self._blocked,
+            p.DeleteFiles: self._delete_files,
+            p.DeleteTenantDir: self._delete_tenant_dir,
+        }
+
+    def apply(self, action: p.Action) -> None:
+        log.info("apply %s", action.describe())
+        self._handlers[type(action)](action)
+
+    def _ensure_filter(self, _a: p.EnsureFilter) -> None:
+        self.host.define_nwfilter(nwfilter_xml())
+
+    def _create_network(self, a: p.CreateNetwork) -> None:
+        self.host.define_network(network_xml(a.network))
+        self.host.start_network(a.network.name)
+
+    def _recreate_network(self, a: p.RecreateNetwork) -> None:
+        self.host.delete_network(a.network.name)
+        self._create_network(p.CreateNetwork(a.network))
+
+    def _start_network(self, a: p.StartNetwork) -> None:
+        self.host.start_network(a.network.name)
+
+    def _update_network_hosts(self, a: p.UpdateNetworkHosts) -> None:
+        for mac, ip, name in a.remove:
+            self.host.update_network_host(a.network.name, dhcp_host_xml(mac, ip, name), False)
+        for mac, ip, name in a.add:
+            self.host.update_network_host(a.network.name, dhcp_host_xml(mac, ip, name), True)
+
+    def _delete_network(self, a: p.DeleteNetwork) -> None:
+        self.host.delete_network(a.name)
+
+    def _drain_node(self, a: p.DrainNode) -> None:
+        self.drain(a.owner, a.name)
+
+    def _delete_domain(self, a: p.DeleteDomain) -> None:
+        self.host.delete_domain(a.name)
+
+    def _start_domain(self, a: p.StartDomain) -> None:
+        self.host.start_domain(a.name)
+
+    def _create_overlay(self, a: p.CreateOverlay) -> None:
+        path = self.state_dir.overlay(a.node)
+        if path.exists():
+            return
+        image = self.images.get(a.node.image)
+        self.state_dir.tenant_dir(a.node.tenant, create=True)
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        tmp.unlink(missing_ok=True)
+        run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.disk,
+             tmp, f"{a.node.disk_gib}G"]
+        )  # fmt: skip
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    def _write_ignition(self, a: p.WriteIgnition) -> None:
+        data = self.ignition(a.node)
+        self.state_dir.tenant_dir(a.node.tenant, create=True)
+        self.state_dir.write_atomic(self.state_dir.ignition(a.node), data)
+
+    def _define_domain(self, a: p.DefineDomain) -> None:
+        node = a.node
+        image = self.images.get(node.image)
+        files = DomainFiles(
+            kernel=image.kernel,
+            initrd=image.initrd,
+            cmdline=image.cmdline,
+            overlay=self.state_dir.overlay(node),
+            ignition=self.state_dir.ignition(node),
+            log=self.state_dir.log(node),
+        )
+        self.host.define_domain(domain_xml(node, _network_of(node), files, self.domain_type))
+
+    def _blocked(self, a: p.Blocked) -> None:
+        raise Conflict(a.reason, {"node": a.node.node})
+
+    def _delete_files(self, a: p.DeleteFiles) -> None:
+        self.state_dir.delete_files(a.owner, list(a.names))
+
+    def _delete_tenant_dir(self, a: p.DeleteTenantDir) -> None:
+        self.state_dir.delete_tenant(a.owner)

@@ -1,0 +1,228 @@
+"""libvirt XML for tenant networks, the guest nwfilter and tenant domains (ElementTree).
+
+Every document passes `virt-xml-validate`. Domains carry our metadata element in NS so the
+agent recognises what it owns; anything without it is never touched.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from mayu_py.agent.desired import BRIDGE_PREFIX, NETWORK_PREFIX, DesiredNetwork, DesiredNode
+
+NS = "https://mayu.io/xmlns/agent/1"
+NS_PREFIX = "mayu"
+FILTER_NAME = "mayu-tenant"
+TB_CACHE_MIB = 32
+FWCFG_NAMES = ("opt/org.flatcar-linux/config", "opt/com.coreos/config")
+ET.register_namespace(NS_PREFIX, NS)
+
+
+@dataclass(frozen=True)
+class DomainMeta:
+    """What our metadata element records about a domain."""
+
+    tenant: str
+    node: str
+    role: str
+    spec_hash: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class DomainFiles:
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    overlay: Path
+    ignition: Path
+    log: Path
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    child = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        child.text = text
+    return child
+
+
+def _text(root: ET.Element) -> str:
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def network_xml(net: DesiredNetwork) -> str:
+    """An isolated network (no <forward>) with DHCP reservations only (no dynamic range)."""
+    root = ET.Element("network")
+    _sub(root, "name", net.name)
+    _sub(root, "bridge", name=net.bridge, stp="on", delay="0")
+    ip = _sub(root, "ip", address=net.gateway, netmask=net.netmask)
+    dhcp = _sub(ip, "dhcp")
+    for mac, address, name in net.hosts:
+        _sub(dhcp, "host", mac=mac, name=name, ip=address)
+    return _text(root)
+
+
+def dhcp_host_xml(mac: str, ip: str, name: str) -> str:
+    return ET.tostring(ET.Element("host", {"mac": mac, "name": name, "ip": ip}), "unicode")
+
+
+def nwfilter_xml() -> str:
+    """Guests may talk to their own tenant subnet and send DHCP requests; nothing else."""
+    root = ET.Element("filter", name=FILTER_NAME, chain="ipv4", priority="-650")
+    own = _sub(root, "rule", action="accept", direction="out", priority="100")
+    _sub(own, "ip", dstipaddr="$OWN_NET", dstipmask="$OWN_MASK")
+    dhcp = _sub(root, "rule", action="accept", direction="out", priority="110")
+    _sub(
+        dhcp,
+        "ip",
+        dstipaddr="255.255.255.255",
+        protocol="udp",
+        srcportstart="68",
+        dstportstart="67",
+    )
+    drop = _sub(root, "rule", action="drop", direction="out", priority="200")
+    _sub(drop, "ip")
+    return _text(root)
+
+
+def _metadata(parent: ET.Element, node: DesiredNode) -> None:
+    meta = _sub(parent, "metadata")
+    _sub(
+        meta,
+        f"{{{NS}}}instance",
+        tenant=node.tenant,
+        node=node.node,
+        role=node.role,
+        spec_hash=node.spec_hash,
+        generation=str(node.generation),
+    )
+
+
+def domain_xml(node: DesiredNode, net: DesiredNetwork, files: DomainFiles, domain_type: str) -> str:
+    """A tenant VM: direct kernel boot, Ignition via fw_cfg, virtio disk on its overlay."""
+    root = ET.Element("domain", type=domain_type)
+    _sub(root, "name", node.node)
+    _sub(root, "uuid", node.uuid)
+    _metadata(root, node)
+    _sub(root, "memory", str(node.memory_mib), unit="MiB")
+    _sub(root, "vcpu", str(node.cpus))
+    sysinfo = _sub(root, "sysinfo", type="fwcfg")
+    for name in FWCFG_NAMES:
+        _sub(sysinfo, "entry", name=name, file=str(files.ignition))
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "kernel", str(files.kernel))
+    _sub(os_el, "initrd", str(files.initrd))
+    _sub(os_el, "cmdline", files.cmdline)
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    if domain_type == "qemu":
+        tcg = _sub(features, "tcg")
+        _sub(tcg, "tb-cache", str(TB_CACHE_MIB), unit="MiB")
+    _sub(root, "clock", offset="utc")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+    devices = _sub(root, "devices")
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type="qcow2")
+    _sub(disk, "source", file=str(files.overlay))
+    _sub(disk, "target", dev="vda", bus="virtio")
+    iface = _sub(devices, "interface", type="network")
+    _sub(iface, "mac", address=node.mac)
+    _sub(iface, "source", network=net.name)
+    _sub(iface, "model", type="virtio")
+    fref = _sub(iface, "filterref", filter=FILTER_NAME)
+    _sub(fref, "parameter", name="OWN_NET", value=net.address)
+    _sub(fref, "parameter", name="OWN_MASK", value=str(net.prefixlen))
+    _sub(iface, "rom", enabled="no")
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=str(files.log), append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    _sub(devices, "memballoon", model="none")
+    return _text(root)
+
+
+def parse_domain_meta(element_xml: str) -> DomainMeta | None:
+    """Our metadata element as libvirt returns it; None when it is not ours or malformed."""
+    try:
+        el = ET.fromstring(element_xml)
+        return DomainMeta(
+            tenant=el.attrib["tenant"],
+            node=el.attrib["node"],
+            role=el.attrib["role"],
+            spec_hash=el.attrib["spec_hash"],
+            generation=int(el.attrib["generation"]),
+        )
+    except (ET.ParseError, KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What the agent reads back from a network's XML."""
+
+    name: str
+    bridge: str
+    gateway: str | None
+    hosts: tuple[tuple[str, str, str], ...]
+
+    @property
+    def owned(self) -> bool:
+        return self.name.startswith(NETWORK_PREFIX) and self.bridge.startswith(BRIDGE_PREFIX)
+
+
+def parse_network(xml_text: str) -> NetworkFacts:
+    root = ET.fromstring(xml_text)
+    bridge = root.find("bridge")
+    ip = root.find("ip")
+    hosts = tuple(
+        sorted(
+            (h.get("mac", "").lower(), h.get("ip", ""), h.get("name", ""))
+            for h in root.iterfind("ip/dhcp/host")
+        )
+    )
+    return NetworkFacts(
+        name=root.findtext("name", ""),
+        bridge=bridge.get("name", "") if bridge is not None else "",
+        gateway=ip.get("address") if ip is not None else None,
+        hosts=hosts,
+    )
+
+
+def probe_xml(name: str, uuid: str, kernel: Path, initrd: Path, log: Path) -> str:
+    """A transient KVM guest that only has to reach its first userspace process."""
+    root = ET.Element("domain", type="kvm")
+    _sub(root, "name", name)
+    _sub(root, "uuid", uuid)
+    meta = _sub(root, "metadata")
+    _sub(
+        meta,
+        f"{{{NS}}}instance",
+        tenant="",
+        node=name,
+        role="probe",
+        spec_hash="",
+        generation="0",
+    )
+    _sub(root, "memory", "256", unit="MiB")
+    _sub(root, "vcpu", "1")
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "kernel", str(kernel))
+    _sub(os_el, "initrd", str(initrd))
+    _sub(os_el, "cmdline", "console=ttyS0 panic=-1")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "destroy")
+    _sub(root, "on_crash", "destroy")
+    devices = _sub(root, "devices")
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=str(log))
+    _sub(serial, "target", port="0")
+    _sub(devices, "memballoon", model="none")
+    return _text(root)

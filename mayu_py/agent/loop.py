@@ -1,0 +1,198 @@
+"""The level-triggered reconcile loop: fetch desired, observe, plan, apply, observe, report.
+
+Runs at start, every `interval` seconds and whenever libvirt reports a lifecycle event. One
+node's failure is recorded and reported for that node; the other nodes carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mayu_py.agent.actual import ActualState, observe
+from mayu_py.agent.apply import Applier, DrainHook
+from mayu_py.agent.desired import DesiredNode, networks_for
+from mayu_py.agent.host import LibvirtHost, start_event_loop
+from mayu_py.agent.images import BaseImages
+from mayu_py.agent.plan import Action, plan
+from mayu_py.agent.probe import detect_domain_type
+from mayu_py.agent.source import ApiSource, DesiredSource, HostRegistration, NodeReport
+from mayu_py.agent.statedir import StateDir
+from mayu_py.errors import MayuError, PeerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileResult:
+    applied: list[Action] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # node or tenant -> message
+    states: dict[str, str] = field(default_factory=dict)  # node -> observed state
+
+
+def _blame(action: Action) -> str:
+    return action.node_name or action.tenant or "host"
+
+
+class Agent:
+    """Reconciles one libvirt host with the desired nodes from a DesiredSource."""
+
+    def __init__(
+        self,
+        host_name: str,
+        host: LibvirtHost,
+        source: DesiredSource,
+        state_dir: StateDir,
+        images: BaseImages,
+        *,
+        domain_type: str = "qemu",
+        address: str = "",
+        drain: DrainHook | None = None,
+    ) -> None:
+        self.host_name = host_name
+        self.host = host
+        self.source = source
+        self.state_dir = state_dir
+        self.address = address
+        kwargs = {"drain": drain} if drain else {}
+        self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
+        self._reported: dict[str, tuple[str, str]] = {}
+        self._wake = threading.Event()
+        self.state_dir.ensure()
+
+    def register(self) -> None:
+        cpus, memory_mib = self.host.capacity()
+        self.source.register(HostRegistration(self.host_name, cpus, memory_mib, self.address))
+
+    def run_once(self) -> ReconcileResult:
+        """One full pass; raises only when desired or actual state cannot be read at all."""
+        desired = self.source.desired_nodes()
+        actual = observe(self.host, self.state_dir)
+        actions = plan(desired, networks_for(desired), actual)
+        result = ReconcileResult()
+        failed: set[str] = set()
+        for action in actions:
+            if action.node_name in failed or action.tenant in failed:
+                continue
+            try:
+                self.applier.apply(action)
+                result.applied.append(action)
+            except PeerUnavailable:
+                raise  # libvirtd or the server is gone: the whole pass is retried later
+            except MayuError as exc:
+                key = _blame(action)
+                log.error("%s failed for %s: %s", type(action).__name__, key, exc.message)
+                result.errors[key] = exc.message
+                failed.add(key)
+        after = observe(self.host, self.state_dir) if actions else actual
+        self._report(desired, after, result)
+        return result
+
+    def _report(
+        self, desired: list[DesiredNode], actual: ActualState, out: ReconcileResult
+    ) -> None:
+        for node in desired:
+            dom = actual.domains.get(node.node)
+            message = out.errors.get(node.node) or out.errors.get(node.tenant, "")
+            if message:
+                state = "failed"
+            elif dom is None or dom.spec_hash != node.spec_hash:
+                state = "pending"
+            else:
+                state = dom.state
+            out.states[node.node] = state
+            if self._reported.get(node.node) == (state, message):
+                continue
+            try:
+                self.source.report(
+                    NodeReport(node.tenant, node.node, state, node.ip, self.host_name, message)
+                )
+                self._reported[node.node] = (state, message)
+            except MayuError as exc:
+                log.warning("could not report %s: %s", node.node, exc.message)
+
+    def _on_event(self, name: str, event: int) -> None:
+        log.debug("lifecycle event %s for %s", event, name)
+        self._wake.set()
+
+    def run_forever(self, interval: float = 30.0, stop: threading.Event | None = None) -> None:
+        """Reconcile at start, every interval and on lifecycle events until stop is set."""
+        stop = stop or threading.Event()
+        self.host.on_lifecycle(self._on_event)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.register()
+                result = self.run_once()
+                if result.applied or result.errors:
+                    log.info(
+                        "reconciled: %d actions, %d errors in %.2fs",
+                        len(result.applied),
+                        len(result.errors),
+                        time.monotonic() - started,
+                    )
+            except MayuError as exc:
+                log.warning("reconcile skipped: %s", exc.message)
+            self._wake.wait(interval)
+            self._wake.clear()
+
+
+def _local_address(server_url: str) -> str:
+    """The local address that routes to the server (a UDP connect sends no packet)."""
+    parsed = urlparse(server_url)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((parsed.hostname or "127.0.0.1", parsed.port or 80))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return ""
+
+
+def run_agent(
+    host_name: str,
+    libvirt_uri: str,
+    server_url: str,
+    token: str,
+    state_dir: Path | str,
+    images_dir: Path | str,
+    once: bool = False,
+    interval: float = 30.0,
+) -> None:
+    """Entry point for `mayu agent`: reconcile this host against the mayu server."""
+    if not once:
+        start_event_loop()
+    host = LibvirtHost(libvirt_uri)
+    state = StateDir(state_dir)
+    state.ensure()
+    images = BaseImages(images_dir)
+    known = images.known()
+    probe_image = images.get(known[0]) if known else None
+    domain_type = detect_domain_type(
+        host,
+        state.accel_cache,
+        probe_image.kernel if probe_image else None,
+        probe_image.initrd if probe_image else None,
+    )
+    source = ApiSource(server_url, token, host_name)
+    agent = Agent(
+        host_name,
+        host,
+        source,
+        state,
+        images,
+        domain_type=domain_type,
+        address=_local_address(server_url),
+    )
+    try:
+        if once:
+            agent.register()
+            agent.run_once()
+        else:
+            agent.run_forever(interval)
+    finally:
+        host.close()

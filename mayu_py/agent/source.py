@@ -1,0 +1,134 @@
+"""Where desired state comes from: the mayu server's REST API, or a static in-memory list."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+
+from mayu_py.agent.desired import DesiredNode
+from mayu_py.errors import MayuError, NotFound, PeerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostRegistration:
+    name: str
+    cpus: int
+    memory_mib: int
+    address: str
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    tenant: str
+    node: str
+    state: str  # pending | running | shutoff | crashed | paused | failed
+    ip: str | None
+    host: str
+    message: str = ""
+
+
+class DesiredSource(Protocol):
+    def register(self, host: HostRegistration) -> None:
+        """Register this host, or refresh its heartbeat."""
+
+    def desired_nodes(self) -> list[DesiredNode]:
+        """Every node this host should run; raise (never return []) when unknown."""
+
+    def ignition(self, node: DesiredNode) -> bytes:
+        """The node's rendered Ignition config."""
+
+    def report(self, report: NodeReport) -> None:
+        """Record a node's observed state."""
+
+
+class StaticSource:
+    """In-memory desired state for tests and single-host use; keeps what was reported."""
+
+    def __init__(
+        self, nodes: list[DesiredNode] | None = None, ignition: dict[str, bytes] | None = None
+    ) -> None:
+        self.nodes = list(nodes or [])
+        self.ignition_by_node = dict(ignition or {})
+        self.registrations: list[HostRegistration] = []
+        self.reports: list[NodeReport] = []
+
+    def register(self, host: HostRegistration) -> None:
+        self.registrations.append(host)
+
+    def desired_nodes(self) -> list[DesiredNode]:
+        return list(self.nodes)
+
+    def ignition(self, node: DesiredNode) -> bytes:
+        default = b'{"ignition":{"version":"3.3.0"}}'
+        return self.ignition_by_node.get(node.node, default)
+
+    def report(self, report: NodeReport) -> None:
+        self.reports.append(report)
+
+    def last_reports(self) -> dict[str, NodeReport]:
+        return {r.node: r for r in self.reports}
+
+
+class ApiSource:
+    """The mayu server's admin API, authenticated with a bearer token."""
+
+    def __init__(
+        self, server_url: str, token: str, host_name: str, timeout_s: float = 10.0
+    ) -> None:
+        self.base = server_url.rstrip("/")
+        self.host_name = host_name
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _request(self, method: str, path: str, body: Any = None) -> requests.Response:
+        url = self.base + path
+        try:
+            resp = self.session.request(method, url, json=body, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise PeerUnavailable(f"mayu server not reachable: {method} {url}: {exc}") from exc
+        if resp.status_code == 404:
+            raise NotFound(f"{method} {url}: 404", _error_body(resp))
+        if resp.status_code in (502, 503, 504):
+            raise PeerUnavailable(f"{method} {url}: {resp.status_code}", _error_body(resp))
+        if resp.status_code >= 400:
+            raise MayuError(f"{method} {url}: {resp.status_code}", _error_body(resp))
+        return resp
+
+    def register(self, host: HostRegistration) -> None:
+        body = {
+            "name": host.name,
+            "cpus": host.cpus,
+            "memory_mib": host.memory_mib,
+            "address": host.address,
+        }
+        self._request("POST", "/api/v1/hosts", body)
+
+    def desired_nodes(self) -> list[DesiredNode]:
+        resp = self._request("GET", f"/api/v1/hosts/{self.host_name}/nodes")
+        return [DesiredNode.from_json(item) for item in resp.json()]
+
+    def ignition(self, node: DesiredNode) -> bytes:
+        path = f"/api/v1/tenants/{node.tenant}/nodes/{node.node}/ignition"
+        return self._request("GET", path).content
+
+    def report(self, report: NodeReport) -> None:
+        body = {
+            "state": report.state,
+            "ip": report.ip,
+            "host": report.host,
+            "message": report.message,
+        }
+        self._request("PUT", f"/api/v1/tenants/{report.tenant}/nodes/{report.node}/status", body)
+
+
+def _error_body(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return {"body": resp.text[:500]}

@@ -1,0 +1,102 @@
+"""The agent's state directory: per-tenant overlays, Ignition files and serial logs.
+
+Layout: ROOT/tenants/<tenant>/<node>.<spec_hash>.qcow2, <node>.<spec_hash>.ign, <node>.log.
+Directories are 0711 (qemu, running as libvirt-qemu, must traverse them), Ignition files 0600.
+Every file is written to a temporary name and renamed, so a kill -9 leaves either the old state
+or the new one plus a `*.tmp` file, which the plan sees as an orphan and deletes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from mayu_py.agent.desired import DesiredNode
+
+DIR_MODE = 0o711
+SECRET_MODE = 0o600
+TMP_SUFFIX = ".tmp"
+
+
+def overlay_name(node: DesiredNode) -> str:
+    return f"{node.node}.{node.spec_hash}.qcow2"
+
+
+def ignition_name(node: DesiredNode) -> str:
+    return f"{node.node}.{node.spec_hash}.ign"
+
+
+def log_name(node_name: str) -> str:
+    return f"{node_name}.log"
+
+
+def node_files(node: DesiredNode) -> set[str]:
+    """The file names a desired node keeps in its tenant directory."""
+    return {overlay_name(node), ignition_name(node), log_name(node.node)}
+
+
+class StateDir:
+    """Paths and crash-safe file operations under one agent's state directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.tenants = self.root / "tenants"
+
+    def ensure(self) -> None:
+        for path in (self.root, self.tenants):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(DIR_MODE)
+
+    def tenant_dir(self, tenant: str, create: bool = False) -> Path:
+        path = self.tenants / tenant
+        if create and not path.is_dir():
+            self.ensure()
+            path.mkdir(exist_ok=True)
+            path.chmod(DIR_MODE)
+        return path
+
+    def overlay(self, node: DesiredNode) -> Path:
+        return self.tenant_dir(node.tenant) / overlay_name(node)
+
+    def ignition(self, node: DesiredNode) -> Path:
+        return self.tenant_dir(node.tenant) / ignition_name(node)
+
+    def log(self, node: DesiredNode) -> Path:
+        return self.tenant_dir(node.tenant) / log_name(node.node)
+
+    @property
+    def accel_cache(self) -> Path:
+        return self.root / "accel.json"
+
+    def scan(self) -> dict[str, frozenset[str]]:
+        """Tenant -> the names of the files in its directory."""
+        if not self.tenants.is_dir():
+            return {}
+        return {
+            entry.name: frozenset(p.name for p in entry.iterdir())
+            for entry in self.tenants.iterdir()
+            if entry.is_dir()
+        }
+
+    def write_atomic(self, path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
+        """Write data to path via a temporary file, fsync and rename."""
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    def delete_files(self, tenant: str, names: list[str]) -> None:
+        base = self.tenant_dir(tenant)
+        for name in names:
+            if "/" in name or name in ("", ".", ".."):
+                continue
+            (base / name).unlink(missing_ok=True)
+
+    def delete_tenant(self, tenant: str) -> None:
+        shutil.rmtree(self.tenant_dir(tenant), ignore_errors=True)

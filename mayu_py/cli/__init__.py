@@ -1,0 +1,1 @@
+"""Command-line entry points: `mayu` (serve, agent, lab, images, pki) and `mayuctl`."""

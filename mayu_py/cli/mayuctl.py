@@ -1,0 +1,197 @@
+"""`mayuctl`: the operator's client of the admin API (reads MAYU_URL and MAYU_TOKEN)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import yaml
+
+from mayu_py.cli.client import AdminClient
+from mayu_py.cli.output import emit
+from mayu_py.errors import MayuError
+
+MACHINE_COLUMNS = ["id", "hostname", "state", "ip", "uuid", "serial", "profile", "labels"]
+EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "cause", "source"]
+TENANT_COLUMNS = ["name", "phase", "masters", "workers", "generation"]
+
+OUTPUT = click.Choice(["table", "json", "yaml"])
+
+
+def output_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """-o/--output on a subcommand, falling back to the group's --output."""
+    return click.option("-o", "--output", "output", type=OUTPUT, default=None)(fn)
+
+
+def _fmt(ctx: click.Context, output: str | None) -> str:
+    return output or ctx.obj["output"]
+
+
+@click.group()
+@click.option("-o", "--output", type=OUTPUT, default="table", show_default=True)
+@click.option("--url", envvar="MAYU_URL", help="Server URL (env MAYU_URL).")
+@click.option("--token", envvar="MAYU_TOKEN", help="Admin token (env MAYU_TOKEN).")
+@click.pass_context
+def cli(ctx: click.Context, output: str, url: str | None, token: str | None) -> None:
+    """Operate a mayu server: machines, their states and tenant clusters."""
+    ctx.obj = {"output": output, "client": AdminClient(url, token)}
+
+
+def _client(ctx: click.Context) -> AdminClient:
+    return ctx.obj["client"]
+
+
+@cli.command("list")
+@click.option("--state", help="Only machines in this state.")
+@output_option
+@click.pass_context
+def list_machines(ctx: click.Context, state: str | None, output: str | None) -> None:
+    """List machines."""
+    params = {"state": state} if state else {}
+    items = _client(ctx).request("GET", "/api/v1/machines", params=params)["items"]
+    emit(items, _fmt(ctx, output), MACHINE_COLUMNS)
+
+
+@cli.command("show")
+@click.argument("machine_id")
+@output_option
+@click.pass_context
+def show(ctx: click.Context, machine_id: str, output: str | None) -> None:
+    """Show one machine (by MAC) with its event history."""
+    machine = _client(ctx).request("GET", f"/api/v1/machines/{machine_id}")
+    fmt = _fmt(ctx, output)
+    if fmt != "table":
+        emit(machine, fmt)
+        return
+    events = machine.pop("events")
+    emit(machine, fmt)
+    click.echo()
+    emit(events, fmt, EVENT_COLUMNS)
+
+
+@cli.command("set")
+@click.argument("machine_id")
+@click.argument("key")
+@click.argument("value")
+@output_option
+@click.pass_context
+def set_value(
+    ctx: click.Context, machine_id: str, key: str, value: str, output: str | None
+) -> None:
+    """Set hostname, state or a label (e.g. `role worker`) of a machine."""
+    machine = _client(ctx).request("PATCH", f"/api/v1/machines/{machine_id}", json={key: value})
+    emit(machine, _fmt(ctx, output))
+
+
+@cli.command("boot-complete")
+@click.argument("machine_id")
+@output_option
+@click.pass_context
+def boot_complete(ctx: click.Context, machine_id: str, output: str | None) -> None:
+    """Mark an installed machine as running."""
+    machine = _client(ctx).request("POST", f"/api/v1/machines/{machine_id}/boot-complete")
+    emit(machine, _fmt(ctx, output))
+
+
+@cli.command("kubeconfig")
+@click.pass_context
+def kubeconfig(ctx: click.Context) -> None:
+    """Print the admin kubeconfig of the host cluster."""
+    click.echo(_client(ctx).request("GET", "/api/v1/kubeconfig"), nl=False)
+
+
+@cli.group()
+def tenants() -> None:
+    """Tenant clusters (TenantCluster objects)."""
+
+
+def _tenant_row(doc: dict[str, Any]) -> dict[str, Any]:
+    spec, status = doc.get("spec", {}), doc.get("status", {})
+    return {
+        "name": doc["metadata"]["name"],
+        "phase": status.get("phase"),
+        "masters": len(spec.get("masters", [])),
+        "workers": len(spec.get("workers", [])),
+        "generation": doc["metadata"].get("generation"),
+    }
+
+
+@tenants.command("list")
+@output_option
+@click.pass_context
+def tenants_list(ctx: click.Context, output: str | None) -> None:
+    """List tenant clusters."""
+    items = _client(ctx).request("GET", "/api/v1/tenants")["items"]
+    fmt = _fmt(ctx, output)
+    emit([_tenant_row(d) for d in items] if fmt == "table" else items, fmt, TENANT_COLUMNS)
+
+
+@tenants.command("show")
+@click.argument("name")
+@output_option
+@click.pass_context
+def tenants_show(ctx: click.Context, name: str, output: str | None) -> None:
+    """Show a tenant cluster with its nodes."""
+    doc = _client(ctx).request("GET", f"/api/v1/tenants/{name}")
+    fmt = _fmt(ctx, output)
+    if fmt != "table":
+        emit(doc, fmt)
+        return
+    emit(_tenant_row(doc), fmt)
+    click.echo()
+    emit(doc.get("status", {}).get("nodes", []), fmt, ["name", "role", "host", "state", "ip"])
+
+
+@tenants.command("create")
+@click.option(
+    "-f", "--file", "path", required=True, type=click.File("r"), help="TenantCluster YAML."
+)
+@output_option
+@click.pass_context
+def tenants_create(ctx: click.Context, path: Any, output: str | None) -> None:
+    """Create a tenant cluster from a TenantCluster YAML file."""
+    try:
+        doc = yaml.safe_load(path)
+    except yaml.YAMLError as exc:
+        raise click.UsageError(f"{path.name}: invalid YAML: {exc}") from exc
+    created = _client(ctx).request("POST", "/api/v1/tenants", json=doc)
+    emit(_tenant_row(created), _fmt(ctx, output))
+
+
+@tenants.command("scale")
+@click.argument("name")
+@click.option("--workers", type=int, required=True, help="Desired number of workers.")
+@output_option
+@click.pass_context
+def tenants_scale(ctx: click.Context, name: str, workers: int, output: str | None) -> None:
+    """Scale a tenant cluster's workers."""
+    doc = _client(ctx).request(
+        "PATCH", f"/api/v1/tenants/{name}", json={"spec": {"workerCount": workers}}
+    )
+    emit(_tenant_row(doc), _fmt(ctx, output))
+
+
+@tenants.command("delete")
+@click.argument("name")
+@click.pass_context
+def tenants_delete(ctx: click.Context, name: str) -> None:
+    """Delete a tenant cluster (its VMs, disks, network and secrets go with it)."""
+    _client(ctx).request("DELETE", f"/api/v1/tenants/{name}")
+    click.echo(f"tenant {name} deleting")
+
+
+def main() -> None:
+    """Console entry point: one line and exit code 2 for usage or server errors."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"mayuctl: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except MayuError as exc:
+        click.echo(f"mayuctl: {exc.message}", err=True)
+        sys.exit(2)
+    sys.exit(0)

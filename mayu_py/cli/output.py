@@ -1,0 +1,44 @@
+"""Renders mayuctl results as a table, JSON or YAML."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+
+def emit(data: Any, fmt: str, columns: list[str] | None = None) -> None:
+    """Print data in fmt; tables show `columns` of each item (or key/value of one object)."""
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif fmt == "yaml":
+        click.echo(yaml.safe_dump(data, sort_keys=True).rstrip())
+    else:
+        Console(width=200).print(_table(data, columns))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _table(data: Any, columns: list[str] | None) -> Table:
+    if isinstance(data, list):
+        keys = columns or (list(data[0]) if data else [])
+        table = Table(*[k.upper() for k in keys], box=None, pad_edge=False)
+        for item in data:
+            table.add_row(*[_cell(item.get(k)) for k in keys])
+        return table
+    table = Table("FIELD", "VALUE", box=None, pad_edge=False)
+    for key, value in data.items():
+        table.add_row(key, _cell(value))
+    return table

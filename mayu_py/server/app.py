@@ -1,0 +1,42 @@
+"""Flask app factory: wires settings, store, PKI and renderer into the blueprints."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from mayu_py.config import Settings
+from mayu_py.pki import ClusterPKI
+from mayu_py.render import IgnitionRenderer
+from mayu_py.server import api, boot, health
+from mayu_py.server.context import Services
+from mayu_py.server.errors import register_error_handlers
+from mayu_py.server.machines import MachineService
+from mayu_py.server.provisioning import Provisioner, assets_root
+from mayu_py.store import Store
+
+
+def create_app(settings: Settings, store: Store, admin_token: str) -> Flask:
+    """Build the WSGI app. The renderer's templates are checked here: a bad one stops start-up."""
+    renderer = IgnitionRenderer()
+    renderer.check_templates()
+    pki = ClusterPKI.load_or_create(
+        settings.data_path / "pki" / settings.cluster.name, settings.cluster.name
+    )
+    root = assets_root(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["mayu"] = Services(
+        settings=settings,
+        store=store,
+        machines=MachineService(settings, store),
+        provisioner=Provisioner(settings, store, renderer, pki),
+        assets_root=root,
+        admin_token=admin_token,
+    )
+    app.register_blueprint(boot.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    register_error_handlers(app)
+    return app

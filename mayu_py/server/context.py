@@ -1,0 +1,27 @@
+"""The per-app bundle of services the blueprints use (no globals: it lives on the Flask app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+
+from mayu_py.config import Settings
+from mayu_py.server.machines import MachineService
+from mayu_py.server.provisioning import Provisioner
+from mayu_py.store import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    machines: MachineService
+    provisioner: Provisioner
+    assets_root: Path
+    admin_token: str
+
+
+def services() -> Services:
+    return current_app.extensions["mayu"]

@@ -1,0 +1,36 @@
+"""One-time boot tokens and the admin token: generated here, stored only as hashes or 0600 files."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str | None, expected_hash: str | None) -> bool:
+    """Constant-time check of a presented token against a stored hash."""
+    if not token or not expected_hash:
+        return False
+    return hmac.compare_digest(token_hash(token), expected_hash)
+
+
+def load_or_create_admin_token(path: Path) -> tuple[str, bool]:
+    """Return (token, created). A new token is written with mode 0600 before use."""
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = new_token()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token, True

@@ -1,0 +1,112 @@
+"""Shared fixtures: a real `mayu serve` subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    """A `mayu serve` child process and what a test needs to talk to it."""
+
+    url: str
+    token: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def mayuctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MAYU_URL": self.url, "MAYU_TOKEN": self.token}
+        return subprocess.run(
+            [str(BIN / "mayuctl"), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=15)
+
+
+def start_server(
+    data_dir: Path,
+    *,
+    config: dict | None = None,
+    listen: str | None = None,
+    workers: int = 2,
+    extra_args: tuple[str, ...] = (),
+    token: str = "test-admin-token",
+) -> RunningServer:
+    """Start `mayu serve` and wait until /healthz answers."""
+    listen = listen or f"127.0.0.1:{free_port()}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        str(BIN / "mayu"),
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        listen,
+        "--workers",
+        str(workers),
+        *extra_args,
+    ]
+    if config is not None:
+        config_path = data_dir.parent / f"{data_dir.name}-config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        args += ["--config", str(config_path)]
+    log_path = data_dir.parent / f"{data_dir.name}-serve.log"
+    env = {**os.environ, "MAYU_TOKEN": token}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    server = RunningServer(f"http://{listen}", token, data_dir, process, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mayu serve exited {process.returncode}: {log_path.read_text()}")
+        try:
+            if requests.get(server.url + "/healthz", timeout=1).ok:
+                return server
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    server.kill(signal.SIGKILL)
+    raise RuntimeError(f"mayu serve did not come up: {log_path.read_text()}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    srv = start_server(tmp_path / "data")
+    try:
+        yield srv
+    finally:
+        srv.kill()

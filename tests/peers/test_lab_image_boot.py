@@ -1,0 +1,298 @@
+"""Boot the lab node image in qemu (TCG) and check what real Ignition did, as reported home.
+
+Each test runs a tiny HTTP server on 127.0.0.1 (the guest reaches it as 10.0.2.2 through
+qemu's user-mode network) serving an Ignition config and recording the phone-home report.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mayu_py.images.lab import LabImage, build_lab_image
+
+pytestmark = pytest.mark.peer
+
+QEMU = "qemu-system-x86_64"
+BOOT_TIMEOUT = 90.0
+MAC = "52:54:00:4d:41:01"
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMayuLabImageTestKey0000000000000000000 core@test"
+HELLO = "hello from mayu\nline two & 'quotes' \"double\"\n"
+UNIT = (
+    "[Unit]\nDescription=kubelet\n[Service]\nExecStart=/bin/true\n"
+    "[Install]\nWantedBy=multi-user.target\n"
+)
+CONFIG: dict[str, Any] = {
+    "ignition": {"version": "3.3.0"},
+    "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [SSH_KEY], "groups": ["sudo"]}]},
+    "storage": {
+        "files": [
+            {"path": "/etc/hostname", "mode": 0o644, "contents": {"source": "data:,node-a1%0A"}},
+            {
+                "path": "/etc/mayu/hello.txt",
+                "mode": 0o640,
+                "contents": {"source": "data:;base64," + base64.b64encode(HELLO.encode()).decode()},
+            },
+        ]
+    },
+    "systemd": {"units": [{"name": "kubelet.service", "enabled": True, "contents": UNIT}]},
+}  # fmt: skip
+EXPECTED = {
+    "/etc/hostname": ("0644", b"node-a1\n"),
+    "/etc/mayu/hello.txt": ("0640", HELLO.encode()),
+    "/etc/systemd/system/kubelet.service": ("0644", UNIT.encode()),
+    "/etc/systemd/system-preset/20-ignition.preset": ("0644", b"enable kubelet.service\n"),
+    "/home/core/.ssh/authorized_keys.d/ignition": ("0600", (SSH_KEY + "\n").encode()),
+}
+
+
+@dataclass
+class Server:
+    """What the test server serves and what it saw."""
+
+    port: int = 0
+    config_status: int = 200
+    config_body: bytes = json.dumps(CONFIG).encode()
+    reports: queue.Queue[tuple[float, str, dict[str, Any]]] = field(default_factory=queue.Queue)
+    requests: list[str] = field(default_factory=list)
+
+
+def _handler(state: Server) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+        def do_GET(self) -> None:  # noqa: N802
+            state.requests.append(f"GET {self.path}")
+            body = state.config_body if state.config_status == 200 else b"nope\n"
+            self.send_response(state.config_status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            state.requests.append(f"POST {self.path}")
+            assert self.headers.get("Content-Type") == "application/json"
+            state.reports.put((time.monotonic(), self.path, json.loads(raw)))
+            self.send_response(204)
+            self.end_headers()
+
+    return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state = Server()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> LabImage:
+    if shutil.which(QEMU) is None:
+        pytest.skip("qemu-system-x86 is not installed")
+    return build_lab_image(tmp_path_factory.mktemp("lab"))
+
+
+def _qemu(image: LabImage, append: str, *extra: str) -> list[str]:
+    return [
+        QEMU, "-accel", "tcg", "-m", "256", "-display", "none", "-no-reboot",
+        "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+        "-netdev", "user,id=n0",
+        "-device", f"virtio-net-pci,netdev=n0,mac={MAC},disable-legacy=on,romfile=",
+        "-append", f"console=ttyS0 {append}",
+        *extra,
+    ]  # fmt: skip
+
+
+@dataclass
+class Boot:
+    proc: subprocess.Popen[bytes]
+    started: float
+    console: Path
+
+
+@pytest.fixture
+def boot(tmp_path: Path, image: LabImage) -> Iterator[Any]:
+    """boot(append, *qemu_args) starts a VM; every VM is killed when the test ends."""
+    boots: list[Boot] = []
+
+    def start(append: str, *extra: str, serial_stdio: bool = False) -> Boot:
+        console = tmp_path / f"console{len(boots)}.log"
+        serial = ["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
+        if not serial_stdio:
+            serial = ["-serial", f"file:{console}"]
+        proc = subprocess.Popen(
+            _qemu(image, append, *serial, *extra),
+            stdin=subprocess.PIPE if serial_stdio else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if serial_stdio else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        b = Boot(proc, time.monotonic(), console)
+        boots.append(b)
+        return b
+
+    try:
+        yield start
+    finally:
+        for b in boots:
+            if b.proc.poll() is None:
+                b.proc.kill()
+            b.proc.wait(timeout=10)
+
+
+def _report_arg(server: Server) -> str:
+    base = f"http://10.0.2.2:{server.port}"
+    return f"mayu.report={base}/report?mac=x&token=y"
+
+
+def _report(server: Server, b: Boot) -> tuple[float, str, dict[str, Any]]:
+    try:
+        at, path, body = server.reports.get(timeout=BOOT_TIMEOUT)
+    except queue.Empty:
+        console = b.console.read_text(errors="replace") if b.console.exists() else ""
+        pytest.fail(f"no report within {BOOT_TIMEOUT}s; console:\n{console[-3000:]}")
+    print(f"\nqemu start -> report received: {at - b.started:.1f} s")
+    return at, path, body
+
+
+def _assert_powered_off(b: Boot) -> None:
+    try:
+        rc = b.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the VM did not power off after reporting")
+    assert rc == 0
+    print(f"qemu start -> qemu exited: {time.monotonic() - b.started:.1f} s")
+
+
+def _assert_installed(body: dict[str, Any]) -> None:
+    assert body["event"] == "installed", body
+    details = body["details"]
+    assert details["ip"] == "10.0.2.15"
+    assert details["hostname"] == "node-a1"
+    assert details["users"] == ["core"]
+    files = {f["path"]: f for f in details["files"]}
+    for path, (mode, content) in EXPECTED.items():
+        assert path in files, f"{path} not reported: {sorted(files)}"
+        assert files[path]["mode"] == mode, path
+        assert files[path]["size"] == len(content), path
+        assert files[path]["sha256"] == hashlib.sha256(content).hexdigest(), path
+    # Our own skeleton is not something Ignition wrote.
+    assert not {"/etc/passwd", "/etc/shadow", "/etc/selinux/config"} & set(files)
+
+
+def test_metal_fetches_over_http_reports_installed_and_powers_off(server: Server, boot) -> None:
+    config_url = f"http://10.0.2.2:{server.port}/ignition?mac=x&token=y"
+    b = boot(f"ignition.config.url={config_url} {_report_arg(server)}")
+    _, path, body = _report(server, b)
+    assert path == "/report?mac=x&token=y"  # '&' survived the kernel command line
+    assert "GET /ignition?mac=x&token=y" in server.requests
+    _assert_installed(body)
+    assert body["details"]["platform"] == "metal"
+    _assert_powered_off(b)
+
+
+def test_qemu_platform_reads_config_from_fw_cfg(server: Server, boot, tmp_path: Path) -> None:
+    config = tmp_path / "node.ign"
+    config.write_text(json.dumps(CONFIG))
+    b = boot(_report_arg(server), "-fw_cfg", f"name=opt/com.coreos/config,file={config}")
+    _, _, body = _report(server, b)
+    _assert_installed(body)
+    assert body["details"]["platform"] == "qemu"
+    assert not [r for r in server.requests if r.startswith("GET")]  # no network fetch at all
+    _assert_powered_off(b)
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_config_url_error_reports_failed(server: Server, boot, status: int) -> None:
+    server.config_status = status
+    config_url = f"http://10.0.2.2:{server.port}/ignition?mac=x&token=y"
+    # Ignition retries a 5xx forever: the image bounds the fetch stage.
+    b = boot(f"ignition.config.url={config_url} {_report_arg(server)} mayu.fetch_timeout=8")
+    _, _, body = _report(server, b)
+    assert body["event"] == "failed", body
+    assert body["details"]["stage"] == "fetch"
+    assert body["details"]["log"].strip()
+    if status == 404:
+        assert "404" in body["details"]["log"] or "not found" in body["details"]["log"].lower()
+    _assert_powered_off(b)
+
+
+def test_stay_keeps_network_up_with_a_root_shell_on_the_console(
+    server: Server, boot, tmp_path: Path
+) -> None:
+    config = tmp_path / "node.ign"
+    config.write_text(json.dumps(CONFIG))
+    b = boot(
+        f"{_report_arg(server)} mayu.after=stay",
+        "-fw_cfg",
+        f"name=opt/com.coreos/config,file={config}",
+        serial_stdio=True,
+    )
+    out = _Console(b.proc)
+    _, _, body = _report(server, b)
+    assert body["event"] == "installed"
+    out.wait_for("MAYU-READY ip=10.0.2.15")
+    time.sleep(0.5)  # let the shell start reading the tty
+    out.send("ping -c1 -W1 10.0.2.15 && echo PING-$((40+2))\n")
+    out.wait_for("PING-42")
+    out.send("hostname; poweroff -f\n")
+    _assert_powered_off(b)
+    assert "node-a1" in out.text()
+
+
+class _Console:
+    """The guest's serial console over qemu's stdio chardev."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self._proc = proc
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self._proc.stdout is not None
+        while chunk := self._proc.stdout.read1(4096):
+            with self._lock:
+                self._buf.extend(chunk)
+
+    def text(self) -> str:
+        with self._lock:
+            return self._buf.decode(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float = BOOT_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"{needle!r} not on the console within {timeout}s:\n{self.text()[-3000:]}")
+
+    def send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(line.encode())
+        self._proc.stdin.flush()

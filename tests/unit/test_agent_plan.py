@@ -1,0 +1,182 @@
+"""plan(desired, networks, actual) -> actions, without libvirt."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mayu_py.agent import plan as p
+from mayu_py.agent.actual import ActualDomain, ActualNetwork, ActualState
+from mayu_py.agent.desired import DesiredNode, networks_for
+from mayu_py.agent.statedir import node_files
+
+
+def dn(tenant: str, i: int, role: str = "worker", spec_hash: str = "h1") -> DesiredNode:
+    return DesiredNode(
+        tenant=tenant,
+        node=f"{tenant}-{role}-{i}",
+        role=role,
+        generation=1,
+        spec_hash=spec_hash,
+        cpus=1,
+        memory_mib=512,
+        disk_gib=2,
+        image="lab",
+        mac=f"52:54:00:00:00:{i:02x}",
+        ip=f"10.100.0.{10 + i}",
+        uuid=f"00000000-0000-0000-0000-{i:012d}",
+        cidr="10.100.0.0/24",
+        vni=100,
+        gateway="10.100.0.1",
+    )
+
+
+def converged(nodes: list[DesiredNode], **overrides: object) -> ActualState:
+    """The actual state that matches `nodes` exactly."""
+    domains = {
+        n.node: ActualDomain(n.node, n.uuid, n.tenant, n.role, n.spec_hash, 1, "running")
+        for n in nodes
+    }
+    networks = {
+        net.name: ActualNetwork(net.name, net.bridge, net.gateway, True, net.hosts)
+        for net in networks_for(nodes)
+    }
+    files: dict[str, frozenset[str]] = {}
+    for n in nodes:
+        files[n.tenant] = files.get(n.tenant, frozenset()) | node_files(n)
+    state = ActualState(domains=domains, networks=networks, files=files, nwfilter=True)
+    return dataclasses.replace(state, **overrides)
+
+
+def run(nodes: list[DesiredNode], actual: ActualState) -> list[p.Action]:
+    return p.plan(nodes, networks_for(nodes), actual)
+
+
+def kinds(actions: list[p.Action]) -> list[str]:
+    return [a.describe() for a in actions]
+
+
+def test_create_from_nothing() -> None:
+    nodes = [dn("acme", 0, "master"), dn("acme", 0)]
+    actions = run(nodes, ActualState(nwfilter=False))
+    assert kinds(actions) == [
+        "EnsureFilter",
+        "CreateNetwork acme",
+        "CreateOverlay acme/acme-master-0",
+        "WriteIgnition acme/acme-master-0",
+        "DefineDomain acme/acme-master-0",
+        "StartDomain acme/acme-master-0",
+        "CreateOverlay acme/acme-worker-0",
+        "WriteIgnition acme/acme-worker-0",
+        "DefineDomain acme/acme-worker-0",
+        "StartDomain acme/acme-worker-0",
+    ]
+    assert actions[1].network.hosts == tuple(sorted((n.mac, n.ip, n.node) for n in nodes))
+
+
+def test_converged_is_a_noop() -> None:
+    nodes = [dn("acme", 0, "master"), dn("acme", 0), dn("beta", 1)]
+    assert run(nodes, converged(nodes)) == []
+
+
+def test_scale_up_adds_node_and_reservation() -> None:
+    before = [dn("acme", 0, "master"), dn("acme", 0)]
+    after = before + [dn("acme", 1)]
+    actions = run(after, converged(before))
+    assert kinds(actions) == [
+        "UpdateNetworkHosts acme",
+        "CreateOverlay acme/acme-worker-1",
+        "WriteIgnition acme/acme-worker-1",
+        "DefineDomain acme/acme-worker-1",
+        "StartDomain acme/acme-worker-1",
+    ]
+    added = after[2]
+    assert actions[0].add == ((added.mac, added.ip, added.node),) and actions[0].remove == ()
+
+
+def test_scale_down_drains_deletes_and_cleans_files() -> None:
+    before = [dn("acme", 0, "master"), dn("acme", 0), dn("acme", 1)]
+    after = before[:2]
+    actions = run(after, converged(before))
+    assert kinds(actions) == [
+        "DrainNode acme/acme-worker-1",
+        "DeleteDomain acme/acme-worker-1",
+        "UpdateNetworkHosts acme",
+        "DeleteFiles acme",
+    ]
+    assert set(actions[3].names) == node_files(before[2])
+
+
+def test_spec_change_replaces_node() -> None:
+    before = [dn("acme", 0, "master"), dn("acme", 0)]
+    after = [before[0], dn("acme", 0, spec_hash="h2")]
+    actions = run(after, converged(before))
+    assert kinds(actions) == [
+        "DrainNode acme/acme-worker-0",
+        "DeleteDomain acme/acme-worker-0",
+        "DeleteFiles acme",
+        "CreateOverlay acme/acme-worker-0",
+        "WriteIgnition acme/acme-worker-0",
+        "DefineDomain acme/acme-worker-0",
+        "StartDomain acme/acme-worker-0",
+    ]
+    old = before[1]
+    assert set(actions[2].names) == node_files(old) - node_files(after[1])
+
+
+def test_delete_tenant_removes_domains_network_and_dir() -> None:
+    acme = [dn("acme", 0, "master")]
+    beta = [dn("beta", 1)]
+    actions = run(beta, converged(acme + beta))
+    assert kinds(actions) == [
+        "DeleteDomain acme/acme-master-0",  # no drain: the whole tenant goes
+        "DeleteNetwork acme",
+        "DeleteTenantDir acme",
+    ]
+
+
+def test_foreign_objects_untouched_and_block_their_names() -> None:
+    nodes = [dn("acme", 0, "master")]
+    actual = converged(
+        [], foreign_domains=frozenset({"vm-of-someone", "acme-master-0"}),
+        foreign_networks=frozenset({"default"}),
+    )  # fmt: skip
+    actions = run(nodes, actual)
+    assert kinds(actions) == ["CreateNetwork acme", "Blocked acme/acme-master-0"]
+    assert run([], actual) == []
+
+
+def test_foreign_network_with_our_name_blocks_tenant() -> None:
+    nodes = [dn("acme", 0)]
+    actions = run(nodes, converged([], foreign_networks=frozenset({"mayu-tenant-acme"})))
+    assert kinds(actions) == ["Blocked acme/acme-worker-0"]
+
+
+def test_stopped_domain_is_started_and_missing_files_restored() -> None:
+    nodes = [dn("acme", 0)]
+    state = converged(nodes)
+    stopped = dataclasses.replace(state.domains["acme-worker-0"], state="crashed")
+    actual = dataclasses.replace(state, domains={"acme-worker-0": stopped}, files={})
+    assert kinds(run(nodes, actual)) == [
+        "CreateOverlay acme/acme-worker-0",
+        "WriteIgnition acme/acme-worker-0",
+        "StartDomain acme/acme-worker-0",
+    ]
+
+
+def test_orphan_temp_files_and_inactive_network() -> None:
+    nodes = [dn("acme", 0)]
+    state = converged(nodes)
+    net = dataclasses.replace(state.networks["mayu-tenant-acme"], active=False)
+    files = {"acme": state.files["acme"] | {"acme-worker-0.h1.ign.tmp"}}
+    actual = dataclasses.replace(state, networks={net.name: net}, files=files)
+    actions = run(nodes, actual)
+    assert kinds(actions) == ["StartNetwork acme", "DeleteFiles acme"]
+    assert actions[1].names == ("acme-worker-0.h1.ign.tmp",)
+
+
+def test_changed_network_address_is_recreated() -> None:
+    nodes = [dn("acme", 0)]
+    state = converged(nodes)
+    net = dataclasses.replace(state.networks["mayu-tenant-acme"], gateway="10.99.0.1")
+    actions = run(nodes, dataclasses.replace(state, networks={net.name: net}))
+    assert kinds(actions) == ["RecreateNetwork acme"]

@@ -1,0 +1,398 @@
+"""Unit tests of the rendering layer: structure, located errors, injection safety, files."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mayu_py.errors import RenderError
+from mayu_py.model import FileSpec
+from mayu_py.render import (
+    IgnitionRenderer,
+    default_manifests_dir,
+    default_templates_dir,
+    sample_context,
+)
+
+TEMPLATES = default_templates_dir()
+
+
+def decode(source: str) -> str:
+    prefix = "data:;base64,"
+    assert source.startswith(prefix), source[:40]
+    return base64.b64decode(source[len(prefix) :]).decode()
+
+
+def files_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["path"]: entry for entry in config["storage"]["files"]}
+
+
+def text_of(config: dict[str, Any], path: str) -> str:
+    return decode(files_of(config)[path]["contents"]["source"])
+
+
+def unit_of(config: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(u for u in config["systemd"]["units"] if u["name"] == name)
+
+
+def line_of(path: Path, needle: str) -> int:
+    lines = path.read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+
+@pytest.fixture
+def renderer() -> IgnitionRenderer:
+    return IgnitionRenderer()
+
+
+@pytest.fixture
+def context() -> dict[str, Any]:
+    return sample_context("controller")
+
+
+def custom(tmp_path: Path, **templates: str) -> IgnitionRenderer:
+    """A renderer over a temporary templates dir holding `templates` (name -> text)."""
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    for name, text in templates.items():
+        (tdir / name).write_text(text)
+    return IgnitionRenderer(tdir, default_manifests_dir())
+
+
+# --- structure -------------------------------------------------------------------------
+
+
+def test_default_dirs_hold_the_shipped_templates() -> None:
+    assert (default_templates_dir() / "controller.yaml.j2").is_file()
+    assert (default_manifests_dir() / "etcd.yaml.j2").is_file()
+    assert IgnitionRenderer().template_names() == ["controller.yaml.j2", "worker.yaml.j2"]
+
+
+def test_controller_config_structure(renderer: IgnitionRenderer, context: dict[str, Any]) -> None:
+    config = renderer.render("controller.yaml.j2", context)
+    assert list(config)[0] == "ignition"
+    assert config["ignition"] == {"version": "3.3.0"}
+    assert "x-mayu" not in config
+    assert config["passwd"]["users"] == [
+        {"name": "core", "sshAuthorizedKeys": context["ssh_authorized_keys"]}
+    ]
+    kubelet = unit_of(config, "kubelet.service")
+    assert kubelet["enabled"] is True
+    for flag in (
+        "ExecStart=/usr/bin/kubelet",
+        "--config=/var/lib/kubelet/config.yaml",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
+    ):
+        assert flag in kubelet["contents"]
+    assert unit_of(config, "containerd.service")["enabled"] is True
+
+    files = files_of(config)
+    for entry in files.values():
+        assert entry["overwrite"] is True
+        assert isinstance(entry["mode"], int)
+    assert text_of(config, "/etc/hostname") == "node-525400000001\n"
+    assert files["/etc/hostname"]["mode"] == 0o644
+
+    kubelet_config = yaml.safe_load(text_of(config, "/var/lib/kubelet/config.yaml"))
+    assert kubelet_config["kind"] == "KubeletConfiguration"
+    assert kubelet_config["clusterDNS"] == ["10.96.0.10"]
+    assert kubelet_config["clusterDomain"] == "cluster.local"
+    assert kubelet_config["staticPodPath"] == "/etc/kubernetes/manifests"
+    assert kubelet_config["tlsCertFile"] == "/var/lib/kubelet/pki/kubelet.crt"
+    assert kubelet_config["tlsPrivateKeyFile"] == "/var/lib/kubelet/pki/kubelet.key"
+    assert kubelet_config["authentication"]["x509"]["clientCAFile"] == "/etc/kubernetes/pki/ca.crt"
+
+    assert "SystemdCgroup = true" in text_of(config, "/etc/containerd/config.toml")
+    assert 'pause:3.10"' in text_of(config, "/etc/containerd/config.toml")
+    assert text_of(config, "/etc/modules-load.d/k8s.conf").split() == ["overlay", "br_netfilter"]
+    sysctl = text_of(config, "/etc/sysctl.d/k8s.conf")
+    assert "net.ipv4.ip_forward = 1" in sysctl
+    assert "net.bridge.bridge-nf-call-iptables = 1" in sysctl
+
+    assert text_of(config, "/etc/mayu/report-url").strip() == context["report_url"]
+    assert files["/etc/mayu/report-url"]["mode"] == 0o600
+    assert unit_of(config, "mayu-report.service")["enabled"] is True
+
+    manifests = sorted(p for p in files if p.startswith("/etc/kubernetes/manifests/"))
+    assert manifests == [
+        f"/etc/kubernetes/manifests/{name}.yaml"
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    ] + ["/etc/kubernetes/manifests/mayu-agent.yaml"]
+    assert all(files[p]["mode"] == 0o600 for p in manifests)
+    dirs = {d["path"]: d["mode"] for d in config["storage"]["directories"]}
+    assert dirs == {"/etc/kubernetes/manifests": 0o755, "/var/lib/etcd": 0o700}
+
+
+def test_worker_gets_only_the_agent_manifest(renderer: IgnitionRenderer) -> None:
+    config = renderer.render("worker.yaml.j2", sample_context("worker"))
+    manifests = [p for p in files_of(config) if p.startswith("/etc/kubernetes/manifests/")]
+    assert manifests == ["/etc/kubernetes/manifests/mayu-agent.yaml"]
+    assert (
+        "--node-labels=node.mayu.io/role=worker" in unit_of(config, "kubelet.service")["contents"]
+    )
+    assert [d["path"] for d in config["storage"]["directories"]] == ["/etc/kubernetes/manifests"]
+
+
+def test_no_report_url_means_no_phone_home(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    context["report_url"] = None
+    config = renderer.render("worker.yaml.j2", context)
+    assert "/etc/mayu/report-url" not in files_of(config)
+    assert "mayu-report.service" not in {u["name"] for u in config["systemd"]["units"]}
+
+
+def test_render_json_is_compact_and_equal(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    data = renderer.render_json("controller.yaml.j2", context)
+    assert isinstance(data, bytes)
+    assert b"\n" not in data and b'": ' not in data
+    assert json.loads(data) == renderer.render("controller.yaml.j2", context)
+
+
+def test_files_are_appended_with_mode(renderer: IgnitionRenderer, context: dict[str, Any]) -> None:
+    specs = [
+        FileSpec("/etc/kubernetes/pki/ca.crt", 0o644, "-----BEGIN CERTIFICATE-----\nü\n"),
+        FileSpec("/etc/kubernetes/pki/ca.key", 0o600, "KEY\n"),
+    ]
+    config = renderer.render("controller.yaml.j2", context, specs)
+    entries = config["storage"]["files"]
+    assert [e["path"] for e in entries[-2:]] == [s.path for s in specs]
+    key = files_of(config)["/etc/kubernetes/pki/ca.key"]
+    assert key["mode"] == 384 and key["overwrite"] is True
+    assert text_of(config, "/etc/kubernetes/pki/ca.crt") == specs[0].contents
+
+
+def test_a_path_written_twice_is_refused(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    with pytest.raises(RenderError, match="/etc/hostname is written twice"):
+        renderer.render("worker.yaml.j2", context, [FileSpec("/etc/hostname", 0o644, "x\n")])
+
+
+def test_static_manifests_follow_the_release(renderer: IgnitionRenderer) -> None:
+    def etcd(version: str) -> dict[str, Any]:
+        specs = renderer.static_manifests(sample_context("controller", version))
+        spec = next(s for s in specs if s.path.endswith("/etcd.yaml"))
+        return yaml.safe_load(spec.contents)["spec"]["containers"][0]
+
+    old, new = etcd("1.29.4"), etcd("1.31.2")
+    assert old["image"] == "registry.k8s.io/etcd:3.5.10-0"
+    assert old["livenessProbe"]["httpGet"]["path"].startswith("/health")
+    assert "readinessProbe" not in old
+    assert new["image"] == "registry.k8s.io/etcd:3.5.15-0"
+    assert new["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert new["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_control_plane_images_and_flags(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    context["cluster"]["etcd_members"] = [
+        {"name": "a", "address": "192.0.2.1"},
+        {"name": context["node"]["name"], "address": "192.0.2.11"},
+        {"name": "c", "address": "192.0.2.3"},
+    ]
+    pods = {
+        Path(s.path).stem: yaml.safe_load(s.contents) for s in renderer.static_manifests(context)
+    }
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        container = pods[name]["spec"]["containers"][0]
+        assert container["image"] == f"registry.k8s.io/{name}:v1.31.2"
+        assert pods[name]["metadata"]["namespace"] == "kube-system"
+    etcd_cmd = pods["etcd"]["spec"]["containers"][0]["command"]
+    assert (
+        "--initial-cluster=a=https://192.0.2.1:2380,node-525400000001=https://192.0.2.11:2380,"
+        "c=https://192.0.2.3:2380"
+    ) in etcd_cmd
+    api = pods["kube-apiserver"]["spec"]["containers"][0]["command"]
+    assert "--service-cluster-ip-range=10.96.0.0/12" in api
+    assert "--advertise-address=192.0.2.11" in api
+    for path in (
+        "/etc/kubernetes/pki/apiserver.crt",
+        "/etc/kubernetes/pki/sa.pub",
+        "/etc/kubernetes/pki/front-proxy-client.crt",
+        "/etc/kubernetes/pki/etcd/ca.crt",
+    ):
+        assert any(arg.endswith("=" + path) for arg in api), path
+    agent = pods["mayu-agent"]["spec"]
+    assert agent["hostNetwork"] is True
+    assert agent["containers"][0]["command"] == [
+        "mayu",
+        "agent",
+        "--host-name",
+        "node-525400000001",
+    ]
+    assert {"path": "/var/run/libvirt", "type": "Directory"} in [
+        v["hostPath"] for v in agent["volumes"]
+    ]
+
+
+def test_controller_missing_from_etcd_members_names_the_line(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    context["cluster"]["etcd_members"] = [{"name": "other", "address": "192.0.2.9"}]
+    line = line_of(default_manifests_dir() / "etcd.yaml.j2", "fail(")
+    with pytest.raises(RenderError) as err:
+        renderer.static_manifests(context)
+    assert str(err.value) == (
+        f"template etcd.yaml.j2 line {line}: controller node-525400000001 is not listed "
+        "in cluster.etcd_members"
+    )
+
+
+def test_no_ip_omits_advertise_address(renderer: IgnitionRenderer, context: dict[str, Any]) -> None:
+    context["node"]["ip"] = None
+    context["cluster"]["etcd_members"] = []
+    pods = {Path(s.path).stem: s.contents for s in renderer.static_manifests(context)}
+    assert "--advertise-address" not in pods["kube-apiserver"]
+    assert "--initial-cluster=node-525400000001=https://127.0.0.1:2380" in pods["etcd"]
+
+
+def test_check_templates_passes_on_shipped_templates(renderer: IgnitionRenderer) -> None:
+    renderer.check_templates()
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def assert_clean(err: RenderError) -> None:
+    assert "Traceback" not in str(err) and 'File "' not in str(err)
+
+
+def test_missing_context_key_names_template_and_line(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    del context["cluster"]["cluster_dns"]
+    with pytest.raises(RenderError) as err:
+        renderer.render("controller.yaml.j2", context)
+    line = line_of(TEMPLATES / "_base.yaml.j2", "cluster.cluster_dns")
+    assert str(err.value).startswith(f"template _base.yaml.j2 line {line}: ")
+    assert "cluster_dns" in str(err.value)
+    assert err.value.detail == {"template": "_base.yaml.j2", "line": line}
+    assert_clean(err.value)
+
+
+def test_undefined_variable_in_custom_template(tmp_path: Path, context: dict[str, Any]) -> None:
+    renderer = custom(tmp_path, **{"x.yaml.j2": "storage:\n  files: []\n# {{ node.nope }}\n"})
+    with pytest.raises(RenderError, match=r"^template x\.yaml\.j2 line 3: .*nope") as err:
+        renderer.render("x.yaml.j2", context)
+    assert_clean(err.value)
+
+
+def test_syntax_error_names_template_and_line(tmp_path: Path, context: dict[str, Any]) -> None:
+    renderer = custom(
+        tmp_path,
+        **{
+            "x.yaml.j2": "storage: {}\n{% include '_part.j2' %}\n",
+            "_part.j2": "# ok\n# ok\n{% if %}\n",
+        },
+    )
+    with pytest.raises(RenderError, match=r"^template _part\.j2 line 3: syntax error") as err:
+        renderer.render("x.yaml.j2", context)
+    assert_clean(err.value)
+
+
+def test_yaml_error_names_template_and_output_line(tmp_path: Path, context: dict[str, Any]) -> None:
+    renderer = custom(tmp_path, **{"x.yaml.j2": "storage:\n  files: []\n bad: [\n"})
+    with pytest.raises(RenderError, match=r"^template x\.yaml\.j2: rendered output line \d+"):
+        renderer.render("x.yaml.j2", context)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bogus: 1\n", "unknown top-level key"),
+        ("x-mayu: {nope: true}\n", "unknown x-mayu option"),
+        ("ignition: {version: 3.4.0}\n", "must be 3.3.0"),
+        ("- a\n", "must be a YAML mapping"),
+        ("storage:\n  files: [{path: /a, mode: '0644'}]\n", "mode must be an integer"),
+        ("storage:\n  files: [{path: /a, contents: {inline: 1}}]\n", "must be a string"),
+    ],
+)
+def test_malformed_output_is_refused(
+    tmp_path: Path, context: dict[str, Any], text: str, message: str
+) -> None:
+    with pytest.raises(RenderError, match=message):
+        custom(tmp_path, **{"x.yaml.j2": text}).render("x.yaml.j2", context)
+
+
+def test_check_templates_reports_a_broken_template(tmp_path: Path) -> None:
+    renderer = custom(tmp_path, **{"ok.yaml.j2": "storage: {}\n", "z.yaml.j2": "{{ nope }}\n"})
+    with pytest.raises(RenderError, match=r"^template z\.yaml\.j2 line 1"):
+        renderer.check_templates()
+
+
+def test_sandbox_blocks_unsafe_attributes(tmp_path: Path, context: dict[str, Any]) -> None:
+    text = "# {{ node.__class__.__mro__[1].__subclasses__() }}\n"
+    with pytest.raises(RenderError, match=r"^template x\.yaml\.j2 line 1: "):
+        custom(tmp_path, **{"x.yaml.j2": text}).render("x.yaml.j2", context)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["cluster"].update(kubernetes_minor="1.28"), "not supported"),
+        (lambda c: c["node"].update(role="admin"), "node.role must be one of"),
+        (lambda c: c.pop("cluster"), "needs cluster.kubernetes_minor"),
+    ],
+)
+def test_bad_context_is_refused(
+    renderer: IgnitionRenderer, context: dict[str, Any], mutate: Any, message: str
+) -> None:
+    mutate(context)
+    with pytest.raises(RenderError, match=message):
+        renderer.render("worker.yaml.j2", context)
+
+
+# --- injection -----------------------------------------------------------------------
+
+NASTY = {
+    "jinja": "{{ 7*7 }}",
+    "statement": "{% raw %}x{% endraw %}{% if true %}",
+    "quotes": "it's \"quoted\" 'twice'",
+    "newline": "a\nstorage: {files: []}\n- b",
+    "yaml": "]: &x *y ! | > #",
+    "html": "<script>&amp;</script>",
+}
+
+
+def test_injected_values_are_rendered_literally(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    plain = renderer.render("controller.yaml.j2", copy.deepcopy(context))
+    node = context["node"]
+    node["labels"] = dict(NASTY)
+    node["metadata"] = {f"m-{k}": v for k, v in NASTY.items()}
+    node["serial"] = NASTY["quotes"] + NASTY["jinja"]
+    node["name"] = 'evil"{{ 7*7 }}\n{% raw %}'
+    context["cluster"]["etcd_members"] = [{"name": node["name"], "address": "192.0.2.11"}]
+    config = renderer.render("controller.yaml.j2", context)
+
+    assert set(files_of(config)) == set(files_of(plain))
+    assert [u["name"] for u in config["systemd"]["units"]] == [
+        u["name"] for u in plain["systemd"]["units"]
+    ]
+    assert text_of(config, "/etc/hostname") == node["name"] + "\n"
+    assert json.loads(text_of(config, "/etc/mayu/node.json")) == node
+    agent = yaml.safe_load(text_of(config, "/etc/kubernetes/manifests/mayu-agent.yaml"))
+    assert agent["spec"]["containers"][0]["command"][-1] == node["name"]
+    etcd = yaml.safe_load(text_of(config, "/etc/kubernetes/manifests/etcd.yaml"))
+    assert "--name=" + node["name"] in etcd["spec"]["containers"][0]["command"]
+    written = [decode(f["contents"]["source"]) for f in config["storage"]["files"]]
+    assert not [text for text in written if "49" in text]
+
+
+def test_injected_ssh_keys_stay_keys(renderer: IgnitionRenderer, context: dict[str, Any]) -> None:
+    keys = ["ssh-ed25519 AAAA x\nusers: []", "{{ 7*7 }}"]
+    context["ssh_authorized_keys"] = keys
+    config = renderer.render("worker.yaml.j2", context)
+    assert config["passwd"]["users"] == [{"name": "core", "sshAuthorizedKeys": keys}]

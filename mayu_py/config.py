@@ -117,6 +117,12 @@ class AssetsConfig(_Strict):
     versions: dict[str, str] = Field(default_factory=lambda: {"lab": "1", "flatcar": "4081.2.0"})
 
 
+class TenantImage(_Strict):
+    """A base image agents boot tenant nodes from (files under the agent's images dir)."""
+
+    min_memory_mib: int = Field(default=128, ge=64)
+
+
 def _default_profiles() -> dict[str, Profile]:
     lab_boot = {
         "kernel": "lab/vmlinuz",
@@ -148,6 +154,7 @@ class Settings(_Strict):
     ssh_authorized_keys: list[str] = Field(default_factory=list)
     profiles: dict[str, Profile] = Field(default_factory=_default_profiles)
     groups: list[Group] = Field(default_factory=_default_groups)
+    tenant_images: dict[str, TenantImage] = Field(default_factory=lambda: {"lab": TenantImage()})
     data_dir: str = "/var/lib/mayu"
 
     @model_validator(mode="after")

@@ -233,6 +233,19 @@ class LibvirtHost:
     def domain_meta(self, name: str) -> DomainMeta | None:
         return self.call(f"metadata {name}", lambda c: _meta(c.lookupByName(name)))
 
+    def is_active(self, name: str) -> bool:
+        """True while the domain runs; False when it is shut off or gone."""
+
+        def active(conn: libvirt.virConnect) -> bool:
+            try:
+                return bool(conn.lookupByName(name).isActive())
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return False
+                raise
+
+        return self.call(f"isActive {name}", active)
+
     def domain_xml(self, name: str) -> str:
         return self.call(f"XMLDesc {name}", lambda c: c.lookupByName(name).XMLDesc(0))
 
@@ -266,7 +279,7 @@ class LibvirtHost:
             if dom.isActive():
                 dom.destroy()
             if dom.isPersistent():
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                dom.undefine()
 
         self.call(f"delete domain {name}", delete)
 

@@ -77,6 +77,9 @@ def _kvm_boots(
         while time.monotonic() < deadline:
             if serial.is_file() and _MARKER.search(serial.read_bytes()):
                 return True
+            if not host.is_active(PROBE_NAME):
+                log.info("KVM probe guest died (reset or crash); using TCG")
+                return False
             time.sleep(0.5)
         log.info("KVM probe guest never reached /init in %.0fs; using TCG", timeout_s)
         return False

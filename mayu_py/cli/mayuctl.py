@@ -162,14 +162,17 @@ def tenants_create(ctx: click.Context, path: Any, output: str | None) -> None:
 
 @tenants.command("scale")
 @click.argument("name")
-@click.option("--workers", type=int, required=True, help="Desired number of workers.")
+@click.option("--workers", type=click.IntRange(min=0), required=True, help="Desired workers.")
 @output_option
 @click.pass_context
 def tenants_scale(ctx: click.Context, name: str, workers: int, output: str | None) -> None:
-    """Scale a tenant cluster's workers."""
-    doc = _client(ctx).request(
-        "PATCH", f"/api/v1/tenants/{name}", json={"spec": {"workerCount": workers}}
-    )
+    """Scale a tenant cluster's workers (new ones are sized like the last worker)."""
+    client = _client(ctx)
+    spec = client.request("GET", f"/api/v1/tenants/{name}")["spec"]
+    current = spec.get("workers", [])
+    template = (current or spec["masters"])[-1]
+    wanted = current[:workers] + [template] * max(0, workers - len(current))
+    doc = client.request("PATCH", f"/api/v1/tenants/{name}", json={"spec": {"workers": wanted}})
     emit(_tenant_row(doc), _fmt(ctx, output))
 
 

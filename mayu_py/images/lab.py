@@ -108,11 +108,10 @@ class _Tree:
 def default_kernel_version(inputs: LabInputs | None = None) -> str:
     """The newest kernel in /lib/modules that also has /boot/vmlinuz-VERSION."""
     inputs = inputs or LabInputs()
+    dirs = list(inputs.modules_root.iterdir()) if inputs.modules_root.is_dir() else []
     candidates = [
-        d.name
-        for d in inputs.modules_root.iterdir()
-        if d.is_dir() and (inputs.boot_dir / f"vmlinuz-{d.name}").is_file()
-    ] if inputs.modules_root.is_dir() else []  # fmt: skip
+        d.name for d in dirs if d.is_dir() and (inputs.boot_dir / f"vmlinuz-{d.name}").is_file()
+    ]
     if not candidates:
         raise ConfigError(
             f"no kernel found: need {inputs.modules_root}/VERSION and {inputs.boot_dir}/"
@@ -203,8 +202,8 @@ def _collect(inputs: LabInputs, kver: str) -> _Tree:
     for lib in _shared_libraries(inputs.ignition):
         tree.add_file(str(lib), lib.resolve(), 0o755)
 
-    for path in _module_closure(kver, MODULES):
-        rel = path.relative_to(inputs.modules_root / kver)
+    for path in _module_closure(inputs.modules_root, kver, MODULES):
+        rel = path.resolve().relative_to((inputs.modules_root / kver).resolve())
         if path.suffix == ".xz":
             data = lzma.decompress(path.read_bytes())
             tree.add_file(f"lib/modules/{kver}/{rel.with_suffix('')}", data)
@@ -234,20 +233,22 @@ def _shared_libraries(binary: Path) -> list[Path]:
     return libs
 
 
-def _module_closure(kver: str, names: tuple[str, ...]) -> list[Path]:
+def _module_closure(modules_root: Path, kver: str, names: tuple[str, ...]) -> list[Path]:
     """Files of the named modules and everything they depend on (builtins are skipped)."""
+    # modinfo looks in BASE/lib/modules/KVER.
+    modinfo = ["modinfo", "-b", modules_root.parent.parent, "-k", kver]
     seen: dict[str, Path] = {}
     todo = list(names)
     while todo:
         name = todo.pop()
         if name in seen:
             continue
-        filename = run(["modinfo", "-k", kver, "-n", name], timeout=30).stdout.strip()
+        filename = run([*modinfo, "-n", name], timeout=30).stdout.strip()
         if filename.startswith("(builtin)") or not filename.startswith("/"):
             seen[name] = Path()
             continue
         seen[name] = Path(filename)
-        depends = run(["modinfo", "-k", kver, "-F", "depends", name], timeout=30).stdout
+        depends = run([*modinfo, "-F", "depends", name], timeout=30).stdout
         todo.extend(d for d in depends.strip().split(",") if d)
     return sorted(p for p in seen.values() if p != Path())
 

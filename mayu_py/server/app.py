@@ -7,11 +7,12 @@ from flask import Flask
 from mayu_py.config import Settings
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
-from mayu_py.server import api, boot, health
+from mayu_py.server import api, boot, health, tenants_api
 from mayu_py.server.context import Services
 from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.machines import MachineService
 from mayu_py.server.provisioning import Provisioner, assets_root
+from mayu_py.server.tenant_service import TenantService
 from mayu_py.store import Store
 
 
@@ -32,11 +33,13 @@ def create_app(settings: Settings, store: Store, admin_token: str) -> Flask:
         store=store,
         machines=MachineService(settings, store),
         provisioner=Provisioner(settings, store, renderer, pki),
+        tenants=TenantService(settings, store, renderer),
         assets_root=root,
         admin_token=admin_token,
     )
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(tenants_api.bp)
     app.register_blueprint(health.bp)
     register_error_handlers(app)
     return app

@@ -10,6 +10,7 @@ from flask import current_app
 from mayu_py.config import Settings
 from mayu_py.server.machines import MachineService
 from mayu_py.server.provisioning import Provisioner
+from mayu_py.server.tenant_service import TenantService
 from mayu_py.store import Store
 
 
@@ -19,6 +20,7 @@ class Services:
     store: Store
     machines: MachineService
     provisioner: Provisioner
+    tenants: TenantService
     assets_root: Path
     admin_token: str
 

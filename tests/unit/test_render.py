@@ -140,6 +140,14 @@ def test_worker_gets_only_the_agent_manifest(renderer: IgnitionRenderer) -> None
     assert [d["path"] for d in config["storage"]["directories"]] == ["/etc/kubernetes/manifests"]
 
 
+def test_tenant_vms_get_no_agent(renderer: IgnitionRenderer, context: dict[str, Any]) -> None:
+    context["node"]["labels"] = {"mayu.io/tenant": "acme"}
+    names = [Path(s.path).stem for s in renderer.static_manifests(context)]
+    assert names == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    context["node"]["role"] = "worker"
+    assert renderer.static_manifests(context) == []
+
+
 def test_no_report_url_means_no_phone_home(
     renderer: IgnitionRenderer, context: dict[str, Any]
 ) -> None:

@@ -1,0 +1,71 @@
+"""Admin plane for level 2: /api/v1/tenants and /api/v1/hosts (bearer token)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from mayu_py.server.auth import require_admin_token
+from mayu_py.server.context import services
+
+bp = Blueprint("tenants", __name__, url_prefix="/api/v1")
+bp.before_request(require_admin_token)
+
+IGNITION_MIMETYPE = "application/vnd.coreos.ignition+json"
+
+
+@bp.get("/tenants")
+def list_tenants() -> Response:
+    return jsonify({"items": services().tenants.list()})
+
+
+@bp.post("/tenants")
+def create_tenant() -> tuple[Response, int]:
+    return jsonify(services().tenants.create(request.get_json(silent=True))), 201
+
+
+@bp.get("/tenants/<name>")
+def show_tenant(name: str) -> Response:
+    return jsonify(services().tenants.get(name))
+
+
+@bp.patch("/tenants/<name>")
+def patch_tenant(name: str) -> Response:
+    body = request.get_json(silent=True)
+    spec = body.get("spec") if isinstance(body, dict) else None
+    return jsonify(services().tenants.update_spec(name, spec))
+
+
+@bp.delete("/tenants/<name>")
+def delete_tenant(name: str) -> tuple[Response, int]:
+    return jsonify(services().tenants.delete(name)), 202
+
+
+@bp.get("/tenants/<name>/kubeconfig")
+def tenant_kubeconfig(name: str) -> Response:
+    return Response(services().tenants.admin_kubeconfig(name), mimetype="application/yaml")
+
+
+@bp.get("/tenants/<tenant>/nodes/<node>/ignition")
+def tenant_node_ignition(tenant: str, node: str) -> Response:
+    body = services().tenants.node_ignition(tenant, node)
+    return Response(body, mimetype=IGNITION_MIMETYPE, headers={"Cache-Control": "no-store"})
+
+
+@bp.put("/tenants/<tenant>/nodes/<node>/status")
+def tenant_node_status(tenant: str, node: str) -> Response:
+    return jsonify(services().tenants.report_node(tenant, node, request.get_json(silent=True)))
+
+
+@bp.post("/hosts")
+def host_heartbeat() -> Response:
+    return jsonify(services().tenants.heartbeat(request.get_json(silent=True)))
+
+
+@bp.get("/hosts")
+def list_hosts() -> Response:
+    return jsonify({"items": services().tenants.list_hosts()})
+
+
+@bp.get("/hosts/<host>/nodes")
+def host_nodes(host: str) -> Response:
+    return jsonify(services().tenants.desired_for_host(host))

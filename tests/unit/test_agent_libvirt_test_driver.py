@@ -1,0 +1,270 @@
+"""The Agent against libvirt's in-process mock driver (test:///default).
+
+Each open of test:///default is a fresh state, so every test keeps one LibvirtHost. The driver
+ships a foreign running domain "test" and a foreign network "default": they must survive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from mayu_py.agent import plan as p
+from mayu_py.agent.actual import observe
+from mayu_py.agent.desired import DesiredNode, networks_for
+from mayu_py.agent.host import LibvirtHost
+from mayu_py.agent.images import BaseImages, install_base_image
+from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
+from mayu_py.agent.loop import Agent
+from mayu_py.agent.source import StaticSource
+from mayu_py.agent.statedir import StateDir
+from mayu_py.command import run
+from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes
+
+FOREIGN_DOMAIN, FOREIGN_NETWORK = "test", "default"
+
+
+def tenant_doc(name: str, cidr: str, vni: int, workers: int, worker_cpus: int = 1) -> dict:
+    size = {"cpus": 1, "memory": "512Mi", "disk": "2Gi"}
+    return {
+        "apiVersion": "mayu.io/v1alpha1",
+        "kind": "TenantCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetesVersion": "1.31",
+            "image": "lab",
+            "network": {"cidr": cidr, "vni": vni},
+            "masters": [size],
+            "workers": [dict(size, cpus=worker_cpus) for _ in range(workers)],
+        },
+    }
+
+
+def desired(*docs: dict) -> list[DesiredNode]:
+    result = []
+    for doc in docs:
+        tenant = parse_tenant(doc, {"lab": ImageInfo("lab")}, [])
+        result += [
+            DesiredNode.from_json(desired_node_json(tenant, n)) for n in tenant_nodes(tenant)
+        ]
+    return result
+
+
+@dataclasses.dataclass
+class Rig:
+    host: LibvirtHost
+    source: StaticSource
+    state: StateDir
+    images: BaseImages
+    tmp: Path
+
+    def agent(self) -> Agent:
+        return Agent("h1", self.host, self.source, self.state, self.images)
+
+    def domains(self) -> dict[str, str]:
+        """name -> uuid of every domain (ours and foreign)."""
+        return {d.name: d.uuid for d in self.host.list_domains()}
+
+    def networks(self) -> set[str]:
+        return {n.facts.name for n in self.host.list_networks()}
+
+    def files(self) -> dict[str, frozenset[str]]:
+        return self.state.scan()
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    (tmp_path / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "initrd").write_bytes(b"initrd")
+    install_base_image(tmp_path / "images", "lab", "1", tmp_path / "vmlinuz", tmp_path / "initrd")
+    host = LibvirtHost("test:///default")
+    yield Rig(
+        host,
+        StaticSource(),
+        StateDir(tmp_path / "state"),
+        BaseImages(tmp_path / "images"),
+        tmp_path,
+    )
+    host.close()
+
+
+ACME = tenant_doc("acme", "10.100.0.0/24", 100, workers=2)
+
+
+def assert_converged(rig: Rig, nodes: list[DesiredNode]) -> None:
+    doms = rig.domains()
+    assert FOREIGN_DOMAIN in doms and FOREIGN_NETWORK in rig.networks()
+    assert set(doms) - {FOREIGN_DOMAIN} == {n.node for n in nodes}
+    for n in nodes:
+        assert doms[n.node] == n.uuid
+    assert rig.networks() - {FOREIGN_NETWORK} == {net.name for net in networks_for(nodes)}
+    expected: dict[str, set[str]] = {}
+    for n in nodes:
+        expected.setdefault(n.tenant, set()).update(
+            {rig.state.overlay(n).name, rig.state.ignition(n).name}
+        )
+    got = {t: {f for f in names if not f.endswith(".log")} for t, names in rig.files().items()}
+    assert got == expected
+    assert rig.agent().run_once().applied == []
+
+
+def test_create_then_noop(rig: Rig) -> None:
+    rig.source.nodes = desired(ACME)
+    result = rig.agent().run_once()
+    assert result.errors == {}
+    assert set(result.states.values()) == {"running"}
+    assert {r.node: r.state for r in rig.source.reports} == {
+        "acme-master-0": "running",
+        "acme-worker-0": "running",
+        "acme-worker-1": "running",
+    }
+    assert_converged(rig, rig.source.nodes)
+    node = rig.source.nodes[0]
+    assert stat.S_IMODE(rig.state.ignition(node).stat().st_mode) == 0o600
+    assert stat.S_IMODE(rig.state.tenant_dir("acme").stat().st_mode) == 0o711
+    assert stat.S_IMODE(rig.state.root.stat().st_mode) == 0o711
+    net = observe(rig.host, rig.state).networks["mayu-tenant-acme"]
+    assert {h[1] for h in net.hosts} == {"10.100.0.10", "10.100.0.11", "10.100.0.12"}
+    reports = len(rig.source.reports)
+    rig.agent().run_once()
+    assert len(rig.source.reports) == reports + 3  # a new agent reports once; same agent not
+    agent = rig.agent()
+    agent.run_once()
+    agent.run_once()
+    assert len(rig.source.reports) == reports + 6
+
+
+def test_scale_up_down_spec_change_delete(rig: Rig) -> None:
+    rig.source.nodes = desired(ACME)
+    rig.agent().run_once()
+    uuids = rig.domains()
+
+    rig.source.nodes = desired(tenant_doc("acme", "10.100.0.0/24", 100, workers=3))
+    assert rig.agent().run_once().errors == {}
+    assert_converged(rig, rig.source.nodes)
+    assert {k: v for k, v in rig.domains().items() if k in uuids} == uuids
+
+    rig.source.nodes = desired(tenant_doc("acme", "10.100.0.0/24", 100, workers=1))
+    assert rig.agent().run_once().errors == {}
+    assert_converged(rig, rig.source.nodes)
+    net = observe(rig.host, rig.state).networks["mayu-tenant-acme"]
+    assert len(net.hosts) == 2
+
+    drained: list[str] = []
+    changed = desired(tenant_doc("acme", "10.100.0.0/24", 100, workers=1, worker_cpus=2))
+    rig.source.nodes = changed
+    agent = Agent(
+        "h1", rig.host, rig.source, rig.state, rig.images, drain=lambda t, n: drained.append(n)
+    )
+    result = agent.run_once()
+    assert drained == ["acme-worker-0"]
+    assert [a.describe() for a in result.applied if isinstance(a, p.DefineDomain)] == [
+        "DefineDomain acme/acme-worker-0"
+    ]
+    assert_converged(rig, changed)
+    xml = rig.host.domain_xml("acme-worker-0")
+    assert "<vcpu placement='static'>2</vcpu>" in xml
+
+    rig.source.nodes = desired(tenant_doc("beta", "10.101.0.0/24", 101, workers=0))
+    assert rig.agent().run_once().errors == {}
+    assert_converged(rig, rig.source.nodes)
+    assert not rig.state.tenant_dir("acme").exists()
+
+    rig.source.nodes = []
+    rig.agent().run_once()
+    assert set(rig.domains()) == {FOREIGN_DOMAIN}
+    assert rig.networks() == {FOREIGN_NETWORK}
+    assert rig.files() == {}
+
+
+def test_failure_is_isolated_per_node(rig: Rig) -> None:
+    nodes = desired(ACME)
+    broken = dataclasses.replace(nodes[1], image="nope")
+    rig.source.nodes = [nodes[0], broken, nodes[2]]
+    result = rig.agent().run_once()
+    assert set(result.errors) == {broken.node}
+    assert result.states == {
+        nodes[0].node: "running",
+        broken.node: "failed",
+        nodes[2].node: "running",
+    }
+    report = rig.source.last_reports()[broken.node]
+    assert report.state == "failed" and "unknown base image" in report.message
+
+
+def test_corrupt_base_image_is_never_used(rig: Rig) -> None:
+    base = rig.images.dir / "lab-1.qcow2"
+    base.chmod(0o644)
+    with base.open("ab") as handle:
+        handle.write(b"tampered")
+    rig.source.nodes = desired(ACME)[:1]
+    result = rig.agent().run_once()
+    assert "fails its checksum" in result.errors["acme-master-0"]
+    assert not rig.state.overlay(rig.source.nodes[0]).exists()
+    assert set(rig.domains()) == {FOREIGN_DOMAIN}
+
+
+def test_foreign_domain_with_a_wanted_name_is_not_touched(rig: Rig) -> None:
+    rig.source.nodes = desired(ACME)
+    rig.host.define_domain(
+        "<domain type='test'><name>acme-worker-0</name><memory>1024</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    result = rig.agent().run_once()
+    assert "not manage" in result.errors["acme-worker-0"]
+    assert rig.host.domain_meta("acme-worker-0") is None
+    assert result.states["acme-master-0"] == "running"
+    rig.source.nodes = []
+    rig.agent().run_once()
+    assert set(rig.domains()) == {FOREIGN_DOMAIN, "acme-worker-0"}
+
+
+def test_crash_half_way_converges(rig: Rig) -> None:
+    rig.source.nodes = desired(ACME, tenant_doc("beta", "10.101.0.0/24", 101, workers=1))
+    first = rig.agent()
+    actions = p.plan(rig.source.nodes, networks_for(rig.source.nodes), observe(rig.host, rig.state))
+    for action in actions[: len(actions) // 2]:
+        first.applier.apply(action)
+    # a kill -9 inside a write leaves a temp file behind
+    (rig.state.tenant_dir("acme") / "acme-worker-1.x.ign.tmp").write_bytes(b"{")
+    result = rig.agent().run_once()
+    assert result.errors == {}
+    assert_converged(rig, rig.source.nodes)
+
+
+def test_generated_xml_validates(rig: Rig, tmp_path: Path) -> None:
+    image = rig.images.get("lab")
+    for node in desired(ACME):
+        files = DomainFiles(
+            image.kernel, image.initrd, image.cmdline, Path("/o.qcow2"), Path("/i.ign"), Path("/l")
+        )
+        for domain_type in ("qemu", "kvm"):
+            path = tmp_path / f"{node.node}-{domain_type}.xml"
+            path.write_text(domain_xml(node, networks_for([node])[0], files, domain_type))
+            run(["virt-xml-validate", path, "domain"])
+    net = tmp_path / "net.xml"
+    net.write_text(network_xml(networks_for(desired(ACME))[0]))
+    run(["virt-xml-validate", net, "network"])
+    flt = tmp_path / "filter.xml"
+    flt.write_text(nwfilter_xml())
+    run(["virt-xml-validate", flt, "nwfilter"])
+    assert "<forward" not in net.read_text()
+
+
+def test_unchanged_reconcile_of_50_domains_is_fast(rig: Rig) -> None:
+    docs = [tenant_doc(f"t{i}", f"10.{100 + i}.0.0/24", 100 + i, workers=4) for i in range(10)]
+    rig.source.nodes = desired(*docs)
+    assert len(rig.source.nodes) == 50
+    rig.agent().run_once()
+    agent = rig.agent()
+    agent.run_once()  # first pass of a fresh agent reports every node
+    started = time.perf_counter()
+    result = agent.run_once()
+    elapsed = time.perf_counter() - started
+    assert result.applied == [] and len(result.states) == 50
+    print(f"\nunchanged reconcile of 50 domains (test:///default): {elapsed * 1000:.1f} ms")
+    assert elapsed < 1.0

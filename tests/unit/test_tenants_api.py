@@ -1,0 +1,153 @@
+"""Tenant and host endpoints through Flask's test client on a real SQLite store."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from mayu_py.config import load_settings
+from mayu_py.server.app import create_app
+from mayu_py.store import open_store
+
+AUTH = {"Authorization": "Bearer t"}
+ACME = {
+    "apiVersion": "mayu.io/v1alpha1",
+    "kind": "TenantCluster",
+    "metadata": {"name": "acme"},
+    "spec": {
+        "kubernetesVersion": "1.31",
+        "image": "lab",
+        "network": {"cidr": "10.100.0.0/24", "vni": 100},
+        "masters": [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}],
+        "workers": [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}] * 2,
+        "sshAuthorizedKeys": [],
+    },
+}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> FlaskClient:
+    settings = load_settings(None, {("data_dir",): str(tmp_path / "data")}, environ={})
+    return create_app(settings, open_store(settings.data_path), "t").test_client()
+
+
+def _heartbeat(client: FlaskClient, name: str, cpus: int = 2, memory: int = 4096) -> None:
+    body = {"name": name, "cpus": cpus, "memory_mib": memory, "address": "127.0.0.1"}
+    assert client.post("/api/v1/hosts", headers=AUTH, json=body).status_code == 200
+
+
+def test_create_place_render_report_delete(client: FlaskClient, tmp_path: Path) -> None:
+    _heartbeat(client, "h1")
+    _heartbeat(client, "h2")
+    created = client.post("/api/v1/tenants", headers=AUTH, json=ACME)
+    assert created.status_code == 201, created.get_json()
+    status = created.get_json()["status"]
+    assert [n["name"] for n in status["nodes"]] == [
+        "acme-master-0",
+        "acme-worker-0",
+        "acme-worker-1",
+    ]
+    assert all(n["host"] in ("h1", "h2") for n in status["nodes"])
+    desired = client.get("/api/v1/hosts/h1/nodes", headers=AUTH).get_json()
+    desired += client.get("/api/v1/hosts/h2/nodes", headers=AUTH).get_json()
+    assert sorted(d["node"] for d in desired) == ["acme-master-0", "acme-worker-0", "acme-worker-1"]
+    assert {d["network"]["gateway"] for d in desired} == {"10.100.0.1"}
+
+    ign = client.get("/api/v1/tenants/acme/nodes/acme-master-0/ignition", headers=AUTH)
+    assert ign.status_code == 200
+    path = tmp_path / "node.ign"
+    path.write_bytes(ign.data)
+    check = subprocess.run(["ignition-validate", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    paths = {f["path"] for f in json.loads(ign.data)["storage"]["files"]}
+    assert "/etc/kubernetes/pki/apiserver.crt" in paths
+
+    for d in desired:
+        body = {"state": "ready", "ip": d["ip"], "host": "h1", "generation": 1}
+        assert (
+            client.put(
+                f"/api/v1/tenants/acme/nodes/{d['node']}/status", headers=AUTH, json=body
+            ).status_code
+            == 200
+        )
+    shown = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()
+    assert shown["status"]["phase"] == "Ready" and shown["status"]["observedGeneration"] == 1
+
+    assert client.delete("/api/v1/tenants/acme", headers=AUTH).status_code == 202
+    assert client.get("/api/v1/hosts/h1/nodes", headers=AUTH).get_json() == []
+    assert (
+        client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]["phase"] == "Deleting"
+    )
+    for d in desired:
+        client.put(
+            f"/api/v1/tenants/acme/nodes/{d['node']}/status",
+            headers=AUTH,
+            json={"state": "deleted"},
+        )
+    assert client.get("/api/v1/tenants/acme", headers=AUTH).status_code == 404
+    assert not (tmp_path / "data" / "tenants" / "acme").exists()
+
+
+def test_masters_spread_over_hosts(client: FlaskClient) -> None:
+    _heartbeat(client, "h1")
+    _heartbeat(client, "h2")
+    doc = copy.deepcopy(ACME)
+    doc["spec"]["masters"] = [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}] * 2
+    status = client.post("/api/v1/tenants", headers=AUTH, json=doc).get_json()["status"]
+    hosts = {n["host"] for n in status["nodes"] if n["role"] == "master"}
+    assert hosts == {"h1", "h2"}
+
+
+def test_scale_bumps_generation_and_keeps_assignments(client: FlaskClient) -> None:
+    _heartbeat(client, "h1")
+    before = client.post("/api/v1/tenants", headers=AUTH, json=ACME).get_json()
+    spec = {"workers": [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}] * 3}
+    after = client.patch("/api/v1/tenants/acme", headers=AUTH, json={"spec": spec}).get_json()
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+    assert len(after["status"]["nodes"]) == 4
+    same = client.patch("/api/v1/tenants/acme", headers=AUTH, json={"spec": spec}).get_json()
+    assert same["metadata"]["generation"] == after["metadata"]["generation"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["metadata"].update(name="Bad_Name"), "metadata.name"),
+        (lambda d: d["spec"].update(masters=[]), "spec.masters"),
+        (lambda d: d["spec"]["masters"][0].update(memory="32Mi"), "spec.masters[0].memory"),
+        (lambda d: d["spec"].update(image="windows"), "spec.image"),
+        (lambda d: d["spec"]["network"].update(cidr="10.100.0.128/25"), "spec.network.cidr"),
+    ],
+)
+def test_bad_tenants_are_422_and_create_nothing(client: FlaskClient, change, field: str) -> None:  # type: ignore[no-untyped-def]
+    first = copy.deepcopy(ACME)
+    first["metadata"]["name"] = "first"
+    first["spec"]["network"] = {"cidr": "10.100.0.0/24", "vni": 1}
+    assert client.post("/api/v1/tenants", headers=AUTH, json=first).status_code == 201
+    doc = copy.deepcopy(ACME)
+    doc["spec"]["network"] = {"cidr": "10.101.0.0/24", "vni": 2}
+    doc["spec"]["masters"] = [dict(doc["spec"]["masters"][0])]
+    change(doc)
+    response = client.post("/api/v1/tenants", headers=AUTH, json=doc)
+    assert response.status_code == 422, response.get_json()
+    assert any(key.startswith(field) for key in response.get_json()["detail"]), response.get_json()
+    names = [
+        t["metadata"]["name"]
+        for t in client.get("/api/v1/tenants", headers=AUTH).get_json()["items"]
+    ]
+    assert names == ["first"]
+
+
+def test_lapsed_host_marks_nodes_unknown(client: FlaskClient) -> None:
+    _heartbeat(client, "h1")
+    client.post("/api/v1/tenants", headers=AUTH, json=ACME)
+    services = client.application.extensions["mayu"]
+    services.tenants.clock = lambda: 10**12
+    status = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]
+    assert {n["state"] for n in status["nodes"]} == {"unknown"}
+    assert {n["host"] for n in status["nodes"]} == {"h1"}

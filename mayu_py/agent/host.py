@@ -127,15 +127,20 @@ class LibvirtHost:
             try:
                 conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
-                if not _is_disconnect(exc) or attempt == self._attempts:
+                if not _is_disconnect(exc):
                     raise translate(f"open {self.uri}", exc) from exc
+                if attempt == self._attempts:
+                    raise PeerUnavailable(
+                        f"libvirt {self.uri} not reachable after {attempt} attempts: {exc}",
+                        {"uri": self.uri, "code": exc.get_error_code()},
+                    ) from exc
                 log.warning("libvirt %s not reachable (%s); retry in %.1fs", self.uri, exc, delay)
                 self._sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
             self._register_callbacks(conn)
             return conn
-        raise PeerUnavailable(f"libvirt {self.uri} not reachable")
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _register_callbacks(self, conn: libvirt.virConnect) -> None:
         if not self._lifecycle:
@@ -147,7 +152,10 @@ class LibvirtHost:
             for callback in self._lifecycle:
                 callback(dom.name(), event)
 
-        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None)
+        try:
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None)
+        except libvirt.libvirtError as exc:  # no event loop registered (start_event_loop)
+            log.warning("no libvirt lifecycle events (%s); relying on periodic resync", exc)
 
     def connection(self) -> libvirt.virConnect:
         if self._conn is None:
@@ -270,16 +278,16 @@ class LibvirtHost:
         def delete(conn: libvirt.virConnect) -> None:
             try:
                 dom = conn.lookupByName(name)
+                if _meta(dom) is None:
+                    raise Conflict(f"domain {name} is not managed by mayu; not deleting it")
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return
-                raise
-            if _meta(dom) is None:
-                raise Conflict(f"domain {name} is not managed by mayu; not deleting it")
-            if dom.isActive():
-                dom.destroy()
-            if dom.isPersistent():
-                dom.undefine()
+                # NO_DOMAIN: gone already, or vanished half-way (a transient guest): done
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
 
         self.call(f"delete domain {name}", delete)
 

@@ -35,7 +35,7 @@ def detect_domain_type(
     initrd: Path | None = None,
     *,
     env: Mapping[str, str] = os.environ,
-    timeout_s: float = 25.0,
+    timeout_s: float = 15.0,
 ) -> str:
     """Return "kvm" or "qemu" (TCG)."""
     override = env.get("MAYU_ACCEL", "auto").strip().lower()

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from mayu_py.cli.agent import agent
 from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serve import serve
 from mayu_py.errors import MayuError
@@ -19,6 +20,7 @@ def cli(verbose: bool) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(agent)
 
 
 @cli.group()

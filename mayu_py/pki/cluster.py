@@ -23,7 +23,6 @@ from mayu_py.pki.x509 import certificate_pem
 
 log = logging.getLogger(__name__)
 
-ADMIN_USER = "kubernetes-admin"
 _SUBJECT_DIRS = ("nodes", "users")
 
 
@@ -68,7 +67,7 @@ class ClusterPKI:
             cluster=facts.name,
             server=facts.api_endpoint,
             ca_pem=self.ca_certificate_pem,
-            user=ADMIN_USER,
+            user=leaf.common_name,
             certificate_pem=leaf.certificate_pem,
             key_pem=leaf.key_pem,
         )

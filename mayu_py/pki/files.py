@@ -46,7 +46,7 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on directory/.lock (blocks across processes and threads)."""
     fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        pass
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

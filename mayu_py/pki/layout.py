@@ -53,15 +53,12 @@ _CERT_FILES = {
     "kubelet-serving": (f"{KUBELET_PKI}/kubelet.crt", f"{KUBELET_PKI}/kubelet.key"),
 }
 
-# leaf name -> (kubeconfig path, user name, whether it talks to the local API server)
+# leaf name -> (kubeconfig path, whether it talks to the local API server); as in kubeadm, the
+# kubeconfig's user is named after the certificate's common name.
 _KUBECONFIGS = {
-    "controller-manager": (
-        "/etc/kubernetes/controller-manager.conf",
-        "system:kube-controller-manager",
-        True,
-    ),
-    "scheduler": ("/etc/kubernetes/scheduler.conf", "system:kube-scheduler", True),
-    "kubelet-client": ("/etc/kubernetes/kubelet.conf", "kubelet", False),
+    "controller-manager": ("/etc/kubernetes/controller-manager.conf", True),
+    "scheduler": ("/etc/kubernetes/scheduler.conf", True),
+    "kubelet-client": ("/etc/kubernetes/kubelet.conf", False),
 }
 
 ADMIN_LEAF = "admin"
@@ -187,12 +184,12 @@ def node_file_specs(
             specs.append(FileSpec(cert_path, CERT_MODE, leaf.certificate_pem))
             specs.append(FileSpec(key_path, SECRET_MODE, leaf.key_pem))
         else:
-            path, user, local = _KUBECONFIGS[name]
+            path, local = _KUBECONFIGS[name]
             text = render(
                 cluster=facts.name,
                 server=LOCAL_API_SERVER if local else facts.api_endpoint,
                 ca_pem=ca_pem,
-                user=user,
+                user=leaf.common_name,
                 certificate_pem=leaf.certificate_pem,
                 key_pem=leaf.key_pem,
             )

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from mayu_py.pki import files
 from mayu_py.pki.authorities import Authorities
@@ -51,6 +52,11 @@ class Leaf:
         if not bundle.startswith(_PEM_BEGIN) or split < 0:
             raise ValueError("not a certificate-and-key bundle")
         return cls(bundle[:split], bundle[split:], load_certificate(bundle[:split]))
+
+    @property
+    def common_name(self) -> str:
+        names = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value)
 
 
 class LeafCache:

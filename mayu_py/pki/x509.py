@@ -1,5 +1,4 @@
-"""Keys and X.509 certificates: CA creation and leaf issuance, pure (no files, no clock reads
-beyond "now").
+"""Keys and X.509 certificates: CA creation, leaf issuance, PEM encoding (no file access).
 
 Choices: every CA and leaf key is EC P-256 (Kubernetes, etcd and Go's TLS stack accept ECDSA
 everywhere a certificate is used). Private keys are PEM in the traditional OpenSSL form

@@ -63,9 +63,8 @@ def render_text(env: SandboxedEnvironment, name: str, context: dict[str, Any]) -
     except Exception as exc:  # any runtime failure inside a template is the template's fault
         where, line = _template_frame(env, exc, name)
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        raise RenderError(
-            f"template {where} line {line}: {message}", {"template": where, "line": line}
-        ) from None
+        at = f"template {where}" if line is None else f"template {where} line {line}"
+        raise RenderError(f"{at}: {message}", {"template": where, "line": line}) from None
 
 
 def _template_frame(env: SandboxedEnvironment, exc: Exception, name: str) -> tuple[str, int | None]:

@@ -19,13 +19,15 @@ from mayu_py.model import FileSpec
 SPEC_VERSION = "3.3.0"
 SPEC_TOP_LEVEL = frozenset({"ignition", "kernelArguments", "passwd", "storage", "systemd"})
 EXTENSION_KEY = "x-mayu"
+# libyaml's safe loader when present: 10x faster than the pure-Python one on the hot path.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 EXTENSION_OPTIONS = frozenset({"static_manifests"})
 
 
 def parse_output(name: str, text: str) -> dict[str, Any]:
     """Parse a template's rendered text as one YAML mapping; RenderError names the line."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         if mark is None:

@@ -27,6 +27,8 @@ MANIFEST_MODE = 0o600
 ROLES = ("controller", "worker")
 DEFAULT_AGENT_IMAGE = "ghcr.io/mayu-io/mayu:0.1.0"
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 
 class IgnitionRenderer:
     """Renders Ignition templates (`*.yaml.j2`; names starting with `_` are partials)."""
@@ -72,7 +74,9 @@ class IgnitionRenderer:
             if document.get("kind") != "Pod":
                 raise RenderError(f"template {name}: a static manifest must be a Pod")
             path = f"{MANIFEST_DIR}/{name.removesuffix('.j2')}"
-            specs.append(FileSpec(path, MANIFEST_MODE, yaml.safe_dump(document, sort_keys=False)))
+            specs.append(
+                FileSpec(path, MANIFEST_MODE, yaml.dump(document, Dumper=_DUMPER, sort_keys=False))
+            )
         return specs
 
     def template_names(self) -> list[str]:

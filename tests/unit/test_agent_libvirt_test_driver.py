@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -268,3 +269,19 @@ def test_unchanged_reconcile_of_50_domains_is_fast(rig: Rig) -> None:
     assert result.applied == [] and len(result.states) == 50
     print(f"\nunchanged reconcile of 50 domains (test:///default): {elapsed * 1000:.1f} ms")
     assert elapsed < 1.0
+
+
+def test_run_forever_reconciles_until_stopped(rig: Rig) -> None:
+    rig.source.nodes = desired(ACME)[:1]
+    agent = rig.agent()
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run_forever, args=(0.05, stop), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(rig.source.registrations) < 3:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(rig.source.registrations) >= 3  # heartbeats every pass
+    assert rig.source.last_reports()["acme-master-0"].state == "running"

@@ -148,6 +148,15 @@ def test_tenant_vms_get_no_agent(renderer: IgnitionRenderer, context: dict[str, 
     assert renderer.static_manifests(context) == []
 
 
+def test_optional_server_url_reaches_the_agent(
+    renderer: IgnitionRenderer, context: dict[str, Any]
+) -> None:
+    context["server_url"] = "http://192.0.2.1:8080"
+    agent = next(s for s in renderer.static_manifests(context) if "mayu-agent" in s.path)
+    command = yaml.safe_load(agent.contents)["spec"]["containers"][0]["command"]
+    assert command[-2:] == ["--server", "http://192.0.2.1:8080"]
+
+
 def test_no_report_url_means_no_phone_home(
     renderer: IgnitionRenderer, context: dict[str, Any]
 ) -> None:

@@ -1,0 +1,50 @@
+"""`mayu agent`: the node agent that turns this host's tenant nodes into libvirt objects."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+@click.command("agent")
+@click.option("--host-name", required=True, help="This host's name as registered with the server.")
+@click.option("--libvirt-uri", default="qemu:///system", show_default=True)
+@click.option(
+    "--server",
+    "server_url",
+    envvar="MAYU_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="mayu server URL (env MAYU_URL).",
+)
+@click.option(
+    "--state-dir",
+    default="/var/lib/mayu-agent",
+    show_default=True,
+    help="Agent state: overlays, Ignition files, caches.",
+)
+@click.option(
+    "--images-dir",
+    default="/var/lib/mayu-agent/images",
+    show_default=True,
+    help="Read-only base images, versioned by file name.",
+)
+@click.option("--interval", default=30.0, show_default=True, help="Periodic resync, seconds.")
+@click.option("--once", is_flag=True, help="Reconcile once and exit.")
+def agent(
+    host_name: str,
+    libvirt_uri: str,
+    server_url: str,
+    state_dir: str,
+    images_dir: str,
+    interval: float,
+    once: bool,
+) -> None:
+    """Reconcile the tenant clusters assigned to this host (token from env MAYU_TOKEN)."""
+    from mayu_py.agent.loop import run_agent
+
+    token = os.environ.get("MAYU_TOKEN", "")
+    if not token:
+        raise click.UsageError("MAYU_TOKEN must hold the server's admin token")
+    run_agent(host_name, libvirt_uri, server_url, token, state_dir, images_dir, once, interval)

@@ -1,0 +1,74 @@
+"""The shipped CRD is a valid apiextensions.k8s.io/v1 object and agrees with the model."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from mayu_py.tenant import ImageInfo, TenantCluster, TenantSpec, parse_tenant
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = yaml.safe_load((ROOT / "static_manifests/crds/tenantcluster.yaml").read_text())
+DESIGN = (ROOT.parent / "shared" / "DESIGN.md", ROOT / "docs" / "DESIGN.md")
+
+
+def schema() -> dict:
+    return CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def design_example() -> dict:
+    for path in DESIGN:
+        if path.is_file():
+            match = re.search(
+                r"```yaml\n(apiVersion: mayu.io/v1alpha1.*?)```", path.read_text(), re.S
+            )
+            assert match, "DESIGN.md lost its TenantCluster example"
+            return yaml.safe_load(match.group(1))
+    pytest.skip("DESIGN.md not found")
+
+
+def test_crd_is_valid_kubernetes() -> None:
+    kubernetes_validate.validate(CRD, "1.31.0", strict=True)
+    assert CRD["spec"]["group"] == "mayu.io"
+    assert CRD["spec"]["names"]["kind"] == "TenantCluster"
+    assert CRD["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+def test_design_example_matches_schema_and_model() -> None:
+    example = design_example()
+    jsonschema.validate(example, schema())
+    parse_tenant(example, {"lab": ImageInfo("lab")}, [])
+
+
+def test_schema_rejects_what_the_model_rejects() -> None:
+    example = design_example()
+    for mutate in (
+        lambda d: d["spec"].update(masters=[]),
+        lambda d: d["spec"].update(bogus=1),
+        lambda d: d["metadata"].update(name="Bad_Name"),
+        lambda d: d["spec"]["masters"][0].update(memory="lots"),
+    ):
+        bad = copy.deepcopy(example)
+        mutate(bad)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema())
+
+
+def test_status_of_the_model_validates() -> None:
+    example = design_example()
+    example["status"] = {
+        "phase": "Running",
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "", "message": ""}],
+        "nodes": [{"name": "acme-master-0", "role": "master", "host": "h1", "state": "running",
+                   "ip": "10.100.0.10"}],
+    }  # fmt: skip
+    model = TenantCluster.model_validate(example)
+    jsonschema.validate(model.model_dump(mode="json", exclude_none=True), schema())
+    assert set(schema()["properties"]["spec"]["properties"]) == set(TenantSpec.model_fields)

@@ -1,0 +1,109 @@
+"""The lab network: namespace, bridge and taps; and running Python code inside the namespace.
+
+Nothing is created in the host's namespace. Code that talks to lab addresses (the admin
+API, the boot plane) runs on a worker thread that has joined the namespace with setns(2),
+which changes only that thread's network namespace, so it cannot reach anything outside.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from mayu_py.command import run
+from mayu_py.errors import CommandError, ConfigError
+from mayu_py.lab import topology as topo
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/run/netns")
+
+
+def exists(namespace: str = topo.NAMESPACE) -> bool:
+    return (NETNS_DIR / namespace).exists()
+
+
+def create_network(namespace: str = topo.NAMESPACE) -> None:
+    """The namespace with lo up and the bridge holding the server's IPv4 and IPv6 addresses."""
+    run(["ip", "netns", "add", namespace])
+    n = ["ip", "-n", namespace]
+    run([*n, "link", "set", "lo", "up"])
+    run([*n, "link", "add", topo.BRIDGE, "type", "bridge", "forward_delay", "0"])
+    run([*n, "addr", "add", f"{topo.SERVER_IP}/{topo.PREFIX_LEN}", "dev", topo.BRIDGE])
+    # An IPv6 address lets dnsmasq send router advertisements (RECIPES.md 4, point 2).
+    run([*n, "addr", "add", topo.SERVER_IPV6, "dev", topo.BRIDGE, "nodad"])
+    run([*n, "link", "set", topo.BRIDGE, "up"])
+
+
+def add_tap(name: str, namespace: str = topo.NAMESPACE) -> None:
+    n = ["ip", "-n", namespace]
+    run([*n, "tuntap", "add", "dev", name, "mode", "tap"])
+    run([*n, "link", "set", name, "master", topo.BRIDGE, "up"])
+
+
+def pids(namespace: str = topo.NAMESPACE) -> list[int]:
+    """Every process whose network namespace is `namespace` (empty when it does not exist)."""
+    if not exists(namespace):
+        return []
+    proc = run(["ip", "netns", "pids", namespace], check=False, timeout=10.0)
+    return [int(p) for p in proc.stdout.split() if p.isdigit()]
+
+
+def delete(namespace: str = topo.NAMESPACE) -> None:
+    """Delete the namespace (its bridge and taps go with it); no error when already gone."""
+    if not exists(namespace):
+        return
+    try:
+        run(["ip", "netns", "del", namespace], timeout=30.0)
+    except CommandError as exc:
+        if exists(namespace):
+            raise ConfigError(f"cannot delete network namespace {namespace}: {exc.message}") from None
+
+
+def _enter(namespace: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(NETNS_DIR / namespace, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({namespace}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class InNamespace:
+    """Runs callables on one worker thread that lives inside a network namespace."""
+
+    def __init__(self, namespace: str = topo.NAMESPACE) -> None:
+        if not exists(namespace):
+            raise ConfigError(f"network namespace {namespace} does not exist")
+        self.namespace = namespace
+        self._entered = threading.Event()
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"netns-{namespace}", initializer=self._init
+        )
+
+    def _init(self) -> None:
+        _enter(self.namespace)
+        self._entered.set()
+
+    def call(self, fn: Callable[..., T], *args: object, timeout: float = 30.0) -> T:
+        future = self._pool.submit(fn, *args)
+        result = future.result(timeout=timeout)
+        if not self._entered.is_set():  # the initializer failed: never run outside
+            raise ConfigError(f"could not enter network namespace {self.namespace}")
+        return result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> InNamespace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,62 @@
+"""The lab's names and addresses, in one place (RECIPES.md section 8)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from mayu_py.model import default_hostname
+
+NAMESPACE = "mayu-lab"
+BRIDGE = "mayu-br0"
+SERVER_IP = "10.77.0.1"
+PREFIX_LEN = 24
+SUBNET = "10.77.0.0/24"
+SERVER_IPV6 = "fd77::1/64"
+PORT = 8080
+RANGE_START = "10.77.0.100"
+RANGE_END = "10.77.0.199"
+MAX_MACHINES = 64
+SERVER_URL = f"http://{SERVER_IP}:{PORT}"
+
+
+@dataclass(frozen=True)
+class LabMachine:
+    """One lab VM's fixed identity: MAC, SMBIOS uuid and serial, reserved IP, tap device."""
+
+    index: int
+
+    @property
+    def mac(self) -> str:
+        return f"52:54:00:77:00:{self.index:02x}"
+
+    @property
+    def uuid(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mayu-lab/machine/{self.index}"))
+
+    @property
+    def serial(self) -> str:
+        return f"MAYULAB{self.index:04d}"
+
+    @property
+    def ip(self) -> str:
+        """A DHCP reservation below the dynamic range, so each VM keeps its address."""
+        return f"10.77.0.{10 + self.index}"
+
+    @property
+    def tap(self) -> str:
+        return f"mayu-tap{self.index}"
+
+    @property
+    def hostname(self) -> str:
+        return default_hostname(self.mac)
+
+    @property
+    def name(self) -> str:
+        return f"lab{self.index}"
+
+
+def lab_machines(count: int) -> list[LabMachine]:
+    if not 1 <= count <= MAX_MACHINES:
+        raise ValueError(f"--machines must be between 1 and {MAX_MACHINES}")
+    return [LabMachine(i) for i in range(1, count + 1)]

@@ -127,6 +127,11 @@ class Machine:
     created: float = 0.0
     updated: float = 0.0
 
+    @property
+    def node_name(self) -> str:
+        """The machine's DNS name as a Kubernetes node (its hostname, or one from its MAC)."""
+        return self.hostname or default_hostname(self.mac)
+
     def selector_view(self) -> dict[str, str]:
         """The attributes groups select on: hardware identity plus labels."""
         view = dict(self.labels)
@@ -153,7 +158,8 @@ class Machine:
         }
 
 
-_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 
 
 def clean_hostname(raw: str) -> str:

@@ -71,7 +71,7 @@ class Provisioner:
         cluster = self.settings.cluster
         controllers = self.store.machines_with_label("role", "controller")
         members = [(m.name, m.address) for m in cluster.etcd_members] or [
-            (c.hostname or c.id, c.ip or c.hostname or c.id)
+            (c.node_name, c.ip or c.node_name)
             for c in controllers[: cluster.controller_count]
         ]
         endpoint = cluster.api_endpoint
@@ -93,7 +93,7 @@ class Provisioner:
         profile = self.settings.profiles[group.profile] if group else None
         return {
             "node": {
-                "name": machine.hostname or machine.id,
+                "name": machine.node_name,
                 "role": profile.role if profile else machine.labels.get("role", "worker"),
                 "mac": machine.mac,
                 "ip": machine.ip,
@@ -123,7 +123,7 @@ class Provisioner:
         profile = self.settings.profiles[group.profile]
         facts = self.cluster_facts()
         node = NodeIdentity(
-            name=machine.hostname or machine.id,
+            name=machine.node_name,
             role=profile.role,
             ips=(machine.ip,) if machine.ip else (),
         )

@@ -1,0 +1,73 @@
+"""The lab's state file: what `up` started, so `status` and `down` work from another process.
+
+Written atomically (mode 0600: it holds the admin token) after every step of `up`, so a
+crash at any point leaves enough for `down`. `down` does not need it: it also kills every
+process inside the namespace and deletes the namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_STATE_FILE = Path("/run/mayu-lab/state.json")
+
+
+def state_path() -> Path:
+    return Path(os.environ.get("MAYU_LAB_STATE", str(DEFAULT_STATE_FILE)))
+
+
+@dataclass
+class VmRecord:
+    index: int
+    mac: str
+    uuid: str
+    serial: str
+    ip: str
+    tap: str
+    log: str
+    pid: int | None = None
+    started: float | None = None  # wall clock of the (last) qemu start
+    first_started: float | None = None
+    boots: int = 0
+    exited: float | None = None
+    exit_code: int | None = None
+
+
+@dataclass
+class LabState:
+    namespace: str
+    data_dir: str
+    url: str
+    token: str
+    accel: str = "tcg"
+    serve_pid: int | None = None
+    serve_log: str = ""
+    phase: str = "starting"
+    created: float = 0.0
+    vms: list[VmRecord] = field(default_factory=list)
+
+    def save(self, path: Path | None = None) -> None:
+        path = path or state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(self), fh, indent=2)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> LabState | None:
+        path = path or state_path()
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        vms = [VmRecord(**vm) for vm in data.pop("vms", [])]
+        return cls(**data, vms=vms)
+
+
+def remove(path: Path | None = None) -> None:
+    (path or state_path()).unlink(missing_ok=True)

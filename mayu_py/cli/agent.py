@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -30,6 +31,11 @@ import click
     show_default=True,
     help="Read-only base images, versioned by file name.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="File holding this host's agent token (else env MAYU_TOKEN).",
+)
 @click.option("--interval", default=30.0, show_default=True, help="Periodic resync, seconds.")
 @click.option("--once", is_flag=True, help="Reconcile once and exit.")
 def agent(
@@ -38,13 +44,14 @@ def agent(
     server_url: str,
     state_dir: str,
     images_dir: str,
+    token_file: str | None,
     interval: float,
     once: bool,
 ) -> None:
-    """Reconcile the tenant clusters assigned to this host (token from env MAYU_TOKEN)."""
+    """Reconcile the tenant clusters assigned to this host."""
     from mayu_py.agent.loop import run_agent
 
-    token = os.environ.get("MAYU_TOKEN", "")
+    token = Path(token_file).read_text().strip() if token_file else os.environ.get("MAYU_TOKEN", "")
     if not token:
-        raise click.UsageError("MAYU_TOKEN must hold the server's admin token")
+        raise click.UsageError("give --token-file or set MAYU_TOKEN (agent or admin token)")
     run_agent(host_name, libvirt_uri, server_url, token, state_dir, images_dir, once, interval)

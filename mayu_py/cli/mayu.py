@@ -7,6 +7,8 @@ import sys
 import click
 
 from mayu_py.cli.agent import agent
+from mayu_py.cli.images import images
+from mayu_py.cli.lab import lab
 from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serve import serve
 from mayu_py.errors import MayuError
@@ -20,6 +22,8 @@ def cli(verbose: bool) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(lab)
+cli.add_command(images)
 cli.add_command(agent)
 
 

@@ -61,7 +61,9 @@ def delete(namespace: str = topo.NAMESPACE) -> None:
         run(["ip", "netns", "del", namespace], timeout=30.0)
     except CommandError as exc:
         if exists(namespace):
-            raise ConfigError(f"cannot delete network namespace {namespace}: {exc.message}") from None
+            raise ConfigError(
+                f"cannot delete network namespace {namespace}: {exc.message}"
+            ) from None
 
 
 def _enter(namespace: str) -> None:

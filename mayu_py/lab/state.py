@@ -43,6 +43,7 @@ class LabState:
     url: str
     token: str
     accel: str = "tcg"
+    up_pid: int | None = None
     serve_pid: int | None = None
     serve_log: str = ""
     phase: str = "starting"

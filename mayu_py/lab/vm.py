@@ -25,9 +25,7 @@ PROBE_MARK = "MAYU: init start"
 
 def qemu_argv(machine: topo.LabMachine, accel: str, serial_log: Path) -> list[str]:
     """A BIOS VM whose only boot device is its virtio NIC (iPXE ROM) on the machine's tap."""
-    nic = (
-        f"virtio-net-pci,netdev=n0,mac={machine.mac},disable-legacy=on,bootindex=1"
-    )
+    nic = f"virtio-net-pci,netdev=n0,mac={machine.mac},disable-legacy=on,bootindex=1"
     return [
         QEMU, "-name", f"mayu-{machine.name}", "-accel", accel,
         "-machine", "pc,graphics=off", "-m", str(MEMORY_MIB), "-smp", "1",

@@ -13,6 +13,7 @@ from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.machines import MachineService
 from mayu_py.server.provisioning import Provisioner, assets_root
 from mayu_py.server.tenant_service import TenantService
+from mayu_py.server.tokens import load_or_create_key
 from mayu_py.store import Store
 
 
@@ -23,6 +24,7 @@ def create_app(settings: Settings, store: Store, admin_token: str) -> Flask:
     pki = ClusterPKI.load_or_create(
         settings.data_path / "pki" / settings.cluster.name, settings.cluster.name
     )
+    agent_key = load_or_create_key(settings.data_path / "agent.key")
     root = assets_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__)
@@ -32,10 +34,11 @@ def create_app(settings: Settings, store: Store, admin_token: str) -> Flask:
         settings=settings,
         store=store,
         machines=MachineService(settings, store),
-        provisioner=Provisioner(settings, store, renderer, pki),
+        provisioner=Provisioner(settings, store, renderer, pki, agent_key),
         tenants=TenantService(settings, store, renderer),
         assets_root=root,
         admin_token=admin_token,
+        agent_key=agent_key,
     )
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)

@@ -1,19 +1,62 @@
-"""Bearer-token authentication of the admin plane."""
+"""Bearer-token authentication: the operator's admin token, or one host agent's token.
+
+An agent token (issued inside that host's Ignition) only reaches the level-2 endpoints of its
+own host: its heartbeat, its desired nodes, and the Ignition and status of nodes placed on it.
+"""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
-from flask import request
+from flask import g, request
 
-from mayu_py.errors import Unauthorized
+from mayu_py.errors import Forbidden, Unauthorized
 from mayu_py.server.context import services
+from mayu_py.server.tokens import agent_host
+
+
+@dataclass(frozen=True)
+class Principal:
+    admin: bool
+    host: str | None = None
+
+
+def _presented_token() -> str:
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
+    return presented.strip()
 
 
 def require_admin_token() -> None:
     """Refuse (401) a request without the admin bearer token."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    expected = services().admin_token
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip(), expected):
+    if not hmac.compare_digest(_presented_token(), services().admin_token):
         raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
+    g.principal = Principal(admin=True)
+
+
+def require_admin_or_agent() -> None:
+    """Accept the admin token or any valid agent token; endpoints narrow agents further."""
+    token = _presented_token()
+    svc = services()
+    if hmac.compare_digest(token, svc.admin_token):
+        g.principal = Principal(admin=True)
+        return
+    host = agent_host(svc.agent_key, token)
+    if host is None:
+        raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
+    g.principal = Principal(admin=False, host=host)
+
+
+def require_admin() -> None:
+    """Inside an admin-or-agent blueprint: this endpoint is for the operator only."""
+    if not g.principal.admin:
+        raise Forbidden("agent tokens cannot do this", {"host": g.principal.host})
+
+
+def require_host(host: str | None) -> None:
+    """The caller is the admin or the agent of `host`."""
+    principal: Principal = g.principal
+    if not principal.admin and principal.host != host:
+        raise Forbidden("agent token of another host", {"host": principal.host})

@@ -13,7 +13,7 @@ from mayu_py.errors import BadRequest, NotFound
 from mayu_py.model import MachineState
 from mayu_py.server.context import services
 from mayu_py.server.matching import match_group
-from mayu_py.server.provisioning import boot_script, ipxe_script, url_mac
+from mayu_py.server.provisioning import boot_script, ipxe_script
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def machine_ignition() -> Response:
     group = match_group(svc.settings.groups, machine.selector_view())
     if group is None:
         raise NotFound("no group matches this machine", {"mac": machine.mac})
-    report_url = f"{_base_url()}/report?mac={url_mac(machine.mac)}&token={token}"
-    body = svc.provisioner.ignition(machine, group, report_url)
+    body = svc.provisioner.ignition(machine, group, _base_url(), token or "")
     svc.machines.consume_ignition_token(mac, token or "", request.remote_addr)
     return Response(body, mimetype=IGNITION_MIMETYPE, headers={"Cache-Control": "no-store"})
 

@@ -23,6 +23,7 @@ class Services:
     tenants: TenantService
     assets_root: Path
     admin_token: str
+    agent_key: bytes
 
 
 def services() -> Services:

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from mayu_py.config import Group, Profile, Settings
-from mayu_py.model import Machine
+from mayu_py.model import FileSpec, Machine
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
 from mayu_py.render import IgnitionRenderer
+from mayu_py.server.tokens import AGENT_TOKEN_FILE, agent_token
 from mayu_py.store import Store
 
 
@@ -60,19 +61,24 @@ class Provisioner:
     """Renders a machine's Ignition config with the cluster PKI's files for that machine."""
 
     def __init__(
-        self, settings: Settings, store: Store, renderer: IgnitionRenderer, pki: ClusterPKI
+        self,
+        settings: Settings,
+        store: Store,
+        renderer: IgnitionRenderer,
+        pki: ClusterPKI,
+        agent_key: bytes,
     ):
         self.settings = settings
         self.store = store
         self.renderer = renderer
         self.pki = pki
+        self.agent_key = agent_key
 
     def cluster_facts(self) -> ClusterFacts:
         cluster = self.settings.cluster
         controllers = self.store.machines_with_label("role", "controller")
         members = [(m.name, m.address) for m in cluster.etcd_members] or [
-            (c.node_name, c.ip or c.node_name)
-            for c in controllers[: cluster.controller_count]
+            (c.node_name, c.ip or c.node_name) for c in controllers[: cluster.controller_count]
         ]
         endpoint = cluster.api_endpoint
         if endpoint is None:
@@ -87,7 +93,12 @@ class Provisioner:
         )
 
     def context(
-        self, machine: Machine, group: Group | None, facts: ClusterFacts, report_url: str | None
+        self,
+        machine: Machine,
+        group: Group | None,
+        facts: ClusterFacts,
+        base_url: str,
+        report_url: str | None,
     ) -> dict[str, Any]:
         cluster = self.settings.cluster
         profile = self.settings.profiles[group.profile] if group else None
@@ -116,10 +127,13 @@ class Provisioner:
             },
             "ssh_authorized_keys": list(self.settings.ssh_authorized_keys),
             "report_url": report_url,
+            "server_url": base_url,
         }
 
-    def ignition(self, machine: Machine, group: Group, report_url: str | None) -> bytes:
-        """Ignition JSON for machine, with its certificates; only for a verified boot token."""
+    def ignition(self, machine: Machine, group: Group, base_url: str, token: str) -> bytes:
+        """Ignition JSON for machine with its certificates and agent token; only for a verified
+        boot token (the caller checks it)."""
+        report_url = f"{base_url}/report?mac={url_mac(machine.mac)}&token={token}"
         profile = self.settings.profiles[group.profile]
         facts = self.cluster_facts()
         node = NodeIdentity(
@@ -128,7 +142,10 @@ class Provisioner:
             ips=(machine.ip,) if machine.ip else (),
         )
         files = self.pki.node_files(node, facts)
-        context = self.context(machine, group, facts, report_url)
+        files.append(
+            FileSpec(AGENT_TOKEN_FILE, 0o600, agent_token(self.agent_key, node.name) + "\n")
+        )
+        context = self.context(machine, group, facts, base_url, report_url)
         return self.renderer.render_json(profile.ignition_template, context, files)
 
 

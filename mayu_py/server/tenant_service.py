@@ -218,6 +218,10 @@ class TenantService:
         }
         return self.renderer.render_json(_TEMPLATES[node.role], context, files)
 
+    def host_of(self, tenant: str, node: str) -> str | None:
+        """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""
+        return self._record(self.store, tenant)["assignments"].get(node)
+
     def tenant_pki(self, name: str) -> ClusterPKI:
         return ClusterPKI.load_or_create(self._pki_dir(name), name)
 

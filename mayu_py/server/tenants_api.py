@@ -4,32 +4,36 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from mayu_py.server.auth import require_admin_token
+from mayu_py.server.auth import require_admin, require_admin_or_agent, require_host
 from mayu_py.server.context import services
 
 bp = Blueprint("tenants", __name__, url_prefix="/api/v1")
-bp.before_request(require_admin_token)
+bp.before_request(require_admin_or_agent)
 
 IGNITION_MIMETYPE = "application/vnd.coreos.ignition+json"
 
 
 @bp.get("/tenants")
 def list_tenants() -> Response:
+    require_admin()
     return jsonify({"items": services().tenants.list()})
 
 
 @bp.post("/tenants")
 def create_tenant() -> tuple[Response, int]:
+    require_admin()
     return jsonify(services().tenants.create(request.get_json(silent=True))), 201
 
 
 @bp.get("/tenants/<name>")
 def show_tenant(name: str) -> Response:
+    require_admin()
     return jsonify(services().tenants.get(name))
 
 
 @bp.patch("/tenants/<name>")
 def patch_tenant(name: str) -> Response:
+    require_admin()
     body = request.get_json(silent=True)
     spec = body.get("spec") if isinstance(body, dict) else None
     return jsonify(services().tenants.update_spec(name, spec))
@@ -37,35 +41,43 @@ def patch_tenant(name: str) -> Response:
 
 @bp.delete("/tenants/<name>")
 def delete_tenant(name: str) -> tuple[Response, int]:
+    require_admin()
     return jsonify(services().tenants.delete(name)), 202
 
 
 @bp.get("/tenants/<name>/kubeconfig")
 def tenant_kubeconfig(name: str) -> Response:
+    require_admin()
     return Response(services().tenants.admin_kubeconfig(name), mimetype="application/yaml")
 
 
 @bp.get("/tenants/<tenant>/nodes/<node>/ignition")
 def tenant_node_ignition(tenant: str, node: str) -> Response:
+    require_host(services().tenants.host_of(tenant, node))
     body = services().tenants.node_ignition(tenant, node)
     return Response(body, mimetype=IGNITION_MIMETYPE, headers={"Cache-Control": "no-store"})
 
 
 @bp.put("/tenants/<tenant>/nodes/<node>/status")
 def tenant_node_status(tenant: str, node: str) -> Response:
+    require_host(services().tenants.host_of(tenant, node))
     return jsonify(services().tenants.report_node(tenant, node, request.get_json(silent=True)))
 
 
 @bp.post("/hosts")
 def host_heartbeat() -> Response:
-    return jsonify(services().tenants.heartbeat(request.get_json(silent=True)))
+    body = request.get_json(silent=True)
+    require_host(body.get("name") if isinstance(body, dict) else None)
+    return jsonify(services().tenants.heartbeat(body))
 
 
 @bp.get("/hosts")
 def list_hosts() -> Response:
+    require_admin()
     return jsonify({"items": services().tenants.list_hosts()})
 
 
 @bp.get("/hosts/<host>/nodes")
 def host_nodes(host: str) -> Response:
+    require_host(host)
     return jsonify(services().tenants.desired_for_host(host))

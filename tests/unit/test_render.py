@@ -247,6 +247,8 @@ def test_control_plane_images_and_flags(
         "agent",
         "--host-name",
         "node-525400000001",
+        "--token-file",
+        "/etc/mayu/agent.token",
     ]
     assert {"path": "/var/run/libvirt", "type": "Directory"} in [
         v["hostPath"] for v in agent["volumes"]
@@ -401,7 +403,8 @@ def test_injected_values_are_rendered_literally(
     assert text_of(config, "/etc/hostname") == node["name"] + "\n"
     assert json.loads(text_of(config, "/etc/mayu/node.json")) == node
     agent = yaml.safe_load(text_of(config, "/etc/kubernetes/manifests/mayu-agent.yaml"))
-    assert agent["spec"]["containers"][0]["command"][-1] == node["name"]
+    command = agent["spec"]["containers"][0]["command"]
+    assert command[command.index("--host-name") + 1] == node["name"]
     etcd = yaml.safe_load(text_of(config, "/etc/kubernetes/manifests/etcd.yaml"))
     assert "--name=" + node["name"] in etcd["spec"]["containers"][0]["command"]
     written = [decode(f["contents"]["source"]) for f in config["storage"]["files"]]

@@ -151,3 +151,51 @@ def test_lapsed_host_marks_nodes_unknown(client: FlaskClient) -> None:
     status = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]
     assert {n["state"] for n in status["nodes"]} == {"unknown"}
     assert {n["host"] for n in status["nodes"]} == {"h1"}
+
+
+def _agent_headers(client: FlaskClient, host: str) -> dict[str, str]:
+    from mayu_py.server.tokens import agent_token
+
+    key = client.application.extensions["mayu"].agent_key
+    return {"Authorization": f"Bearer {agent_token(key, host)}"}
+
+
+def test_agent_tokens_reach_only_their_own_host(client: FlaskClient) -> None:
+    h1, h2 = _agent_headers(client, "h1"), _agent_headers(client, "h2")
+    body = {"name": "h1", "cpus": 2, "memory_mib": 4096}
+    assert client.post("/api/v1/hosts", headers=h1, json=body).status_code == 200
+    assert client.post("/api/v1/hosts", headers=h2, json=body).status_code == 403
+    assert client.post("/api/v1/tenants", headers=h1, json=ACME).status_code == 403
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    assert len(client.get("/api/v1/hosts/h1/nodes", headers=h1).get_json()) == 3
+    assert client.get("/api/v1/hosts/h1/nodes", headers=h2).status_code == 403
+    node = "/api/v1/tenants/acme/nodes/acme-worker-0"
+    assert client.get(f"{node}/ignition", headers=h1).status_code == 200
+    assert client.get(f"{node}/ignition", headers=h2).status_code == 403
+    assert client.put(f"{node}/status", headers=h2, json={"state": "ready"}).status_code == 403
+    assert client.put(f"{node}/status", headers=h1, json={"state": "ready"}).status_code == 200
+    assert client.get("/api/v1/machines", headers=h1).status_code == 401
+    forged = {"Authorization": "Bearer h1." + "0" * 64}
+    assert client.get("/api/v1/hosts/h1/nodes", headers=forged).status_code == 401
+
+
+def test_level1_ignition_carries_the_hosts_agent_token(client: FlaskClient) -> None:
+    from mayu_py.server.tokens import agent_token
+
+    script = client.get("/ipxe", query_string={"mac": "52-54-00-00-00-01"}).get_data(as_text=True)
+    token = script.split("token=")[1].split()[0].split("&")[0]
+    config = json.loads(
+        client.get("/ignition", query_string={"mac": "52-54-00-00-00-01", "token": token}).data
+    )
+    entry = next(f for f in config["storage"]["files"] if f["path"] == "/etc/mayu/agent.token")
+    assert entry["mode"] == 0o600
+    import base64
+    import urllib.parse
+
+    source = entry["contents"]["source"]
+    payload = source.split(",", 1)[1]
+    text = (
+        base64.b64decode(payload).decode() if ";base64" in source else urllib.parse.unquote(payload)
+    )
+    key = client.application.extensions["mayu"].agent_key
+    assert text.strip() == agent_token(key, "node-525400000001")

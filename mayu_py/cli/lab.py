@@ -1,0 +1,69 @@
+"""`mayu lab up|status|down`: PXE-boot qemu VMs from a real server inside a network namespace."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mayu_py.lab.runner import DEFAULT_DATA_DIR, UpOptions, lab_status, lab_up
+from mayu_py.lab.teardown import lab_down
+
+
+@click.group("lab")
+def lab() -> None:
+    """A lab rack: VMs boot through real DHCP, iPXE, HTTP and Ignition (namespace mayu-lab)."""
+
+
+@lab.command("up")
+@click.option("--machines", default=3, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--accel",
+    type=click.Choice(["auto", "kvm", "tcg"]),
+    default="auto",
+    show_default=True,
+    help="auto boots the lab kernel under KVM once and falls back to TCG if it fails.",
+)
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds until all installed.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="The lab server's state directory.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Extra server settings (YAML); the lab's network settings win.",
+)
+def up(machines: int, accel: str, timeout: float, data_dir: Path, config_file: Path | None) -> None:
+    """Start the lab and boot MACHINES VMs until every one is installed (or the timeout)."""
+    opts = UpOptions(
+        machines=machines,
+        accel=accel,
+        timeout=timeout,
+        data_dir=data_dir.resolve(),
+        config_file=config_file,
+    )
+    code = lab_up(opts)
+    if code:
+        sys.exit(code)
+
+
+@lab.command("status")
+def status() -> None:
+    """Show the lab's machines and their states."""
+    code = lab_status()
+    if code:
+        sys.exit(code)
+
+
+@lab.command("down")
+def down() -> None:
+    """Stop every VM, the server and dnsmasq, and delete the namespace; idempotent."""
+    done = lab_down()
+    for line in done or ["nothing to tear down"]:
+        click.echo(line)

@@ -6,6 +6,7 @@ node's failure is recorded and reported for that node; the other nodes carry on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -19,11 +20,19 @@ from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import DesiredNode, networks_for
 from mayu_py.agent.host import LibvirtHost, start_event_loop
 from mayu_py.agent.images import BaseImages
-from mayu_py.agent.plan import Action, plan
+from mayu_py.agent.plan import (
+    Action,
+    DeleteDomain,
+    DeleteFiles,
+    DeleteTenantDir,
+    StartDomain,
+    plan,
+)
 from mayu_py.agent.probe import detect_domain_type
+from mayu_py.agent.readiness import ReadinessTracker
 from mayu_py.agent.source import ApiSource, DesiredSource, HostRegistration, NodeReport
-from mayu_py.agent.statedir import StateDir
-from mayu_py.errors import MayuError, PeerUnavailable
+from mayu_py.agent.statedir import TMP_SUFFIX, StateDir, log_name
+from mayu_py.errors import MayuError, NotFound, PeerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +42,20 @@ class ReconcileResult:
     applied: list[Action] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # node or tenant -> message
     states: dict[str, str] = field(default_factory=dict)  # node -> observed state
+    deleted: list[str] = field(default_factory=list)  # nodes reported `deleted` this pass
+    booting: bool = False  # a node runs but has not printed MAYU-READY yet
 
 
 def _blame(action: Action) -> str:
     return action.node_name or action.tenant or "host"
+
+
+def _node_of_file(name: str) -> str:
+    """The node a state-dir file belongs to: <node>.log, <node>.<hash>.qcow2|ign[.tmp]."""
+    name = name.removesuffix(TMP_SUFFIX)
+    if name.endswith(".log"):
+        return name.removesuffix(".log")
+    return name.rsplit(".", 2)[0]
 
 
 class Agent:
@@ -62,6 +81,7 @@ class Agent:
         kwargs = {"drain": drain} if drain else {}
         self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
         self._reported: dict[str, tuple[str, str]] = {}
+        self.readiness = ReadinessTracker()
         self._wake = threading.Event()
         self.state_dir.ensure()
 
@@ -76,12 +96,15 @@ class Agent:
         actions = plan(desired, networks_for(desired), actual)
         result = ReconcileResult()
         failed: set[str] = set()
+        wanted = {n.node for n in desired}
         for action in actions:
             if action.node_name in failed or action.tenant in failed:
                 continue
             try:
+                self._before(action, actual, wanted, result)
                 self.applier.apply(action)
                 result.applied.append(action)
+                self._after(action, wanted, result)
             except PeerUnavailable:
                 raise  # libvirtd or the server is gone: the whole pass is retried later
             except MayuError as exc:
@@ -93,9 +116,47 @@ class Agent:
         self._report(desired, after, result)
         return result
 
+    def _before(
+        self, action: Action, actual: ActualState, wanted: set[str], out: ReconcileResult
+    ) -> None:
+        """Report `deleted` before the last trace of a node (its files) goes.
+
+        The files are the durable record of what this host still owes the server: a kill -9
+        between the report and the deletion reports again, never loses the report.
+        """
+        if isinstance(action, DeleteTenantDir):
+            names = actual.files.get(action.owner, frozenset())
+        elif isinstance(action, DeleteFiles):
+            names = frozenset(action.names)
+        else:
+            return
+        nodes = sorted({_node_of_file(n) for n in names} - wanted - set(out.deleted))
+        for node in nodes:
+            self._report_deleted(action.owner, node, out)
+
+    def _after(self, action: Action, wanted: set[str], out: ReconcileResult) -> None:
+        if isinstance(action, StartDomain):
+            log = self.state_dir.tenant_dir(action.owner) / log_name(action.name)
+            self.readiness.started(action.name, log)
+        elif isinstance(action, DeleteDomain) and action.name not in wanted:
+            self._report_deleted(action.owner, action.name, out)
+
+    def _report_deleted(self, tenant: str, node: str, out: ReconcileResult) -> None:
+        if node in out.deleted:
+            return
+        # NotFound: the tenant is gone from the server already, nothing left to tell it
+        with contextlib.suppress(NotFound):
+            self.source.report(NodeReport(tenant, node, "deleted", None, self.host_name))
+        out.deleted.append(node)
+        self._reported.pop(node, None)
+
     def _report(
         self, desired: list[DesiredNode], actual: ActualState, out: ReconcileResult
     ) -> None:
+        running = {n for n, d in actual.domains.items() if d.state == "running"}
+        self.readiness.forget(running)
+        for name in set(self._reported) - {n.node for n in desired}:
+            del self._reported[name]
         for node in desired:
             dom = actual.domains.get(node.node)
             message = out.errors.get(node.node) or out.errors.get(node.tenant, "")
@@ -105,12 +166,21 @@ class Agent:
                 state = "pending"
             else:
                 state = dom.state
+            ip: str | None = node.ip
+            if state == "running":
+                verdict = self.readiness.check(node.node, self.state_dir.log(node))
+                if verdict.ready:
+                    state, ip = "ready", verdict.ip
+                elif verdict.failed:
+                    state, message = "failed", verdict.failed
+                else:
+                    out.booting = out.booting or self.readiness.booting(node.node)
             out.states[node.node] = state
             if self._reported.get(node.node) == (state, message):
                 continue
             try:
                 self.source.report(
-                    NodeReport(node.tenant, node.node, state, node.ip, self.host_name, message)
+                    NodeReport(node.tenant, node.node, state, ip, self.host_name, message)
                 )
                 self._reported[node.node] = (state, message)
             except MayuError as exc:
@@ -120,12 +190,19 @@ class Agent:
         log.debug("lifecycle event %s for %s", event, name)
         self._wake.set()
 
-    def run_forever(self, interval: float = 30.0, stop: threading.Event | None = None) -> None:
-        """Reconcile at start, every interval and on lifecycle events until stop is set."""
+    def run_forever(
+        self,
+        interval: float = 30.0,
+        stop: threading.Event | None = None,
+        boot_poll: float = 2.0,
+    ) -> None:
+        """Reconcile at start, every interval and on lifecycle events until stop is set;
+        every boot_poll seconds while a node boots (its MAYU-READY is not a libvirt event)."""
         stop = stop or threading.Event()
         self.host.on_lifecycle(self._on_event)
         while not stop.is_set():
             started = time.monotonic()
+            wait = interval
             try:
                 self.register()
                 result = self.run_once()
@@ -136,9 +213,11 @@ class Agent:
                         len(result.errors),
                         time.monotonic() - started,
                     )
+                if result.booting:
+                    wait = min(interval, boot_poll)
             except MayuError as exc:
                 log.warning("reconcile skipped: %s", exc.message)
-            self._wake.wait(interval)
+            self._wake.wait(wait)
             self._wake.clear()
 
 

@@ -13,6 +13,7 @@ without reading the lease file here.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from mayu_py.config import Settings
@@ -22,6 +23,25 @@ from mayu_py.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]", "*")
+
+
+class ServeDnsmasq(DnsmasqSupervisor):
+    """A supervisor whose stop() acts only in the process that started dnsmasq.
+
+    gunicorn's workers are forks of `mayu serve`; when one exits it unwinds through serve's
+    `finally: supervisor.stop()`, which must not terminate the master's dnsmasq.
+    """
+
+    _owner: int | None = None
+
+    def start(self) -> None:
+        self._owner = os.getpid()
+        super().start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._owner is not None and os.getpid() != self._owner:
+            return
+        super().stop(timeout)
 
 
 def boot_url(settings: Settings, server_ip: str) -> str:
@@ -39,7 +59,7 @@ def boot_url(settings: Settings, server_ip: str) -> str:
     return f"http://{host}:{port}/boot.ipxe"
 
 
-def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSupervisor:
+def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> ServeDnsmasq:
     """Validate `settings.dhcp`, write dnsmasq's files and start it; the caller stops it."""
     plan = resolve_dhcp(settings.dhcp)
     workdir = Path(data_dir) / "dhcp"
@@ -57,7 +77,7 @@ def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSuper
     tmp = conf_file.with_name(".dnsmasq.conf.tmp")
     tmp.write_text(conf)
     tmp.replace(conf_file)
-    supervisor = DnsmasqSupervisor(conf_file)
+    supervisor = ServeDnsmasq(conf_file)
     supervisor.start()
     log.info(
         "dhcp %s on %s (%s), boot URL %s",

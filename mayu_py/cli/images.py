@@ -36,3 +36,57 @@ def build_lab(
     click.echo(f"kernel {image.kernel}")
     click.echo(f"initrd {image.initrd}")
     click.echo(f"version {image.version}")
+
+
+@images.command("fetch")
+@click.argument("name")
+@click.option("--version", "version", help="A pinned version (default: the catalog's default).")
+@click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Pinned image catalog (default: qemu_images/pins.yaml).",
+)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="State directory.")
+@click.option(
+    "--assets-root",
+    "assets_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Asset store (default: the configured assets.root or DATA_DIR/assets).",
+)
+@click.option("--mirror", help="Base URL replacing upstream (http://, https://, file://).")
+@click.option(
+    "--keyring",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="OpenPGP keyring (binary or armored) that must have signed the files.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def fetch(
+    name: str,
+    version: str | None,
+    catalog: Path | None,
+    config_file: str | None,
+    data_dir: str | None,
+    assets_dir: Path | None,
+    mirror: str | None,
+    keyring: Path | None,
+    progress: bool,
+) -> None:
+    """Download a pinned production image (flatcar, fedora-coreos), verified, into the store."""
+    from mayu_py.images.fetch import fetch_image
+    from mayu_py.images.pins import DEFAULT_CATALOG
+
+    if assets_dir is None:
+        settings = load_settings(config_file, {("data_dir",): data_dir})
+        assets_dir = assets_root(settings)
+    paths = fetch_image(
+        catalog or DEFAULT_CATALOG,
+        name,
+        version,
+        assets_dir,
+        mirror=mirror,
+        keyring=keyring,
+        progress=progress,
+    )
+    for path in paths:
+        click.echo(str(path))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mayu_py.cli.agent import agent
+from mayu_py.cli.entry import run
 from mayu_py.cli.images import images
 from mayu_py.cli.lab import lab
 from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serve import serve
-from mayu_py.errors import MayuError
 
 
 @click.group()
@@ -56,15 +54,5 @@ def pki_rotate(
 
 
 def main() -> None:
-    """Console entry point: one clear line and exit code 2 on a mayu error."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except MayuError as exc:
-        click.echo(f"mayu: {exc.message}", err=True)
-        sys.exit(2)
-    sys.exit(0)
+    """Console entry point."""
+    run(cli, "mayu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -10,8 +9,8 @@ import click
 import yaml
 
 from mayu_py.cli.client import AdminClient
+from mayu_py.cli.entry import run
 from mayu_py.cli.output import emit
-from mayu_py.errors import MayuError
 
 MACHINE_COLUMNS = ["id", "hostname", "state", "ip", "uuid", "serial", "profile", "labels"]
 EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "cause", "source"]
@@ -186,15 +185,5 @@ def tenants_delete(ctx: click.Context, name: str) -> None:
 
 
 def main() -> None:
-    """Console entry point: one line and exit code 2 for usage or server errors."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        click.echo(f"mayuctl: {exc.format_message()}", err=True)
-        sys.exit(2)
-    except MayuError as exc:
-        click.echo(f"mayuctl: {exc.message}", err=True)
-        sys.exit(2)
-    sys.exit(0)
+    """Console entry point."""
+    run(cli, "mayuctl")

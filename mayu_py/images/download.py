@@ -50,7 +50,7 @@ def fetch_small(url: str, *, limit: int = 16 << 20) -> bytes:
         except OSError as exc:
             raise ImageFetchError(f"{url}: {exc.strerror}") from exc
     try:
-        resp = requests.get(url, timeout=TIMEOUT)
+        resp = requests.get(url, headers={"Accept-Encoding": "identity"}, timeout=TIMEOUT)
     except requests.RequestException as exc:
         raise ImageFetchError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
     if resp.status_code != 200:
@@ -91,7 +91,9 @@ def _download_file(url: str, partial: Path, meter: _Meter) -> int:
 
 def _download_http(url: str, partial: Path, meter: _Meter) -> int:
     offset = partial.stat().st_size if partial.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    headers = {"Accept-Encoding": "identity"}  # byte ranges of the file itself, not of a gzip
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
     try:
         resp = requests.get(url, headers=headers, stream=True, timeout=TIMEOUT)
     except requests.RequestException as exc:
@@ -129,9 +131,7 @@ def _download_http(url: str, partial: Path, meter: _Meter) -> int:
                 "run again to resume"
             ) from exc
         if total is not None and written != total:
-            raise DownloadInterrupted(
-                f"{url}: got {written} of {total} bytes; run again to resume"
-            )
+            raise DownloadInterrupted(f"{url}: got {written} of {total} bytes; run again to resume")
     return written
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from mayu_py.images.errors import ImageFetchError
 
+DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "qemu_images" / "pins.yaml"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 Decompress = Literal["bz2", "xz"] | None
 

@@ -1,0 +1,303 @@
+"""Helpers for the tenant e2e tests and bench/tenant_lifecycle.py: the agent as a subprocess,
+the lab base image, libvirt and state-dir listings, and a guest's serial console.
+
+VM files live under /var/tmp in 0711 directories (qemu runs as libvirt-qemu and cannot enter
+pytest's 0700 tmp_path; RECIPES section 7).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import termios
+import time
+import tty
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import libvirt
+import yaml
+
+from mayu_py.agent.images import install_base_image
+from mayu_py.images.lab import build_lab_image
+
+BIN = Path(sys.executable).parent
+URI = "qemu:///system"
+LAB_CACHE = Path("/var/tmp/mayu-e2e-lab-cache")  # build_lab_image reuses an unchanged build
+LAB_CMDLINE = "console=ttyS0 mayu.after=stay"  # stay up: root shell on ttyS0, MAYU-READY
+T = TypeVar("T")
+
+
+def ensure_daemons() -> None:
+    """Start virtlogd and libvirtd when they are not running (no systemd here)."""
+    for daemon in ("virtlogd", "libvirtd"):
+        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
+            subprocess.run([daemon, "-d"], check=True, timeout=30)
+    time.sleep(0.3)
+
+
+def make_workdir(prefix: str) -> Path:
+    import uuid
+
+    work = Path(f"/var/tmp/{prefix}-{uuid.uuid4().hex[:8]}")
+    work.mkdir(mode=0o711)
+    work.chmod(0o711)
+    return work
+
+
+def install_lab_image(images_dir: Path) -> None:
+    """The lab kernel + initrd as base image `lab`, kept up after Ignition (mayu.after=stay)."""
+    lab = build_lab_image(LAB_CACHE)
+    install_base_image(
+        images_dir,
+        "lab",
+        lab.version.replace("+", "-"),
+        lab.kernel,
+        lab.initrd,
+        cmdline=LAB_CMDLINE,
+        min_memory_mib=128,
+    )
+
+
+def wait_for(what: str, check: Callable[[], T], timeout_s: float, every: float = 0.5) -> T:
+    """Poll check() until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def tenant_doc(name: str, cidr: str, vni: int, workers: int = 1, memory: str = "256Mi") -> dict:
+    size = {"cpus": 1, "memory": memory, "disk": "1Gi"}
+    return {
+        "apiVersion": "mayu.io/v1alpha1",
+        "kind": "TenantCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetesVersion": "1.31",
+            "image": "lab",
+            "network": {"cidr": cidr, "vni": vni},
+            "masters": [size],
+            "workers": [size] * workers,
+            "sshAuthorizedKeys": [],
+        },
+    }
+
+
+def write_tenant(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+# ---- the agent as a subprocess ---------------------------------------------------------------
+
+
+@dataclass
+class AgentProcess:
+    """`mayu agent` against qemu:///system and a running server."""
+
+    server_url: str
+    token: str
+    state_dir: Path
+    images_dir: Path
+    log_path: Path
+    host_name: str = "h1"
+    interval: float = 2.0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        args = [
+            str(BIN / "mayu"),
+            "agent",
+            "--host-name",
+            self.host_name,
+            "--libvirt-uri",
+            URI,
+            "--server",
+            self.server_url,
+            "--state-dir",
+            str(self.state_dir),
+            "--images-dir",
+            str(self.images_dir),
+            "--interval",
+            str(self.interval),
+        ]
+        env = {**os.environ, "MAYU_TOKEN": self.token, "MAYU_ACCEL": "tcg"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# ---- libvirt and the state dir ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dom:
+    name: str
+    uuid: str
+    id: int  # -1 when not running
+    active: bool
+    pid: int | None  # the qemu process
+
+
+def _qemu_pid(name: str) -> int | None:
+    try:
+        return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def domains(conn: libvirt.virConnect, prefix: str) -> dict[str, Dom]:
+    """Every domain whose name starts with prefix (a test's tenant names)."""
+    out = {}
+    for dom in conn.listAllDomains():
+        name = dom.name()
+        if name.startswith(prefix):
+            active = bool(dom.isActive())
+            out[name] = Dom(name, dom.UUIDString(), dom.ID(), active, _qemu_pid(name) if active else None)
+    return out
+
+
+def networks(conn: libvirt.virConnect, prefix: str) -> set[str]:
+    return {n.name() for n in conn.listAllNetworks() if n.name().startswith(prefix)}
+
+
+def state_files(state_dir: Path) -> dict[str, set[str]]:
+    root = state_dir / "tenants"
+    if not root.is_dir():
+        return {}
+    return {d.name: {f.name for f in d.iterdir()} for d in root.iterdir() if d.is_dir()}
+
+
+def cleanup_libvirt(conn: libvirt.virConnect, tenants: list[str]) -> None:
+    """Destroy and undefine every domain and network of these tenants (best effort)."""
+    for dom in conn.listAllDomains():
+        if any(dom.name().startswith(t + "-") for t in tenants):
+            for step in (dom.destroy, dom.undefine):
+                try:
+                    step()
+                except libvirt.libvirtError:
+                    pass
+    for net in conn.listAllNetworks():
+        if net.name() in {f"mayu-tenant-{t}" for t in tenants}:
+            for step in (net.destroy, net.undefine):
+                try:
+                    step()
+                except libvirt.libvirtError:
+                    pass
+
+
+# ---- the server's view -----------------------------------------------------------------------
+
+
+def tenant_nodes(show_json: str) -> dict[str, dict]:
+    doc = json.loads(show_json)
+    return {n["name"]: n for n in doc["status"]["nodes"]}
+
+
+def ignition_files(config: dict) -> dict[str, bytes]:
+    """path -> decoded contents of every file in an Ignition config with a data: URL."""
+    out = {}
+    for entry in config.get("storage", {}).get("files", []):
+        source = (entry.get("contents") or {}).get("source")
+        if not source or not source.startswith("data:"):
+            continue
+        meta, _, data = source[5:].partition(",")
+        if meta.endswith(";base64"):
+            out[entry["path"]] = base64.b64decode(data)
+        else:
+            out[entry["path"]] = urllib.parse.unquote_to_bytes(data)
+    return out
+
+
+# ---- the guest's serial console --------------------------------------------------------------
+
+
+def serial_pty(conn: libvirt.virConnect, name: str) -> str:
+    root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+    source = root.find("devices/serial[@type='pty']/source")
+    assert source is not None and source.get("path"), f"{name} has no serial pty"
+    return str(source.get("path"))
+
+
+_COUNTER = [0]
+
+
+def console_run(pty_path: str, command: str, timeout_s: float = 20.0) -> tuple[int, str]:
+    """Type command into the guest's root shell; return (exit code, output).
+
+    The tty echoes what we type, so the end marker is computed by the shell: the typed text
+    holds `$((N+1))`, the output holds the number.
+    """
+    _COUNTER[0] += 1
+    n = 7000 + _COUNTER[0]
+    marker = re.compile(rb"MAYU-RC-%d-(\d+)-END" % (n + 1))
+    begin = b"MAYU-BEGIN-%d\n" % (n + 2)
+    fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        tty.setraw(fd, termios.TCSANOW)
+        line = f"echo MAYU-BEGIN-$(({n}+2)); {command}; echo MAYU-RC-$(({n}+1))-$?-END\n"
+        # a fresh line first: the shell may have a half-typed line or no prompt yet
+        os.write(fd, b"\n")
+        time.sleep(0.2)
+        os.write(fd, line.encode())
+        buf = b""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    buf += os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+            buf = buf.replace(b"\r", b"")
+            m = marker.search(buf)
+            if m:
+                start = buf.find(begin)
+                text = buf[start + len(begin) if start >= 0 else 0 : m.start()]
+                return int(m.group(1)), text.decode(errors="replace")
+        raise AssertionError(f"no answer from {pty_path} to {command!r}: {buf[-2000:]!r}")
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

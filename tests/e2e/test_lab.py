@@ -1,0 +1,269 @@
+"""`mayu lab up/status/down`: qemu VMs (TCG) PXE-boot through real DHCP (dnsmasq), iPXE, HTTP
+and real Ignition, and phone home; all inside the namespace mayu-lab the lab creates.
+
+The test talks to the lab server only from a thread inside that namespace (no route out).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mayu_py.lab import topology as topo
+from mayu_py.lab.api import LabClient
+from mayu_py.lab.netns import InNamespace
+from mayu_py.lab.state import LabState
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+MACHINES = 3
+
+if os.geteuid() != 0 or not (shutil.which("qemu-system-x86_64") and shutil.which("dnsmasq")):
+    pytest.skip("needs root, qemu-system-x86 and dnsmasq", allow_module_level=True)
+
+
+def _procs(name_part: str) -> set[int]:
+    """Live (non-zombie) processes whose command name contains name_part."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if name_part in comm and stat.rpartition(")")[2].split()[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _mayu_names() -> list[str]:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = re.findall(r"^\d+: ([^:@]+)", links, re.M)
+    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [n for n in names if n.startswith("mayu-")] + [
+        s.split()[0] for s in spaces.splitlines() if s.startswith("mayu-")
+    ]
+
+
+class Lab:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.state_file = workdir / "state.json"
+        self.env = {**os.environ, "MAYU_LAB_STATE": str(self.state_file)}
+
+    def mayu(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "mayu"), "lab", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+
+    def up_args(self, machines: int, timeout: int = 200) -> list[str]:
+        return [
+            "up", "--machines", str(machines), "--accel", "tcg", "--timeout", str(timeout),
+            "--data-dir", str(self.data_dir), "--config", str(self.config(machines)),
+        ]  # fmt: skip
+
+    def config(self, machines: int) -> Path:
+        """Pin the etcd members, so a config rendered again equals the one each VM fetched
+        (else it depends on which machines had registered at that moment)."""
+        members = [{"name": m.hostname, "address": m.ip} for m in topo.lab_machines(machines)[:3]]
+        path = self.workdir / "extra.yaml"
+        path.write_text(yaml.safe_dump({"cluster": {"etcd_members": members}}))
+        return path
+
+    def state(self) -> LabState:
+        state = LabState.load(self.state_file)
+        assert state is not None, "no lab state file"
+        return state
+
+    def serve_log(self) -> str:
+        path = self.data_dir / "lab" / "serve.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def consoles(self) -> str:
+        logs = sorted((self.data_dir / "lab").glob("*.console.log*"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in logs)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    # Snapshots: other tests on this machine may own mayu- namespaces, qemu or dnsmasq.
+    before_qemu, before_dnsmasq = _procs("qemu-system"), _procs("dnsmasq")
+    before_names = set(_mayu_names())
+    assert topo.NAMESPACE not in before_names, "a lab is already up"
+    workdir = Path(tempfile.mkdtemp(prefix="mayu-lab-e2e-"))
+    workdir.chmod(0o755)  # dnsmasq drops to nobody and reads the TFTP root under it
+    lab = Lab(workdir)
+    try:
+        yield lab
+    finally:
+        down = lab.mayu("down", timeout=120)
+        again = lab.mayu("down", timeout=120)
+        shutil.rmtree(workdir, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+        assert again.returncode == 0 and "nothing to tear down" in again.stdout, again
+        left = set(_mayu_names()) - before_names
+        assert not left, left
+        assert topo.NAMESPACE not in _mayu_names()
+        assert not _procs("qemu-system") - before_qemu, "qemu left running"
+        assert not _procs("dnsmasq") - before_dnsmasq, "dnsmasq left running"
+        assert not lab.state_file.exists()
+
+
+def _decode_data_url(source: str) -> bytes | None:
+    if not source.startswith("data:"):
+        return None
+    meta, _, payload = source[5:].partition(",")
+    if meta.endswith(";base64"):
+        return base64.b64decode(payload)
+    return urllib.parse.unquote_to_bytes(payload)
+
+
+def _get_from(source_ip: str, path: str) -> str:
+    """GET path from the lab server with source address source_ip (runs inside the netns)."""
+    host, port = topo.SERVER_IP, topo.PORT
+    conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(source_ip, 0))
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read().decode()
+        assert response.status == 200, (path, response.status, body)
+        return body
+    finally:
+        conn.close()
+
+
+def _rendered_config(ns: InNamespace, m: topo.LabMachine) -> tuple[dict[str, Any], str]:
+    """The machine's Ignition config rendered again as its boot fetched it, and the fresh
+    boot token in it. The requests come from the machine's own (now unused) address: the
+    server records the source address as the machine's IP, which the config contains."""
+    bridge_addr = ["ip", "-n", topo.NAMESPACE, "addr", "{}", f"{m.ip}/32", "dev", topo.BRIDGE]
+    subprocess.run([a.format("add") for a in bridge_addr], check=True)
+    try:
+        query = f"mac={m.mac.replace(':', '-')}&uuid={m.uuid}&serial={m.serial}"
+        script = ns.call(_get_from, m.ip, f"/ipxe?{query}")
+        url = re.search(r"ignition\.config\.url=(\S+)", script)
+        assert url, script
+        path = url.group(1).removeprefix(topo.SERVER_URL)
+        token = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["token"][0]
+        return json.loads(ns.call(_get_from, m.ip, path)), token
+    finally:
+        subprocess.run([a.format("del") for a in bridge_addr], check=True)
+
+
+def test_lab_boots_three_machines_to_installed_and_down_removes_everything(lab: Lab) -> None:
+    started = time.monotonic()
+    up = lab.mayu(*lab.up_args(MACHINES))
+    print(f"\nmayu lab up ({MACHINES} machines): {time.monotonic() - started:.1f} s")
+    assert up.returncode == 0, (
+        f"{up.stdout}\n{up.stderr}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
+    )
+    assert f"all {MACHINES} machine(s) installed" in up.stdout
+
+    status = lab.mayu("status", timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("state=installed") == MACHINES, status.stdout
+
+    state = lab.state()
+    assert state.accel == "tcg" and len(state.vms) == MACHINES
+    machines = topo.lab_machines(MACHINES)
+    with InNamespace(state.namespace) as ns:
+        client = LabClient(ns, state.url, state.token)
+        for m in machines:
+            record = client.machine(m.mac)
+            assert record["state"] == "installed"
+            assert record["ip"] == m.ip  # the DHCP reservation, recorded as the machine's IP
+            assert record["uuid"] == m.uuid and record["serial"] == m.serial
+            events = record["events"]
+            kinds = [e["kind"] for e in events]
+            assert kinds[0] == "registered", kinds
+            path = [events[0]["to"]] + [e["to"] for e in events if e["kind"] == "transition"]
+            assert path == ["discovered", "configured", "installing", "installed"], events
+            installed = [e for e in events if e["to"] == "installed"][-1]
+            details = installed["details"]
+            assert details["ip"] == m.ip and details["hostname"] == m.hostname
+            reported = {f["path"]: f for f in details["files"]}
+
+            config, token = _rendered_config(ns, m)
+            files = config["storage"]["files"]
+            assert files, "the rendered config writes no files"
+            assert {f["path"] for f in files} <= set(reported), sorted(reported)
+            compared = 0
+            for f in files:
+                content = _decode_data_url(f.get("contents", {}).get("source", ""))
+                if content is None:
+                    continue
+                if token.encode() in content:  # e.g. /etc/mayu/report-url: a one-time token
+                    continue
+                got = reported[f["path"]]
+                assert got["sha256"] == hashlib.sha256(content).hexdigest(), f["path"]
+                assert got["size"] == len(content), f["path"]
+                assert int(got["mode"], 8) == f["mode"], f["path"]
+                compared += 1
+            # All but the files carrying the one-time boot token (which a re-render changes).
+            assert compared >= len(files) - 1, (compared, len(files))
+    # Every VM powered itself off after reporting.
+    assert all(vm.exit_code == 0 and vm.boots == 1 for vm in lab.state().vms), lab.state().vms
+
+
+def _dnsmasq_in_lab() -> set[int]:
+    out = subprocess.run(["ip", "netns", "pids", topo.NAMESPACE], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()} & _procs("dnsmasq")
+
+
+def test_dnsmasq_killed_during_the_boot_is_restarted_and_machines_finish(lab: Lab) -> None:
+    up = subprocess.Popen(
+        [str(BIN / "mayu"), "lab", *lab.up_args(2)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=lab.env,
+    )
+    try:
+        leases = lab.data_dir / "dhcp" / "leases"
+        deadline = time.monotonic() + 120
+        # Wait until the first VM has its lease: iPXE is past DHCP, Linux will DHCP again.
+        while not (leases.exists() and leases.read_text().strip()):
+            assert up.poll() is None, up.communicate()[0]
+            assert time.monotonic() < deadline, "no DHCP lease within 120 s"
+            time.sleep(0.2)
+        victims = _dnsmasq_in_lab()
+        assert len(victims) == 1, victims
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while not (_dnsmasq_in_lab() - victims):
+            assert time.monotonic() - killed_at < 15, "dnsmasq was not restarted"
+            time.sleep(0.1)
+        out, _ = up.communicate(timeout=240)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            up.wait(timeout=60)
+    assert up.returncode == 0, f"{out}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
+    assert "all 2 machine(s) installed" in out
+    assert re.search(r"dnsmasq restarted \(pid \d+, restart 1\)", lab.serve_log())

@@ -1,0 +1,205 @@
+"""`mayu serve --dhcp full` with its supervised dnsmasq, on a bridge in a throw-away namespace.
+
+The server runs inside the namespace (`ip netns exec`), a busybox udhcpc in a second
+namespace plays an iPXE client; the test talks HTTP to the server from a thread that joined
+the namespace, so no packet can leave the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from mayu_py.lab.netns import InNamespace
+from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run
+
+pytestmark = pytest.mark.peer
+
+CLIENT_MAC = "02:77:00:00:00:41"
+PORT = 8080
+TOKEN = "serve-dhcp-test-token"
+
+if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox"):
+    pytest.skip("needs root, dnsmasq and busybox", allow_module_level=True)
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A 0755 directory: dnsmasq drops to nobody and must reach the TFTP root under it."""
+    path = Path(tempfile.mkdtemp(prefix="mayu-serve-dhcp-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def lab() -> Iterator[NetLab]:
+    with net_lab(ipv6=True) as lab:
+        yield lab
+
+
+def _config(lab: NetLab, tmp_path: Path, interface: str = BRIDGE) -> Path:
+    path = tmp_path / "serve.yaml"
+    dhcp = {
+        "mode": "full",
+        "interface": interface,
+        "server_ip": lab.server_ip,
+        "subnet": lab.subnet,
+        "range_start": f"{lab.prefix}.100",
+        "range_end": f"{lab.prefix}.199",
+    }
+    path.write_text(yaml.safe_dump({"dhcp": dhcp}))
+    return path
+
+
+def _serve(lab: NetLab, tmp_path: Path, config: Path) -> subprocess.Popen[str]:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    argv = [
+        sys.executable, "-c", "from mayu_py.cli.mayu import main; main()", "serve",
+        "--config", str(config), "--data-dir", str(data), "--dhcp", "full",
+        "--listen", f"{lab.server_ip}:{PORT}", "--workers", "2",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAYU_")}
+    env["MAYU_TOKEN"] = TOKEN
+    return subprocess.Popen(
+        ["ip", "netns", "exec", lab.server_ns, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _healthz(url: str) -> bool:
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        return session.get(f"{url}/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def _get(url: str) -> str:
+    session = requests.Session()
+    session.trust_env = False
+    response = session.get(url, timeout=5)
+    response.raise_for_status()
+    return response.text
+
+
+def _udhcpc(ns: str, ifname: str, workdir: Path, *extra: str) -> dict[str, str]:
+    """Run busybox udhcpc once; the environment its script saw on `bound`."""
+    env_file = workdir / "udhcpc.env"
+    script = workdir / "udhcpc.sh"
+    script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {env_file}\nexit 0\n')
+    script.chmod(0o755)
+    argv = ["busybox", "udhcpc", "-i", ifname, "-q", "-n", "-t", "5", "-T", "1", "-s", str(script)]
+    proc = ns_run(ns, [*argv, *extra], timeout=30, check=False)
+    assert proc.returncode == 0, f"udhcpc failed: {proc.stderr}"
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+
+
+def _dnsmasq_pids(ns: str) -> list[int]:
+    proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+    pids = []
+    for pid in proc.stdout.split():
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if comm == "dnsmasq" and stat.rpartition(")")[2].split()[0] != "Z":
+            pids.append(int(pid))
+    return pids
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM to serve alone (not its process group): serve itself must stop dnsmasq."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate(timeout=10)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Clean-up only: whatever serve left in its process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_serve_runs_dnsmasq_that_hands_ipxe_the_boot_url_and_stops_with_it(
+    lab: NetLab, tmp_path: Path
+) -> None:
+    server = _serve(lab, tmp_path, _config(lab, tmp_path))
+    url = f"http://{lab.server_ip}:{PORT}"
+    try:
+        with InNamespace(lab.server_ns) as ns:
+            deadline = time.monotonic() + 30
+            while not ns.call(_healthz, url):
+                assert server.poll() is None, f"serve exited: {server.communicate()}"
+                assert time.monotonic() < deadline, "serve did not answer /healthz"
+                time.sleep(0.2)
+            pids = _dnsmasq_pids(lab.server_ns)
+            assert len(pids) == 1, pids
+            conf = (tmp_path / "data" / "dhcp" / "dnsmasq.conf").read_text()
+            assert f"dhcp-boot=tag:ipxe,{url}/boot.ipxe" in conf
+            assert "enable-ra" in conf  # the bridge has fd77::1, so iPXE gets an RA
+
+            client_ns, ifname = lab.add_namespace(CLIENT_MAC)
+            # iPXE sends user class "iPXE" (option 77, raw); busybox takes hex for it.
+            env = _udhcpc(client_ns, ifname, tmp_path, "-x", "77:69505845")
+            assert env["ip"].startswith(f"{lab.prefix}.")
+            assert 100 <= int(env["ip"].rsplit(".", 1)[1]) <= 199
+            assert env["serverid"] == lab.server_ip
+            assert env["boot_file"] == f"{url}/boot.ipxe"
+            # The URL it was given serves the generic iPXE script.
+            assert ns.call(_get, env["boot_file"]).startswith("#!ipxe")
+            # The lease is on record (the server's inventory records the source address).
+            leases = (tmp_path / "data" / "dhcp" / "leases").read_text()
+            assert CLIENT_MAC in leases and env["ip"] in leases
+            # A plain PXE ROM (no iPXE user class) is told to chainload iPXE over TFTP.
+            plain = _udhcpc(client_ns, ifname, tmp_path, "-V", "PXEClient:Arch:00000:UNDI:002001")
+            assert plain["boot_file"] == "undionly.kpxe"
+    finally:
+        out, err = _stop(server)
+    left = _dnsmasq_pids(lab.server_ns)
+    _kill_group(server)
+    assert server.returncode == 0, err[-2000:]
+    assert not left, "dnsmasq outlived mayu serve"
+    assert "Traceback" not in err
+
+
+def test_bad_interface_stops_serve_with_one_line_naming_the_field(
+    lab: NetLab, tmp_path: Path
+) -> None:
+    server = _serve(lab, tmp_path, _config(lab, tmp_path, interface="mayu-nope0"))
+    try:
+        out, err = server.communicate(timeout=60)
+    finally:
+        _stop(server)
+    assert server.returncode != 0
+    assert "Traceback" not in err + out
+    # Log records (INFO lines from preparing the data dir) aside, the error is one line.
+    lines = [ln for ln in (out + err).splitlines() if ln.strip() and " INFO " not in ln]
+    assert len(lines) == 1, lines
+    assert "dhcp.interface" in lines[0] and "mayu-nope0" in lines[0]
+    assert not _dnsmasq_pids(lab.server_ns)

@@ -10,7 +10,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf
   dnsmasq-base ignition busybox-static linux-image-amd64 cpio kmod
   libvirt-daemon-system libvirt-dev libxml2-utils
-  iproute2 iptables nginx-light wrk openssl curl tftp-hpa procps psmisc
+  iproute2 iptables nginx-light wrk openssl curl tftp-hpa procps psmisc gnupg gpgv
 )
 
 missing=()

@@ -8,6 +8,7 @@ pytest's 0700 tmp_path; RECIPES section 7).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -192,7 +193,9 @@ def domains(conn: libvirt.virConnect, prefix: str) -> dict[str, Dom]:
         name = dom.name()
         if name.startswith(prefix):
             active = bool(dom.isActive())
-            out[name] = Dom(name, dom.UUIDString(), dom.ID(), active, _qemu_pid(name) if active else None)
+            out[name] = Dom(
+                name, dom.UUIDString(), dom.ID(), active, _qemu_pid(name) if active else None
+            )
     return out
 
 
@@ -212,17 +215,13 @@ def cleanup_libvirt(conn: libvirt.virConnect, tenants: list[str]) -> None:
     for dom in conn.listAllDomains():
         if any(dom.name().startswith(t + "-") for t in tenants):
             for step in (dom.destroy, dom.undefine):
-                try:
+                with contextlib.suppress(libvirt.libvirtError):
                     step()
-                except libvirt.libvirtError:
-                    pass
     for net in conn.listAllNetworks():
         if net.name() in {f"mayu-tenant-{t}" for t in tenants}:
             for step in (net.destroy, net.undefine):
-                try:
+                with contextlib.suppress(libvirt.libvirtError):
                     step()
-                except libvirt.libvirtError:
-                    pass
 
 
 # ---- the server's view -----------------------------------------------------------------------

@@ -40,8 +40,9 @@ if os.geteuid() != 0 or not (shutil.which("qemu-system-x86_64") and shutil.which
     pytest.skip("needs root, qemu-system-x86 and dnsmasq", allow_module_level=True)
 
 
-def _procs(name_part: str) -> set[int]:
-    """Live (non-zombie) processes whose command name contains name_part."""
+def _procs(name_part: str, arg: str = "") -> set[int]:
+    """Live (non-zombie) processes whose command name contains name_part (and whose
+    command line contains arg)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -49,9 +50,10 @@ def _procs(name_part: str) -> set[int]:
         try:
             comm = (entry / "comm").read_text().strip()
             stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if name_part in comm and stat.rpartition(")")[2].split()[0] != "Z":
+        if name_part in comm and arg in cmdline and stat.rpartition(")")[2].split()[0] != "Z":
             found.add(int(entry.name))
     return found
 
@@ -111,8 +113,8 @@ class Lab:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    # Snapshots: other tests on this machine may own mayu- namespaces, qemu or dnsmasq.
-    before_qemu, before_dnsmasq = _procs("qemu-system"), _procs("dnsmasq")
+    # Other tests on this machine may own mayu- namespaces, qemu or dnsmasq: only what did
+    # not exist before, and processes that are the lab's own (by command line), count.
     before_names = set(_mayu_names())
     assert topo.NAMESPACE not in before_names, "a lab is already up"
     workdir = Path(tempfile.mkdtemp(prefix="mayu-lab-e2e-"))
@@ -129,8 +131,9 @@ def lab() -> Iterator[Lab]:
         left = set(_mayu_names()) - before_names
         assert not left, left
         assert topo.NAMESPACE not in _mayu_names()
-        assert not _procs("qemu-system") - before_qemu, "qemu left running"
-        assert not _procs("dnsmasq") - before_dnsmasq, "dnsmasq left running"
+        assert not _procs("qemu-system", "mayu-lab"), "a lab VM is left running"
+        assert not _procs("dnsmasq", str(workdir)), "the lab's dnsmasq is left running"
+        assert not _procs("python", str(workdir)), "the lab's server is left running"
         assert not lab.state_file.exists()
 
 
@@ -226,8 +229,9 @@ def test_lab_boots_three_machines_to_installed_and_down_removes_everything(lab: 
                 compared += 1
             # All but the files carrying the one-time boot token (which a re-render changes).
             assert compared >= len(files) - 1, (compared, len(files))
-    # Every VM powered itself off after reporting.
-    assert all(vm.exit_code == 0 and vm.boots == 1 for vm in lab.state().vms), lab.state().vms
+    # Every VM powered itself off after reporting (the lab reboots a VM whose iPXE gave up,
+    # so a loaded machine may need a second boot; it must still end cleanly).
+    assert all(vm.exit_code == 0 for vm in lab.state().vms), lab.state().vms
 
 
 def _dnsmasq_in_lab() -> set[int]:

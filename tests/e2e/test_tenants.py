@@ -150,9 +150,12 @@ def test_two_tenants_ready_isolated_scaled_deleted(rig: Rig) -> None:
     rig.create(TB)
     nodes = {TA: rig.wait_ready(TA, 2), TB: rig.wait_ready(TB, 2)}
     print(f"\n4 nodes ready {time.monotonic() - started:.1f}s after create")
-    assert json.loads(rig.server.mayuctl("tenants", "show", TA, "-o", "json").stdout)[
-        "status"
-    ]["phase"] == "Ready"
+    assert (
+        json.loads(rig.server.mayuctl("tenants", "show", TA, "-o", "json").stdout)["status"][
+            "phase"
+        ]
+        == "Ready"
+    )
 
     # every VM got its reserved address and ran its own Ignition, read from fw_cfg
     for tenant, members in nodes.items():
@@ -280,24 +283,34 @@ def test_agent_kill9_while_creating_and_libvirt_reconnect(rig: Rig) -> None:
     # the agent's libvirt connection dies (daemon restart, or the client cut off): it
     # reconnects, and nothing is recreated
     before = {**th.domains(rig.conn, TA + "-"), **th.domains(rig.conn, TC + "-")}
+    log_before = len(rig.agent.log())
     applies = rig.agent.log().count(" apply ")
     cut = time.time()
     if os.environ.get("MAYU_E2E_KILL_LIBVIRTD") == "1":
-        pid = int(subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout.split()[0])
+        pid = int(
+            subprocess.run(
+                ["pgrep", "-x", "libvirtd"], capture_output=True, text=True
+            ).stdout.split()[0]
+        )
         os.kill(pid, signal.SIGKILL)
         time.sleep(1)
         subprocess.run(["libvirtd", "-d"], check=True, timeout=30)
         rig.conn = th.wait_for("libvirtd back", lambda: _reopen(), 30.0, 0.5)
     else:
-        clients = th.wait_for("the agent's libvirt client", lambda: _agent_clients(rig.agent.pid), 20.0)
+        clients = th.wait_for(
+            "the agent's libvirt client", lambda: _agent_clients(rig.agent.pid), 20.0
+        )
         for client in clients:
-            subprocess.run(["virt-admin", "client-disconnect", "libvirtd", client], check=True, timeout=10)
+            subprocess.run(
+                ["virt-admin", "client-disconnect", "libvirtd", client], check=True, timeout=10
+            )
     th.wait_for("two agent heartbeats after the cut", lambda: _heartbeat(rig) > cut + 2.5, 30.0)
     rig.wait_ready(TC, 2)
     rig.wait_ready(TA, 3)
     after = {**th.domains(rig.conn, TA + "-"), **th.domains(rig.conn, TC + "-")}
     assert after == before  # same names, UUIDs, ids and qemu pids
     assert rig.agent.log().count(" apply ") == applies, rig.agent.log()[-3000:]
+    assert "reconnecting" in rig.agent.log()[log_before:], rig.agent.log()[log_before:]
     assert rig.agent.alive()
 
     # both tenants go; nothing of them is left

@@ -61,9 +61,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         target = state.root / path.lstrip("/")
         header = self.headers.get("Range")
+        # Every hit is recorded before the response goes out: a client may assert right after.
         if not target.is_file():
-            self.send_error(404)
             state.hits.append(Hit(path, header, 404, 0))
+            self.send_error(404)
             return
         data = target.read_bytes()
         start, status = 0, 200
@@ -71,14 +72,16 @@ class _Handler(BaseHTTPRequestHandler):
         if match and not state.ignore_range:
             start = int(match.group(1))
             if start >= len(data):
+                state.hits.append(Hit(path, header, 416, 0))
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                state.hits.append(Hit(path, header, 416, 0))
                 return
             status = 206
         body = data[start:]
+        hit = Hit(path, header, status, 0)
+        state.hits.append(hit)
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
@@ -88,8 +91,6 @@ class _Handler(BaseHTTPRequestHandler):
         limit = state.cut_after.pop(path, None)
         if limit is not None:
             body = body[:limit]
-        hit = Hit(path, header, status, 0)
-        state.hits.append(hit)
         try:
             for offset in range(0, len(body), 4096):
                 chunk = body[offset : offset + 4096]

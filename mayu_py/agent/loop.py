@@ -43,7 +43,7 @@ class ReconcileResult:
     errors: dict[str, str] = field(default_factory=dict)  # node or tenant -> message
     states: dict[str, str] = field(default_factory=dict)  # node -> observed state
     deleted: list[str] = field(default_factory=list)  # nodes reported `deleted` this pass
-    booting: bool = False  # a node runs but has not printed MAYU-READY yet
+    booting: list[str] = field(default_factory=list)  # running, no MAYU-READY yet
 
 
 def _blame(action: Action) -> str:
@@ -82,6 +82,7 @@ class Agent:
         self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
         self._reported: dict[str, tuple[str, str]] = {}
         self.readiness = ReadinessTracker()
+        self._booting: dict[str, DesiredNode] = {}
         self._wake = threading.Event()
         self.state_dir.ensure()
 
@@ -114,6 +115,8 @@ class Agent:
                 failed.add(key)
         after = observe(self.host, self.state_dir) if actions else actual
         self._report(desired, after, result)
+        by_name = {n.node: n for n in desired}
+        self._booting = {name: by_name[name] for name in result.booting}
         return result
 
     def _before(
@@ -174,7 +177,8 @@ class Agent:
                 elif verdict.failed:
                     state, message = "failed", verdict.failed
                 else:
-                    out.booting = out.booting or self.readiness.booting(node.node)
+                    if self.readiness.booting(node.node):
+                        out.booting.append(node.node)
             out.states[node.node] = state
             if self._reported.get(node.node) == (state, message):
                 continue
@@ -190,19 +194,41 @@ class Agent:
         log.debug("lifecycle event %s for %s", event, name)
         self._wake.set()
 
+    def poll_readiness(self) -> None:
+        """Between passes: read only the new serial output of booting nodes; report the
+        ones that became ready (or failed). No libvirt or server call unless one did."""
+        for name, node in list(self._booting.items()):
+            verdict = self.readiness.check(name, self.state_dir.log(node))
+            if verdict.ready:
+                state, ip, message = "ready", verdict.ip, ""
+            elif verdict.failed:
+                state, ip, message = "failed", node.ip, verdict.failed
+            else:
+                if not self.readiness.booting(name):
+                    del self._booting[name]
+                continue
+            del self._booting[name]
+            try:
+                self.source.report(
+                    NodeReport(node.tenant, name, state, ip, self.host_name, message)
+                )
+                self._reported[name] = (state, message)
+            except MayuError as exc:
+                log.warning("could not report %s: %s", name, exc.message)
+
     def run_forever(
         self,
         interval: float = 30.0,
         stop: threading.Event | None = None,
-        boot_poll: float = 2.0,
+        boot_poll: float = 0.25,
     ) -> None:
-        """Reconcile at start, every interval and on lifecycle events until stop is set;
-        every boot_poll seconds while a node boots (its MAYU-READY is not a libvirt event)."""
+        """Reconcile at start, every interval and on lifecycle events until stop is set.
+        While a node boots, its serial log is read every boot_poll seconds in between (its
+        MAYU-READY is not a libvirt event)."""
         stop = stop or threading.Event()
         self.host.on_lifecycle(self._on_event)
         while not stop.is_set():
             started = time.monotonic()
-            wait = interval
             try:
                 self.register()
                 result = self.run_once()
@@ -213,11 +239,14 @@ class Agent:
                         len(result.errors),
                         time.monotonic() - started,
                     )
-                if result.booting:
-                    wait = min(interval, boot_poll)
             except MayuError as exc:
                 log.warning("reconcile skipped: %s", exc.message)
-            self._wake.wait(wait)
+            deadline = time.monotonic() + interval
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or self._wake.wait(min(left, boot_poll) if self._booting else left):
+                    break
+                self.poll_readiness()
             self._wake.clear()
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 from pathlib import Path
 
 from mayu_py.config import Settings
@@ -23,25 +25,6 @@ from mayu_py.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]", "*")
-
-
-class ServeDnsmasq(DnsmasqSupervisor):
-    """A supervisor whose stop() acts only in the process that started dnsmasq.
-
-    gunicorn's workers are forks of `mayu serve`; when one exits it unwinds through serve's
-    `finally: supervisor.stop()`, which must not terminate the master's dnsmasq.
-    """
-
-    _owner: int | None = None
-
-    def start(self) -> None:
-        self._owner = os.getpid()
-        super().start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._owner is not None and os.getpid() != self._owner:
-            return
-        super().stop(timeout)
 
 
 def boot_url(settings: Settings, server_ip: str) -> str:
@@ -59,7 +42,29 @@ def boot_url(settings: Settings, server_ip: str) -> str:
     return f"http://{host}:{port}/boot.ipxe"
 
 
-def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> ServeDnsmasq:
+def stop_stale_dnsmasq(pid_file: Path, conf_file: Path) -> None:
+    """Kill a dnsmasq left running by a crashed `mayu serve` on the same files (SIGKILL of
+    the server cannot take its child along: dnsmasq drops privileges, which clears
+    PR_SET_PDEATHSIG)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if (
+        cmdline
+        and cmdline[0].endswith(b"dnsmasq")
+        and any(str(conf_file).encode() in arg for arg in cmdline)
+    ):
+        log.warning("stopping dnsmasq pid %d left by an earlier mayu serve", pid)
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+
+
+def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSupervisor:
     """Validate `settings.dhcp`, write dnsmasq's files and start it; the caller stops it."""
     plan = resolve_dhcp(settings.dhcp)
     workdir = Path(data_dir) / "dhcp"
@@ -74,10 +79,11 @@ def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> ServeDnsmasq
         pid_file=workdir / "dnsmasq.pid",
     )
     conf_file = workdir / "dnsmasq.conf"
+    stop_stale_dnsmasq(workdir / "dnsmasq.pid", conf_file)
     tmp = conf_file.with_name(".dnsmasq.conf.tmp")
     tmp.write_text(conf)
     tmp.replace(conf_file)
-    supervisor = ServeDnsmasq(conf_file)
+    supervisor = DnsmasqSupervisor(conf_file)
     supervisor.start()
     log.info(
         "dhcp %s on %s (%s), boot URL %s",

@@ -11,6 +11,7 @@ import click
 
 from mayu_py.cli.wsgi import GunicornServer
 from mayu_py.config import Settings, load_settings
+from mayu_py.dhcp import resolve_dhcp
 from mayu_py.server.app import create_app
 from mayu_py.server.tokens import load_or_create_admin_token
 from mayu_py.store import open_store
@@ -54,6 +55,9 @@ def serve(
         config_file,
         {("data_dir",): data_dir, ("server", "listen"): listen, ("dhcp", "mode"): dhcp},
     )
+    if settings.dhcp.mode != "off":
+        # A wrong interface or range stops start-up before anything is created.
+        resolve_dhcp(settings.dhcp)
     app, _ = prepare(settings)
     supervisor = start_dhcp(settings)
     listen_at = settings.server.listen
@@ -68,12 +72,10 @@ def serve(
         "loglevel": "warning",
         "timeout": 60,
         "graceful_timeout": 5,
+        # on_exit runs in the gunicorn master only: a worker exiting must not stop dnsmasq.
+        "on_exit": lambda _arbiter: supervisor.stop() if supervisor is not None else None,
     }
-    try:
-        GunicornServer(app, options).run()
-    finally:
-        if supervisor is not None:
-            supervisor.stop()
+    GunicornServer(app, options).run()
     sys.exit(0)
 
 

@@ -271,3 +271,31 @@ def test_dnsmasq_killed_during_the_boot_is_restarted_and_machines_finish(lab: La
     assert up.returncode == 0, f"{out}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
     assert "all 2 machine(s) installed" in out
     assert re.search(r"dnsmasq restarted \(pid \d+, restart 1\)", lab.serve_log())
+
+
+def test_ctrl_c_during_up_tears_everything_down(lab: Lab) -> None:
+    up = subprocess.Popen(
+        [str(BIN / "mayu"), "lab", *lab.up_args(1)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=lab.env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # Interrupt once the server and the VM are up (the VM is mid-boot).
+        while not ((state := LabState.load(lab.state_file)) and state.vms and state.vms[0].pid):
+            assert up.poll() is None, up.communicate()[0]
+            assert time.monotonic() < deadline, "the lab did not start a VM within 60 s"
+            time.sleep(0.1)
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 130, out
+    assert "interrupted: tearing the lab down" in out
+    assert topo.NAMESPACE not in _mayu_names()
+    assert not lab.state_file.exists()
+    assert not _procs("qemu-system", "mayu-lab")

@@ -198,8 +198,47 @@ def test_bad_interface_stops_serve_with_one_line_naming_the_field(
         _stop(server)
     assert server.returncode != 0
     assert "Traceback" not in err + out
-    # Log records (INFO lines from preparing the data dir) aside, the error is one line.
-    lines = [ln for ln in (out + err).splitlines() if ln.strip() and " INFO " not in ln]
+    # DHCP is validated before anything is prepared: the whole output is the one error line.
+    lines = [ln for ln in (out + err).splitlines() if ln.strip()]
     assert len(lines) == 1, lines
     assert "dhcp.interface" in lines[0] and "mayu-nope0" in lines[0]
+    assert not _dnsmasq_pids(lab.server_ns)
+
+
+def _wait_healthy(ns: InNamespace, server: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 30
+    while not ns.call(_healthz, url):
+        assert server.poll() is None, f"serve exited: {server.communicate()}"
+        assert time.monotonic() < deadline, "serve did not answer /healthz"
+        time.sleep(0.2)
+
+
+def test_dnsmasq_orphaned_by_a_killed_serve_is_replaced_on_restart(
+    lab: NetLab, tmp_path: Path
+) -> None:
+    config = _config(lab, tmp_path)
+    url = f"http://{lab.server_ip}:{PORT}"
+    first = _serve(lab, tmp_path, config)
+    second = None
+    try:
+        with InNamespace(lab.server_ns) as ns:
+            _wait_healthy(ns, first, url)
+            [orphan] = _dnsmasq_pids(lab.server_ns)
+            os.kill(first.pid, signal.SIGKILL)  # the master only: dnsmasq survives it
+            first.wait(timeout=10)
+            time.sleep(2)  # gunicorn's workers notice their master is gone and exit
+            assert orphan in _dnsmasq_pids(lab.server_ns), "nothing was orphaned"
+            second = _serve(lab, tmp_path, config)
+            deadline = time.monotonic() + 30
+            while (pids := _dnsmasq_pids(lab.server_ns)) in ([orphan], []):
+                assert second.poll() is None, second.communicate()
+                assert time.monotonic() < deadline, "the restarted serve kept the orphan"
+                time.sleep(0.2)
+            assert orphan not in pids and len(pids) == 1, pids
+            _wait_healthy(ns, second, url)
+    finally:
+        _kill_group(first)
+        if second is not None:
+            _stop(second)
+            _kill_group(second)
     assert not _dnsmasq_pids(lab.server_ns)

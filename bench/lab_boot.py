@@ -1,0 +1,164 @@
+"""Lab boot: seconds from power-on to `installed` per machine, through the real network boot.
+
+For each N, `mayu lab up --machines N --accel tcg` boots N VMs at once through DHCP
+(dnsmasq) -> iPXE -> HTTP (kernel, initrd) -> Linux -> DHCP -> Ignition over HTTP -> report;
+power-on is the moment the lab started qemu, installed the server's event time. The floor
+boots the same kernel + initrd N at a time with `qemu -kernel`, the same machine's Ignition
+config over fw_cfg and no network boot (qemu user networking with restrict=on: nothing
+leaves the machine), up to the console line the image prints when it would report.
+
+    .venv/bin/python bench/lab_boot.py [--machines 1,4,8] [--accel tcg]
+
+Needs root; uses the lab's namespace mayu-lab (no lab may be up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mayu_py.lab import topology as topo  # noqa: E402
+from mayu_py.lab.api import LabClient  # noqa: E402
+from mayu_py.lab.netns import InNamespace  # noqa: E402
+from mayu_py.lab.state import LabState  # noqa: E402
+
+BIN = Path(sys.executable).parent
+FLOOR_MARK = "MAYU: done in"
+
+
+def lab(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mayu"), "lab", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def installed_times(state: LabState) -> list[float]:
+    """Per machine: installed event time - the lab's first qemu start."""
+    times = []
+    with InNamespace(state.namespace) as ns:
+        client = LabClient(ns, state.url, state.token)
+        for vm in state.vms:
+            events = client.machine(vm.mac)["events"]
+            done = [e["time"] for e in events if e["to"] == "installed"]
+            assert done and vm.first_started, (vm, events)
+            times.append(done[0] - vm.first_started)
+    return times
+
+
+def a_config(state: LabState) -> str:
+    """A lab machine's rendered Ignition config (fetched again; only for the floor)."""
+    m = topo.LabMachine(1)
+    with InNamespace(state.namespace) as ns:
+        client = LabClient(ns, state.url, state.token)
+        script = client.get_text(f"/ipxe?mac={m.mac.replace(':', '-')}&uuid={m.uuid}")
+        url = re.search(r"ignition\.config\.url=(\S+)", script)
+        assert url, script
+        config = json.loads(client.get_text(url.group(1).removeprefix(state.url)))
+    # No phone-home from the floor VMs: they have no route to the server.
+    config.get("storage", {}).get("files", [])[:] = [
+        f for f in config.get("storage", {}).get("files", []) if "report" not in f["path"]
+    ]
+    return json.dumps(config)
+
+
+def floor(n: int, kernel: Path, initrd: Path, config: Path, accel: str, work: Path) -> list[float]:
+    """N direct-kernel boots at once; seconds from qemu start to the image's `done` line."""
+    procs = []
+    for i in range(n):
+        console = work / f"floor-{n}-{i}.log"
+        argv = [
+            "qemu-system-x86_64", "-accel", accel, "-m", "256", "-smp", "1",
+            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-serial", f"file:{console}", "-kernel", str(kernel), "-initrd", str(initrd),
+            "-netdev", "user,id=n0,restrict=on",
+            "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:78:00:{i + 1:02x},disable-legacy=on,romfile=",
+            "-fw_cfg", f"name=opt/com.coreos/config,file={config}",
+            "-append", "console=ttyS0 quiet mayu.after=poweroff",
+        ]  # fmt: skip
+        procs.append((time.time(), console, subprocess.Popen(argv, stdout=subprocess.DEVNULL)))
+    times: dict[int, float] = {}
+    deadline = time.time() + 300
+    while len(times) < n and time.time() < deadline:
+        for i, (start, console, _) in enumerate(procs):
+            if (
+                i not in times
+                and console.exists()
+                and FLOOR_MARK in console.read_text(errors="replace")
+            ):
+                times[i] = time.time() - start
+        time.sleep(0.05)
+    for _, _, proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert len(times) == n, f"only {len(times)} of {n} floor VMs finished"
+    return list(times.values())
+
+
+def fmt(times: list[float]) -> str:
+    return f"median {statistics.median(times):5.1f} s, max {max(times):5.1f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machines", default="1,4,8", help="comma-separated N values")
+    parser.add_argument("--accel", default="tcg", choices=["tcg", "kvm", "auto"])
+    args = parser.parse_args()
+    counts = [int(x) for x in args.machines.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="mayu-lab-bench-"))
+    work.chmod(0o755)  # dnsmasq drops to nobody and reads the TFTP root under it
+    env = {**os.environ, "MAYU_LAB_STATE": str(work / "state.json")}
+    data = work / "data"
+    rows = []
+    config_path = work / "floor.ign"
+    accel = "tcg"
+    for n in counts:
+        started = time.monotonic()
+        up = lab(
+            "up", "--machines", str(n), "--accel", args.accel, "--data-dir", str(data), env=env
+        )
+        wall = time.monotonic() - started
+        try:
+            if up.returncode != 0:
+                raise SystemExit(f"mayu lab up --machines {n} failed:\n{up.stdout}\n{up.stderr}")
+            state = LabState.load(work / "state.json")
+            assert state is not None
+            accel = state.accel
+            times = installed_times(state)
+            boots = sum(vm.boots for vm in state.vms)
+            if not config_path.exists():
+                config_path.write_text(a_config(state))
+        finally:
+            lab("down", env=env)
+        rows.append((n, times, boots, wall))
+        print(
+            f"N={n}: network boot power-on -> installed {fmt(times)} (boots {boots}, lab up {wall:.0f} s)",
+            flush=True,
+        )
+    kernel, initrd = data / "assets" / "lab" / "vmlinuz", data / "assets" / "lab" / "initrd.img"
+    print()
+    print("| N | network boot: median | max | floor (-kernel, fw_cfg): median | max | qemu boots |")
+    print("|---|---|---|---|---|---|")
+    for n, times, boots, _ in rows:
+        base = floor(n, kernel, initrd, config_path, accel, work)
+        print(
+            f"| {n} | {statistics.median(times):.1f} s | {max(times):.1f} s | "
+            f"{statistics.median(base):.1f} s | {max(base):.1f} s | {boots} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

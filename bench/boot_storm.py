@@ -55,7 +55,7 @@ async def _timed(results: Results, endpoint: str, call) -> tuple[int, str]:  # t
         async with call() as response:
             body = await response.text()
             status = response.status
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         results.fail(endpoint)
         return 0, ""
     results.record(endpoint, time.perf_counter() - start)

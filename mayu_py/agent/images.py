@@ -140,3 +140,22 @@ def install_base_image(
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(target / f"{name}.json")
     return BaseImages(target).get(name)
+
+
+LAB_TENANT_CMDLINE = "console=ttyS0 mayu.after=stay"  # no quiet: the agent reads the banner
+
+
+def install_lab_base_image(
+    images_dir: Path | str, kernel: Path, initrd: Path, version: str
+) -> BaseImage:
+    """The lab kernel + initrd as tenant base image `lab`: it stays up after Ignition and
+    prints MAYU-READY, which the agent reads as the node's readiness."""
+    return install_base_image(
+        images_dir,
+        "lab",
+        version.replace("+", "-"),
+        kernel,
+        initrd,
+        cmdline=LAB_TENANT_CMDLINE,
+        min_memory_mib=128,
+    )

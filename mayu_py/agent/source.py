@@ -26,7 +26,7 @@ class HostRegistration:
 class NodeReport:
     tenant: str
     node: str
-    state: str  # pending | running | shutoff | crashed | paused | failed
+    state: str  # pending | running | ready | shutoff | crashed | paused | failed | deleted
     ip: str | None
     host: str
     message: str = ""

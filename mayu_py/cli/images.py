@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mayu_py.agent.images import install_lab_base_image
 from mayu_py.config import load_settings
 from mayu_py.images.lab import build_lab_image
 from mayu_py.server.provisioning import assets_root
@@ -25,8 +26,17 @@ def images() -> None:
     help="Output directory (default: ASSET_ROOT/lab, what the default profiles boot).",
 )
 @click.option("--kernel-version", help="Kernel from /lib/modules (default: the newest).")
+@click.option(
+    "--tenant-images",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also install it as tenant base image `lab` into this agent images dir.",
+)
 def build_lab(
-    config_file: str | None, data_dir: str | None, out: Path | None, kernel_version: str | None
+    config_file: str | None,
+    data_dir: str | None,
+    out: Path | None,
+    kernel_version: str | None,
+    tenant_images: Path | None,
 ) -> None:
     """Build the lab node image (Debian kernel + busybox initramfs + real Ignition)."""
     if out is None:
@@ -36,6 +46,9 @@ def build_lab(
     click.echo(f"kernel {image.kernel}")
     click.echo(f"initrd {image.initrd}")
     click.echo(f"version {image.version}")
+    if tenant_images is not None:
+        base = install_lab_base_image(tenant_images, image.kernel, image.initrd, image.version)
+        click.echo(f"tenant base image {base.name} {base.version} in {tenant_images}")
 
 
 @images.command("fetch")

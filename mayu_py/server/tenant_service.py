@@ -125,11 +125,7 @@ class TenantService:
         def txn(tx: Tx) -> dict[str, Any]:
             record = self._record(tx, name)
             record["deleting"] = True
-            if record["assignments"]:
-                tx.put_tenant(name, record)
-            else:
-                tx.delete_tenant(name)
-                self._forget_pki(name)
+            self._store_or_purge(tx, name, record)
             return record
 
         return self.view(self.store.atomically(txn))
@@ -158,13 +154,7 @@ class TenantService:
                 "generation": body.get("generation"),
                 "updated": self.clock(),
             }
-            if record["deleting"] and all(
-                record["nodes"].get(n, {}).get("state") == "deleted" for n in record["assignments"]
-            ):
-                tx.delete_tenant(tenant)
-                self._forget_pki(tenant)
-            else:
-                tx.put_tenant(tenant, record)
+            self._store_or_purge(tx, tenant, record)
             return record
 
         return self.view(self.store.atomically(txn))
@@ -345,6 +335,20 @@ class TenantService:
             if wanted != record["assignments"]:
                 record["assignments"] = wanted
                 tx.put_tenant(tenant.name, record)
+
+    def _store_or_purge(self, tx: Tx, name: str, record: dict[str, Any]) -> None:
+        """Keep a tenant's record, or purge it (with its PKI) once it is deleting and no
+        agent still holds one of its nodes: each reported `deleted` or never reported at all
+        (an agent that never saw a node has nothing to remove; one that did reports it)."""
+        gone = all(
+            record["nodes"].get(node, {}).get("state", "deleted") == "deleted"
+            for node in record["assignments"]
+        )
+        if record["deleting"] and gone:
+            tx.delete_tenant(name)
+            self._forget_pki(name)
+        else:
+            tx.put_tenant(name, record)
 
     def _pki_dir(self, name: str) -> Path:
         return self.settings.data_path / "tenants" / name / "pki"

@@ -30,13 +30,12 @@ from typing import Any, TypeVar
 import libvirt
 import yaml
 
-from mayu_py.agent.images import install_base_image
+from mayu_py.agent.images import install_lab_base_image
 from mayu_py.images.lab import build_lab_image
 
 BIN = Path(sys.executable).parent
 URI = "qemu:///system"
 LAB_CACHE = Path("/var/tmp/mayu-e2e-lab-cache")  # build_lab_image reuses an unchanged build
-LAB_CMDLINE = "console=ttyS0 mayu.after=stay"  # stay up: root shell on ttyS0, MAYU-READY
 T = TypeVar("T")
 
 
@@ -60,15 +59,7 @@ def make_workdir(prefix: str) -> Path:
 def install_lab_image(images_dir: Path) -> None:
     """The lab kernel + initrd as base image `lab`, kept up after Ignition (mayu.after=stay)."""
     lab = build_lab_image(LAB_CACHE)
-    install_base_image(
-        images_dir,
-        "lab",
-        lab.version.replace("+", "-"),
-        lab.kernel,
-        lab.initrd,
-        cmdline=LAB_CMDLINE,
-        min_memory_mib=128,
-    )
+    install_lab_base_image(images_dir, lab.kernel, lab.initrd, lab.version)
 
 
 def wait_for(what: str, check: Callable[[], T], timeout_s: float, every: float = 0.5) -> T:

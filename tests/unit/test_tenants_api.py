@@ -199,3 +199,15 @@ def test_level1_ignition_carries_the_hosts_agent_token(client: FlaskClient) -> N
     )
     key = client.application.extensions["mayu"].agent_key
     assert text.strip() == agent_token(key, "node-525400000001")
+
+
+def test_delete_of_nodes_no_agent_ever_reported_purges_at_once(client: FlaskClient) -> None:
+    _heartbeat(client, "h1")
+    client.post("/api/v1/tenants", headers=AUTH, json=ACME)
+    node = "/api/v1/tenants/acme/nodes/acme-master-0/status"
+    assert client.put(node, headers=AUTH, json={"state": "running"}).status_code == 200
+    assert client.delete("/api/v1/tenants/acme", headers=AUTH).status_code == 202
+    # the master was seen by an agent: the tenant waits for its `deleted`
+    assert client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]["phase"] == "Deleting"
+    assert client.put(node, headers=AUTH, json={"state": "deleted"}).status_code == 200
+    assert client.get("/api/v1/tenants/acme", headers=AUTH).status_code == 404

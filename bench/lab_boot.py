@@ -127,7 +127,16 @@ def main() -> None:
     for n in counts:
         started = time.monotonic()
         up = lab(
-            "up", "--machines", str(n), "--accel", args.accel, "--data-dir", str(data), env=env
+            "up",
+            "--machines",
+            str(n),
+            "--accel",
+            args.accel,
+            "--data-dir",
+            str(data),
+            "--tenants",
+            "0",
+            env=env,
         )
         wall = time.monotonic() - started
         try:

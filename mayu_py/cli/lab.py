@@ -9,6 +9,7 @@ import click
 
 from mayu_py.lab.runner import DEFAULT_DATA_DIR, UpOptions, lab_status, lab_up
 from mayu_py.lab.teardown import lab_down
+from mayu_py.lab.topology import MAX_TENANTS
 
 
 @click.group("lab")
@@ -25,7 +26,12 @@ def lab() -> None:
     show_default=True,
     help="auto boots the lab kernel under KVM once and falls back to TCG if it fails.",
 )
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds until all installed.")
+@click.option(
+    "--timeout",
+    default=300.0,
+    show_default=True,
+    help="Seconds until every machine is installed and every tenant Ready.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -39,10 +45,26 @@ def lab() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Extra server settings (YAML); the lab's network settings win.",
 )
-def up(machines: int, accel: str, timeout: float, data_dir: Path, config_file: Path | None) -> None:
-    """Start the lab and boot MACHINES VMs until every one is installed (or the timeout)."""
+@click.option(
+    "--tenants",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, MAX_TENANTS),
+    help="Demo tenant clusters (demo-N, 1 master + 1 worker) on the lab's agent; 0: none.",
+)
+def up(
+    machines: int,
+    accel: str,
+    timeout: float,
+    data_dir: Path,
+    config_file: Path | None,
+    tenants: int,
+) -> None:
+    """Start the lab, boot MACHINES VMs until every one is installed, then run a `mayu agent`
+    and TENANTS tenant clusters until every tenant is Ready (or the timeout)."""
     opts = UpOptions(
         machines=machines,
+        tenants=tenants,
         accel=accel,
         timeout=timeout,
         data_dir=data_dir.resolve(),
@@ -55,7 +77,7 @@ def up(machines: int, accel: str, timeout: float, data_dir: Path, config_file: P
 
 @lab.command("status")
 def status() -> None:
-    """Show the lab's machines and their states."""
+    """Show the lab's machines, the agent and the tenants' nodes with their states."""
     code = lab_status()
     if code:
         sys.exit(code)
@@ -63,7 +85,8 @@ def status() -> None:
 
 @lab.command("down")
 def down() -> None:
-    """Stop every VM, the server and dnsmasq, and delete the namespace; idempotent."""
+    """Stop every VM, the agent, the server and dnsmasq, remove the tenants' libvirt domains
+    and networks, and delete the namespace; idempotent."""
     done = lab_down()
     for line in done or ["nothing to tear down"]:
         click.echo(line)

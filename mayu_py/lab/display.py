@@ -1,4 +1,4 @@
-"""What `mayu lab up` and `mayu lab status` show: a table of machines and their states."""
+"""What `mayu lab up` and `mayu lab status` show: machines (level 1) and tenant nodes (level 2)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 
 from mayu_py.lab.state import VmRecord
@@ -16,6 +17,13 @@ _STYLE = {
     "failed": "red",
     "installing": "yellow",
     "configured": "cyan",
+    "ready": "green",
+    "Ready": "green",
+    "Degraded": "red",
+    "crashed": "red",
+    "unknown": "red",
+    "Provisioning": "yellow",
+    "pending": "yellow",
 }
 
 
@@ -68,3 +76,66 @@ def table(title: str, items: list[Row]) -> Table:
 def line(r: Row) -> str:
     """A plain progress line, for output that is not a terminal."""
     return f"{r.name} {r.mac} ip={r.ip} qemu={r.qemu} state={r.state} boots={r.boots}"
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    tenant: str
+    phase: str
+    node: str
+    role: str
+    host: str
+    state: str
+    ip: str
+
+
+def tenant_rows(tenants: list[dict[str, Any]], names: list[str]) -> list[TenantRow]:
+    """One row per node of the named tenants (a tenant not created yet: one `-` row)."""
+    by_name = {t["metadata"]["name"]: t for t in tenants}
+    result = []
+    for name in names:
+        doc = by_name.get(name)
+        status = (doc or {}).get("status") or {}
+        phase = status.get("phase") or ("-" if doc is None else "Provisioning")
+        nodes = status.get("nodes") or []
+        if not nodes:
+            result.append(TenantRow(name, phase, "-", "-", "-", "-", "-"))
+        for n in nodes:
+            result.append(
+                TenantRow(
+                    tenant=name,
+                    phase=phase,
+                    node=n.get("name") or "-",
+                    role=n.get("role") or "-",
+                    host=n.get("host") or "-",
+                    state=n.get("state") or "-",
+                    ip=n.get("ip") or "-",
+                )
+            )
+    return result
+
+
+def _styled(value: str) -> str:
+    style = _STYLE.get(value, "")
+    return f"[{style}]{value}[/{style}]" if style else value
+
+
+def tenant_table(title: str, items: list[TenantRow]) -> Table:
+    t = Table(title=title)
+    for column in ("tenant", "phase", "node", "role", "host", "state", "ip"):
+        t.add_column(column)
+    for r in items:
+        t.add_row(r.tenant, _styled(r.phase), r.node, r.role, r.host, _styled(r.state), r.ip)
+    return t
+
+
+def tenant_line(r: TenantRow) -> str:
+    return (
+        f"tenant {r.tenant} phase={r.phase} node={r.node} role={r.role} host={r.host} "
+        f"state={r.state} ip={r.ip}"
+    )
+
+
+def both(machines: Table, tenants: Table | None) -> Group | Table:
+    """The live view: the machines' table, and the tenants' below it once they exist."""
+    return machines if tenants is None else Group(machines, tenants)

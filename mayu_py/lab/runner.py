@@ -4,8 +4,11 @@ up: build the lab image into the asset root, create the namespace with its bridg
 `mayu serve --dhcp full` inside it on 10.77.0.1:8080, one tap and one qemu per machine, then
 poll the admin API (from a thread inside the namespace) until every machine is `installed`
 or the timeout passes. A VM that exits before its machine is installed (iPXE gave up, a
-guest crash) is booted again, up to MAX_BOOTS times. Ctrl-C or SIGTERM tears everything down.
-The server and dnsmasq stay up after success, for `status` and for more boots.
+guest crash) is booted again, up to MAX_BOOTS times. Then level 2: the lab image becomes the
+tenant base image `lab`, a `mayu agent` starts inside the namespace, the demo tenants are
+created through the admin API, and up waits until every tenant is Ready. Ctrl-C or SIGTERM
+tears everything down. Server, dnsmasq, agent and tenant VMs stay up after success, for
+`status` and for more boots.
 """
 
 from __future__ import annotations
@@ -28,17 +31,16 @@ from rich.live import Live
 
 from mayu_py.config import load_settings
 from mayu_py.errors import ConfigError
-from mayu_py.images.lab import build_lab_image
-from mayu_py.lab import display, netns, vm
+from mayu_py.images.lab import LabImage, build_lab_image
+from mayu_py.lab import display, netns, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
-from mayu_py.lab.state import LabState, VmRecord, state_path
+from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, VmRecord, state_path
 from mayu_py.lab.teardown import lab_down
 from mayu_py.server.provisioning import assets_root
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path("/var/lib/mayu-lab")
 MAX_BOOTS = 4
 SERVE_START_TIMEOUT = 60.0
 DONE_STATES = ("installed", "running")
@@ -52,6 +54,7 @@ class UpOptions:
     data_dir: Path = DEFAULT_DATA_DIR
     config_file: Path | None = None
     poll_interval: float = 1.0
+    tenants: int = 1
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +99,7 @@ def _serve_argv(config_path: Path, data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _check_host() -> None:
+def _check_host(with_tenants: bool = False) -> None:
     if os.geteuid() != 0:
         raise ConfigError("mayu lab needs root (network namespaces, taps, dnsmasq)")
     for tool, package in (
@@ -108,6 +111,8 @@ def _check_host() -> None:
             raise ConfigError(f"{tool} not found: install {package}")
     if netns.exists() or LabState.load() is not None:
         raise ConfigError(f"a lab is already up (namespace {topo.NAMESPACE}): run `mayu lab down`")
+    if with_tenants:
+        tenants.check_libvirt()
 
 
 class _Terminated(Exception):
@@ -125,6 +130,10 @@ class Lab:
         self.opts = opts
         self.console = console
         self.machines = topo.lab_machines(opts.machines)
+        self.tenants = topo.lab_tenants(opts.tenants)
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.tenant_docs: list[dict[str, Any]] | None = None  # None: level 2 not started
+        self.live: Live | None = None
         self.work = opts.data_dir / "lab"
         self.state: LabState | None = None
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -135,15 +144,15 @@ class Lab:
 
     # -- start ------------------------------------------------------------------------------
 
-    def prepare(self) -> tuple[Path, Path, Path]:
-        """Write the server config, build the image; returns (config, kernel, initrd)."""
+    def prepare(self) -> tuple[Path, LabImage]:
+        """Write the server config, build the image; returns (config, image)."""
         self.work.mkdir(parents=True, exist_ok=True)
         config_path = self.work / "serve.yaml"
         config_path.write_text(yaml.safe_dump(serve_config(self.opts, self.machines)))
         settings = load_settings(config_path)  # fails here, with one line, on a bad file
         image = build_lab_image(assets_root(settings) / "lab")
         self.console.print(f"lab image {image.version} in {image.kernel.parent}")
-        return config_path, image.kernel, image.initrd
+        return config_path, image
 
     def start_network(self, accel: str) -> None:
         token = secrets.token_urlsafe(32)
@@ -268,50 +277,92 @@ class Lab:
             )
             self.boot_vm(m)
 
-    def _show(
-        self, live: Live | None, machines: dict[str, dict[str, Any]], qemu: dict[int, str]
-    ) -> None:
+    def _show(self, machines: dict[str, dict[str, Any]], qemu: dict[int, str]) -> None:
         assert self.state is not None
         items = display.rows(self.state.vms, machines, qemu)
-        if live is not None:
-            live.update(display.table(f"mayu lab: {len(items)} machine(s)", items))
+        names = [t.name for t in self.tenants]
+        nodes = display.tenant_rows(self.tenant_docs, names) if self.tenant_docs is not None else []
+        if self.live is not None:
+            tenant_table = (
+                display.tenant_table(f"level 2: {len(names)} tenant(s) on {topo.AGENT_HOST}", nodes)
+                if self.tenant_docs is not None
+                else None
+            )
+            machine_table = display.table(f"mayu lab: {len(items)} machine(s)", items)
+            self.live.update(display.both(machine_table, tenant_table))
             return
-        for r in items:
-            text = display.line(r)
-            key = hash((r.qemu, r.state, r.ip, r.boots))
-            if self._last_lines.get(r.mac) != key:
-                self._last_lines[r.mac] = key
-                self.console.print(text, highlight=False)
+        lines = [(r.mac, display.line(r)) for r in items]
+        lines += [(f"{n.tenant}/{n.node}", display.tenant_line(n)) for n in nodes]
+        for key, text in lines:
+            if self._last_lines.get(key) != hash(text):
+                self._last_lines[key] = hash(text)
+                self.console.print(text, highlight=False, soft_wrap=True)
 
-    def watch(self) -> bool:
-        """Poll until every machine is installed (True) or the timeout passes (False)."""
+    def _tenants_ready(self) -> bool:
+        phases = {
+            t["metadata"]["name"]: t.get("status", {}).get("phase") for t in self.tenant_docs or []
+        }
+        return all(phases.get(t.name) == "Ready" for t in self.tenants)
+
+    def watch(self, deadline: float) -> str:
+        """Poll until the stage is done: every machine installed, and once level 2 started
+        also every tenant Ready. Returns `done`, `timeout` or `agent exited`."""
         assert self.client is not None and self.state is not None
-        deadline = time.monotonic() + self.opts.timeout
-        live = (
-            Live(console=self.console, refresh_per_second=4) if self.console.is_terminal else None
-        )
+        if self.live is None and self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4)
+            self.live.start()
         machines: dict[str, dict[str, Any]] = {}
-        if live is not None:
-            live.start()
-        try:
-            while True:
-                qemu = self._qemu_status()  # first: a VM seen exited is judged on fresh states
-                try:
-                    machines = self.client.machines()
-                except Exception as exc:  # noqa: BLE001 - the server may be restarting
-                    log.warning("admin API not answering: %s", exc)
-                self._show(live, machines, qemu)
-                if all(machines.get(m.mac, {}).get("state") in DONE_STATES for m in self.machines):
-                    return True
-                if time.monotonic() >= deadline:
-                    return False
-                self._reboot_stragglers(machines)
-                time.sleep(self.opts.poll_interval)
-        finally:
-            if live is not None:
-                live.stop()
+        while True:
+            qemu = self._qemu_status()  # first: a VM seen exited is judged on fresh states
+            try:
+                machines = self.client.machines()
+                if self.tenant_docs is not None:
+                    self.tenant_docs = self.client.tenants()
+            except Exception as exc:  # noqa: BLE001 - the server may be restarting
+                log.warning("admin API not answering: %s", exc)
+            self._show(machines, qemu)
+            installed = all(
+                machines.get(m.mac, {}).get("state") in DONE_STATES for m in self.machines
+            )
+            if installed and (self.tenant_docs is None or self._tenants_ready()):
+                return "done"
+            if self.agent is not None and self.agent.poll() is not None:
+                return "agent exited"
+            if time.monotonic() >= deadline:
+                return "timeout"
+            self._reboot_stragglers(machines)
+            time.sleep(self.opts.poll_interval)
+
+    def start_tenants(self, image: LabImage) -> None:
+        """Level 2: base image, agent inside the namespace, the demo tenants."""
+        assert self.client is not None and self.state is not None
+        base = tenants.install_image(self.opts.data_dir, image)
+        self.console.print(f"tenant base image {base.name} {base.version} in {base.kernel.parent}")
+        # Before the agent starts, so it never builds VMs for a previous up's records.
+        for name in tenants.forget_stale_tenants(self.client):
+            self.console.print(f"forgot tenant {name} of a previous lab")
+        agent_log = self.work / "agent.log"
+        self.agent = tenants.start_agent(
+            self.opts.data_dir, self.state.token, self.state.accel, agent_log
+        )
+        self.state.agent_pid = self.agent.pid
+        self.state.agent_log = str(agent_log)
+        self.state.tenants = [t.name for t in self.tenants]
+        self.state.save()
+        tenants.create_tenants(self.client, self.tenants)
+        self.tenant_docs = []
+        self.console.print(
+            f"mayu agent (host {topo.AGENT_HOST}, pid {self.agent.pid}, log {agent_log}); "
+            f"created tenant(s) {', '.join(t.name for t in self.tenants)}"
+        )
+
+    def stop_live(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
     def close(self) -> None:
+        self.stop_live()
         if self.ns is not None:
             self.ns.close()
 
@@ -319,31 +370,50 @@ class Lab:
 def lab_up(opts: UpOptions, console: Console | None = None) -> int:
     """Bring the lab up and boot every machine; the exit code for the CLI."""
     console = console or Console()
-    _check_host()
+    _check_host(with_tenants=opts.tenants > 0)
     lab = Lab(opts, console)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        config_path, kernel, initrd = lab.prepare()
-        accel = vm.choose_accel(opts.accel, kernel, initrd)
+        config_path, image = lab.prepare()
+        accel = vm.choose_accel(opts.accel, image.kernel, image.initrd)
         console.print(f"accelerator: {accel}")
         lab.start_network(accel)
         lab.start_server(config_path)
         assert lab.state is not None
         lab.state.phase = "booting"
         lab.state.save()
+        deadline = time.monotonic() + opts.timeout
         for m in lab.machines:
             lab.boot_vm(m)
-        ok = lab.watch()
-        lab.state.phase = "ready" if ok else "timeout"
+        outcome = lab.watch(deadline)
+        if outcome == "done":
+            console.print(f"all {len(lab.machines)} machine(s) installed")
+            if lab.tenants:
+                lab.state.phase = "tenants"
+                lab.state.save()
+                lab.start_tenants(image)
+                outcome = lab.watch(deadline)
+        lab.stop_live()
+        lab.state.phase = "ready" if outcome == "done" else outcome.replace(" ", "-")
         lab.state.save()
-        if ok:
-            console.print(
-                f"all {len(lab.machines)} machine(s) installed; `mayu lab down` ends the lab"
-            )
+        if outcome == "done":
+            if lab.tenants:
+                console.print(f"all {len(lab.tenants)} tenant(s) Ready")
+            console.print("`mayu lab status` shows the lab; `mayu lab down` ends it")
             return 0
+        if outcome == "agent exited":
+            console.print(
+                f"mayu agent exited ({lab.agent.returncode if lab.agent else '?'}): "
+                f"{_tail(Path(lab.state.agent_log))}. The lab stays up for inspection; "
+                "`mayu lab down` ends it."
+            )
+            return 1
+        what = "every machine is installed" if lab.tenant_docs is None else "every tenant is Ready"
+        logs = f"consoles {lab.work}/*.console.log, server log {lab.state.serve_log}"
+        if lab.tenant_docs is not None:
+            logs += f", agent log {lab.state.agent_log}"
         console.print(
-            f"timeout after {opts.timeout:.0f} s: not every machine is installed. Consoles: "
-            f"{lab.work}/*.console.log, server log {lab.state.serve_log}. "
+            f"timeout after {opts.timeout:.0f} s: not {what}. Logs: {logs}. "
             "The lab stays up for inspection; `mayu lab down` ends it."
         )
         return 1
@@ -371,9 +441,13 @@ def lab_status(console: Console | None = None) -> int:
         console.print(f"no lab is up (no state file {state_path()} or namespace {topo.NAMESPACE})")
         return 1
     machines: dict[str, dict[str, Any]] = {}
+    tenant_docs: list[dict[str, Any]] = []
     with netns.InNamespace(state.namespace) as ns:
         try:
-            machines = LabClient(ns, state.url, state.token).machines()
+            client = LabClient(ns, state.url, state.token)
+            machines = client.machines()
+            if state.tenants:
+                tenant_docs = client.tenants()
         except Exception as exc:  # noqa: BLE001
             console.print(f"server at {state.url} not answering: {exc}")
     qemu = {
@@ -384,16 +458,40 @@ def lab_status(console: Console | None = None) -> int:
     console.print(
         f"lab phase {state.phase}, server {state.url} (pid {state.serve_pid}), accel {state.accel}"
     )
+    nodes = display.tenant_rows(tenant_docs, state.tenants)
+    if state.agent_pid:
+        alive = "running" if "agent" in _cmdline(state.agent_pid) else "not running"
+        console.print(
+            f"mayu agent {alive} (pid {state.agent_pid}, host {topo.AGENT_HOST}, "
+            f"log {state.agent_log})",
+            soft_wrap=True,
+        )
     if console.is_terminal:
         console.print(display.table("mayu lab", items))
+        if state.tenants:
+            console.print(display.tenant_table("tenants", nodes))
     else:
         for r in items:
-            console.print(display.line(r), highlight=False)
+            console.print(display.line(r), highlight=False, soft_wrap=True)
+        for n in nodes:
+            console.print(display.tenant_line(n), highlight=False, soft_wrap=True)
     return 0
 
 
-def _is_qemu(pid: int) -> bool:
+def _tail(path: Path, lines: int = 5) -> str:
     try:
-        return "qemu" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        text = path.read_text(errors="replace").strip().splitlines()[-lines:]
     except OSError:
-        return False
+        return f"no log at {path}"
+    return " | ".join(text) or "no output"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_qemu(pid: int) -> bool:
+    return "qemu" in _cmdline(pid)

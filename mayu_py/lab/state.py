@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DEFAULT_STATE_FILE = Path("/run/mayu-lab/state.json")
+DEFAULT_DATA_DIR = Path("/var/lib/mayu-lab")
 
 
 def state_path() -> Path:
@@ -46,6 +47,9 @@ class LabState:
     up_pid: int | None = None
     serve_pid: int | None = None
     serve_log: str = ""
+    agent_pid: int | None = None
+    agent_log: str = ""
+    tenants: list[str] = field(default_factory=list)  # names of the demo tenants
     phase: str = "starting"
     created: float = 0.0
     vms: list[VmRecord] = field(default_factory=list)
@@ -67,7 +71,8 @@ class LabState:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         vms = [VmRecord(**vm) for vm in data.pop("vms", [])]
-        return cls(**data, vms=vms)
+        known = {f for f in cls.__dataclass_fields__ if f != "vms"}
+        return cls(**{k: v for k, v in data.items() if k in known}, vms=vms)
 
 
 def remove(path: Path | None = None) -> None:

@@ -1,8 +1,9 @@
 """`mayu lab down`: stop everything the lab started and delete its network; idempotent.
 
 Works from the state file when there is one and without it too: every process inside the
-lab namespace (VMs, server, its gunicorn workers, dnsmasq) is ended, then the namespace goes
-and takes the bridge and taps with it.
+lab namespace (VMs, agent, server, its gunicorn workers, dnsmasq) is ended, the demo tenants'
+libvirt domains and networks are removed through libvirt itself (no server or agent needed),
+then the namespace goes and takes the bridge and taps with it, and the agent's state dir goes.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import signal
 import time
 from pathlib import Path
 
-from mayu_py.lab import netns
+from mayu_py.lab import netns, tenants
 from mayu_py.lab import topology as topo
-from mayu_py.lab.state import LabState, remove, state_path
+from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, remove, state_path
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ def lab_down(namespace: str = topo.NAMESPACE, state_file: Path | None = None) ->
         if vm_pids:
             _stop(vm_pids, 0.0)
             done.append(f"killed {len(vm_pids)} VM(s)")
+        if state.agent_pid and "agent" in _cmdline(state.agent_pid) and _alive(state.agent_pid):
+            # Before libvirt is cleaned: a live agent would recreate the tenants' VMs.
+            _stop([state.agent_pid], 10.0)
+            done.append(f"stopped mayu agent (pid {state.agent_pid})")
         if state.serve_pid and "serve" in _cmdline(state.serve_pid) and _alive(state.serve_pid):
             # SIGTERM first: serve stops its dnsmasq on the way out.
             _stop([state.serve_pid], 10.0)
@@ -89,9 +94,13 @@ def lab_down(namespace: str = topo.NAMESPACE, state_file: Path | None = None) ->
     if rest:
         _stop(rest, 5.0)
         done.append(f"ended {len(rest)} other process(es) in {namespace}")
+    done += tenants.remove_libvirt_objects()
     if netns.exists(namespace):
         netns.delete(namespace)
         done.append(f"deleted network namespace {namespace} (bridge, taps)")
+    data_dir = Path(state.data_dir) if state else DEFAULT_DATA_DIR
+    if tenants.remove_agent_state(data_dir):
+        done.append(f"removed the agent's state dir {tenants.agent_dirs(data_dir)[0]}")
     if state_file.exists():
         remove(state_file)
         done.append(f"removed {state_file}")

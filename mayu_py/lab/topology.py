@@ -19,6 +19,13 @@ RANGE_END = "10.77.0.199"
 MAX_MACHINES = 64
 SERVER_URL = f"http://{SERVER_IP}:{PORT}"
 
+# Level 2: the lab's agent and its demo tenants. Tenant subnets exist only on the isolated
+# bridges the agent's libvirt networks create (no <forward>); the lab never sends to them.
+AGENT_HOST = "lab-host"
+TENANT_PREFIX = "demo"
+MAX_TENANTS = 16
+TENANT_VNI_BASE = 2200
+
 
 @dataclass(frozen=True)
 class LabMachine:
@@ -60,3 +67,34 @@ def lab_machines(count: int) -> list[LabMachine]:
     if not 1 <= count <= MAX_MACHINES:
         raise ValueError(f"--machines must be between 1 and {MAX_MACHINES}")
     return [LabMachine(i) for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class LabTenant:
+    """One demo tenant's fixed name, subnet and VXLAN id."""
+
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{TENANT_PREFIX}-{self.index}"
+
+    @property
+    def cidr(self) -> str:
+        return f"10.220.{self.index}.0/24"
+
+    @property
+    def vni(self) -> int:
+        return TENANT_VNI_BASE + self.index
+
+
+def lab_tenants(count: int) -> list[LabTenant]:
+    if not 0 <= count <= MAX_TENANTS:
+        raise ValueError(f"--tenants must be between 0 and {MAX_TENANTS}")
+    return [LabTenant(i) for i in range(1, count + 1)]
+
+
+def is_lab_tenant(name: str) -> bool:
+    """A tenant name of the lab's (demo-N)."""
+    prefix, _, index = name.partition("-")
+    return prefix == TENANT_PREFIX and index.isdigit()

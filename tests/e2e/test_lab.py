@@ -1,5 +1,6 @@
 """`mayu lab up/status/down`: qemu VMs (TCG) PXE-boot through real DHCP (dnsmasq), iPXE, HTTP
-and real Ignition, and phone home; all inside the namespace mayu-lab the lab creates.
+and real Ignition, and phone home; all inside the namespace mayu-lab the lab creates. Level 2:
+the lab's `mayu agent` (inside the namespace, real libvirtd) brings tenant demo-1 to Ready.
 
 The test talks to the lab server only from a thread inside that namespace (no route out).
 """
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 import yaml
 
@@ -30,14 +32,18 @@ from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.netns import InNamespace
 from mayu_py.lab.state import LabState
+from tests.e2e import tenant_helpers as th
 
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 MACHINES = 3
+TENANT = topo.LabTenant(1)
 
-if os.geteuid() != 0 or not (shutil.which("qemu-system-x86_64") and shutil.which("dnsmasq")):
-    pytest.skip("needs root, qemu-system-x86 and dnsmasq", allow_module_level=True)
+if os.geteuid() != 0 or not all(
+    shutil.which(tool) for tool in ("qemu-system-x86_64", "dnsmasq", "libvirtd")
+):
+    pytest.skip("needs root, qemu-system-x86, dnsmasq and libvirtd", allow_module_level=True)
 
 
 def _procs(name_part: str, arg: str = "") -> set[int]:
@@ -83,9 +89,10 @@ class Lab:
             timeout=timeout,
         )
 
-    def up_args(self, machines: int, timeout: int = 200) -> list[str]:
+    def up_args(self, machines: int, timeout: int = 200, tenants: int = 0) -> list[str]:
         return [
             "up", "--machines", str(machines), "--accel", "tcg", "--timeout", str(timeout),
+            "--tenants", str(tenants),
             "--data-dir", str(self.data_dir), "--config", str(self.config(machines)),
         ]  # fmt: skip
 
@@ -108,15 +115,32 @@ class Lab:
 
     def consoles(self) -> str:
         logs = sorted((self.data_dir / "lab").glob("*.console.log*"))
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in logs)
+        logs += sorted((self.data_dir / "agent" / "state" / "tenants").glob("*/*.log"))
+        logs += [self.data_dir / "lab" / "agent.log"]
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in logs if p.exists()
+        )
+
+
+def _lab_tenant_objects() -> tuple[set[str], set[str]]:
+    """libvirt domains and networks of the lab's demo tenants (any that exist)."""
+    conn = libvirt.open(th.URI)
+    try:
+        doms = set(th.domains(conn, f"{topo.TENANT_PREFIX}-"))
+        nets = th.networks(conn, f"mayu-tenant-{topo.TENANT_PREFIX}-")
+        return doms, nets
+    finally:
+        conn.close()
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     # Other tests on this machine may own mayu- namespaces, qemu or dnsmasq: only what did
     # not exist before, and processes that are the lab's own (by command line), count.
+    th.ensure_daemons()
     before_names = set(_mayu_names())
     assert topo.NAMESPACE not in before_names, "a lab is already up"
+    assert _lab_tenant_objects() == (set(), set()), "a lab tenant is left in libvirt"
     workdir = Path(tempfile.mkdtemp(prefix="mayu-lab-e2e-"))
     workdir.chmod(0o755)  # dnsmasq drops to nobody and reads the TFTP root under it
     lab = Lab(workdir)
@@ -133,7 +157,11 @@ def lab() -> Iterator[Lab]:
         assert topo.NAMESPACE not in _mayu_names()
         assert not _procs("qemu-system", "mayu-lab"), "a lab VM is left running"
         assert not _procs("dnsmasq", str(workdir)), "the lab's dnsmasq is left running"
-        assert not _procs("python", str(workdir)), "the lab's server is left running"
+        assert not _procs("python", str(workdir)), "the lab's server or agent is left running"
+        assert not _procs("", str(lab.data_dir / "agent")), "the lab's agent is left running"
+        assert not _procs("qemu-system", f"{topo.TENANT_PREFIX}-"), "a tenant VM is left"
+        assert _lab_tenant_objects() == (set(), set()), "a lab tenant is left in libvirt"
+        assert not (lab.data_dir / "agent" / "state").exists(), "the agent state dir is left"
         assert not lab.state_file.exists()
 
 
@@ -178,18 +206,21 @@ def _rendered_config(ns: InNamespace, m: topo.LabMachine) -> tuple[dict[str, Any
         subprocess.run([a.format("del") for a in bridge_addr], check=True)
 
 
-def test_lab_boots_three_machines_to_installed_and_down_removes_everything(lab: Lab) -> None:
+def test_lab_boots_three_machines_and_a_tenant_and_down_removes_everything(lab: Lab) -> None:
     started = time.monotonic()
-    up = lab.mayu(*lab.up_args(MACHINES))
-    print(f"\nmayu lab up ({MACHINES} machines): {time.monotonic() - started:.1f} s")
+    up = lab.mayu(*lab.up_args(MACHINES, timeout=300, tenants=1), timeout=420)
+    print(f"\nmayu lab up ({MACHINES} machines, 1 tenant): {time.monotonic() - started:.1f} s")
     assert up.returncode == 0, (
         f"{up.stdout}\n{up.stderr}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
     )
     assert f"all {MACHINES} machine(s) installed" in up.stdout
+    assert "all 1 tenant(s) Ready" in up.stdout
 
     status = lab.mayu("status", timeout=60)
     assert status.returncode == 0, status.stderr
     assert status.stdout.count("state=installed") == MACHINES, status.stdout
+    assert status.stdout.count(f"tenant {TENANT.name} phase=Ready") == 2, status.stdout
+    assert "mayu agent running" in status.stdout, status.stdout
 
     state = lab.state()
     assert state.accel == "tcg" and len(state.vms) == MACHINES
@@ -229,9 +260,25 @@ def test_lab_boots_three_machines_to_installed_and_down_removes_everything(lab: 
                 compared += 1
             # All but the files carrying the one-time boot token (which a re-render changes).
             assert compared >= len(files) - 1, (compared, len(files))
+        # Level 2: both nodes of demo-1 ready on the lab's agent, with their reserved IPs.
+        (tenant,) = [t for t in client.tenants() if t["metadata"]["name"] == TENANT.name]
+        assert tenant["status"]["phase"] == "Ready", tenant
+        nodes = {n["name"]: n for n in tenant["status"]["nodes"]}
+        base = TENANT.cidr.rsplit(".", 1)[0]
+        assert set(nodes) == {f"{TENANT.name}-master-0", f"{TENANT.name}-worker-0"}, nodes
+        assert {n["ip"] for n in nodes.values()} == {f"{base}.10", f"{base}.11"}, nodes
+        assert {n["host"] for n in nodes.values()} == {topo.AGENT_HOST}, nodes
+    doms, nets = _lab_tenant_objects()
+    assert doms == set(nodes) and nets == {f"mayu-tenant-{TENANT.name}"}, (doms, nets)
     # Every VM powered itself off after reporting (the lab reboots a VM whose iPXE gave up,
     # so a loaded machine may need a second boot; it must still end cleanly).
     assert all(vm.exit_code == 0 for vm in lab.state().vms), lab.state().vms
+
+    # `down` (the fixture) must clean up through libvirt alone: kill agent and server first.
+    state = lab.state()
+    assert state.agent_pid and state.serve_pid
+    for pid in (state.agent_pid, state.serve_pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _dnsmasq_in_lab() -> set[int]:

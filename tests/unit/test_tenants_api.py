@@ -208,6 +208,8 @@ def test_delete_of_nodes_no_agent_ever_reported_purges_at_once(client: FlaskClie
     assert client.put(node, headers=AUTH, json={"state": "running"}).status_code == 200
     assert client.delete("/api/v1/tenants/acme", headers=AUTH).status_code == 202
     # the master was seen by an agent: the tenant waits for its `deleted`
-    assert client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]["phase"] == "Deleting"
+    assert (
+        client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]["phase"] == "Deleting"
+    )
     assert client.put(node, headers=AUTH, json={"state": "deleted"}).status_code == 200
     assert client.get("/api/v1/tenants/acme", headers=AUTH).status_code == 404

@@ -112,28 +112,21 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
         srv.kill()
 
 
-_PEER_TIERS = ("peers", "e2e")
-
-
-def _needs_peers(path: str) -> bool:
-    return any(f"/tests/{tier}/" in path for tier in _PEER_TIERS)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
-    """A peer or e2e test that skips (a missing peer) fails loudly instead."""
+    """No test skips silently: one that skips (a missing peer or package) fails loudly."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and _needs_peers(str(item.path)) and not hasattr(report, "wasxfail"):
+    if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"missing peer, refusing to skip: {report.longrepr}"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
-    """The same for a peer module that skips as a whole."""
+    """The same for a module that skips as a whole."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and _needs_peers(str(collector.path)):
+    if report.skipped:
         report.outcome = "failed"
         report.longrepr = f"missing peer, refusing to skip: {report.longrepr}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import click
 
 from mayu_py.lab.runner import DEFAULT_DATA_DIR, UpOptions, lab_status, lab_up
+from mayu_py.lab.state import LabState
 from mayu_py.lab.teardown import lab_down
 from mayu_py.lab.topology import MAX_TENANTS
 
@@ -90,3 +93,17 @@ def down() -> None:
     done = lab_down()
     for line in done or ["nothing to tear down"]:
         click.echo(line)
+
+
+@lab.command("ctl", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ctl(args: tuple[str, ...]) -> None:
+    """Run `mayuctl ARGS` against the lab server, inside the lab's namespace
+    (e.g. `mayu lab ctl list`, `mayu lab ctl tenants show demo-1`)."""
+    state = LabState.load()
+    if state is None:
+        raise click.UsageError("no lab is up (mayu lab up)")
+    mayuctl = Path(sys.executable).with_name("mayuctl")
+    env = {**os.environ, "MAYU_URL": state.url, "MAYU_TOKEN": state.token}
+    argv = ["ip", "netns", "exec", state.namespace, str(mayuctl), *args]
+    sys.exit(subprocess.run(argv, env=env, check=False).returncode)

@@ -399,7 +399,10 @@ def lab_up(opts: UpOptions, console: Console | None = None) -> int:
         if outcome == "done":
             if lab.tenants:
                 console.print(f"all {len(lab.tenants)} tenant(s) Ready")
-            console.print("`mayu lab status` shows the lab; `mayu lab down` ends it")
+            console.print(
+                "`mayu lab status` shows the lab, `mayu lab ctl list` (or `mayu lab ctl "
+                "tenants show demo-1`) runs mayuctl against it, `mayu lab down` ends it"
+            )
             return 0
         if outcome == "agent exited":
             console.print(

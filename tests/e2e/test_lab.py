@@ -221,6 +221,10 @@ def test_lab_boots_three_machines_and_a_tenant_and_down_removes_everything(lab: 
     assert status.stdout.count("state=installed") == MACHINES, status.stdout
     assert status.stdout.count(f"tenant {TENANT.name} phase=Ready") == 2, status.stdout
     assert "mayu agent running" in status.stdout, status.stdout
+    # mayuctl against the lab server, through `mayu lab ctl` (inside the namespace)
+    listed = lab.mayu("ctl", "list", "-o", "json", timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(m["state"] for m in json.loads(listed.stdout)) == ["installed"] * MACHINES
 
     state = lab.state()
     assert state.accel == "tcg" and len(state.vms) == MACHINES

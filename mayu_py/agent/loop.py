@@ -80,7 +80,7 @@ class Agent:
         self.address = address
         kwargs = {"drain": drain} if drain else {}
         self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
-        self._reported: dict[str, tuple[str, str]] = {}
+        self._reported: dict[str, tuple[str, str, int]] = {}  # node: (state, message, gen)
         self.readiness = ReadinessTracker()
         self._booting: dict[str, DesiredNode] = {}
         self._wake = threading.Event()
@@ -163,9 +163,11 @@ class Agent:
         for node in desired:
             dom = actual.domains.get(node.node)
             message = out.errors.get(node.node) or out.errors.get(node.tenant, "")
+            current = dom is not None and dom.spec_hash == node.spec_hash
+            generation = node.generation if current else 0
             if message:
                 state = "failed"
-            elif dom is None or dom.spec_hash != node.spec_hash:
+            elif dom is None or not current:
                 state = "pending"
             else:
                 state = dom.state
@@ -180,13 +182,15 @@ class Agent:
                     if self.readiness.booting(node.node):
                         out.booting.append(node.node)
             out.states[node.node] = state
-            if self._reported.get(node.node) == (state, message):
+            if self._reported.get(node.node) == (state, message, generation):
                 continue
             try:
                 self.source.report(
-                    NodeReport(node.tenant, node.node, state, ip, self.host_name, message)
+                    NodeReport(
+                        node.tenant, node.node, state, ip, self.host_name, message, generation
+                    )
                 )
-                self._reported[node.node] = (state, message)
+                self._reported[node.node] = (state, message, generation)
             except MayuError as exc:
                 log.warning("could not report %s: %s", node.node, exc.message)
 
@@ -210,9 +214,11 @@ class Agent:
             del self._booting[name]
             try:
                 self.source.report(
-                    NodeReport(node.tenant, name, state, ip, self.host_name, message)
+                    NodeReport(
+                        node.tenant, name, state, ip, self.host_name, message, node.generation
+                    )
                 )
-                self._reported[name] = (state, message)
+                self._reported[name] = (state, message, node.generation)
             except MayuError as exc:
                 log.warning("could not report %s: %s", name, exc.message)
 

@@ -30,6 +30,7 @@ class NodeReport:
     ip: str | None
     host: str
     message: str = ""
+    generation: int = 0  # the tenant generation the node's VM reflects (0: none yet)
 
 
 class DesiredSource(Protocol):
@@ -123,6 +124,7 @@ class ApiSource:
             "ip": report.ip,
             "host": report.host,
             "message": report.message,
+            "generation": report.generation,
         }
         self._request("PUT", f"/api/v1/tenants/{report.tenant}/nodes/{report.node}/status", body)
 

@@ -211,6 +211,12 @@ def test_two_tenants_ready_isolated_scaled_deleted(rig: Rig) -> None:
     assert all(after[n] == before[n] for n in before)  # same UUID, id and qemu pid
     assert ping(f"{TA}-worker-1", ip[a_m])
 
+    def observed() -> bool:
+        doc = rig.server.api("GET", f"/api/v1/tenants/{TA}").json()
+        return doc["status"]["observedGeneration"] == doc["metadata"]["generation"] == 2
+
+    th.wait_for("observedGeneration 2 after the scale", observed, 30.0)
+
     # delete B: domains, overlays, Ignition files, serial logs and network all go
     assert rig.server.mayuctl("tenants", "delete", TB).returncode == 0
     started = time.monotonic()

@@ -123,6 +123,8 @@ def test_create_then_noop(rig: Rig) -> None:
         "acme-worker-0": "running",
         "acme-worker-1": "running",
     }
+    generations = {n.node: n.generation for n in rig.source.nodes}
+    assert {r.node: r.generation for r in rig.source.reports} == generations
     assert_converged(rig, rig.source.nodes)
     node = rig.source.nodes[0]
     assert stat.S_IMODE(rig.state.ignition(node).stat().st_mode) == 0o600

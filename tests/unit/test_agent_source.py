@@ -63,14 +63,14 @@ def test_api_shapes(server) -> None:
     assert nodes[0].node == "acme-master-0" and nodes[0].mac == "52:54:00:aa:bb:cc"
     assert nodes[0].gateway == "10.100.0.1" and nodes[0].generation == 2
     assert source.ignition(nodes[0]) == b'{"ignition":{"version":"3.3.0"}}'
-    source.report(NodeReport("acme", "acme-master-0", "running", "10.100.0.10", "h1", ""))
+    source.report(NodeReport("acme", "acme-master-0", "running", "10.100.0.10", "h1", "", 2))
     assert [(m, p, b) for m, p, _a, b in seen] == [
         ("POST", "/api/v1/hosts", {"name": "h1", "cpus": 2, "memory_mib": 4096,
                                    "address": "192.0.2.5"}),
         ("GET", "/api/v1/hosts/h1/nodes", None),
         ("GET", "/api/v1/tenants/acme/nodes/acme-master-0/ignition", None),
         ("PUT", "/api/v1/tenants/acme/nodes/acme-master-0/status",
-         {"state": "running", "ip": "10.100.0.10", "host": "h1", "message": ""}),
+         {"state": "running", "ip": "10.100.0.10", "host": "h1", "message": "", "generation": 2}),
     ]  # fmt: skip
     assert {a for _m, _p, a, _b in seen} == {"Bearer s3cret"}
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,3 +132,15 @@ def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-
     if report.skipped:
         report.outcome = "failed"
         report.longrepr = f"missing peer, refusing to skip: {report.longrepr}"
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A 0755 scratch directory under /tmp, for peers that drop privileges and must still
+    reach it (dnsmasq runs as nobody; pytest's own tmp_path sits under a 0700 directory)."""
+    path = Path(tempfile.mkdtemp(prefix="mayu-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

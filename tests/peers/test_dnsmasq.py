@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,14 +42,9 @@ if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A 0755 directory: dnsmasq drops to nobody and must read the TFTP root under it."""
-    path = Path(tempfile.mkdtemp(prefix="mayu-dhcp-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def workdir(open_tmp: Path) -> Path:
+    """dnsmasq drops to nobody and must reach the TFTP root under it."""
+    return open_tmp
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,14 +35,9 @@ if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox
 
 
 @pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A 0755 directory: dnsmasq drops to nobody and must reach the TFTP root under it."""
-    path = Path(tempfile.mkdtemp(prefix="mayu-serve-dhcp-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def tmp_path(open_tmp: Path) -> Path:
+    """dnsmasq drops to nobody and must reach the TFTP root under it."""
+    return open_tmp
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import start_server
+from tests.support.boot import register
 
 pytestmark = pytest.mark.peer
 
@@ -18,16 +19,11 @@ MACHINES = 12
 MAX_REPORTS_PER_THREAD = 400
 
 
-def _token(url: str, mac: str) -> str:
-    text = requests.get(f"{url}/ipxe", params={"mac": mac}, timeout=10).text
-    return text.split("token=")[1].split()[0].split("&")[0]
-
-
 def test_acknowledged_reports_survive_sigkill(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = start_server(data, workers=2)
     macs = [f"52:54:00:30:00:{i:02x}" for i in range(MACHINES)]
-    tokens = {mac: _token(server.url, mac) for mac in macs}
+    tokens = {mac: register(server.url, mac) for mac in macs}
     for mac in macs:
         booted = requests.post(
             f"{server.url}/report",

@@ -9,18 +9,13 @@ import requests
 import yaml
 
 from tests.conftest import RunningServer
+from tests.support.boot import register
 
 pytestmark = pytest.mark.peer
 
 
-def _register(server: RunningServer, mac: str) -> str:
-    response = requests.get(f"{server.url}/ipxe", params={"mac": mac}, timeout=10)
-    assert response.status_code == 200
-    return response.text.split("token=")[1].split()[0].split("&")[0]
-
-
 def test_list_show_set_in_every_format(server: RunningServer) -> None:
-    _register(server, "52-54-00-20-00-01")
+    register(server.url, "52-54-00-20-00-01")
     table = server.mayuctl("list")
     assert (
         table.returncode == 0
@@ -38,7 +33,7 @@ def test_list_show_set_in_every_format(server: RunningServer) -> None:
 
 
 def test_boot_complete_after_install(server: RunningServer) -> None:
-    token = _register(server, "52-54-00-20-00-02")
+    token = register(server.url, "52-54-00-20-00-02")
     q = {"mac": "52-54-00-20-00-02", "token": token}
     assert requests.get(f"{server.url}/ignition", params=q, timeout=30).status_code == 200
     assert requests.post(
@@ -62,7 +57,7 @@ def test_errors_are_one_line_exit_2(
     server: RunningServer, args: tuple[str, ...], needle: str
 ) -> None:
     if args[0] == "set":
-        _register(server, "52-54-00-99-99-98")
+        register(server.url, "52-54-00-99-99-98")
     result = server.mayuctl(*args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

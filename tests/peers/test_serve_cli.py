@@ -14,6 +14,7 @@ import requests
 import yaml
 
 from tests.conftest import BIN, free_port, start_server
+from tests.support.boot import register
 
 pytestmark = pytest.mark.peer
 
@@ -83,10 +84,7 @@ def test_pki_rotate_reissues_leaves_and_keeps_ca(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = start_server(data)
     try:
-        script = requests.get(
-            f"{server.url}/ipxe", params={"mac": "52-54-00-40-00-01"}, timeout=10
-        ).text
-        token = script.split("token=")[1].split()[0].split("&")[0]
+        token = register(server.url, "52-54-00-40-00-01")
         first = requests.get(
             f"{server.url}/ignition",
             params={"mac": "52-54-00-40-00-01", "token": token},
@@ -123,10 +121,7 @@ def test_render_error_is_json_500_naming_template(tmp_path: Path) -> None:
     config = {"cluster": {"etcd_members": [{"name": "elsewhere", "address": "192.0.2.9"}]}}
     server = start_server(tmp_path / "data", config=config)
     try:
-        script = requests.get(
-            f"{server.url}/ipxe", params={"mac": "52-54-00-40-00-02"}, timeout=10
-        ).text
-        token = script.split("token=")[1].split()[0].split("&")[0]
+        token = register(server.url, "52-54-00-40-00-02")
         response = requests.get(
             f"{server.url}/ignition",
             params={"mac": "52-54-00-40-00-02", "token": token},

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
+from tests.support.boot import boot_token
 
 TOKEN = "admin-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,10 +36,6 @@ def client(tmp_path: Path) -> Iterator[FlaskClient]:
 def ipxe(client: FlaskClient, mac: str, **extra: str) -> tuple[int, str]:
     response = client.get("/ipxe", query_string={"mac": mac, **extra})
     return response.status_code, response.get_data(as_text=True)
-
-
-def boot_token(script: str) -> str:
-    return script.split("token=")[1].split()[0].split("&")[0]
 
 
 def test_boot_script_chains_to_ipxe_with_identity(client: FlaskClient) -> None:

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
+from tests.support.boot import boot_token
 
 AUTH = {"Authorization": "Bearer t"}
 ACME = {
@@ -183,7 +184,7 @@ def test_level1_ignition_carries_the_hosts_agent_token(client: FlaskClient) -> N
     from mayu_py.server.tokens import agent_token
 
     script = client.get("/ipxe", query_string={"mac": "52-54-00-00-00-01"}).get_data(as_text=True)
-    token = script.split("token=")[1].split()[0].split("&")[0]
+    token = boot_token(script)
     config = json.loads(
         client.get("/ignition", query_string={"mac": "52-54-00-00-00-01", "token": token}).data
     )

@@ -278,6 +278,24 @@ def run_agent(
     interval: float = 30.0,
 ) -> None:
     """Entry point for `mayu agent`: reconcile this host against the mayu server."""
+    source = ApiSource(server_url, token, host_name)
+    run_agent_with(
+        source, host_name, libvirt_uri, state_dir, images_dir, once, interval,
+        address=_local_address(server_url),
+    )  # fmt: skip
+
+
+def run_agent_with(
+    source: DesiredSource,
+    host_name: str,
+    libvirt_uri: str,
+    state_dir: Path | str,
+    images_dir: Path | str,
+    once: bool = False,
+    interval: float = 30.0,
+    address: str = "",
+) -> None:
+    """Reconcile this host against any desired-state source (the mayu API, Kubernetes)."""
     if not once:
         start_event_loop()
     host = LibvirtHost(libvirt_uri)
@@ -292,16 +310,7 @@ def run_agent(
         probe_image.kernel if probe_image else None,
         probe_image.initrd if probe_image else None,
     )
-    source = ApiSource(server_url, token, host_name)
-    agent = Agent(
-        host_name,
-        host,
-        source,
-        state,
-        images,
-        domain_type=domain_type,
-        address=_local_address(server_url),
-    )
+    agent = Agent(host_name, host, source, state, images, domain_type=domain_type, address=address)
     try:
         if once:
             agent.register()

@@ -55,6 +55,13 @@ def lab() -> None:
     type=click.IntRange(0, MAX_TENANTS),
     help="Demo tenant clusters (demo-N, 1 master + 1 worker) on the lab's agent; 0: none.",
 )
+@click.option(
+    "--firmware",
+    type=click.Choice(["bios", "uefi"]),
+    default="bios",
+    show_default=True,
+    help="uefi: OVMF PXE-boots ipxe.efi over TFTP first (slower under TCG).",
+)
 def up(
     machines: int,
     accel: str,
@@ -62,12 +69,14 @@ def up(
     data_dir: Path,
     config_file: Path | None,
     tenants: int,
+    firmware: str,
 ) -> None:
     """Start the lab, boot MACHINES VMs until every one is installed, then run a `mayu agent`
     and TENANTS tenant clusters until every tenant is Ready (or the timeout)."""
     opts = UpOptions(
         machines=machines,
         tenants=tenants,
+        firmware=firmware,
         accel=accel,
         timeout=timeout,
         data_dir=data_dir.resolve(),

@@ -55,6 +55,7 @@ class UpOptions:
     config_file: Path | None = None
     poll_interval: float = 1.0
     tenants: int = 1
+    firmware: str = "bios"  # or uefi: OVMF's own PXE client, TFTP ipxe.efi, then iPXE
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +236,7 @@ class Lab:
             console_log.replace(console_log.with_name(f"{console_log.name}.{record.boots}"))
         elif console_log.exists():
             console_log.unlink()
-        argv = vm.qemu_argv(m, self.state.accel, console_log)
+        argv = vm.qemu_argv(m, self.state.accel, console_log, self.opts.firmware)
         proc = vm.start_in_namespace(argv, topo.NAMESPACE, self.work / f"{m.name}.qemu.log")
         self.procs[m.index] = proc
         record.pid = proc.pid

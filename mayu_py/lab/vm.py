@@ -20,15 +20,36 @@ log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 MEMORY_MIB = 256
+UEFI_MEMORY_MIB = 512  # OVMF needs more than SeaBIOS
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 PROBE_MARK = "MAYU: init start"
 
 
-def qemu_argv(machine: topo.LabMachine, accel: str, serial_log: Path) -> list[str]:
-    """A BIOS VM whose only boot device is its virtio NIC (iPXE ROM) on the machine's tap."""
+def qemu_argv(
+    machine: topo.LabMachine, accel: str, serial_log: Path, firmware: str = "bios"
+) -> list[str]:
+    """A VM whose only boot device is its virtio NIC on the machine's tap.
+
+    bios: SeaBIOS with qemu's iPXE ROM on the NIC (DHCP as iPXE, straight to HTTP).
+    uefi: OVMF with the NIC's ROM removed, so EDK2's own PXE client boots: DHCP as a plain
+    UEFI PXE client (arch 7), TFTP `ipxe.efi`, which then DHCPs again as iPXE (RECIPES 1, 4).
+    """
     nic = f"virtio-net-pci,netdev=n0,mac={machine.mac},disable-legacy=on,bootindex=1"
+    if firmware == "uefi":
+        vars_copy = serial_log.with_name(f"{machine.name}.OVMF_VARS.fd")
+        if not vars_copy.exists():
+            vars_copy.write_bytes(OVMF_VARS.read_bytes())
+        board = [
+            "-machine", "q35", "-m", str(UEFI_MEMORY_MIB),
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        ]  # fmt: skip
+        nic += ",romfile="
+    else:
+        board = ["-machine", "pc,graphics=off", "-m", str(MEMORY_MIB)]
     return [
-        QEMU, "-name", f"mayu-{machine.name}", "-accel", accel,
-        "-machine", "pc,graphics=off", "-m", str(MEMORY_MIB), "-smp", "1",
+        QEMU, "-name", f"mayu-{machine.name}", "-accel", accel, *board, "-smp", "1",
         "-display", "none", "-monitor", "none", "-serial", f"file:{serial_log}",
         "-no-reboot", "-boot", "reboot-timeout=1000",
         "-netdev", f"tap,id=n0,ifname={machine.tap},script=no,downscript=no",

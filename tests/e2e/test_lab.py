@@ -350,3 +350,15 @@ def test_ctrl_c_during_up_tears_everything_down(lab: Lab) -> None:
     assert topo.NAMESPACE not in _mayu_names()
     assert not lab.state_file.exists()
     assert not _procs("qemu-system", "mayu-lab")
+
+
+def test_uefi_machine_boots_through_edk2_pxe_tftp_and_ipxe_efi(lab: Lab) -> None:
+    """The non-iPXE path: OVMF's own PXE client gets `ipxe.efi` over TFTP by client arch,
+    which DHCPs again as iPXE and goes on over HTTP to an installed machine."""
+    up = lab.mayu(*lab.up_args(1, timeout=240), "--firmware", "uefi", timeout=300)
+    assert up.returncode == 0, f"{up.stdout}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
+    assert "all 1 machine(s) installed" in up.stdout
+    console = (lab.data_dir / "lab" / "lab1.console.log").read_text(errors="replace")
+    assert "NBP filename is ipxe.efi" in console  # EDK2 PXE, answered by client arch 7
+    assert "iPXE" in console and "/boot.ipxe" in console
+    assert "TFTP" in lab.serve_log() or "tftp" in lab.serve_log()

@@ -72,7 +72,9 @@ class Agent:
         domain_type: str = "qemu",
         address: str = "",
         drain: DrainHook | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
+        """`wake`: an event the source sets when desired state changed (a watch)."""
         self.host_name = host_name
         self.host = host
         self.source = source
@@ -83,7 +85,7 @@ class Agent:
         self._reported: dict[str, tuple[str, str, int]] = {}  # node: (state, message, gen)
         self.readiness = ReadinessTracker()
         self._booting: dict[str, DesiredNode] = {}
-        self._wake = threading.Event()
+        self._wake = wake if wake is not None else threading.Event()
         self.state_dir.ensure()
 
     def register(self) -> None:
@@ -310,7 +312,10 @@ def run_agent_with(
         probe_image.kernel if probe_image else None,
         probe_image.initrd if probe_image else None,
     )
-    agent = Agent(host_name, host, source, state, images, domain_type=domain_type, address=address)
+    agent = Agent(
+        host_name, host, source, state, images, domain_type=domain_type, address=address,
+        wake=getattr(source, "wake_event", None),  # KubernetesSource's watch
+    )  # fmt: skip
     try:
         if once:
             agent.register()

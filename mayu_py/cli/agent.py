@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,6 +37,20 @@ import click
     type=click.Path(dir_okay=False, exists=True),
     help="File holding this host's agent token (else env MAYU_TOKEN).",
 )
+@click.option(
+    "--source",
+    "source_kind",
+    type=click.Choice(["api", "kubernetes"]),
+    default="api",
+    show_default=True,
+    help="Desired state: the mayu server's API, or TenantCluster objects in Kubernetes.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True),
+    help="With --source kubernetes: kubeconfig file (default: in-cluster when run as a pod, "
+    "else ~/.kube/config).",
+)
 @click.option("--interval", default=30.0, show_default=True, help="Periodic resync, seconds.")
 @click.option("--once", is_flag=True, help="Reconcile once and exit.")
 def agent(
@@ -45,13 +60,44 @@ def agent(
     state_dir: str,
     images_dir: str,
     token_file: str | None,
+    source_kind: str,
+    kubeconfig: str | None,
     interval: float,
     once: bool,
 ) -> None:
     """Reconcile the tenant clusters assigned to this host."""
-    from mayu_py.agent.loop import run_agent
+    from mayu_py.agent.loop import run_agent, run_agent_with
+
+    if source_kind == "kubernetes":
+        from mayu_py.agent.kube_source import KubernetesSource
+
+        source = KubernetesSource(
+            host_name,
+            _kube_client(kubeconfig),
+            pki_root=Path(state_dir) / "tenant-pki",
+            watch=not once,
+        )
+        run_agent_with(source, host_name, libvirt_uri, state_dir, images_dir, once, interval)
+        return
 
     token = Path(token_file).read_text().strip() if token_file else os.environ.get("MAYU_TOKEN", "")
     if not token:
         raise click.UsageError("give --token-file or set MAYU_TOKEN (agent or admin token)")
     run_agent(host_name, libvirt_uri, server_url, token, state_dir, images_dir, once, interval)
+
+
+def _kube_client(kubeconfig: str | None) -> Any:
+    """A Kubernetes API client: the given kubeconfig, the pod's service account, or
+    ~/.kube/config (kubectl's default)."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig:
+            return config.new_client_from_config(config_file=kubeconfig)
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        return config.new_client_from_config()
+    except config.ConfigException as exc:
+        raise click.UsageError(f"no usable Kubernetes configuration: {exc}") from exc

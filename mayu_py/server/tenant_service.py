@@ -15,7 +15,8 @@ from typing import Any
 
 from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, NotFound, Unprocessable
-from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
+from mayu_py.nodeconfig import render_tenant_node
+from mayu_py.pki import ClusterFacts, ClusterPKI
 from mayu_py.render import IgnitionRenderer
 from mayu_py.store import Store, Tx
 from mayu_py.tenant import (
@@ -40,8 +41,6 @@ NODE_STATES = (
     "failed",
     "deleted",
 )
-_RENDER_ROLE = {"master": "controller", "worker": "worker"}
-_TEMPLATES = {"master": "controller.yaml.j2", "worker": "worker.yaml.j2"}
 
 
 def _hosts(tx_or_store: Tx | Store) -> list[HostInfo]:
@@ -163,50 +162,7 @@ class TenantService:
         """A tenant node's Ignition, with certificates from the tenant's own PKI."""
         record = self._record(self.store, tenant_name)
         tenant = TenantCluster.model_validate(record["doc"])
-        nodes = {n.name: n for n in tenant_nodes(tenant)}
-        node = nodes.get(node_name)
-        if node is None:
-            raise NotFound("no such node", {"tenant": tenant_name, "node": node_name})
-        masters = [n for n in nodes.values() if n.role == "master"]
-        facts = ClusterFacts(
-            name=tenant.name,
-            domain="cluster.local",
-            service_ip="10.96.0.1",
-            api_endpoint=f"https://{masters[0].ip}:6443",
-            etcd_members=tuple((m.name, m.ip) for m in masters),
-        )
-        pki = self.tenant_pki(tenant.name)
-        identity = NodeIdentity(name=node.name, role=_RENDER_ROLE[node.role], ips=(node.ip,))
-        files = pki.node_files(identity, facts)
-        version = tenant.spec.kubernetesVersion
-        minor = ".".join(version.split(".")[:2])
-        context = {
-            "node": {
-                "name": node.name,
-                "role": _RENDER_ROLE[node.role],
-                "mac": node.mac,
-                "ip": node.ip,
-                "uuid": node.uuid,
-                "serial": None,
-                "labels": {"mayu.io/tenant": tenant.name},
-                "metadata": {},
-            },
-            "cluster": {
-                "name": tenant.name,
-                "domain": "cluster.local",
-                "kubernetes_version": version if version.count(".") == 2 else f"{minor}.0",
-                "kubernetes_minor": minor,
-                "pod_cidr": "10.244.0.0/16",
-                "service_cidr": "10.96.0.0/12",
-                "cluster_dns": "10.96.0.10",
-                "service_ip": "10.96.0.1",
-                "api_endpoint": facts.api_endpoint,
-                "etcd_members": [{"name": n, "address": a} for n, a in facts.etcd_members],
-            },
-            "ssh_authorized_keys": list(tenant.spec.sshAuthorizedKeys),
-            "report_url": None,
-        }
-        return self.renderer.render_json(_TEMPLATES[node.role], context, files)
+        return render_tenant_node(tenant, node_name, self.tenant_pki(tenant.name), self.renderer)
 
     def host_of(self, tenant: str, node: str) -> str | None:
         """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""

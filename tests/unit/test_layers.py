@@ -1,4 +1,4 @@
-"""Layers only import downward (DESIGN section 6): cli > lab > server | agent > images | render |
+"""Layers only import downward (DESIGN section 6): cli > lab > server | agent > nodeconfig > images | render |
 store | dhcp | pki | tenant > model | config | command > errors. No sideways imports."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ LAYERS = [
     {"cli"},
     {"lab"},
     {"server", "agent"},
+    {"nodeconfig"},
     {"images", "render", "store", "dhcp", "pki", "tenant"},
     {"model", "config", "command"},
     {"errors"},

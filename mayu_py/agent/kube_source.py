@@ -1,0 +1,471 @@
+"""Desired state from TenantCluster objects in a Kubernetes API server (the `kubernetes` client).
+
+The shipped CRD (static_manifests/crds/tenantcluster.yaml) is cluster-scoped, so every call is
+a cluster-scoped custom-object call. Each `desired_nodes()` lists the objects afresh (level
+triggered); a background watch only wakes the agent loop early through `wake_event`.
+
+Scope: one host per tenant cluster. The tenant's PKI lives on the host that renders its nodes'
+Ignition (`pki_root/<tenant>`), so an agent claims a tenant only when no node of it is
+assigned to another host, and a fresh tenant only when all its nodes fit here. Claims are
+written to `status.nodes[].host` with the object's resourceVersion as a precondition, so two
+agents racing for a tenant cannot both win (the loser gets 409 and sees the claim next pass).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from mayu_py.agent.desired import DesiredNode
+from mayu_py.agent.source import HostRegistration, NodeReport
+from mayu_py.errors import Conflict, MayuError, NotFound, PeerUnavailable, Unprocessable
+from mayu_py.nodeconfig import render_tenant_node
+from mayu_py.pki import ClusterPKI
+from mayu_py.render import IgnitionRenderer
+from mayu_py.tenant import (
+    HostInfo,
+    ImageInfo,
+    TenantCluster,
+    TenantNode,
+    desired_node_json,
+    parse_tenant,
+    place,
+    tenant_nodes,
+)
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "mayu.io", "v1alpha1", "tenantclusters"
+FIELD_MANAGER = "mayu-agent"
+VALID = "Valid"
+_GONE = 410
+_TEMPORARY = {429, 500, 502, 503, 504}
+_REPORT_ATTEMPTS = 3
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _sort_key(obj: dict[str, Any]) -> tuple[str, str]:
+    """Oldest first: the older of two conflicting tenants (overlapping CIDR, VNI) is valid."""
+    meta = _meta(obj)
+    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+
+
+def _phase(nodes: list[dict[str, Any]]) -> str:
+    """Same rule as the server's view: Ready when every node is ready."""
+    states = {n.get("state", "pending") for n in nodes}
+    if states == {"ready"}:
+        return "Ready"
+    if states & {"failed", "crashed", "unknown"}:
+        return "Degraded"
+    return "Provisioning"
+
+
+def _entry(node: TenantNode, old: dict[str, Any], host: str | None) -> dict[str, Any]:
+    """A status.nodes[] item; absent keys rather than nulls (the CRD types them as strings)."""
+    entry: dict[str, Any] = {"name": node.name, "role": node.role}
+    if host:
+        entry["host"] = host
+    entry["state"] = old.get("state") or "pending"
+    if old.get("ip"):
+        entry["ip"] = old["ip"]
+    return entry
+
+
+class KubernetesSource:
+    """A DesiredSource backed by TenantCluster objects; renders Ignition locally."""
+
+    def __init__(
+        self,
+        host_name: str,
+        api_client: client.ApiClient,
+        *,
+        pki_root: Path | str,
+        renderer: IgnitionRenderer | None = None,
+        watch: bool = True,
+        watch_timeout_s: int = 300,
+        request_timeout_s: float = 10.0,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host_name = host_name
+        self.api = client.CustomObjectsApi(api_client)
+        self.pki_root = Path(pki_root)
+        self.renderer = renderer or IgnitionRenderer()
+        self.wake_event = threading.Event()
+        self.watch_enabled = watch
+        self.watch_timeout_s = watch_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.retry_s = retry_s
+        self.clock = clock
+        self.relists = 0  # lists the watch thread needed (410 Gone: resume point too old)
+        self._host: HostInfo | None = None
+        self._lock = threading.Lock()
+        self._tenants: dict[str, TenantCluster] = {}  # valid tenants of the last list
+        self._pkis: dict[str, ClusterPKI] = {}
+        self._generations: dict[tuple[str, str], int] = {}  # (tenant, node) -> reported gen
+        self._seen: dict[str, tuple[int, str | None]] = {}  # name -> (generation, deleting)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watch: watch.Watch | None = None
+
+    # -- DesiredSource ------------------------------------------------------------------
+
+    def register(self, host: HostRegistration) -> None:
+        """Remember this host's capacity for placement (Kubernetes has no host registry)."""
+        self._host = HostInfo(host.name, host.cpus, host.memory_mib, self.clock())
+
+    def desired_nodes(self) -> list[DesiredNode]:
+        items, version = self._list()
+        with self._lock:
+            self._seen = {str(_meta(o).get("name")): _identity(o) for o in items}
+        self._start_watch(version)
+        names = {str(_meta(o).get("name")) for o in items}
+        self._prune_pki(names)
+        valid = self._validate(items)
+        with self._lock:
+            self._tenants = {t.name: t for _, t in valid}
+        live = [(o, t) for o, t in valid if not _meta(o).get("deletionTimestamp")]
+        return self._claim(live)
+
+    def ignition(self, node: DesiredNode) -> bytes:
+        with self._lock:
+            tenant = self._tenants.get(node.tenant)
+        if tenant is None or tenant.metadata.generation < node.generation:
+            obj = self._call("get", self.api.get_cluster_custom_object, node.tenant)
+            try:
+                tenant = TenantCluster.model_validate(_without_status(obj))
+            except ValueError as exc:  # pydantic's ValidationError is one
+                raise Unprocessable(f"TenantCluster {node.tenant} is invalid: {exc}") from exc
+        return render_tenant_node(tenant, node.node, self._pki(tenant.name), self.renderer)
+
+    def report(self, report: NodeReport) -> None:
+        """Write the node's state into status.nodes, then the tenant's phase."""
+        for _ in range(_REPORT_ATTEMPTS):
+            obj = self._call("get", self.api.get_cluster_custom_object, report.tenant)
+            status = dict(obj.get("status") or {})
+            old = {n.get("name"): n for n in status.get("nodes") or []}
+            key = (report.tenant, report.node)
+            if report.state == "deleted":
+                self._generations.pop(key, None)
+            else:
+                self._generations[key] = report.generation
+            nodes = _reported_nodes(obj, old, report)
+            status["nodes"] = nodes
+            if _meta(obj).get("deletionTimestamp"):
+                status["phase"] = "Deleting"
+            elif nodes:
+                status["phase"] = _phase(nodes)
+            if status.get("phase") == "Ready":
+                status["observedGeneration"] = self._observed(report.tenant, nodes, status)
+            try:
+                self._patch_status(obj, status)
+                return
+            except Conflict:
+                log.debug("status of %s changed meanwhile; reporting again", report.tenant)
+        raise Conflict(f"status of tenant {report.tenant} kept changing; report retried later")
+
+    # -- watch --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the watch thread."""
+        self._stop.set()
+        current = self._watch
+        if current is not None:
+            current.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _start_watch(self, version: str) -> None:
+        if not self.watch_enabled or self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._watch_loop, args=(version,), name="mayu-kube-watch", daemon=True
+        )
+        self._thread.start()
+
+    def _watch_loop(self, start: str) -> None:
+        version: str | None = start or None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._relist()
+                started = time.monotonic()
+                version = self._watch_once(version)
+                if time.monotonic() - started < 1.0:
+                    self._stop.wait(1.0)  # a watch the server ends at once: do not spin
+            except ApiException as exc:
+                if exc.status == _GONE:
+                    log.info("watch of %s expired (410 Gone): listing again", PLURAL)
+                    version = None
+                    continue
+                log.warning("watch of %s failed: %s %s", PLURAL, exc.status, exc.reason)
+                self._stop.wait(self.retry_s)
+            except Exception as exc:  # the thread must outlive any one bad watch
+                if self._stop.is_set():
+                    return
+                log.warning("watch of %s interrupted: %r; retrying", PLURAL, exc)
+                self._stop.wait(self.retry_s)
+
+    def _relist(self) -> str:
+        items, version = self._list()
+        self.relists += 1
+        with self._lock:
+            self._seen = {str(_meta(o).get("name")): _identity(o) for o in items}
+        self.wake_event.set()  # changes may have been missed while not watching
+        return version
+
+    def _watch_once(self, version: str) -> str:
+        """Stream events from `version` until the server ends the watch; the last version."""
+        current = watch.Watch()
+        self._watch = current
+        stream = current.stream(
+            self.api.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout_s,
+            _request_timeout=(self.request_timeout_s, self.watch_timeout_s + 30),
+        )
+        try:
+            for event in stream:
+                if self._stop.is_set():
+                    break
+                if not isinstance(event, dict):
+                    continue  # a blank keep-alive line
+                obj = event.get("raw_object") or {}
+                version = str(_meta(obj).get("resourceVersion") or version)
+                if self._relevant(event.get("type", ""), obj):
+                    self.wake_event.set()
+        finally:
+            self._watch = None
+        return version
+
+    def _relevant(self, kind: str, obj: dict[str, Any]) -> bool:
+        """Spec, deletion and existence changes matter; status-only writes (ours) do not."""
+        name = str(_meta(obj).get("name"))
+        with self._lock:
+            if kind == "DELETED":
+                self._seen.pop(name, None)
+                return True
+            if kind not in ("ADDED", "MODIFIED"):
+                return False
+            before = self._seen.get(name)
+            self._seen[name] = _identity(obj)
+        log.debug("%s %s (generation %s)", kind, name, _meta(obj).get("generation"))
+        return before != _identity(obj)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One API call with errors translated at the boundary (kinds: temporary/permanent)."""
+        try:
+            return func(
+                GROUP, VERSION, PLURAL, *args, _request_timeout=self.request_timeout_s, **kwargs
+            )
+        except ApiException as exc:
+            where = f"{what} {PLURAL}.{GROUP} {' '.join(map(str, args[:1]))}".strip()
+            detail = {"status": exc.status, "reason": exc.reason, "body": str(exc.body)[:500]}
+            if exc.status == 404:
+                raise NotFound(f"{where}: not found", detail) from exc
+            if exc.status == 409:
+                raise Conflict(f"{where}: conflict", detail) from exc
+            if exc.status in _TEMPORARY or not exc.status:
+                raise PeerUnavailable(f"{where}: {exc.status} {exc.reason}", detail) from exc
+            raise MayuError(f"{where}: {exc.status} {exc.reason}", detail) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise PeerUnavailable(f"Kubernetes API not reachable ({what} {PLURAL}): {exc}") from exc
+
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        result = self._call("list", self.api.list_cluster_custom_object)
+        items = list(result.get("items") or [])
+        return items, str((result.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _validate(self, items: list[dict[str, Any]]) -> list[tuple[dict[str, Any], TenantCluster]]:
+        """Valid tenants, oldest first; an invalid one is logged and marked Valid=False."""
+        valid: list[tuple[dict[str, Any], TenantCluster]] = []
+        for obj in sorted(items, key=_sort_key):
+            doc = _without_status(obj)
+            image = str((doc.get("spec") or {}).get("image") or "")
+            # Base images are this host's business: an unknown one fails its nodes at apply.
+            images = {image: ImageInfo(image, min_memory_mib=0)}
+            try:
+                tenant = parse_tenant(doc, images, [t for _, t in valid])
+            except Unprocessable as exc:
+                name = _meta(obj).get("name")
+                log.debug("skipping invalid TenantCluster %s: %s", name, exc.detail)
+                self._set_condition(obj, "False", "Invalid", _describe(exc.detail))
+                continue
+            valid.append((self._set_condition(obj, "True", "Valid", ""), tenant))
+        return valid
+
+    def _set_condition(
+        self, obj: dict[str, Any], state: str, reason: str, message: str
+    ) -> dict[str, Any]:
+        """Keep a Valid condition current; written only when it changes (or is new and False).
+        Returns the object as it is now (patched or not)."""
+        status = dict(obj.get("status") or {})
+        conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+        old = next((c for c in conditions if c.get("type") == VALID), None)
+        if old is None and state == "True":
+            return obj  # nothing to correct: valid objects carry no condition until one was False
+        if old and (old.get("status"), old.get("reason"), old.get("message")) == (
+            state,
+            reason,
+            message,
+        ):
+            return obj
+        if state == "False":
+            log.warning("TenantCluster %s is invalid: %s", _meta(obj).get("name"), message)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new = {"type": VALID, "status": state, "reason": reason, "message": message}
+        new["lastTransitionTime"] = now
+        status["conditions"] = [c for c in conditions if c.get("type") != VALID] + [new]
+        if state == "False":
+            status["phase"] = "Invalid"
+        elif status.get("phase") == "Invalid":
+            status["phase"] = "Pending"
+        try:
+            return self._patch_status(obj, status)
+        except (Conflict, NotFound):
+            self.wake_event.set()  # changed or gone meanwhile: the next pass sees it
+        except MayuError as exc:
+            log.warning("could not mark %s: %s", _meta(obj).get("name"), exc.message)
+        return obj
+
+    def _claim(self, live: list[tuple[dict[str, Any], TenantCluster]]) -> list[DesiredNode]:
+        """Nodes assigned to this host, after claiming what fits here (see module doc)."""
+        me = self.host_name
+        # unregistered: a host without capacity keeps existing claims and takes nothing new
+        hosts = [self._host or HostInfo(me, 0, 0, self.clock())]
+        mine: list[TenantNode] = []  # nodes already placed here (their usage counts)
+        assigned: dict[str, str] = {}
+        candidates = []
+        for obj, tenant in live:
+            nodes = tenant_nodes(tenant)
+            names = {n.name for n in nodes}
+            entries = {n.get("name"): n for n in (obj.get("status") or {}).get("nodes") or []}
+            hosts_of = {k: e["host"] for k, e in entries.items() if k in names and e.get("host")}
+            if any(h != me for h in hosts_of.values()):
+                continue  # another host's tenant
+            candidates.append((obj, tenant, nodes, entries, hosts_of))
+            mine += [n for n in nodes if n.name in hosts_of]
+            assigned.update(hosts_of)
+        # tenants already here first (they grow in place), then new ones, oldest first
+        candidates.sort(key=lambda c: (not c[4], _sort_key(c[0])))
+        result: list[DesiredNode] = []
+        for obj, tenant, nodes, entries, hosts_of in candidates:
+            fresh = [n for n in nodes if n.name not in assigned]
+            placed = place(mine + fresh, hosts, assigned, now=self.clock())
+            wanted = {n.name: me for n in nodes if placed.get(n.name) == me}
+            if not hosts_of and len(wanted) < len(nodes):
+                log.info(
+                    "tenant %s does not fit on %s; leaving it to another host", tenant.name, me
+                )
+                continue
+            status_nodes = [_entry(n, entries.get(n.name) or {}, wanted.get(n.name)) for n in nodes]
+            if status_nodes != list(entries.values()):
+                status = dict(obj.get("status") or {})
+                status["nodes"] = status_nodes
+                status["phase"] = _phase(status_nodes)
+                try:
+                    self._patch_status(obj, status)
+                except (Conflict, NotFound):
+                    log.info("tenant %s changed while claiming it; retrying", tenant.name)
+                    self.wake_event.set()
+                    wanted = hosts_of  # only what is persisted counts
+            for node in nodes:
+                if node.name in wanted and node.name not in assigned:
+                    mine.append(node)
+                    assigned[node.name] = me
+            result += [
+                DesiredNode.from_json(desired_node_json(tenant, n))
+                for n in nodes
+                if n.name in wanted
+            ]
+        return result
+
+    def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource, conditional on the object's resourceVersion."""
+        body = {"metadata": {"resourceVersion": _meta(obj).get("resourceVersion")}}
+        body["status"] = status
+        return self._call(
+            "patch status of",
+            self.api.patch_cluster_custom_object_status,
+            _meta(obj).get("name"),
+            body,
+            field_manager=FIELD_MANAGER,
+        )
+
+    def _observed(self, tenant: str, nodes: list[dict[str, Any]], status: dict[str, Any]) -> int:
+        """The oldest generation this host reported for the tenant's nodes (all ready)."""
+        gens = [self._generations.get((tenant, n["name"]), 0) for n in nodes]
+        previous = int(status.get("observedGeneration") or 0)
+        return min(gens) if gens and min(gens) > 0 else previous
+
+    def _pki(self, tenant: str) -> ClusterPKI:
+        with self._lock:
+            pki = self._pkis.get(tenant)
+            if pki is None:
+                pki = ClusterPKI.load_or_create(self.pki_root / tenant, tenant)
+                self._pkis[tenant] = pki
+            return pki
+
+    def _prune_pki(self, names: set[str]) -> None:
+        """Forget the PKI (CA keys included) of tenants that no longer exist."""
+        if not self.pki_root.is_dir():
+            return
+        for path in self.pki_root.iterdir():
+            if path.is_dir() and path.name not in names:
+                log.info("tenant %s is gone: removing its PKI %s", path.name, path)
+                with self._lock:
+                    self._pkis.pop(path.name, None)
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _reported_nodes(
+    obj: dict[str, Any], old: dict[str, dict[str, Any]], report: NodeReport
+) -> list[dict[str, Any]]:
+    """status.nodes with the report applied: the spec's nodes in order (a `deleted` node
+    dropped), or for an object that no longer validates just the old entries."""
+    try:
+        nodes = tenant_nodes(TenantCluster.model_validate(_without_status(obj)))
+    except ValueError:  # pydantic's ValidationError is one
+        return [n for n in old.values() if n.get("name") != report.node]
+    result = []
+    for node in nodes:
+        before = old.get(node.name) or {}
+        if node.name != report.node:
+            result.append(_entry(node, before, before.get("host")))
+        elif report.state != "deleted":
+            result.append(_entry(node, {"state": report.state, "ip": report.ip}, report.host))
+    return result
+
+
+def _without_status(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "status"}
+
+
+def _identity(obj: dict[str, Any]) -> tuple[int, str | None]:
+    meta = _meta(obj)
+    return int(meta.get("generation") or 0), meta.get("deletionTimestamp")
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {v}" for k, v in sorted(detail.items()))[:1000]
+    return str(detail)[:1000]

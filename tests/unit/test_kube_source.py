@@ -1,0 +1,520 @@
+"""KubernetesSource against a fake Kubernetes API server, through the real `kubernetes` client.
+
+No kube-apiserver is available on these machines, so the peer is a small threaded HTTP server
+implementing only what the client calls for a cluster-scoped custom resource: list (with a
+resourceVersion), watch (chunked JSON lines, ERROR 410 for an expired resourceVersion), get,
+and PATCH (merge patch, resourceVersion precondition) / PUT of the status subresource.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from mayu_py.agent.desired import DesiredNode
+from mayu_py.agent.kube_source import KubernetesSource
+from mayu_py.agent.source import HostRegistration, NodeReport
+from mayu_py.config import load_settings
+from mayu_py.errors import NotFound
+from mayu_py.pki import ClusterPKI
+from mayu_py.server.app import create_app
+from mayu_py.store import open_store
+from mayu_py.tenant import TenantCluster, desired_node_json, tenant_nodes
+
+BASE = "/apis/mayu.io/v1alpha1/tenantclusters"
+SIZE = {"cpus": 1, "memory": "512Mi", "disk": "2Gi"}
+ACME = {
+    "apiVersion": "mayu.io/v1alpha1",
+    "kind": "TenantCluster",
+    "metadata": {"name": "acme"},
+    "spec": {
+        "kubernetesVersion": "1.31",
+        "image": "lab",
+        "network": {"cidr": "10.100.0.0/24", "vni": 100},
+        "masters": [SIZE],
+        "workers": [SIZE],
+        "sshAuthorizedKeys": [],
+    },
+}
+H1 = HostRegistration("h1", 4, 8192, "")
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+class FakeKube:
+    """The API server's state: objects, a resourceVersion counter and the event history."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.rv = 100
+        self.events: list[tuple[int, str, dict[str, Any]]] = []
+        self.floor = 0  # a watch from an older resourceVersion is 410 Gone
+        self.expiry = 0  # bumped to end every open watch with 410
+        self.closing = False
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path+query, type
+
+    # -- what a user (kubectl) does ----------------------------------------------------
+
+    def _emit(self, kind: str, obj: dict[str, Any], silent: bool = False) -> None:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        if not silent:
+            self.events.append((self.rv, kind, copy.deepcopy(obj)))
+        self.cond.notify_all()
+
+    def create(self, doc: dict[str, Any]) -> None:
+        with self.cond:
+            obj = copy.deepcopy(doc)
+            meta = obj["metadata"]
+            meta.update(generation=1, uid=f"uid-{meta['name']}")
+            meta["creationTimestamp"] = f"2024-01-01T00:00:{len(self.objects):02d}Z"
+            self.objects[meta["name"]] = obj
+            self._emit("ADDED", obj)
+
+    def update_spec(self, name: str, spec: dict[str, Any], silent: bool = False) -> None:
+        with self.cond:
+            obj = self.objects[name]
+            if spec != obj["spec"]:
+                obj["spec"] = copy.deepcopy(spec)
+                obj["metadata"]["generation"] += 1
+            self._emit("MODIFIED", obj, silent)
+
+    def mark_deleting(self, name: str) -> None:
+        """A delete held by a finalizer someone else owns."""
+        with self.cond:
+            obj = self.objects[name]
+            obj["metadata"]["deletionTimestamp"] = "2024-01-02T00:00:00Z"
+            obj["metadata"]["finalizers"] = ["example.com/hold"]
+            self._emit("MODIFIED", obj)
+
+    def delete(self, name: str) -> None:
+        with self.cond:
+            obj = self.objects.pop(name)
+            self._emit("DELETED", obj)
+
+    def expire(self) -> None:
+        """Compact the history: open watches end with 410 and cannot resume."""
+        with self.cond:
+            self.floor = self.rv + 1
+            self.events.clear()
+            self.expiry += 1
+            self.cond.notify_all()
+
+    def get(self, name: str) -> dict[str, Any]:
+        with self.cond:
+            return copy.deepcopy(self.objects[name])
+
+    def status_writes(self) -> int:
+        return sum(1 for m, p, _ in self.requests if m in ("PATCH", "PUT"))
+
+
+def _handler(kube: FakeKube) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, code: int, body: Any) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length)) if length else None
+
+        def _route(self) -> tuple[str | None, str, dict[str, str]]:
+            url = urllib.parse.urlsplit(self.path)
+            query = dict(urllib.parse.parse_qsl(url.query))
+            with kube.cond:
+                kube.requests.append((self.command, self.path, self.headers.get("Content-Type")))
+            if not url.path.startswith(BASE):
+                return None, "", query
+            rest = url.path[len(BASE) :].strip("/").split("/")
+            name = rest[0] or None
+            sub = rest[1] if len(rest) > 1 else ""
+            return name, sub, query
+
+        def do_GET(self) -> None:  # noqa: N802
+            name, _, query = self._route()
+            if name is not None:
+                with kube.cond:
+                    obj = kube.objects.get(name)
+                    if obj is None:
+                        return self._send(404, _status(404, "NotFound", f"{name} not found"))
+                    return self._send(200, obj)
+            if query.get("watch") in ("true", "True", "1"):
+                return self._watch(query)
+            with kube.cond:
+                items = [copy.deepcopy(o) for _, o in sorted(kube.objects.items())]
+                body = {
+                    "apiVersion": "mayu.io/v1alpha1",
+                    "kind": "TenantClusterList",
+                    "metadata": {"resourceVersion": str(kube.rv)},
+                    "items": items,
+                }
+            self._send(200, body)
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def _watch(self, query: dict[str, str]) -> None:
+            since = int(query.get("resourceVersion") or 0)
+            deadline = time.monotonic() + float(query.get("timeoutSeconds") or 60)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                with kube.cond:
+                    expiry = kube.expiry
+                    while not kube.closing:
+                        if since < kube.floor or kube.expiry != expiry:
+                            gone = _status(410, "Expired", "too old resource version")
+                            line = json.dumps({"type": "ERROR", "object": gone}) + "\n"
+                            self._chunk(line.encode())
+                            break
+                        for rv, kind, obj in kube.events:
+                            if rv > since:
+                                line = json.dumps({"type": kind, "object": obj}) + "\n"
+                                self._chunk(line.encode())
+                                since = rv
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        kube.cond.wait(min(left, 0.5))
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client went away
+            self.close_connection = True
+
+        def _write_status(self, replace: bool) -> None:
+            name, sub, _ = self._route()
+            body = self._body()
+            with kube.cond:
+                obj = kube.objects.get(name or "")
+                if obj is None or sub != "status":
+                    return self._send(404, _status(404, "NotFound", f"{name} not found"))
+                wanted = (body.get("metadata") or {}).get("resourceVersion")
+                if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
+                    message = "the object has been modified; please apply your changes again"
+                    return self._send(409, _status(409, "Conflict", message))
+                if replace:
+                    obj["status"] = body.get("status") or {}
+                else:
+                    patched = _merge(obj, body)
+                    obj["status"] = patched.get("status") or {}
+                kube._emit("MODIFIED", obj)
+                self._send(200, obj)
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            if self.headers.get("Content-Type") != "application/merge-patch+json":
+                self._body()
+                return self._send(415, _status(415, "UnsupportedMediaType", "merge only"))
+            self._write_status(replace=False)
+
+        def do_PUT(self) -> None:  # noqa: N802
+            self._write_status(replace=True)
+
+    return Handler
+
+
+@pytest.fixture
+def kube() -> Iterator[tuple[FakeKube, client.ApiClient]]:
+    state = FakeKube()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{httpd.server_address[1]}"
+    api = client.ApiClient(configuration)
+    yield state, api
+    with state.cond:
+        state.closing = True
+        state.cond.notify_all()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _source(api: client.ApiClient, tmp_path: Path, host: str = "h1", **kw: Any) -> KubernetesSource:
+    kw.setdefault("watch", False)
+    source = KubernetesSource(host, api, pki_root=tmp_path / f"pki-{host}", **kw)
+    return source
+
+
+def _expected(doc: dict[str, Any], generation: int = 1) -> list[DesiredNode]:
+    tenant = TenantCluster.model_validate(
+        {**doc, "metadata": {**doc["metadata"], "generation": generation}}
+    )
+    return [DesiredNode.from_json(desired_node_json(tenant, n)) for n in tenant_nodes(tenant)]
+
+
+def test_tenant_becomes_desired_nodes_and_the_claim_is_persisted(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    fake.create(ACME)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    nodes = source.desired_nodes()
+    assert nodes == _expected(ACME)
+    assert [(n.ip, n.mac) for n in nodes] == [
+        ("10.100.0.10", nodes[0].mac),
+        ("10.100.0.11", nodes[1].mac),
+    ]
+    status = fake.get("acme")["status"]
+    assert [(n["name"], n["host"], n["state"]) for n in status["nodes"]] == [
+        ("acme-master-0", "h1", "pending"),
+        ("acme-worker-0", "h1", "pending"),
+    ]
+    assert status["phase"] == "Provisioning"
+    patches = [r for r in fake.requests if r[0] == "PATCH"]
+    assert patches and all(r[1].startswith(BASE + "/acme/status") for r in patches)
+    assert {r[2] for r in patches} == {"application/merge-patch+json"}
+    writes = fake.status_writes()
+    assert source.desired_nodes() == nodes  # level-triggered, no second write
+    assert fake.status_writes() == writes
+
+
+def test_a_tenant_claimed_by_another_host_or_too_big_is_not_taken(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    fake.create(ACME)
+    first = _source(api, tmp_path, "h1")
+    first.register(H1)
+    assert len(first.desired_nodes()) == 2
+    other = _source(api, tmp_path, "h2")
+    other.register(HostRegistration("h2", 64, 65536, ""))
+    assert other.desired_nodes() == []
+    small = _source(api, tmp_path, "h3")
+    small.register(HostRegistration("h3", 1, 600, ""))  # room for one node of two
+    big = copy.deepcopy(ACME)
+    big["metadata"]["name"] = "big"
+    big["spec"]["network"] = {"cidr": "10.101.0.0/24", "vni": 101}
+    fake.create(big)
+    assert small.desired_nodes() == []
+    assert "status" not in fake.get("big")  # nothing claimed, nothing written
+
+
+def test_racing_claims_one_wins_the_other_gets_409(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    fake.create(ACME)
+    first, second = _source(api, tmp_path, "h1"), _source(api, tmp_path, "h2")
+    first.register(H1)
+    second.register(HostRegistration("h2", 4, 8192, ""))
+    stale = second._validate(second._list()[0])  # h2 read the tenant before h1 claimed it
+    assert len(first.desired_nodes()) == 2
+    assert second._claim(stale) == []  # its write carries the old resourceVersion: 409
+    assert {n["host"] for n in fake.get("acme")["status"]["nodes"]} == {"h1"}
+    assert second.wake_event.is_set()  # and it looks again at once
+    assert second.desired_nodes() == []
+
+
+def test_invalid_objects_are_skipped_and_marked(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    fake.create(ACME)
+    overlapping = copy.deepcopy(ACME)
+    overlapping["metadata"]["name"] = "zeta"  # created later: the older tenant wins
+    overlapping["spec"]["network"] = {"cidr": "10.100.0.0/25", "vni": 7}
+    fake.create(overlapping)
+    broken = copy.deepcopy(ACME)
+    broken["metadata"]["name"] = "broken"
+    broken["spec"]["network"] = {"cidr": "10.102.0.0/24", "vni": 102}
+    broken["spec"]["masters"] = []
+    fake.create(broken)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    assert {n.tenant for n in source.desired_nodes()} == {"acme"}
+    for name, field in (("zeta", "spec.network.cidr"), ("broken", "spec.masters")):
+        status = fake.get(name)["status"]
+        assert status["phase"] == "Invalid"
+        (condition,) = status["conditions"]
+        assert condition["type"] == "Valid" and condition["status"] == "False"
+        assert field in condition["message"]
+    writes = fake.status_writes()
+    source.desired_nodes()
+    assert fake.status_writes() == writes  # the condition is written once
+    fixed = copy.deepcopy(broken["spec"])
+    fixed["masters"] = [SIZE]
+    fake.update_spec("broken", fixed)
+    assert {n.tenant for n in source.desired_nodes()} == {"acme", "broken"}
+    condition = fake.get("broken")["status"]["conditions"][0]
+    assert condition["status"] == "True"
+
+
+@pytest.fixture
+def watching(kube, tmp_path: Path) -> Iterator[tuple[FakeKube, KubernetesSource]]:
+    fake, api = kube
+    fake.create(ACME)
+    source = _source(api, tmp_path, watch=True, watch_timeout_s=30)
+    source.register(H1)
+    assert len(source.desired_nodes()) == 2
+    time.sleep(0.5)  # the watch connects; our own status write is not a change to act on
+    assert not source.wake_event.is_set()
+    yield fake, source
+    source.close()
+
+
+def test_a_spec_change_wakes_the_loop(watching) -> None:
+    fake, source = watching
+    spec = copy.deepcopy(ACME["spec"])
+    spec["workers"] = [SIZE, SIZE]
+    fake.update_spec("acme", spec)
+    assert source.wake_event.wait(2)
+    source.wake_event.clear()
+    nodes = source.desired_nodes()
+    assert len(nodes) == 3
+    assert nodes == _expected({**ACME, "spec": spec}, generation=2)
+    assert fake.get("acme")["status"]["nodes"][2]["host"] == "h1"
+
+
+def test_delete_and_deletion_timestamp_are_not_desired(watching, tmp_path: Path) -> None:
+    fake, source = watching
+    other = copy.deepcopy(ACME)
+    other["metadata"]["name"] = "other"
+    other["spec"]["network"] = {"cidr": "10.101.0.0/24", "vni": 101}
+    fake.create(other)
+    assert source.wake_event.wait(2)
+    source.wake_event.clear()
+    assert {n.tenant for n in source.desired_nodes()} == {"acme", "other"}
+    source.ignition(source.desired_nodes()[0])
+    assert (tmp_path / "pki-h1" / "acme" / "ca").is_dir()
+
+    fake.mark_deleting("other")
+    assert source.wake_event.wait(2)
+    source.wake_event.clear()
+    assert {n.tenant for n in source.desired_nodes()} == {"acme"}
+
+    fake.delete("acme")
+    assert source.wake_event.wait(2)
+    assert source.desired_nodes() == []
+    assert not (tmp_path / "pki-h1" / "acme").exists()  # its CA keys go with it
+
+
+def test_410_gone_relists_and_the_watch_resumes(watching) -> None:
+    fake, source = watching
+    spec = copy.deepcopy(ACME["spec"])
+    spec["workers"] = [SIZE, SIZE]
+    fake.update_spec("acme", spec, silent=True)  # a change the watch never streams
+    fake.expire()
+    assert source.wake_event.wait(2)
+    assert source.relists == 1
+    source.wake_event.clear()
+    assert len(source.desired_nodes()) == 3
+    time.sleep(0.3)
+    source.wake_event.clear()
+    spec["workers"] = [SIZE]
+    fake.update_spec("acme", spec)  # streamed by the watch started after the relist
+    assert source.wake_event.wait(2)
+    assert len(source.desired_nodes()) == 2
+
+
+def test_report_patches_status_until_ready(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    fake.create(ACME)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    nodes = source.desired_nodes()
+    source.report(NodeReport("acme", nodes[0].node, "running", nodes[0].ip, "h1", "", 1))
+    status = fake.get("acme")["status"]
+    assert status["nodes"][0] == {
+        "name": "acme-master-0",
+        "role": "master",
+        "host": "h1",
+        "state": "running",
+        "ip": "10.100.0.10",
+    }
+    assert status["phase"] == "Provisioning" and status.get("observedGeneration", 0) == 0
+    for node in nodes:
+        source.report(NodeReport("acme", node.node, "ready", node.ip, "h1", "", 1))
+    status = fake.get("acme")["status"]
+    assert {n["state"] for n in status["nodes"]} == {"ready"}
+    assert status["phase"] == "Ready" and status["observedGeneration"] == 1
+    source.report(NodeReport("acme", nodes[1].node, "failed", None, "h1", "boom", 1))
+    status = fake.get("acme")["status"]
+    assert status["phase"] == "Degraded" and "ip" not in status["nodes"][1]
+    source.report(NodeReport("acme", nodes[1].node, "deleted", None, "h1"))
+    assert [n["name"] for n in fake.get("acme")["status"]["nodes"]] == ["acme-master-0"]
+    with pytest.raises(NotFound):
+        source.report(NodeReport("gone", "gone-master-0", "deleted", None, "h1"))
+
+
+def _files(config: bytes) -> dict[str, str]:
+    result = {}
+    for entry in json.loads(config)["storage"]["files"]:
+        source = entry["contents"]["source"]
+        head, payload = source.split(",", 1)
+        raw = base64.b64decode(payload) if ";base64" in head else urllib.parse.unquote(payload)
+        result[entry["path"]] = raw.decode() if isinstance(raw, bytes) else raw
+    return result
+
+
+def test_ignition_is_what_the_server_renders(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    settings = load_settings(None, {("data_dir",): str(tmp_path / "data")}, environ={})
+    web = create_app(settings, open_store(settings.data_path), "t").test_client()
+    auth = {"Authorization": "Bearer t"}
+    assert web.post("/api/v1/tenants", headers=auth, json=ACME).status_code == 201
+    fake.create(ACME)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    nodes = source.desired_nodes()
+    for node in nodes:
+        path = f"/api/v1/tenants/acme/nodes/{node.node}/ignition"
+        served = web.get(path, headers=auth)
+        assert served.status_code == 200
+        local = source.ignition(node)
+        assert set(_files(local)) == set(_files(served.data))
+        assert "/etc/kubernetes/pki/ca.crt" in _files(local)
+        ca = ClusterPKI.load_or_create(tmp_path / "pki-h1" / "acme", "acme")
+        assert _files(local)["/etc/kubernetes/pki/ca.crt"] == ca.ca_certificate_pem
+        target = tmp_path / f"{node.node}.ign"
+        target.write_bytes(local)
+        check = subprocess.run(["ignition-validate", str(target)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+    # With the server's PKI directory the agent renders the very same bytes.
+    shutil.rmtree(tmp_path / "pki-h1" / "acme")
+    shutil.copytree(settings.data_path / "tenants" / "acme" / "pki", tmp_path / "pki-h1" / "acme")
+    same = _source(api, tmp_path)
+    for node in nodes:
+        path = f"/api/v1/tenants/acme/nodes/{node.node}/ignition"
+        assert same.ignition(node) == web.get(path, headers=auth).data

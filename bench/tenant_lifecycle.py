@@ -1,7 +1,7 @@
 """Tenant lifecycle under TCG: create -> all nodes ready -> deleted, against a floor.
 
 For tenants of 1, 3 and 6 nodes (1 master + workers, 256 MiB each) on one `mayu agent`
-(interval 2 s) against qemu:///system: seconds from `mayuctl tenants create` to every node
+(interval 30 s, the default; its 0.5 s ETag watch wakes it on a change) against qemu:///system: seconds from `mayuctl tenants create` to every node
 `ready` (the guest printed MAYU-READY), and from `mayuctl tenants delete` to the tenant gone
 from the API with no domain left; the agent's CPU seconds and peak RSS; qemu RSS per VM.
 The floor, in the same run: the same lab image and a real node Ignition booted by N bare
@@ -212,8 +212,14 @@ def main() -> None:
         images = BaseImages(work / "images")
         rig["server"] = server = start_server(work / "data")
         ignition = node_ignition(rig)  # before any agent registers: the tenant stays unplaced
+        # the production default interval: changes reach the agent through its 0.5 s watch
         rig["agent"] = agent = th.AgentProcess(
-            server.url, server.token, work / "state", work / "images", work / "agent.log"
+            server.url,
+            server.token,
+            work / "state",
+            work / "images",
+            work / "agent.log",
+            interval=30.0,
         ).start()
         th.wait_for(
             "agent registered", lambda: server.api("GET", "/api/v1/hosts").json()["items"], 30

@@ -281,6 +281,8 @@ def run_agent(
 ) -> None:
     """Entry point for `mayu agent`: reconcile this host against the mayu server."""
     source = ApiSource(server_url, token, host_name)
+    if not once:
+        source.start_watch()
     run_agent_with(
         source, host_name, libvirt_uri, state_dir, images_dir, once, interval,
         address=_local_address(server_url),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,6 +87,8 @@ class ApiSource:
         self.timeout_s = timeout_s
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
+        self.wake_event = threading.Event()
+        self._closed = threading.Event()
 
     def _request(self, method: str, path: str, body: Any = None) -> requests.Response:
         url = self.base + path
@@ -113,6 +116,32 @@ class ApiSource:
     def desired_nodes(self) -> list[DesiredNode]:
         resp = self._request("GET", f"/api/v1/hosts/{self.host_name}/nodes")
         return [DesiredNode.from_json(item) for item in resp.json()]
+
+    def start_watch(self, every_s: float = 0.5) -> None:
+        """Check the host's desired nodes every `every_s` with If-None-Match (a 304 when
+        nothing changed) and set `wake_event` on a change, so the agent acts within about a
+        second instead of at its next periodic pass (a 304 costs the server ~1 ms)."""
+        thread = threading.Thread(target=self._watch, args=(every_s,), daemon=True)
+        thread.start()
+
+    def _watch(self, every_s: float) -> None:
+        session = requests.Session()
+        session.headers.update(self.session.headers)
+        url = f"{self.base}/api/v1/hosts/{self.host_name}/nodes"
+        etag = ""
+        while not self._closed.wait(every_s):
+            try:
+                resp = session.get(url, headers={"If-None-Match": etag}, timeout=self.timeout_s)
+            except requests.RequestException:
+                continue
+            new = resp.headers.get("ETag", "")
+            if resp.status_code == 200 and new != etag:
+                if etag:
+                    self.wake_event.set()
+                etag = new
+
+    def close(self) -> None:
+        self._closed.set()
 
     def ignition(self, node: DesiredNode) -> bytes:
         path = f"/api/v1/tenants/{node.tenant}/nodes/{node.node}/ignition"

@@ -79,5 +79,8 @@ def list_hosts() -> Response:
 
 @bp.get("/hosts/<host>/nodes")
 def host_nodes(host: str) -> Response:
+    """The host's desired nodes; with an ETag, so an agent's frequent check costs a 304."""
     require_host(host)
-    return jsonify(services().tenants.desired_for_host(host))
+    response = jsonify(services().tenants.desired_for_host(host))
+    response.add_etag()
+    return response.make_conditional(request)

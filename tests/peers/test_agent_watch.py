@@ -1,0 +1,50 @@
+"""The agent's cheap watch of its desired nodes against a real `mayu serve`: ETag/304, wake."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import requests
+
+from mayu_py.agent.source import ApiSource, HostRegistration
+from tests.conftest import RunningServer
+from tests.unit.test_tenants_api import ACME
+
+pytestmark = pytest.mark.peer
+
+
+def test_unchanged_desired_nodes_cost_a_304(server: RunningServer) -> None:
+    server.api("POST", "/api/v1/hosts", json={"name": "h1", "cpus": 2, "memory_mib": 4096})
+    first = server.api("GET", "/api/v1/hosts/h1/nodes")
+    etag = first.headers["ETag"]
+    again = requests.get(
+        f"{server.url}/api/v1/hosts/h1/nodes",
+        headers={"Authorization": f"Bearer {server.token}", "If-None-Match": etag},
+        timeout=10,
+    )
+    assert again.status_code == 304 and again.content == b""
+    assert server.api("POST", "/api/v1/tenants", json=ACME).status_code == 201
+    changed = requests.get(
+        f"{server.url}/api/v1/hosts/h1/nodes",
+        headers={"Authorization": f"Bearer {server.token}", "If-None-Match": etag},
+        timeout=10,
+    )
+    assert changed.status_code == 200 and len(changed.json()) == 3
+
+
+def test_watch_wakes_the_agent_on_a_change_only(server: RunningServer) -> None:
+    source = ApiSource(server.url, server.token, "h1")
+    source.register(HostRegistration("h1", 2, 4096, "127.0.0.1"))
+    source.start_watch(every_s=0.1)
+    try:
+        assert not source.wake_event.wait(1.0), "woke without a change"
+        assert server.api("POST", "/api/v1/tenants", json=ACME).status_code == 201
+        assert source.wake_event.wait(3.0), "a new tenant did not wake the agent"
+        source.wake_event.clear()
+        doc = copy.deepcopy(ACME["spec"])
+        doc["workers"] = doc["workers"][:1]
+        server.api("PATCH", "/api/v1/tenants/acme", json={"spec": {"workers": doc["workers"]}})
+        assert source.wake_event.wait(3.0), "a scale-down did not wake the agent"
+    finally:
+        source.close()

@@ -5,7 +5,7 @@ that token (renders its config, issues its certificates), POST /report installed
 responses, pre-rendered, are then served by nginx as the ceiling. Prints machines/s, p50/p99
 per endpoint, errors, peak RSS of the server (master + workers) and the ratio to nginx.
 
-    .venv/bin/python bench/boot_storm.py [--machines 1000] [--concurrency 200] [--workers 2]
+    .venv/bin/python bench/boot_storm.py [--machines 1000] [--concurrency 200] [--workers 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -192,10 +192,13 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help=">1: gthread workers")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mayu-bench-"))
-    server = start_server(work / "data", workers=args.workers)
+    server = start_server(
+        work / "data", workers=args.workers, extra_args=("--threads", str(args.threads))
+    )
     sampler = RssSampler(server.process.pid)
     sampler.start()
     try:
@@ -228,7 +231,8 @@ def main() -> None:
 
     print(
         f"boot storm: {args.machines} machines, {args.concurrency} concurrent clients, "
-        f"gunicorn sync x{args.workers} workers, {os.cpu_count()} cores; ignition "
+        f"gunicorn {'gthread' if args.threads > 1 else 'sync'} x{args.workers} workers "
+        f"x{args.threads} threads, {os.cpu_count()} cores; ignition "
         f"{len(ignition)} bytes"
     )
     ours = _summary("mayu serve", mayu, args.machines)

@@ -43,12 +43,16 @@ def prepare(settings: Settings) -> tuple[object, str]:
 @click.option("--listen", help="HOST:PORT to bind (default 127.0.0.1:8080).")
 @click.option("--dhcp", type=click.Choice(["off", "proxy", "full"]), help="Run dnsmasq.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option(
+    "--threads", default=1, show_default=True, help="Threads per worker (>1: gthread workers)."
+)
 def serve(
     config_file: str | None,
     data_dir: str | None,
     listen: str | None,
     dhcp: str | None,
     workers: int,
+    threads: int,
 ) -> None:
     """Serve iPXE scripts, Ignition configs, assets and the admin API."""
     settings = load_settings(
@@ -65,7 +69,8 @@ def serve(
     options = {
         "bind": listen_at,
         "workers": workers,
-        "worker_class": "sync",
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "threads": threads,
         "preload_app": True,
         "accesslog": None,
         "errorlog": "-",

@@ -62,6 +62,14 @@ def lab() -> None:
     show_default=True,
     help="uefi: OVMF PXE-boots ipxe.efi over TFTP first (slower under TCG).",
 )
+@click.option(
+    "--dhcp",
+    type=click.Choice(["full", "proxy"]),
+    default="full",
+    show_default=True,
+    help="proxy: a site DHCP server (namespace mayu-lab-site) assigns addresses and "
+    "`mayu serve --dhcp proxy` adds only boot information.",
+)
 def up(
     machines: int,
     accel: str,
@@ -70,6 +78,7 @@ def up(
     config_file: Path | None,
     tenants: int,
     firmware: str,
+    dhcp: str,
 ) -> None:
     """Start the lab, boot MACHINES VMs until every one is installed, then run a `mayu agent`
     and TENANTS tenant clusters until every tenant is Ready (or the timeout)."""
@@ -77,6 +86,7 @@ def up(
         machines=machines,
         tenants=tenants,
         firmware=firmware,
+        dhcp=dhcp,
         accel=accel,
         timeout=timeout,
         data_dir=data_dir.resolve(),

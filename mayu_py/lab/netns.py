@@ -45,6 +45,21 @@ def add_tap(name: str, namespace: str = topo.NAMESPACE) -> None:
     run([*n, "link", "set", name, "master", topo.BRIDGE, "up"])
 
 
+def create_site(namespace: str = topo.SITE_NAMESPACE, lab: str = topo.NAMESPACE) -> None:
+    """The site's namespace, joined to the lab bridge by a veth pair (RECIPES.md 4: a second
+    dnsmasq needs its own namespace, both want port 67). Both ends live in namespaces, so
+    deleting either namespace removes the pair; nothing is created in the host's."""
+    run(["ip", "netns", "add", namespace])
+    s, n = ["ip", "-n", namespace], ["ip", "-n", lab]
+    run([*s, "link", "set", "lo", "up"])
+    run([*n, "link", "add", topo.SITE_VETH_PEER, "type", "veth", "peer", "name", topo.SITE_VETH,
+         "netns", namespace])  # fmt: skip
+    run([*n, "link", "set", topo.SITE_VETH_PEER, "master", topo.BRIDGE, "up"])
+    run([*s, "addr", "add", f"{topo.SITE_IP}/{topo.PREFIX_LEN}", "dev", topo.SITE_VETH])
+    run([*s, "addr", "add", topo.SITE_IPV6, "dev", topo.SITE_VETH, "nodad"])
+    run([*s, "link", "set", topo.SITE_VETH, "up"])
+
+
 def pids(namespace: str = topo.NAMESPACE) -> list[int]:
     """Every process whose network namespace is `namespace` (empty when it does not exist)."""
     if not exists(namespace):

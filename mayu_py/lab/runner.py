@@ -1,7 +1,9 @@
 """`mayu lab up` and `mayu lab status`.
 
 up: build the lab image into the asset root, create the namespace with its bridge, start
-`mayu serve --dhcp full` inside it on 10.77.0.1:8080, one tap and one qemu per machine, then
+`mayu serve --dhcp full` inside it on 10.77.0.1:8080 (`--dhcp proxy`: first a second
+namespace with the site's own DHCP server, a plain dnsmasq on a veth into the bridge, and
+`mayu serve --dhcp proxy`, which only adds boot information), one tap and one qemu per machine, then
 poll the admin API (from a thread inside the namespace) until every machine is `installed`
 or the timeout passes. A VM that exits before its machine is installed (iPXE gave up, a
 guest crash) is booted again, up to MAX_BOOTS times. Then level 2: the lab image becomes the
@@ -56,6 +58,7 @@ class UpOptions:
     poll_interval: float = 1.0
     tenants: int = 1
     firmware: str = "bios"  # or uefi: OVMF's own PXE client, TFTP ipxe.efi, then iPXE
+    dhcp: str = "full"  # or proxy: the site's DHCP server assigns addresses, we add boot info
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -76,27 +79,60 @@ def serve_config(opts: UpOptions, machines: list[topo.LabMachine]) -> dict[str, 
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {opts.config_file}: top level must be a mapping")
         user = loaded
+    dhcp: dict[str, Any] = {
+        "mode": opts.dhcp,
+        "interface": topo.BRIDGE,
+        "server_ip": topo.SERVER_IP,
+        "subnet": topo.SUBNET,
+    }
+    if opts.dhcp == "full":
+        dhcp["range_start"] = topo.RANGE_START
+        dhcp["range_end"] = topo.RANGE_END
+        dhcp["reservations"] = {m.mac: m.ip for m in machines}
+    elif isinstance(user.get("dhcp"), dict):
+        # proxy: addresses are the site server's business; drop any the user file sets.
+        user["dhcp"] = {
+            k: v
+            for k, v in user["dhcp"].items()
+            if k not in ("range_start", "range_end", "reservations")
+        }
     lab = {
         "data_dir": str(opts.data_dir),
         "server": {"listen": f"{topo.SERVER_IP}:{topo.PORT}"},
-        "dhcp": {
-            "mode": "full",
-            "interface": topo.BRIDGE,
-            "server_ip": topo.SERVER_IP,
-            "subnet": topo.SUBNET,
-            "range_start": topo.RANGE_START,
-            "range_end": topo.RANGE_END,
-            "reservations": {m.mac: m.ip for m in machines},
-        },
+        "dhcp": dhcp,
     }
     return _deep_merge(user, lab)
 
 
-def _serve_argv(config_path: Path, data_dir: Path) -> list[str]:
+def site_dnsmasq_conf(machines: list[topo.LabMachine], lease_file: Path) -> str:
+    """The site's ordinary DHCP server for `--dhcp proxy`: addresses and the machines'
+    reservations, no boot options at all (RECIPES.md 4: `no-ping` here too, else boot storms
+    time out; router advertisements so iPXE does not wait ~13 s for IPv6)."""
+    lines = [
+        "# the lab site's own DHCP server (mayu lab up --dhcp proxy); generated, do not edit",
+        "port=0",
+        f"interface={topo.SITE_VETH}",
+        "bind-interfaces",
+        "except-interface=lo",
+        "pid-file=",
+        "dhcp-authoritative",
+        "no-ping",
+        "log-dhcp",
+        f"dhcp-leasefile={lease_file}",
+        f"dhcp-range={topo.RANGE_START},{topo.RANGE_END},255.255.255.0,1h",
+        *(f"dhcp-host={m.mac},{m.ip}" for m in machines),
+        "enable-ra",
+        f"dhcp-range=::,constructor:{topo.SITE_VETH},ra-only",
+        f"ra-param={topo.SITE_VETH},10,0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _serve_argv(config_path: Path, data_dir: Path, dhcp: str = "full") -> list[str]:
     return [
         sys.executable, "-c", "from mayu_py.cli.mayu import main; main()",
         "serve", "--config", str(config_path), "--data-dir", str(data_dir),
-        "--listen", f"{topo.SERVER_IP}:{topo.PORT}", "--dhcp", "full",
+        "--listen", f"{topo.SERVER_IP}:{topo.PORT}", "--dhcp", dhcp,
     ]  # fmt: skip
 
 
@@ -110,7 +146,7 @@ def _check_host(with_tenants: bool = False) -> None:
     ):
         if shutil.which(tool) is None:
             raise ConfigError(f"{tool} not found: install {package}")
-    if netns.exists() or LabState.load() is not None:
+    if netns.exists() or netns.exists(topo.SITE_NAMESPACE) or LabState.load() is not None:
         raise ConfigError(f"a lab is already up (namespace {topo.NAMESPACE}): run `mayu lab down`")
     if with_tenants:
         tenants.check_libvirt()
@@ -166,13 +202,48 @@ class Lab:
             up_pid=os.getpid(),
             serve_log=str(self.work / "serve.log"),
             created=time.time(),
+            dhcp=self.opts.dhcp,
         )
         self.state.save()  # before anything exists: `down` works from here on
         netns.create_network()
         for m in self.machines:
             netns.add_tap(m.tap)
+        if self.opts.dhcp == "proxy":
+            netns.create_site()
         self.ns = netns.InNamespace(topo.NAMESPACE)
         self.client = LabClient(self.ns, topo.SERVER_URL, token)
+
+    def start_site_dhcp(self) -> None:
+        """`--dhcp proxy`: the site's plain dnsmasq in its namespace; detached (it outlives
+        `up`, like the server) and tracked by pid in the state file for `down`."""
+        assert self.state is not None
+        conf = self.work / "site-dnsmasq.conf"
+        leases = self.work / "site.leases"
+        log_path = self.work / "site-dnsmasq.log"
+        leases.unlink(missing_ok=True)
+        conf.write_text(site_dnsmasq_conf(self.machines, leases))
+        argv = ["ip", "netns", "exec", topo.SITE_NAMESPACE, "dnsmasq", "--keep-in-foreground",
+                "--log-facility=-", f"--conf-file={conf}"]  # fmt: skip
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # ip netns exec execs: the pid is dnsmasq's
+        self.state.site_dhcp_pid = proc.pid
+        self.state.site_dhcp_log = str(log_path)
+        self.state.save()
+        deadline = time.monotonic() + 10.0
+        while "started, version" not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() >= deadline:
+                raise ConfigError(f"the site's dnsmasq did not start: {_tail(log_path)}")
+            time.sleep(0.1)
+        self.console.print(
+            f"site DHCP server (dnsmasq, pid {proc.pid}) at {topo.SITE_IP} in "
+            f"{topo.SITE_NAMESPACE} (leases {leases}, log {log_path})"
+        )
 
     def start_server(self, config_path: Path) -> None:
         assert self.state is not None and self.client is not None
@@ -186,7 +257,7 @@ class Lab:
                     "netns",
                     "exec",
                     topo.NAMESPACE,
-                    *_serve_argv(config_path, self.opts.data_dir),
+                    *_serve_argv(config_path, self.opts.data_dir, self.opts.dhcp),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -379,6 +450,8 @@ def lab_up(opts: UpOptions, console: Console | None = None) -> int:
         accel = vm.choose_accel(opts.accel, image.kernel, image.initrd)
         console.print(f"accelerator: {accel}")
         lab.start_network(accel)
+        if opts.dhcp == "proxy":
+            lab.start_site_dhcp()
         lab.start_server(config_path)
         assert lab.state is not None
         lab.state.phase = "booting"
@@ -461,7 +534,15 @@ def lab_status(console: Console | None = None) -> int:
     items = display.rows(state.vms, machines, qemu)
     console.print(
         f"lab phase {state.phase}, server {state.url} (pid {state.serve_pid}), accel {state.accel}"
+        f", dhcp {state.dhcp}"
     )
+    if state.dhcp == "proxy":
+        alive = "running" if "dnsmasq" in _cmdline(state.site_dhcp_pid or 0) else "not running"
+        console.print(
+            f"site DHCP server {alive} (pid {state.site_dhcp_pid}, {topo.SITE_IP} in "
+            f"{topo.SITE_NAMESPACE}, log {state.site_dhcp_log})",
+            soft_wrap=True,
+        )
     nodes = display.tenant_rows(tenant_docs, state.tenants)
     if state.agent_pid:
         alive = "running" if "agent" in _cmdline(state.agent_pid) else "not running"

@@ -50,6 +50,9 @@ class LabState:
     agent_pid: int | None = None
     agent_log: str = ""
     tenants: list[str] = field(default_factory=list)  # names of the demo tenants
+    dhcp: str = "full"  # or proxy: site_dhcp_pid is then the site's own DHCP server
+    site_dhcp_pid: int | None = None
+    site_dhcp_log: str = ""
     phase: str = "starting"
     created: float = 0.0
     vms: list[VmRecord] = field(default_factory=list)

@@ -4,6 +4,8 @@ Works from the state file when there is one and without it too: every process in
 lab namespace (VMs, agent, server, its gunicorn workers, dnsmasq) is ended, the demo tenants'
 libvirt domains and networks are removed through libvirt itself (no server or agent needed),
 then the namespace goes and takes the bridge and taps with it, and the agent's state dir goes.
+With `--dhcp proxy` the site namespace goes too: its dnsmasq (by pid, then every process in
+it) and the namespace, which takes its end of the veth pair and so the pair.
 """
 
 from __future__ import annotations
@@ -66,7 +68,11 @@ def _stop(pids: list[int], grace: float) -> None:
         log.warning("processes still alive after SIGKILL: %s", stuck)
 
 
-def lab_down(namespace: str = topo.NAMESPACE, state_file: Path | None = None) -> list[str]:
+def lab_down(
+    namespace: str = topo.NAMESPACE,
+    state_file: Path | None = None,
+    site_namespace: str = topo.SITE_NAMESPACE,
+) -> list[str]:
     """Tear the lab down; returns a line per thing that was removed (empty: nothing was up)."""
     state_file = state_file or state_path()
     state = LabState.load(state_file)
@@ -90,6 +96,17 @@ def lab_down(namespace: str = topo.NAMESPACE, state_file: Path | None = None) ->
             # SIGTERM first: serve stops its dnsmasq on the way out.
             _stop([state.serve_pid], 10.0)
             done.append(f"stopped mayu serve (pid {state.serve_pid})")
+        site_pid = state.site_dhcp_pid
+        if site_pid and "dnsmasq" in _cmdline(site_pid) and _alive(site_pid):
+            _stop([site_pid], 5.0)
+            done.append(f"stopped the site's dnsmasq (pid {site_pid})")
+    site_rest = [p for p in netns.pids(site_namespace) if p != own]
+    if site_rest:
+        _stop(site_rest, 5.0)
+        done.append(f"ended {len(site_rest)} process(es) in {site_namespace}")
+    if netns.exists(site_namespace):
+        netns.delete(site_namespace)
+        done.append(f"deleted network namespace {site_namespace} (site DHCP server, veth)")
     rest = [p for p in netns.pids(namespace) if p != own]
     if rest:
         _stop(rest, 5.0)

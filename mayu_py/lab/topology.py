@@ -19,6 +19,15 @@ RANGE_END = "10.77.0.199"
 MAX_MACHINES = 64
 SERVER_URL = f"http://{SERVER_IP}:{PORT}"
 
+# `--dhcp proxy`: the site's own DHCP server (a plain dnsmasq) in a second namespace, joined
+# to the lab bridge by a veth pair; our dnsmasq then only adds boot information (proxyDHCP).
+SITE_NAMESPACE = "mayu-lab-site"
+SITE_IP = "10.77.0.2"
+SITE_IPV6 = "fd77::2/64"  # the site server sends the router advertisements iPXE waits for
+SITE_VETH = "mayu-site0"  # the site end, inside SITE_NAMESPACE
+SITE_VETH_PEER = "mayu-site-br"  # the bridge end, inside NAMESPACE
+DHCP_MODES = ("full", "proxy")
+
 # Level 2: the lab's agent and its demo tenants. Tenant subnets exist only on the isolated
 # bridges the agent's libvirt networks create (no <forward>); the lab never sends to them.
 AGENT_HOST = "lab-host"

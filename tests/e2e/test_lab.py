@@ -1,5 +1,6 @@
 """`mayu lab up/status/down`: qemu VMs (TCG) PXE-boot through real DHCP (dnsmasq), iPXE, HTTP
-and real Ignition, and phone home; all inside the namespace mayu-lab the lab creates. Level 2:
+and real Ignition, and phone home; all inside the namespace mayu-lab the lab creates (with
+`--dhcp proxy` also mayu-lab-site, the site's own DHCP server). Level 2:
 the lab's `mayu agent` (inside the namespace, real libvirtd) brings tenant demo-1 to Ready.
 
 The test talks to the lab server only from a thread inside that namespace (no route out).
@@ -350,6 +351,45 @@ def test_ctrl_c_during_up_tears_everything_down(lab: Lab) -> None:
     assert topo.NAMESPACE not in _mayu_names()
     assert not lab.state_file.exists()
     assert not _procs("qemu-system", "mayu-lab")
+
+
+def test_proxy_dhcp_beside_a_site_dhcp_server_boots_machines(lab: Lab) -> None:
+    """`--dhcp proxy`: the site's plain dnsmasq (namespace mayu-lab-site, veth on the bridge)
+    hands out the addresses, our dnsmasq in proxy mode only the boot information."""
+    started = time.monotonic()
+    up = lab.mayu(*lab.up_args(2), "--dhcp", "proxy", timeout=300)
+    print(f"\nmayu lab up --dhcp proxy (2 machines): {time.monotonic() - started:.1f} s")
+    assert up.returncode == 0, f"{up.stdout}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
+    assert "all 2 machine(s) installed" in up.stdout
+    state = lab.state()
+    assert state.dhcp == "proxy" and state.site_dhcp_pid
+    assert topo.SITE_NAMESPACE in _mayu_names()
+    work = lab.data_dir / "lab"
+    conf = (lab.data_dir / "dhcp" / "dnsmasq.conf").read_text()
+    assert "dhcp-range=10.77.0.0,proxy,255.255.255.0" in conf and "pxe-service=" in conf
+    site_conf = (work / "site-dnsmasq.conf").read_text()
+    assert "no-ping" in site_conf and "dhcp-boot" not in site_conf and "pxe" not in site_conf
+    # Boot information came from our proxy (serve log), addresses from the site server.
+    serve_log, site_log = lab.serve_log(), (work / "site-dnsmasq.log").read_text()
+    machines = topo.lab_machines(2)
+    for m in machines:
+        assert f"PXE({topo.BRIDGE}) {m.mac} proxy" in serve_log, serve_log[-3000:]
+        assert f"PXE({topo.BRIDGE}) {m.ip} {m.mac} {topo.SERVER_URL}/boot.ipxe" in serve_log
+        assert f"DHCPACK({topo.SITE_VETH}) {m.ip} {m.mac}" in site_log, site_log[-3000:]
+    site_leases = (work / "site.leases").read_text()
+    assert all(f"{m.mac} {m.ip}" in site_leases for m in machines), site_leases
+    ours = lab.data_dir / "dhcp" / "leases"
+    assert not (ours.exists() and ours.read_text().strip()), ours.read_text()
+    status = lab.mayu("status", timeout=60)
+    assert status.stdout.count("state=installed") == 2, status.stdout
+    assert "site DHCP server running" in status.stdout, status.stdout
+    site_pid = state.site_dhcp_pid
+    down = lab.mayu("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert f"deleted network namespace {topo.SITE_NAMESPACE}" in down.stdout, down.stdout
+    assert site_pid not in _procs("dnsmasq")
+    assert not [n for n in _mayu_names() if n.startswith(topo.SITE_NAMESPACE)]
+    # (the fixture's down then finds nothing and checks no dnsmasq under the workdir is left)
 
 
 def test_uefi_machine_boots_through_edk2_pxe_tftp_and_ipxe_efi(lab: Lab) -> None:

@@ -9,9 +9,12 @@ import requests
 
 from mayu_py.agent.source import ApiSource, HostRegistration
 from tests.conftest import RunningServer
-from tests.unit.test_tenants_api import ACME
+from tests.support.tenants import acme
 
 pytestmark = pytest.mark.peer
+
+
+ACME = acme()
 
 
 def test_unchanged_desired_nodes_cost_a_304(server: RunningServer) -> None:

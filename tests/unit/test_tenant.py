@@ -20,24 +20,10 @@ from mayu_py.tenant import (
     place,
     tenant_nodes,
 )
+from tests.support.tenants import acme
 
 IMAGES = {"lab": ImageInfo("lab", min_memory_mib=256)}
-DOC = {
-    "apiVersion": "mayu.io/v1alpha1",
-    "kind": "TenantCluster",
-    "metadata": {"name": "acme"},
-    "spec": {
-        "kubernetesVersion": "1.31",
-        "image": "lab",
-        "network": {"cidr": "10.100.0.0/24", "vni": 100},
-        "masters": [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}],
-        "workers": [
-            {"cpus": 1, "memory": "512Mi", "disk": "2Gi"},
-            {"cpus": 1, "memory": "512Mi", "disk": "2Gi"},
-        ],
-        "sshAuthorizedKeys": [],
-    },
-}
+DOC = acme()
 
 
 def doc(**changes: object) -> dict:

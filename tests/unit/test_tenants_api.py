@@ -14,21 +14,10 @@ from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
 from tests.support.boot import boot_token
+from tests.support.tenants import acme
 
 AUTH = {"Authorization": "Bearer t"}
-ACME = {
-    "apiVersion": "mayu.io/v1alpha1",
-    "kind": "TenantCluster",
-    "metadata": {"name": "acme"},
-    "spec": {
-        "kubernetesVersion": "1.31",
-        "image": "lab",
-        "network": {"cidr": "10.100.0.0/24", "vni": 100},
-        "masters": [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}],
-        "workers": [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}] * 2,
-        "sshAuthorizedKeys": [],
-    },
-}
+ACME = acme()
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ from mayu_py.agent.statedir import StateDir  # noqa: E402
 from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes  # noqa: E402
 from tests.conftest import start_server  # noqa: E402
 from tests.e2e import tenant_helpers as th  # noqa: E402
+from tests.support.tenants import tenant_doc  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -62,7 +63,7 @@ def lifecycle(rig: dict, size: int, idx: int) -> dict:
     server, agent, conn, work = rig["server"], rig["agent"], rig["conn"], rig["work"]
     name = f"bench{idx}{os.getpid() % 1000}"
     rig["tenants"].append(name)
-    doc = th.tenant_doc(name, f"10.210.{40 + idx}.0/24", 9240 + idx, workers=size - 1)
+    doc = tenant_doc(name, f"10.210.{40 + idx}.0/24", 9240 + idx, workers=size - 1)
     path = th.write_tenant(work / f"{name}.yaml", doc)
     cpu0 = cpu_seconds(agent.pid)
     t0 = time.monotonic()
@@ -102,7 +103,7 @@ def node_ignition(rig: dict) -> Path:
     """A real worker Ignition of a throw-away tenant (the floor boots with it)."""
     server, work = rig["server"], rig["work"]
     name = f"floor{os.getpid() % 1000}"
-    doc = th.tenant_doc(name, "10.210.60.0/24", 9260, workers=1)
+    doc = tenant_doc(name, "10.210.60.0/24", 9260, workers=1)
     resp = server.api("POST", "/api/v1/tenants", json=doc)
     assert resp.status_code in (200, 201), resp.text
     ign = server.api("GET", f"/api/v1/tenants/{name}/nodes/{name}-worker-0/ignition")
@@ -151,7 +152,7 @@ def floor(images: BaseImages, ignition: Path, count: int) -> float:
 
 def _bench_nodes(count: int, cidr: str, vni: int, tenant: str) -> list[DesiredNode]:
     size = {"cpus": 1, "memory": "128Mi", "disk": "1Gi"}
-    doc = th.tenant_doc(tenant, cidr, vni, workers=count - 1)
+    doc = tenant_doc(tenant, cidr, vni, workers=count - 1)
     doc["spec"]["masters"] = [size]
     doc["spec"]["workers"] = [size] * (count - 1)
     tenant_obj = parse_tenant(doc, {"lab": ImageInfo("lab", 64)}, [])

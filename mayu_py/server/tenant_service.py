@@ -136,7 +136,8 @@ class TenantService:
         return self.view(record)
 
     def list(self) -> list[dict[str, Any]]:
-        return [self.view(r) for r in self.store.list_tenants()]
+        hosts = _hosts(self.store)
+        return [self.view(r, hosts) for r in self.store.list_tenants()]
 
     def report_node(self, tenant: str, node: str, body: Any) -> dict[str, Any]:
         """An agent reports a node's observed state; deleted nodes of a deleting tenant go."""
@@ -226,11 +227,12 @@ class TenantService:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def view(self, record: dict[str, Any]) -> dict[str, Any]:
+    def view(self, record: dict[str, Any], hosts: list[HostInfo] | None = None) -> dict[str, Any]:
         """The TenantCluster document with its computed status."""
         tenant = TenantCluster.model_validate(record["doc"])
         assignments = record["assignments"]
-        lapsed = lapsed_nodes(assignments, _hosts(self.store), now=self.clock())
+        hosts = _hosts(self.store) if hosts is None else hosts
+        lapsed = lapsed_nodes(assignments, hosts, now=self.clock())
         nodes = []
         for node in tenant_nodes(tenant):
             reported = record["nodes"].get(node.name, {})

@@ -74,23 +74,6 @@ def wait_for(what: str, check: Callable[[], T], timeout_s: float, every: float =
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
 
 
-def tenant_doc(name: str, cidr: str, vni: int, workers: int = 1, memory: str = "256Mi") -> dict:
-    size = {"cpus": 1, "memory": memory, "disk": "1Gi"}
-    return {
-        "apiVersion": "mayu.io/v1alpha1",
-        "kind": "TenantCluster",
-        "metadata": {"name": name},
-        "spec": {
-            "kubernetesVersion": "1.31",
-            "image": "lab",
-            "network": {"cidr": cidr, "vni": vni},
-            "masters": [size],
-            "workers": [size] * workers,
-            "sshAuthorizedKeys": [],
-        },
-    }
-
-
 def write_tenant(path: Path, doc: dict) -> Path:
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -30,6 +30,7 @@ import pytest
 
 from tests.conftest import RunningServer, start_server
 from tests.e2e import tenant_helpers as th
+from tests.support.tenants import tenant_doc
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +54,7 @@ class Rig:
 
     def create(self, name: str, workers: int = 1) -> None:
         cidr, vni = NETS[name]
-        path = th.write_tenant(self.work / f"{name}.yaml", th.tenant_doc(name, cidr, vni, workers))
+        path = th.write_tenant(self.work / f"{name}.yaml", tenant_doc(name, cidr, vni, workers))
         self.created.append(name)
         out = self.server.mayuctl("tenants", "create", "-f", str(path))
         assert out.returncode == 0, out.stderr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +93,11 @@ def run_ignition(workdir: Path, config: dict, timeout: float = 120.0) -> Ignitio
 def remote_config(url: str) -> dict:
     """A base config that makes Ignition fetch (replace) its config from url."""
     return {"ignition": {"version": "3.3.0", "config": {"replace": {"source": url}}}}
+
+
+def file_text(entry: dict) -> str:
+    """The text of an Ignition storage.files entry (its data: URL decoded)."""
+    header, _, payload = entry["contents"]["source"].partition(",")
+    if header.endswith(";base64"):
+        return base64.b64decode(payload).decode()
+    return urllib.parse.unquote(payload)

@@ -15,3 +15,30 @@ _ACME: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
 def acme() -> dict[str, Any]:
     """A fresh deep copy of the example tenant `acme` (1 master, 2 workers)."""
     return copy.deepcopy(_ACME)
+
+
+def tenant_doc(
+    name: str,
+    cidr: str,
+    vni: int,
+    workers: int = 1,
+    *,
+    memory: str = "256Mi",
+    disk: str = "1Gi",
+    worker_cpus: int = 1,
+) -> dict[str, Any]:
+    """A TenantCluster with one master and `workers` workers of the given size."""
+    size = {"cpus": 1, "memory": memory, "disk": disk}
+    return {
+        "apiVersion": "mayu.io/v1alpha1",
+        "kind": "TenantCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetesVersion": "1.31",
+            "image": "lab",
+            "network": {"cidr": cidr, "vni": vni},
+            "masters": [size],
+            "workers": [dict(size, cpus=worker_cpus) for _ in range(workers)],
+            "sshAuthorizedKeys": [],
+        },
+    }

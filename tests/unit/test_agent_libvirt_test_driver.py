@@ -25,24 +25,15 @@ from mayu_py.agent.source import StaticSource
 from mayu_py.agent.statedir import StateDir
 from mayu_py.command import run
 from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes
+from tests.support.tenants import tenant_doc as support_tenant_doc
 
 FOREIGN_DOMAIN, FOREIGN_NETWORK = "test", "default"
 
 
 def tenant_doc(name: str, cidr: str, vni: int, workers: int, worker_cpus: int = 1) -> dict:
-    size = {"cpus": 1, "memory": "512Mi", "disk": "2Gi"}
-    return {
-        "apiVersion": "mayu.io/v1alpha1",
-        "kind": "TenantCluster",
-        "metadata": {"name": name},
-        "spec": {
-            "kubernetesVersion": "1.31",
-            "image": "lab",
-            "network": {"cidr": cidr, "vni": vni},
-            "masters": [size],
-            "workers": [dict(size, cpus=worker_cpus) for _ in range(workers)],
-        },
-    }
+    return support_tenant_doc(
+        name, cidr, vni, workers, memory="512Mi", disk="2Gi", worker_cpus=worker_cpus
+    )
 
 
 def desired(*docs: dict) -> list[DesiredNode]:

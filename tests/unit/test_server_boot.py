@@ -14,6 +14,7 @@ from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
 from tests.support.boot import boot_token
+from tests.support.ignition import file_text
 
 TOKEN = "admin-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -177,7 +178,9 @@ def test_set_role_and_label_injection_rendered_literally(client: FlaskClient) ->
     token = boot_token(ipxe(client, mac)[1])
     response = client.get("/ignition", query_string={"mac": mac, "token": token})
     assert response.status_code == 200
-    assert "49" not in json.dumps(json.loads(response.data)["storage"]["files"][0])
+    files = {f["path"]: f for f in json.loads(response.data)["storage"]["files"]}
+    node = json.loads(file_text(files["/etc/mayu/node.json"]))
+    assert node["labels"]["rack"] == evil  # rendered literally, not evaluated (no 49)
     assert (
         client.patch(f"/api/v1/machines/{mac}", headers=AUTH, json={"role": "boss"}).status_code
         == 400

@@ -14,6 +14,7 @@ from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
 from tests.support.boot import boot_token
+from tests.support.ignition import file_text
 from tests.support.tenants import acme
 
 AUTH = {"Authorization": "Bearer t"}
@@ -179,14 +180,7 @@ def test_level1_ignition_carries_the_hosts_agent_token(client: FlaskClient) -> N
     )
     entry = next(f for f in config["storage"]["files"] if f["path"] == "/etc/mayu/agent.token")
     assert entry["mode"] == 0o600
-    import base64
-    import urllib.parse
-
-    source = entry["contents"]["source"]
-    payload = source.split(",", 1)[1]
-    text = (
-        base64.b64decode(payload).decode() if ";base64" in source else urllib.parse.unquote(payload)
-    )
+    text = file_text(entry)
     key = client.application.extensions["mayu"].agent_key
     assert text.strip() == agent_token(key, "node-525400000001")
 

@@ -102,11 +102,60 @@ class DhcpConfig(_Strict):
     reservations: dict[str, str] = Field(default_factory=dict)
 
 
+class DiscoveryConfig(_Strict):
+    """Bounds on recording unknown machines as `discovered` (fake MACs cannot fill the store:
+    at most `per_minute` x `ttl_seconds` / 60 records exist at any time)."""
+
+    per_source_per_minute: int = Field(default=20, ge=1, le=100_000)
+    per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    ttl_seconds: int = Field(default=3600, ge=60)
+    retry_seconds: int = Field(default=30, ge=1, le=3600)
+
+
+class TlsConfig(_Strict):
+    """The HTTPS listener that carries every secret. Without cert/key files the server makes
+    its own CA and serving certificate under <data-dir>/pki/server at first start."""
+
+    listen: str | None = None  # default: the host of server.listen, port 8443
+    public_url: str | None = None  # default: https://<tls listen>
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None  # the CA machines pin; required with an operator's cert
+    extra_sans: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _operator_files_together(self) -> TlsConfig:
+        given = [f for f in (self.cert_file, self.key_file, self.ca_file) if f]
+        if given and len(given) != 3:
+            raise ValueError("tls: cert_file, key_file and ca_file go together")
+        return self
+
+
+DEFAULT_TLS_PORT = 8443
+
+
 class ServerConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
-    unknown_machines: Literal["register", "deny"] = "register"
+    unknown_machines: Literal["discover", "deny"] = "discover"
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_json_depth: int = Field(default=32, ge=4, le=256)
+    provisioning_window_seconds: int = Field(default=900, ge=60)
+    events_per_machine: int = Field(default=200, ge=10)
+    alerts_kept: int = Field(default=1000, ge=10)
+    report_details_max_bytes: int = Field(default=4096, ge=256)
+    # Serve configs with private keys over plain HTTP (no stub, no TLS): never in production.
+    insecure_secrets_over_http: bool = False
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+
+    @property
+    def tls_listen(self) -> str:
+        """Where the HTTPS listener binds: tls.listen, or the host of `listen` on port 8443."""
+        if self.tls.listen:
+            return self.tls.listen
+        host = self.listen.rpartition(":")[0]
+        return f"{host}:{DEFAULT_TLS_PORT}"
 
 
 class AssetsConfig(_Strict):
@@ -162,6 +211,11 @@ class Settings(_Strict):
         for index, group in enumerate(self.groups):
             if group.profile not in self.profiles:
                 raise ValueError(f"groups.{index}.profile: unknown profile {group.profile!r}")
+            if not group.selector and self.profiles[group.profile].role == "controller":
+                raise ValueError(
+                    f"groups.{index}: a controller group must name its machines (a selector);"
+                    " controllers are never chosen by arrival"
+                )
         check_group_ties(self.groups)
         return self
 

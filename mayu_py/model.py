@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from mayu_py.errors import BadRequest
 
-_MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
-_MAC_SEPARATED = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_MAC_HEX = re.compile(r"[0-9a-f]{12}")
+_MAC_SEPARATED = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 
 
 def canonical_mac(raw: str) -> str:
     """Return the stored MAC form (lower case, colons) of 52-54-00-.., 52:54:.. or 525400.."""
-    text = (raw or "").strip().lower()
-    if _MAC_SEPARATED.match(text):
+    text = (raw or "").lower()
+    if _MAC_SEPARATED.fullmatch(text):
         text = text.replace(":", "").replace("-", "")
-    if not _MAC_HEX.match(text):
+    if not _MAC_HEX.fullmatch(text):
         raise BadRequest("malformed MAC address", {"mac": raw[:64] if raw else raw})
     return ":".join(text[i : i + 2] for i in range(0, 12, 2))
 
@@ -34,14 +34,14 @@ def canonical_uuid(raw: str | None) -> str | None:
         raise BadRequest("malformed UUID", {"uuid": raw[:64]}) from exc
 
 
-_SERIAL_OK = re.compile(r"^[\x20-\x7e]{0,128}$")
+_SERIAL_OK = re.compile(r"[\x20-\x7e]{0,128}")
 
 
 def clean_serial(raw: str | None) -> str | None:
     """Validate a hardware serial: printable ASCII, at most 128 characters."""
     if raw is None or raw.strip() == "":
         return None
-    if not _SERIAL_OK.match(raw):
+    if not _SERIAL_OK.fullmatch(raw):
         raise BadRequest("malformed serial", {"serial": raw[:64]})
     return raw.strip()
 
@@ -57,15 +57,18 @@ class MachineState(StrEnum):
 
 
 _S = MachineState
+# A reinstall moves installed, running, failed and maintenance machines back to configured.
 TRANSITIONS: dict[MachineState, frozenset[MachineState]] = {
     _S.DISCOVERED: frozenset({_S.CONFIGURED, _S.FAILED, _S.MAINTENANCE}),
     _S.CONFIGURED: frozenset({_S.INSTALLING, _S.FAILED, _S.MAINTENANCE, _S.DISCOVERED}),
     _S.INSTALLING: frozenset({_S.INSTALLED, _S.FAILED, _S.MAINTENANCE, _S.CONFIGURED}),
-    _S.INSTALLED: frozenset({_S.RUNNING, _S.INSTALLING, _S.FAILED, _S.MAINTENANCE}),
-    _S.RUNNING: frozenset({_S.INSTALLING, _S.FAILED, _S.MAINTENANCE}),
-    _S.FAILED: frozenset({_S.CONFIGURED, _S.INSTALLING, _S.MAINTENANCE}),
+    _S.INSTALLED: frozenset({_S.RUNNING, _S.CONFIGURED, _S.FAILED, _S.MAINTENANCE}),
+    _S.RUNNING: frozenset({_S.CONFIGURED, _S.FAILED, _S.MAINTENANCE}),
+    _S.FAILED: frozenset({_S.CONFIGURED, _S.MAINTENANCE}),
     _S.MAINTENANCE: frozenset({_S.CONFIGURED, _S.DISCOVERED}),
 }
+# States whose machines boot their local disk and never receive a token.
+LOCAL_BOOT_STATES = frozenset({_S.INSTALLED, _S.RUNNING, _S.MAINTENANCE})
 
 
 def transition_allowed(current: MachineState, target: MachineState) -> bool:
@@ -124,8 +127,31 @@ class Machine:
     profile: str | None = None
     token_hash: str | None = None
     token_consumed: bool = False
+    window_expires: float | None = None
+    window_address: str | None = None
+    report_hash: str | None = None
+    registered_from: str | None = None
     created: float = 0.0
     updated: float = 0.0
+
+    @property
+    def role(self) -> str | None:
+        """The role an operator or a config group gave the machine (None until approved)."""
+        return self.labels.get("role")
+
+    def window_open(self, now: float) -> bool:
+        """True while the machine's provisioning window runs."""
+        return self.window_expires is not None and now < self.window_expires
+
+    def closed_window(self) -> Machine:
+        """This machine with no provisioning window and no boot token."""
+        return replace(
+            self,
+            token_hash=None,
+            token_consumed=False,
+            window_expires=None,
+            window_address=None,
+        )
 
     @property
     def node_name(self) -> str:
@@ -153,18 +179,19 @@ class Machine:
             "ip": self.ip,
             "labels": dict(self.labels),
             "profile": self.profile,
+            "window_expires": self.window_expires,
             "created": self.created,
             "updated": self.updated,
         }
 
 
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 def clean_hostname(raw: str) -> str:
     """Validate a hostname: lower-case DNS labels (RFC 1123), at most 253 characters."""
-    if len(raw) > 253 or not _HOSTNAME.match(raw):
+    if len(raw) > 253 or not _HOSTNAME.fullmatch(raw):
         raise BadRequest("hostname must be a lower-case DNS name", {"hostname": raw[:64]})
     return raw
 
@@ -172,6 +199,19 @@ def clean_hostname(raw: str) -> str:
 def default_hostname(mac: str) -> str:
     """A stable DNS-safe hostname derived from the MAC."""
     return "node-" + mac.replace(":", "")
+
+
+@dataclass(frozen=True)
+class PendingConfig:
+    """A machine's secret Ignition config, rendered once per boot token: the stub served over
+    HTTP names these exact bytes by their SHA-512, and the HTTPS fetch serves them."""
+
+    machine_id: str
+    token_hash: str
+    body: bytes
+    sha512: str
+    report_hash: str
+    created: float
 
 
 @dataclass(frozen=True)

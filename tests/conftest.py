@@ -37,6 +37,12 @@ class RunningServer:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    tls_url: str
+
+    @property
+    def ca_file(self) -> Path:
+        """The server CA machines pin (and clients verify the HTTPS listener with)."""
+        return self.data_dir / "pki" / "server" / "ca.crt"
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -65,10 +71,12 @@ def start_server(
     listen: str | None = None,
     workers: int = 2,
     extra_args: tuple[str, ...] = (),
-    token: str = "test-admin-token",
+    token: str = "test-admin-token-0123456789abcdef-long",
+    tls_listen: str | None = None,
 ) -> RunningServer:
-    """Start `mayu serve` and wait until /healthz answers."""
+    """Start `mayu serve` (plain HTTP and HTTPS listeners) and wait until /healthz answers."""
     listen = listen or f"127.0.0.1:{free_port()}"
+    tls_listen = tls_listen or f"{listen.rpartition(':')[0]}:{free_port()}"
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [
         str(BIN / "mayu"),
@@ -77,6 +85,8 @@ def start_server(
         str(data_dir),
         "--listen",
         listen,
+        "--tls-listen",
+        tls_listen,
         "--workers",
         str(workers),
         *extra_args,
@@ -91,7 +101,9 @@ def start_server(
         process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    server = RunningServer(f"http://{listen}", token, data_dir, process, log_path)
+    server = RunningServer(
+        f"http://{listen}", token, data_dir, process, log_path, f"https://{tls_listen}"
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

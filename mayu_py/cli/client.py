@@ -17,11 +17,20 @@ class ApiError(MayuError):
 
 
 class AdminClient:
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        ca_file: str | None = None,
+    ):
         self.url = (url or os.environ.get("MAYU_URL") or "http://127.0.0.1:8080").rstrip("/")
         self.token = token if token is not None else os.environ.get("MAYU_TOKEN", "")
         self.timeout = timeout
         self.session = requests.Session()
+        if ca_file:
+            # HTTPS to a server whose CA is ours (<data-dir>/pki/server/ca.crt), not a public one.
+            self.session.verify = ca_file
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -34,12 +43,13 @@ class AdminClient:
         if response.status_code >= 400:
             try:
                 body = response.json()
-                message = body.get("error", response.reason)
-                detail = body.get("detail")
             except ValueError:
-                message, detail = response.reason, None
-            suffix = f" ({detail})" if detail else ""
-            raise ApiError(f"{response.status_code} {message}{suffix}", detail)
+                body = {}
+            # RFC 9457 problem details: `detail` says what went wrong, `context` carries fields.
+            message = body.get("detail") or body.get("title") or response.reason
+            context = body.get("context")
+            suffix = f" ({context})" if context else ""
+            raise ApiError(f"{response.status_code} {message}{suffix}", context)
         if response.headers.get("Content-Type", "").startswith("application/json"):
             return response.json()
         return response.text

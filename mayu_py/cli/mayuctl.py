@@ -13,7 +13,7 @@ from mayu_py.cli.entry import run
 from mayu_py.cli.output import emit
 
 MACHINE_COLUMNS = ["id", "hostname", "state", "ip", "uuid", "serial", "profile", "labels"]
-EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "cause", "source"]
+EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "source", "cause", "details"]
 TENANT_COLUMNS = ["name", "phase", "masters", "workers", "generation"]
 
 OUTPUT = click.Choice(["table", "json", "yaml"])
@@ -32,10 +32,19 @@ def _fmt(ctx: click.Context, output: str | None) -> str:
 @click.option("-o", "--output", type=OUTPUT, default="table", show_default=True)
 @click.option("--url", envvar="MAYU_URL", help="Server URL (env MAYU_URL).")
 @click.option("--token", envvar="MAYU_TOKEN", help="Admin token (env MAYU_TOKEN).")
+@click.option(
+    "--ca-file",
+    envvar="MAYU_CA_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CA to verify an https:// server with (env MAYU_CA_FILE; the server's own CA is "
+    "<data-dir>/pki/server/ca.crt).",
+)
 @click.pass_context
-def cli(ctx: click.Context, output: str, url: str | None, token: str | None) -> None:
+def cli(
+    ctx: click.Context, output: str, url: str | None, token: str | None, ca_file: str | None
+) -> None:
     """Operate a mayu server: machines, their states and tenant clusters."""
-    ctx.obj = {"output": output, "client": AdminClient(url, token)}
+    ctx.obj = {"output": output, "client": AdminClient(url, token, ca_file=ca_file)}
 
 
 def _client(ctx: click.Context) -> AdminClient:
@@ -82,6 +91,58 @@ def set_value(
     """Set hostname, state or a label (e.g. `role worker`) of a machine."""
     machine = _client(ctx).request("PATCH", f"/api/v1/machines/{machine_id}", json={key: value})
     emit(machine, _fmt(ctx, output))
+
+
+@cli.command("approve")
+@click.argument("machine_id")
+@click.option(
+    "--role", type=click.Choice(["worker", "controller"]), required=True, help="The role."
+)
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="A label (repeatable).")
+@output_option
+@click.pass_context
+def approve(
+    ctx: click.Context, machine_id: str, role: str, labels: tuple[str, ...], output: str | None
+) -> None:
+    """Approve a discovered machine: it provisions at its next network boot."""
+    parsed = {}
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--label {label!r}: expected KEY=VALUE")
+        parsed[key] = value
+    machine = _client(ctx).request(
+        "POST", f"/api/v1/machines/{machine_id}/approve", json={"role": role, "labels": parsed}
+    )
+    emit(machine, _fmt(ctx, output))
+
+
+@cli.command("reinstall")
+@click.argument("machine_id")
+@click.pass_context
+def reinstall(ctx: click.Context, machine_id: str) -> None:
+    """Provision a machine again: a new window opens at its next network boot."""
+    answer = _client(ctx).request("POST", f"/api/v1/machines/{machine_id}/reinstall")
+    click.echo(f"{answer['id']}: {answer['state']}; {answer['next']}")
+
+
+@cli.command("events")
+@click.argument("machine_id")
+@output_option
+@click.pass_context
+def events(ctx: click.Context, machine_id: str, output: str | None) -> None:
+    """A machine's events: time, event, source, detail."""
+    items = _client(ctx).request("GET", f"/api/v1/machines/{machine_id}/events")["items"]
+    emit(items, _fmt(ctx, output), EVENT_COLUMNS)
+
+
+@cli.command("delete")
+@click.argument("machine_id")
+@click.pass_context
+def delete(ctx: click.Context, machine_id: str) -> None:
+    """Forget a machine, its events and its credentials."""
+    machine = _client(ctx).request("DELETE", f"/api/v1/machines/{machine_id}")
+    click.echo(f"{machine['id']} deleted")
 
 
 @cli.command("boot-complete")

@@ -1,46 +1,29 @@
-"""`mayu serve`: the provisioning server (boot plane + admin plane), optionally with dnsmasq."""
+"""`mayu serve`: the provisioning server (boot plane + admin plane) on plain HTTP and HTTPS,
+optionally with dnsmasq."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from mayu_py.cli.serving import admin_token, build_app
+from mayu_py.cli.tls_listener import TlsListener
 from mayu_py.cli.wsgi import GunicornServer
 from mayu_py.config import Settings, load_settings
 from mayu_py.dhcp import resolve_dhcp
-from mayu_py.server.app import create_app
-from mayu_py.server.tokens import load_or_create_admin_token
-from mayu_py.store import open_store
 
 log = logging.getLogger(__name__)
-
-
-def prepare(settings: Settings) -> tuple[object, str]:
-    """Open the store, make the admin token, build the app. Returns (app, admin token)."""
-    data = settings.data_path
-    data.mkdir(parents=True, exist_ok=True)
-    data.chmod(0o711)
-    token = os.environ.get("MAYU_TOKEN")
-    if not token:
-        token, created = load_or_create_admin_token(data / "admin.token")
-        if created:
-            # Printed once, to the terminal only; never logged.
-            click.echo(f"admin token (stored in {data / 'admin.token'}, mode 0600): {token}")
-    store = open_store(data)
-    app = create_app(settings, store, token)
-    # Children of gunicorn open their own SQLite connections.
-    store.close()
-    return app, token
 
 
 @click.command("serve")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="State directory.")
 @click.option("--listen", help="HOST:PORT to bind (default 127.0.0.1:8080).")
+@click.option("--tls-listen", help="HOST:PORT of the HTTPS listener (default: listen host:8443).")
 @click.option("--dhcp", type=click.Choice(["off", "proxy", "full"]), help="Run dnsmasq.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option(
@@ -50,6 +33,7 @@ def serve(
     config_file: str | None,
     data_dir: str | None,
     listen: str | None,
+    tls_listen: str | None,
     dhcp: str | None,
     workers: int,
     threads: int,
@@ -57,28 +41,63 @@ def serve(
     """Serve iPXE scripts, Ignition configs, assets and the admin API."""
     settings = load_settings(
         config_file,
-        {("data_dir",): data_dir, ("server", "listen"): listen, ("dhcp", "mode"): dhcp},
+        {
+            ("data_dir",): data_dir,
+            ("server", "listen"): listen,
+            ("server", "tls", "listen"): tls_listen,
+            ("dhcp", "mode"): dhcp,
+        },
     )
     if settings.dhcp.mode != "off":
         # A wrong interface or range stops start-up before anything is created.
         resolve_dhcp(settings.dhcp)
-    app, _ = prepare(settings)
-    supervisor = start_dhcp(settings)
-    listen_at = settings.server.listen
-    log.info("mayu serve listening on http://%s (data dir %s)", listen_at, settings.data_dir)
+    token = admin_token(settings)
+    app, _ = build_app(settings, token.value)
+    if settings.server.insecure_secrets_over_http:
+        log.warning(
+            "server.insecure_secrets_over_http is on: configs with private keys go over plain "
+            "HTTP to anyone holding a boot token; never use this outside a lab"
+        )
+    tls = TlsListener(settings, token.value, workers)
+    tls.start()
+    try:
+        supervisor = start_dhcp(settings)
+    except BaseException:
+        tls.stop()
+        raise
+
+    def on_exit(_arbiter: Any) -> None:
+        # Runs in the gunicorn master only: a worker exiting must not stop dnsmasq.
+        tls.stop()
+        if supervisor is not None:
+            supervisor.stop()
+
+    def when_ready(_arbiter: Any) -> None:
+        log.info(
+            "mayu serve listening on http://%s and https://%s (data dir %s)",
+            settings.server.listen,
+            settings.server.tls_listen,
+            settings.data_dir,
+        )
+        if token.created:
+            # Printed once, to the terminal only, after start-up succeeded; never logged.
+            click.echo(f"admin token (stored in {token.origin}, mode 0600): {token.value}")
+
     options = {
-        "bind": listen_at,
+        "bind": settings.server.listen,
         "workers": workers,
         "worker_class": "gthread" if threads > 1 else "sync",
         "threads": threads,
         "preload_app": True,
+        "forwarded_allow_ips": "",
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
         "timeout": 60,
         "graceful_timeout": 5,
-        # on_exit runs in the gunicorn master only: a worker exiting must not stop dnsmasq.
-        "on_exit": lambda _arbiter: supervisor.stop() if supervisor is not None else None,
+        "proc_name": "mayu-serve",
+        "on_exit": on_exit,
+        "when_ready": when_ready,
     }
     GunicornServer(app, options).run()
     sys.exit(0)

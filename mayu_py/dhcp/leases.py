@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
-
-
-def canonical_mac(value: str) -> str:
-    """`52-54-00-AA-BB-CC`, `525400aabbcc` or `52:54:00:aa:bb:cc` -> `52:54:00:aa:bb:cc`.
-
-    Raises ValueError for anything that is not a 48-bit MAC address.
-    """
-    text = value.strip().lower()
-    if not _MAC_RE.match(text):
-        raise ValueError(f"not a MAC address: {value!r}")
-    digits = re.sub(r"[:-]", "", text)
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+from mayu_py.errors import BadRequest
+from mayu_py.model import canonical_mac
 
 
 def read_leases(lease_file: Path) -> dict[str, str]:
@@ -37,6 +25,26 @@ def read_leases(lease_file: Path) -> dict[str, str]:
             continue
         try:
             leases[canonical_mac(fields[1])] = fields[2]
-        except ValueError:
+        except BadRequest:
             continue
     return leases
+
+
+class LeaseBook:
+    """The lease file, read again only when it changed (dnsmasq rewrites it on each lease)."""
+
+    def __init__(self, lease_file: Path) -> None:
+        self.lease_file = Path(lease_file)
+        self._stamp: tuple[int, int] | None = None
+        self._leases: dict[str, str] = {}
+
+    def address_of(self, mac: str) -> str | None:
+        """The IPv4 address leased to the canonical MAC, or None."""
+        try:
+            stat = self.lease_file.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            return None
+        if stamp != self._stamp:
+            self._leases, self._stamp = read_leases(self.lease_file), stamp
+        return self._leases.get(mac)

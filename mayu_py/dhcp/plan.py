@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from mayu_py.config import DhcpConfig
 from mayu_py.dhcp.addresses import AddressProvider, has_routable_ipv6, live_provider
-from mayu_py.dhcp.leases import canonical_mac
-from mayu_py.errors import ConfigError
+from mayu_py.errors import BadRequest, ConfigError
+from mayu_py.model import canonical_mac
 
 _LEASE_TIME_RE = re.compile(r"^(infinite|\d+[smhdw]?)$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
@@ -136,7 +136,7 @@ def _check_reservations(
     for raw_mac, raw_ip in cfg.reservations.items():
         try:
             mac = canonical_mac(raw_mac)
-        except ValueError:
+        except BadRequest:
             raise ConfigError(f"dhcp.reservations: {raw_mac!r} is not a MAC address") from None
         if mac in result:
             raise ConfigError(f"dhcp.reservations: MAC {mac} is listed twice")

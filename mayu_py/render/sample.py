@@ -36,5 +36,5 @@ def sample_context(
             "etcd_members": [{"name": "node-525400000001", "address": "192.0.2.11"}],
         },
         "ssh_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMayuSampleKey core@sample"],
-        "report_url": "http://192.0.2.1:8080/report?mac=52-54-00-00-00-01&token=sample",
+        "report_url": "https://192.0.2.1:8443/report?mac=52-54-00-00-00-01",
     }

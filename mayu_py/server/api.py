@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, jsonify, request
 
 from mayu_py.errors import BadRequest
-from mayu_py.model import MachineState
 from mayu_py.server.auth import require_admin_token
 from mayu_py.server.context import services
+from mayu_py.server.jsonbody import json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(require_admin_token)
 
 
+def _body_object() -> dict[str, Any]:
+    body = json_body(services().settings.server.max_json_depth)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
 @bp.get("/machines")
 def list_machines() -> Response:
-    state = request.args.get("state")
-    machines = services().store.list_machines()
-    if state:
-        machines = [m for m in machines if m.state == state]
+    machines = services().machines.list(request.args.get("state"))
     return jsonify({"items": [m.to_json() for m in machines]})
 
 
@@ -31,38 +39,59 @@ def show_machine(machine_id: str) -> Response:
     return jsonify(body)
 
 
+@bp.get("/machines/<machine_id>/events")
+def machine_events(machine_id: str) -> Response:
+    svc = services()
+    machine = svc.machines.get(machine_id)
+    return jsonify({"items": [e.to_json() for e in svc.store.events(machine.id)]})
+
+
 @bp.patch("/machines/<machine_id>")
 def patch_machine(machine_id: str) -> Response:
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict) or not payload:
-        raise BadRequest("body must be a JSON object of KEY: VALUE")
-    svc = services()
-    machine = None
-    for key, value in payload.items():
-        if not isinstance(value, str):
-            raise BadRequest("values must be strings", {"key": key})
-        machine = svc.machines.set_attribute(machine_id, key, value, request.remote_addr)
-    return jsonify(machine.to_json() if machine else {})
+    machine = services().machines.update(machine_id, _body_object(), request.remote_addr)
+    return jsonify(machine.to_json())
+
+
+@bp.delete("/machines/<machine_id>")
+def delete_machine(machine_id: str) -> Response:
+    machine = services().machines.delete(machine_id, request.remote_addr)
+    return jsonify(machine.to_json())
+
+
+@bp.post("/machines/<machine_id>/approve")
+def approve_machine(machine_id: str) -> Response:
+    body = _body_object()
+    role, labels = body.get("role"), body.get("labels") or {}
+    if not isinstance(role, str):
+        raise BadRequest('body must be {"role": "worker"|"controller", "labels": {...}}')
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise BadRequest("labels must be an object of strings")
+    machine = services().machines.approve(machine_id, role, labels, request.remote_addr)
+    return jsonify(machine.to_json())
+
+
+@bp.post("/machines/<machine_id>/reinstall")
+def reinstall_machine(machine_id: str) -> tuple[Response, int]:
+    machine = services().machines.reinstall(machine_id, request.remote_addr)
+    body = machine.to_json() | {
+        "next": "power-cycle the machine: it provisions again at its next network boot"
+    }
+    return jsonify(body), 202
 
 
 @bp.post("/machines/<machine_id>/boot-complete")
 def boot_complete(machine_id: str) -> Response:
-    machine = services().machines.transition(
-        machine_id, MachineState.RUNNING, "boot-complete", request.remote_addr
-    )
+    machine = services().machines.boot_complete(machine_id, request.remote_addr)
     return jsonify(machine.to_json())
 
 
 @bp.get("/events")
-def unknown_machine_events() -> Response:
-    """Events of machines without a record, e.g. unknown machines denied by policy."""
+def alerts() -> Response:
+    """Events about no enrolled machine: unknown machines denied, refused requests."""
     return jsonify(
-        {
-            "items": [
-                e.to_json() | {"machine_id": e.machine_id}
-                for e in services().store.unknown_events()
-            ]
-        }
+        {"items": [e.to_json() | {"machine_id": e.machine_id} for e in services().store.alerts()]}
     )
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask
 
 from mayu_py.config import Settings
 from mayu_py.pki import ClusterPKI
+from mayu_py.pki.server_tls import ServerTls
+from mayu_py.pki.server_tls import load_or_create as load_or_create_server_tls
 from mayu_py.render import IgnitionRenderer
 from mayu_py.server import api, boot, health, tenants_api
+from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
+from mayu_py.server.delivery import Delivery
 from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.machines import MachineService
 from mayu_py.server.provisioning import Provisioner, assets_root
@@ -17,8 +23,21 @@ from mayu_py.server.tokens import load_or_create_key
 from mayu_py.store import Store
 
 
-def create_app(settings: Settings, store: Store, admin_token: str) -> Flask:
-    """Build the WSGI app. The renderer's templates are checked here: a bad one stops start-up."""
+def create_app(
+    settings: Settings,
+    store: Store,
+    admin_token: str,
+    server_tls: ServerTls | None = None,
+    lease_of: Callable[[str], str | None] | None = None,
+) -> Flask:
+    """Build the WSGI app. The renderer's templates are checked here: a bad one stops start-up.
+
+    `server_tls` defaults to the server's own CA under <data-dir>/pki/server (created when
+    missing) for a listener on server.listen; `lease_of` (full DHCP) names the address our
+    dnsmasq leased to a MAC: boot tokens are bound to it."""
+    if server_tls is None:
+        host = settings.server.listen.rpartition(":")[0].strip("[]")
+        server_tls = load_or_create_server_tls(settings.data_path / "pki" / "server", [host])
     renderer = IgnitionRenderer()
     renderer.check_templates()
     pki = ClusterPKI.load_or_create(
@@ -27,14 +46,17 @@ def create_app(settings: Settings, store: Store, admin_token: str) -> Flask:
     agent_key = load_or_create_key(settings.data_path / "agent.key")
     root = assets_root(settings)
     root.mkdir(parents=True, exist_ok=True)
+    provisioner = Provisioner(settings, store, renderer, pki, agent_key)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["mayu"] = Services(
         settings=settings,
         store=store,
+        boot=BootService(settings, store, lease_of),
+        delivery=Delivery(settings, store, provisioner, server_tls.ca_pem),
         machines=MachineService(settings, store),
-        provisioner=Provisioner(settings, store, renderer, pki, agent_key),
+        provisioner=provisioner,
         tenants=TenantService(settings, store, renderer),
         assets_root=root,
         admin_token=admin_token,

@@ -1,19 +1,25 @@
 """Boot plane: /boot.ipxe, /ipxe, /ignition, /assets/<path>, /report. Machines have no
-credentials here; they are matched by hardware identity and, for secrets, a one-time token."""
+credentials until their window opens; the boot service decides, these handlers translate.
+
+Scripts and configs carry `Cache-Control: no-store`. HEAD of /ipxe and /ignition is refused
+(405): a HEAD must never mint a token or spend one.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
-from mayu_py.errors import BadRequest, NotFound
-from mayu_py.model import MachineState
+from mayu_py.errors import BadRequest, MayuError, NotFound
+from mayu_py.server.boot_service import BootKind, Identity
 from mayu_py.server.context import services
-from mayu_py.server.matching import match_group
-from mayu_py.server.provisioning import boot_script, ipxe_script
+from mayu_py.server.jsonbody import json_body
+from mayu_py.server.scripts import boot_script, install_script, local_boot_script, wait_script
+from mayu_py.server.urls import ServerUrls, server_urls
 
 log = logging.getLogger(__name__)
 
@@ -21,68 +27,88 @@ bp = Blueprint("boot", __name__)
 
 IPXE_MIMETYPE = "text/plain; charset=utf-8"
 IGNITION_MIMETYPE = "application/vnd.coreos.ignition+json"
+NO_STORE = {"Cache-Control": "no-store"}
+TLS_ENVIRON_KEY = "mayu.tls"
 
 
-def _base_url() -> str:
-    return services().settings.server.public_url or request.host_url.rstrip("/")
+class MethodNotAllowed(MayuError):
+    status = 405
 
 
-def _asset_url() -> str:
-    return services().settings.assets.base_url or f"{_base_url()}/assets"
+def _urls() -> ServerUrls:
+    return server_urls(services().settings, request.host_url)
+
+
+def _over_tls() -> bool:
+    """True on the HTTPS listener (its WSGI wrapper marks every request)."""
+    return bool(request.environ.get(TLS_ENVIRON_KEY))
+
+
+@bp.before_request
+def _no_side_effects_on_head() -> None:
+    if request.method == "HEAD" and request.endpoint in (
+        "boot.machine_boot_script",
+        "boot.machine_ignition",
+    ):
+        raise MethodNotAllowed("HEAD is not served here: use GET", {"allow": "GET"})
 
 
 @bp.get("/boot.ipxe")
 def generic_boot_script() -> Response:
-    return Response(boot_script(_base_url()), mimetype=IPXE_MIMETYPE)
+    return Response(boot_script(_urls().http), mimetype=IPXE_MIMETYPE, headers=NO_STORE)
 
 
 @bp.get("/ipxe")
 def machine_boot_script() -> Response:
     svc = services()
-    decision = svc.machines.boot(
-        request.args.get("mac", ""),
-        request.args.get("uuid"),
-        request.args.get("serial"),
-        request.remote_addr,
+    identity = Identity.parse(
+        request.args.get("mac", ""), request.args.get("uuid"), request.args.get("serial")
     )
-    machine = decision.machine
-    if machine.state == MachineState.MAINTENANCE:
-        script = "#!ipxe\necho mayu: machine in maintenance, booting from local disk\nexit\n"
-        return Response(script, mimetype=IPXE_MIMETYPE)
-    if decision.group is None:
-        log.info("no group matches machine mac=%s labels=%s", machine.mac, machine.labels)
-        raise NotFound("no group matches this machine", {"mac": machine.mac})
-    profile = svc.settings.profiles[decision.group.profile]
-    script = ipxe_script(profile, machine, decision.token, _base_url(), _asset_url())
-    return Response(script, mimetype=IPXE_MIMETYPE)
+    answer = svc.boot.answer(identity, request.remote_addr)
+    if answer.kind == BootKind.INSTALL:
+        assert answer.profile is not None and answer.token is not None
+        urls = _urls()
+        script = install_script(
+            answer.profile, answer.machine, answer.token, urls.http, urls.assets
+        )
+    elif answer.kind == BootKind.LOCAL:
+        script = local_boot_script(answer.machine, request.args.get("platform"))
+    else:
+        retry = svc.settings.server.discovery.retry_seconds
+        script = wait_script(answer.reason, retry)
+    return Response(script, mimetype=IPXE_MIMETYPE, headers=NO_STORE)
 
 
 @bp.get("/ignition")
 def machine_ignition() -> Response:
+    """Over HTTP: the stub that merges the real config over HTTPS. Over HTTPS (or with the
+    operator's explicit insecure option): the real config, spending the boot token."""
     svc = services()
-    mac = request.args.get("mac", "")
-    token = request.args.get("token")
-    machine = svc.machines.verify_ignition_token(mac, token, request.remote_addr)
-    group = match_group(svc.settings.groups, machine.selector_view())
-    if group is None:
-        raise NotFound("no group matches this machine", {"mac": machine.mac})
-    body = svc.provisioner.ignition(machine, group, _base_url(), token or "")
-    svc.machines.consume_ignition_token(mac, token or "", request.remote_addr)
-    return Response(body, mimetype=IGNITION_MIMETYPE, headers={"Cache-Control": "no-store"})
+    mac, token, source = request.args.get("mac", ""), request.args.get("token"), request.remote_addr
+    if _over_tls() or svc.settings.server.insecure_secrets_over_http:
+        body = svc.delivery.secret(mac, token, source, _urls())
+    else:
+        body = svc.delivery.stub(mac, token, source, _urls())
+    return Response(body, mimetype=IGNITION_MIMETYPE, headers=NO_STORE)
 
 
 @bp.post("/report")
 def phone_home() -> tuple[Response, int]:
     svc = services()
-    payload = request.get_json(silent=True)
+    payload = json_body(svc.settings.server.max_json_depth)
     if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
         raise BadRequest('body must be JSON {"event": "...", "details": {...}}')
     details = payload.get("details") or {}
     if not isinstance(details, dict):
         raise BadRequest("details must be an object")
-    machine = svc.machines.report(
+    limit = svc.settings.server.report_details_max_bytes
+    if len(json.dumps(details)) > limit:
+        raise BadRequest("details too large", {"max_bytes": limit})
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    machine = svc.delivery.report(
         request.args.get("mac", ""),
         request.args.get("token"),
+        credential.strip() if scheme.lower() == "bearer" else None,
         payload["event"],
         details,
         request.remote_addr,
@@ -92,6 +118,8 @@ def phone_home() -> tuple[Response, int]:
 
 def resolve_asset(root: Path, relative: str) -> Path:
     """The file under root named by relative; NotFound for traversal, symlink escape, dirs."""
+    if "\x00" in relative:
+        raise NotFound("no such asset", {"path": relative[:256].replace("\x00", "?")})
     real_root = os.path.realpath(root)
     candidate = os.path.realpath(os.path.join(real_root, relative))
     if os.path.commonpath([real_root, candidate]) != real_root or not os.path.isfile(candidate):

@@ -8,6 +8,8 @@ from pathlib import Path
 from flask import current_app
 
 from mayu_py.config import Settings
+from mayu_py.server.boot_service import BootService
+from mayu_py.server.delivery import Delivery
 from mayu_py.server.machines import MachineService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
@@ -18,6 +20,8 @@ from mayu_py.store import Store
 class Services:
     settings: Settings
     store: Store
+    boot: BootService
+    delivery: Delivery
     machines: MachineService
     provisioner: Provisioner
     tenants: TenantService

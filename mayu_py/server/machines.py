@@ -1,184 +1,68 @@
-"""Machine lifecycle: registration by hardware identity, boot tokens, the recorded state machine.
+"""The operator's side of the machine lifecycle: approve, reinstall, edit, move, delete.
 
 Every read-modify-write is one store transaction; a refused action still records its event
-(the transaction commits, then the error is raised).
+(the transaction commits, then the error is raised). Changes are validated as a whole before
+any is applied: a PATCH with one bad field changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from mayu_py.config import Group, Settings
-from mayu_py.errors import BadRequest, Conflict, Forbidden, NotFound
+from mayu_py.config import Settings
+from mayu_py.errors import BadRequest, Conflict, NotFound
 from mayu_py.model import (
-    REPORT_EVENTS,
     Event,
     Machine,
     MachineState,
     canonical_mac,
-    canonical_uuid,
     clean_hostname,
-    clean_serial,
-    default_hostname,
     transition_allowed,
 )
+from mayu_py.server.boot_service import ROLE_LABEL, approve, expire_windows
 from mayu_py.server.matching import match_group
-from mayu_py.server.tokens import new_token, token_hash, token_matches
 from mayu_py.store import Store, Tx
 
 log = logging.getLogger(__name__)
 
-ROLE_LABEL = "role"
-SETTABLE_FIELDS = ("hostname", "state")
+ROLES = ("controller", "worker")
+# Label keys and values as Kubernetes writes them (prefix/name, 63-character segments).
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+REINSTALLABLE = frozenset(
+    {
+        MachineState.CONFIGURED,
+        MachineState.INSTALLING,
+        MachineState.INSTALLED,
+        MachineState.RUNNING,
+        MachineState.FAILED,
+        MachineState.MAINTENANCE,
+    }
+)
 
 
-@dataclass(frozen=True)
-class BootDecision:
-    """What /ipxe needs: the machine, its fresh boot token and the group it matched."""
-
-    machine: Machine
-    token: str
-    group: Group | None
+def check_label(key: str, value: str) -> None:
+    """BadRequest unless key and value are valid Kubernetes-style label parts."""
+    if len(key) > 253 or not _LABEL_KEY.fullmatch(key):
+        raise BadRequest("invalid label key", {"key": key[:64]})
+    if not _LABEL_VALUE.fullmatch(value):
+        raise BadRequest("invalid label value", {"key": key[:64], "value": value[:64]})
 
 
 class MachineService:
-    """The inventory's rules on top of a Store."""
+    """The inventory's rules for operators, on top of a Store."""
 
     def __init__(self, settings: Settings, store: Store, clock: Callable[[], float] = time.time):
         self.settings = settings
         self.store = store
         self.clock = clock
-
-    # -- boot plane ---------------------------------------------------------------------
-
-    def boot(
-        self, mac_raw: str, uuid_raw: str | None, serial_raw: str | None, source: str | None
-    ) -> BootDecision:
-        """Identify (or register) a machine, match its group and issue a fresh boot token."""
-        mac = canonical_mac(mac_raw)
-        uuid = canonical_uuid(uuid_raw)
-        serial = clean_serial(serial_raw)
-        token = new_token()
-
-        def txn(tx: Tx) -> tuple[Machine | None, Group | None]:
-            now = self.clock()
-            machine = tx.get_machine(mac)
-            if machine is None:
-                if self.settings.server.unknown_machines == "deny":
-                    tx.add_event(Event(mac, now, "denied", "unknown machine, policy deny", source))
-                    return None, None
-                machine = self._register(tx, mac, uuid, serial, source, now)
-            changes: dict[str, Any] = {"token_hash": token_hash(token), "token_consumed": False}
-            for key, value in (("uuid", uuid), ("serial", serial), ("ip", source)):
-                if value and getattr(machine, key) != value:
-                    changes[key] = value
-            group = match_group(self.settings.groups, machine.selector_view())
-            if group and machine.profile != group.profile:
-                changes["profile"] = group.profile
-            machine = replace(machine, **changes, updated=now)
-            if group and machine.state == MachineState.DISCOVERED:
-                machine = self._move(
-                    tx, machine, MachineState.CONFIGURED, f"matched group {group.name}", source, now
-                )
-            tx.put_machine(machine)
-            return machine, group
-
-        machine, group = self.store.atomically(txn)
-        if machine is None:
-            log.info("denied unknown machine mac=%s source=%s", mac, source)
-            raise NotFound("unknown machine", {"mac": mac, "policy": "deny"})
-        return BootDecision(machine, token, group)
-
-    def _register(
-        self, tx: Tx, mac: str, uuid: str | None, serial: str | None, source: str | None, now: float
-    ) -> Machine:
-        controllers = tx.count_machines_with_label(ROLE_LABEL, "controller")
-        role = "controller" if controllers < self.settings.cluster.controller_count else "worker"
-        machine = Machine(
-            id=mac,
-            mac=mac,
-            uuid=uuid,
-            serial=serial,
-            hostname=default_hostname(mac),
-            ip=source,
-            labels={ROLE_LABEL: role},
-            created=now,
-            updated=now,
-        )
-        tx.add_event(
-            Event(
-                mac,
-                now,
-                "registered",
-                f"first boot request; role {role}",
-                source,
-                None,
-                str(MachineState.DISCOVERED),
-                {"uuid": uuid, "serial": serial},
-            )
-        )
-        log.info("registered machine mac=%s role=%s source=%s", mac, role, source)
-        return machine
-
-    def verify_ignition_token(self, mac_raw: str, token: str | None, source: str | None) -> Machine:
-        """Check (without consuming) that token is the machine's current, unused boot token."""
-        machine = self.get(mac_raw)
-        if machine.token_consumed or not token_matches(token, machine.token_hash):
-            self._refuse(machine, "ignition-refused", "boot token invalid or already used", source)
-            raise Forbidden("boot token invalid or already used", {"mac": machine.id})
-        return machine
-
-    def consume_ignition_token(self, mac_raw: str, token: str, source: str | None) -> Machine:
-        """Mark the boot token used and move the machine to installing, atomically."""
-        mac = canonical_mac(mac_raw)
-
-        def txn(tx: Tx) -> Machine | None:
-            now = self.clock()
-            machine = tx.get_machine(mac)
-            if (
-                machine is None
-                or machine.token_consumed
-                or not token_matches(token, machine.token_hash)
-            ):
-                return None
-            machine = replace(machine, token_consumed=True, updated=now)
-            if source and machine.ip != source:
-                machine = replace(machine, ip=source)
-            machine = self._move(
-                tx, machine, MachineState.INSTALLING, "ignition config served", source, now
-            )
-            tx.put_machine(machine)
-            return machine
-
-        machine = self.store.atomically(txn)
-        if machine is None:
-            raise Forbidden("boot token invalid or already used", {"mac": mac})
-        return machine
-
-    def report(
-        self,
-        mac_raw: str,
-        token: str | None,
-        event: str,
-        details: dict[str, Any],
-        source: str | None,
-    ) -> Machine:
-        """Apply a phone-home event sent with the machine's current boot token."""
-        machine = self.get(mac_raw)
-        if not token_matches(token, machine.token_hash):
-            self._refuse(machine, "report-refused", "boot token invalid", source)
-            raise Forbidden("boot token invalid", {"mac": machine.id})
-        if event not in REPORT_EVENTS:
-            raise BadRequest(
-                "unknown report event", {"event": event[:64], "allowed": sorted(REPORT_EVENTS)}
-            )
-        return self.transition(machine.id, REPORT_EVENTS[event], f"report {event}", source, details)
-
-    # -- admin plane --------------------------------------------------------------------
 
     def get(self, machine_id: str) -> Machine:
         mac = canonical_mac(machine_id)
@@ -187,128 +71,205 @@ class MachineService:
             raise NotFound("no such machine", {"id": mac})
         return machine
 
-    def transition(
-        self,
-        machine_id: str,
-        target: MachineState,
-        cause: str,
-        source: str | None,
-        details: dict[str, Any] | None = None,
-        changes: dict[str, Any] | None = None,
+    def list(self, state: str | None = None) -> list[Machine]:
+        """Every machine (in `state`); windows that ran out are closed first."""
+        if state is not None and state not in set(MachineState):
+            raise BadRequest("unknown state", {"state": state[:32], "allowed": list(MachineState)})
+        self.store.atomically(lambda tx: expire_windows(tx, self.clock()))
+        return self.store.list_machines(state)
+
+    def approve(
+        self, machine_id: str, role: str, labels: dict[str, str], source: str | None
     ) -> Machine:
-        """Move a machine to target; an illegal move is recorded, then refused with 409."""
+        """Give a discovered machine its role (and labels): it becomes provisionable."""
+        if role not in ROLES:
+            raise BadRequest("role must be controller or worker", {"role": str(role)[:32]})
+        for key, value in labels.items():
+            check_label(key, value)
+        if ROLE_LABEL in labels:
+            raise BadRequest("give the role with `role`, not as a label")
         mac = canonical_mac(machine_id)
 
-        def txn(tx: Tx) -> tuple[Machine | None, Machine | None]:
+        def txn(tx: Tx) -> Machine:
             now = self.clock()
-            machine = tx.get_machine(mac)
-            if machine is None:
-                return None, None
-            if not transition_allowed(machine.state, target):
+            machine = self._existing(tx, mac)
+            if machine.state != MachineState.DISCOVERED:
+                raise Conflict(
+                    f"only discovered machines are approved; this one is {machine.state}"
+                    " (use reinstall)",
+                    {"id": mac, "state": str(machine.state)},
+                )
+            wanted = {**machine.labels, **labels, ROLE_LABEL: role}
+            group = match_group(
+                self.settings.groups, replace(machine, labels=wanted).selector_view()
+            )
+            if group is None or self.settings.profiles[group.profile].role != role:
+                raise Conflict(
+                    f"no config group gives a {role} profile to this machine with these labels",
+                    {"id": mac, "labels": wanted},
+                )
+            return approve(tx, machine, group, self.settings, "operator", source, now, wanted)
+
+        machine = self.store.atomically(txn)
+        if machine.state != MachineState.CONFIGURED:
+            raise Conflict(
+                "approval refused: the cluster already has all its controllers "
+                "(cluster.controller_count)",
+                {"id": mac},
+            )
+        return machine
+
+    def reinstall(self, machine_id: str, source: str | None) -> Machine:
+        """Open a new provisioning window at the machine's next network boot: back to
+        configured, outstanding token and report credential revoked."""
+        mac = canonical_mac(machine_id)
+
+        def txn(tx: Tx) -> Machine:
+            now = self.clock()
+            machine = self._existing(tx, mac)
+            if machine.state not in REINSTALLABLE:
+                raise Conflict(
+                    f"a {machine.state} machine is approved, not reinstalled",
+                    {"id": mac, "state": str(machine.state)},
+                )
+            moved = replace(
+                machine.closed_window(),
+                report_hash=None,
+                state=MachineState.CONFIGURED,
+                updated=now,
+            )
+            tx.delete_pending_config(mac)
+            tx.add_event(
+                Event(
+                    mac,
+                    now,
+                    "transition",
+                    "operator requested a reinstall",
+                    source,
+                    str(machine.state),
+                    str(MachineState.CONFIGURED),
+                )  # fmt: skip
+            )
+            tx.put_machine(moved)
+            return moved
+
+        return self.store.atomically(txn)
+
+    def delete(self, machine_id: str, source: str | None) -> Machine:
+        """Forget a machine with its events and credentials (it is discovered anew if it
+        boots again)."""
+        mac = canonical_mac(machine_id)
+
+        def txn(tx: Tx) -> Machine:
+            machine = self._existing(tx, mac)
+            tx.delete_machine(mac)
+            tx.add_alert(
+                Event(mac, self.clock(), "deleted", "operator deleted the machine", source)
+            )
+            return machine
+
+        return self.store.atomically(txn)
+
+    def update(self, machine_id: str, changes: dict[str, Any], source: str | None) -> Machine:
+        """Set hostname, state and labels (e.g. role) at once; all or nothing."""
+        if not isinstance(changes, dict) or not changes:
+            raise BadRequest("body must be a JSON object of KEY: VALUE")
+        target, hostname, labels = self._validated(changes)
+        mac = canonical_mac(machine_id)
+
+        def txn(tx: Tx) -> tuple[Machine, Machine | None]:
+            now = self.clock()
+            machine = self._existing(tx, mac)
+            if target is not None and not transition_allowed(machine.state, target):
                 tx.add_event(
                     Event(
                         mac,
                         now,
                         "transition-refused",
-                        cause,
+                        "operator set state",
                         source,
                         str(machine.state),
                         str(target),
-                        details or {},
-                    )
+                    )  # fmt: skip
                 )
-                return None, machine
-            moved = self._move(
-                tx,
-                replace(machine, **(changes or {}), updated=now),
-                target,
-                cause,
-                source,
-                now,
-                details,
-            )
-            tx.put_machine(moved)
-            return moved, machine
-
-        moved, before = self.store.atomically(txn)
-        if before is None:
-            raise NotFound("no such machine", {"id": mac})
-        if moved is None:
-            raise Conflict(
-                f"illegal transition {before.state} -> {target}",
-                {"id": mac, "from": str(before.state), "to": str(target)},
-            )
-        return moved
-
-    def set_attribute(self, machine_id: str, key: str, value: str, source: str | None) -> Machine:
-        """Set hostname, state or a label (e.g. role) of a machine, recording an event."""
-        if key == "state":
-            try:
-                target = MachineState(value)
-            except ValueError as exc:
-                raise BadRequest(
-                    "unknown state", {"state": value, "allowed": [s.value for s in MachineState]}
-                ) from exc
-            return self.transition(machine_id, target, "operator set state", source)
-        if key == ROLE_LABEL and value not in ("controller", "worker"):
-            raise BadRequest("role must be controller or worker", {"role": value})
-        if not key or len(key) > 63 or len(value) > 253:
-            raise BadRequest("key or value too long", {"key": key[:63]})
-        mac = canonical_mac(machine_id)
-
-        def txn(tx: Tx) -> Machine | None:
-            now = self.clock()
-            machine = tx.get_machine(mac)
-            if machine is None:
-                return None
-            if key == "hostname":
-                updated = replace(machine, hostname=clean_hostname(value), updated=now)
-            else:
-                updated = replace(machine, labels={**machine.labels, key: value}, updated=now)
-            group = match_group(self.settings.groups, updated.selector_view())
-            updated = replace(updated, profile=group.profile if group else None)
+                return machine, None
+            updated = replace(machine, labels={**machine.labels, **labels}, updated=now)
+            if hostname is not None:
+                owner = tx.hostname_owner(hostname)
+                if owner is not None and owner != mac:
+                    raise Conflict(
+                        "hostname taken by another machine", {"hostname": hostname, "id": owner}
+                    )
+                updated = replace(updated, hostname=hostname)
+            if labels.get(ROLE_LABEL) == "controller" and machine.role != "controller":
+                named = tx.count_with_role("controller")
+                if named >= self.settings.cluster.controller_count:
+                    raise Conflict(
+                        f"the cluster already has {named} controllers (cluster.controller_count)",
+                        {"id": mac},
+                    )
+            if labels:
+                group = match_group(self.settings.groups, updated.selector_view())
+                updated = replace(updated, profile=group.profile if group else None)
+            if target is not None and target != machine.state:
+                # A token is only good in the state it was issued for.
+                updated = replace(updated.closed_window(), state=target)
+                tx.delete_pending_config(mac)
             tx.add_event(
                 Event(
                     mac,
                     now,
-                    "set",
-                    f"operator set {key}",
+                    "transition" if target and target != machine.state else "set",
+                    "operator edit",
                     source,
-                    None,
-                    None,
-                    {"key": key, "value": value},
-                )
+                    str(machine.state),
+                    str(updated.state),
+                    {"changes": changes},
+                )  # fmt: skip
             )
             tx.put_machine(updated)
-            return updated
+            return machine, updated
 
-        machine = self.store.atomically(txn)
+        before, after = self.store.atomically(txn)
+        if after is None:
+            raise Conflict(
+                f"illegal transition {before.state} -> {target}",
+                {"id": mac, "from": str(before.state), "to": str(target)},
+            )
+        return after
+
+    def boot_complete(self, machine_id: str, source: str | None) -> Machine:
+        """The operator marks an installed machine as running."""
+        return self.update(machine_id, {"state": str(MachineState.RUNNING)}, source)
+
+    def _validated(
+        self, changes: dict[str, Any]
+    ) -> tuple[MachineState | None, str | None, dict[str, str]]:
+        target: MachineState | None = None
+        hostname: str | None = None
+        labels: dict[str, str] = {}
+        for key, value in changes.items():
+            if not isinstance(value, str):
+                raise BadRequest("values must be strings", {"key": str(key)[:64]})
+            if key == "state":
+                try:
+                    target = MachineState(value)
+                except ValueError:
+                    raise BadRequest(
+                        "unknown state", {"state": value[:32], "allowed": list(MachineState)}
+                    ) from None
+            elif key == "hostname":
+                hostname = clean_hostname(value)
+            else:
+                check_label(key, value)
+                if key == ROLE_LABEL and value not in ROLES:
+                    raise BadRequest("role must be controller or worker", {"role": value[:32]})
+                labels[key] = value
+        return target, hostname, labels
+
+    @staticmethod
+    def _existing(tx: Tx, mac: str) -> Machine:
+        machine = tx.get_machine(mac)
         if machine is None:
             raise NotFound("no such machine", {"id": mac})
         return machine
-
-    # -- helpers ------------------------------------------------------------------------
-
-    def _move(
-        self,
-        tx: Tx,
-        machine: Machine,
-        target: MachineState,
-        cause: str,
-        source: str | None,
-        now: float,
-        details: dict[str, Any] | None = None,
-    ) -> Machine:
-        kind = "transition" if machine.state != target else "event"
-        tx.add_event(
-            Event(
-                machine.id, now, kind, cause, source, str(machine.state), str(target), details or {}
-            )
-        )
-        return replace(machine, state=target)
-
-    def _refuse(self, machine: Machine, kind: str, cause: str, source: str | None) -> None:
-        log.info("%s mac=%s source=%s", kind, machine.id, source)
-        self.store.atomically(
-            lambda tx: tx.add_event(Event(machine.id, self.clock(), kind, cause, source))
-        )

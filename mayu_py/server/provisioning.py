@@ -1,60 +1,22 @@
-"""Builds what a machine is served: its iPXE script and its Ignition config (with its PKI files)."""
+"""Renders a machine's secret Ignition config: its template with the cluster PKI's files for
+that machine, its agent token and its report credential."""
 
 from __future__ import annotations
 
-import posixpath
 from pathlib import Path
 from typing import Any
 
-from mayu_py.config import Group, Profile, Settings
+from mayu_py.config import Group, Settings
 from mayu_py.model import FileSpec, Machine
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
 from mayu_py.render import IgnitionRenderer
+from mayu_py.server.scripts import url_mac
 from mayu_py.server.tokens import AGENT_TOKEN_FILE, agent_token
+from mayu_py.server.urls import ServerUrls
 from mayu_py.store import Store
 
-
-def url_mac(mac: str) -> str:
-    """The MAC as iPXE's ${net0/mac:hexhyp} writes it: safe inside a URL."""
-    return mac.replace(":", "-")
-
-
-def ipxe_script(
-    profile: Profile, machine: Machine, token: str, base_url: str, asset_url: str
-) -> str:
-    """The per-machine iPXE script: kernel with Ignition and phone-home URLs, initrds, boot."""
-    query = f"mac={url_mac(machine.mac)}&token={token}"
-    initrd_names = [posixpath.basename(path) for path in profile.initrd]
-    args = [
-        *(f"initrd={name}" for name in initrd_names),
-        *profile.args,
-        f"ignition.config.url={base_url}/ignition?{query}",
-        f"mayu.report={base_url}/report?{query}",
-    ]
-    lines = ["#!ipxe", f"echo mayu: booting {machine.hostname} ({machine.mac})"]
-    lines.append(f"kernel {asset_url}/{profile.kernel} {' '.join(args)}")
-    lines.extend(f"initrd {asset_url}/{path}" for path in profile.initrd)
-    lines.append("boot")
-    return "\n".join(lines) + "\n"
-
-
-def boot_script(base_url: str) -> str:
-    """The generic script every machine gets first: chains to /ipxe with its identity."""
-    identity = "mac=${net0/mac:hexhyp}&uuid=${uuid}&arch=${buildarch}&platform=${platform}"
-    return f"""#!ipxe
-set tries:int32 0
-:retry
-inc tries
-chain --autofree {base_url}/ipxe?{identity}&serial=${{serial}} && goto done ||
-echo mayu: no boot script yet (try ${{tries}}), retrying in 5 s
-iseq ${{tries}} 60 && goto giveup ||
-sleep 5
-goto retry
-:giveup
-echo mayu: giving up, rebooting
-reboot
-:done
-"""
+REPORT_CREDENTIAL_FILE = "/etc/mayu/report.token"
+SERVER_CA_FILE = "/etc/mayu/server-ca.crt"
 
 
 class Provisioner:
@@ -76,7 +38,7 @@ class Provisioner:
 
     def cluster_facts(self) -> ClusterFacts:
         cluster = self.settings.cluster
-        controllers = self.store.machines_with_label("role", "controller")
+        controllers = self.store.machines_with_role("controller")
         members = [(m.name, m.address) for m in cluster.etcd_members] or [
             (c.node_name, c.ip or c.node_name) for c in controllers[: cluster.controller_count]
         ]
@@ -107,7 +69,7 @@ class Provisioner:
                 "name": machine.node_name,
                 "role": profile.role if profile else machine.labels.get("role", "worker"),
                 "mac": machine.mac,
-                "ip": machine.ip,
+                "ip": machine.ip or machine.window_address,
                 "uuid": machine.uuid,
                 "serial": machine.serial,
                 "labels": dict(machine.labels),
@@ -130,22 +92,30 @@ class Provisioner:
             "server_url": base_url,
         }
 
-    def ignition(self, machine: Machine, group: Group, base_url: str, token: str) -> bytes:
-        """Ignition JSON for machine with its certificates and agent token; only for a verified
-        boot token (the caller checks it)."""
-        report_url = f"{base_url}/report?mac={url_mac(machine.mac)}&token={token}"
+    def secret_config(
+        self,
+        machine: Machine,
+        group: Group,
+        urls: ServerUrls,
+        report_credential: str,
+        server_ca_pem: str,
+    ) -> bytes:
+        """Ignition JSON for machine with its certificates, agent token and report credential:
+        only for a verified boot token inside the machine's window (the caller checks it)."""
+        report_url = f"{urls.https}/report?mac={url_mac(machine.mac)}"
         profile = self.settings.profiles[group.profile]
         facts = self.cluster_facts()
+        address = machine.window_address or machine.ip
         node = NodeIdentity(
-            name=machine.node_name,
-            role=profile.role,
-            ips=(machine.ip,) if machine.ip else (),
+            name=machine.node_name, role=profile.role, ips=(address,) if address else ()
         )
         files = self.pki.node_files(node, facts)
-        files.append(
-            FileSpec(AGENT_TOKEN_FILE, 0o600, agent_token(self.agent_key, node.name) + "\n")
-        )
-        context = self.context(machine, group, facts, base_url, report_url)
+        files += [
+            FileSpec(AGENT_TOKEN_FILE, 0o600, agent_token(self.agent_key, node.name) + "\n"),
+            FileSpec(REPORT_CREDENTIAL_FILE, 0o600, report_credential + "\n"),
+            FileSpec(SERVER_CA_FILE, 0o644, server_ca_pem),
+        ]
+        context = self.context(machine, group, facts, urls.http, report_url)
         return self.renderer.render_json(profile.ignition_template, context, files)
 
 

@@ -8,6 +8,8 @@ import os
 import secrets
 from pathlib import Path
 
+from mayu_py.errors import ConfigError
+
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
@@ -24,12 +26,33 @@ def token_matches(token: str | None, expected_hash: str | None) -> bool:
     return hmac.compare_digest(token_hash(token), expected_hash)
 
 
+MIN_ADMIN_TOKEN_LENGTH = 32
+
+
+def check_admin_token(token: str, origin: str) -> str:
+    """The token, unless it is too weak to guard the admin API (ConfigError naming origin)."""
+    token = token.strip()
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        what = "blank" if not token else f"{len(token)} characters long"
+        raise ConfigError(
+            f"admin token from {origin} is {what}; it needs at least "
+            f"{MIN_ADMIN_TOKEN_LENGTH} characters (e.g. `openssl rand -base64 32`)"
+        )
+    return token
+
+
 def load_or_create_admin_token(path: Path) -> tuple[str, bool]:
-    """Return (token, created). A new token is written with mode 0600 before use."""
+    """Return (token, created). A new token is written with mode 0600 before use; an existing
+    file must be readable by its owner only."""
     if path.exists():
-        return path.read_text().strip(), False
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(
+                f"admin token file {path} is readable by others: chmod 600 {path} and rotate "
+                "the token"
+            )
+        return check_admin_token(path.read_text(), str(path)), False
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = new_token()
+    token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")

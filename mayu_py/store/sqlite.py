@@ -9,9 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mayu_py.model import Event, Machine, MachineState
+from mayu_py.errors import Conflict
+from mayu_py.model import Event, Machine, MachineState, PendingConfig
+from mayu_py.store.errors import StoreUnavailable
 
 T = TypeVar("T")
+
+# How long a writer waits for another process's write lock before giving up.
+BUSY_TIMEOUT_SECONDS = 5.0
+# Readiness: a store that cannot take a write within this long is not ready.
+PING_TIMEOUT_SECONDS = 1.0
 
 # Each entry migrates the schema from version i to i+1; never edit a shipped entry, append.
 MIGRATIONS: tuple[str, ...] = (
@@ -50,18 +57,61 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE tenants (name TEXT PRIMARY KEY, record TEXT NOT NULL);
     CREATE TABLE hosts (name TEXT PRIMARY KEY, record TEXT NOT NULL);
     """,
+    """
+    ALTER TABLE machines ADD COLUMN window_expires REAL;
+    ALTER TABLE machines ADD COLUMN window_address TEXT;
+    ALTER TABLE machines ADD COLUMN report_hash TEXT;
+    ALTER TABLE machines ADD COLUMN registered_from TEXT;
+    ALTER TABLE machines ADD COLUMN role TEXT;
+    UPDATE machines SET role = json_extract(labels, '$.role');
+    DROP INDEX machines_uuid;
+    DROP INDEX machines_serial;
+    CREATE INDEX machines_window ON machines(window_expires) WHERE window_expires IS NOT NULL;
+    CREATE INDEX machines_state ON machines(state, updated);
+    CREATE INDEX machines_registered ON machines(registered_from, created);
+    CREATE INDEX machines_created ON machines(created);
+    CREATE INDEX machines_role ON machines(role);
+    CREATE UNIQUE INDEX machines_hostname ON machines(hostname);
+    CREATE TABLE pending_configs (
+        machine_id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        body BLOB NOT NULL,
+        sha512 TEXT NOT NULL,
+        report_hash TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE alerts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        machine_id TEXT NOT NULL,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        source TEXT,
+        from_state TEXT,
+        to_state TEXT,
+        details TEXT NOT NULL DEFAULT '{}'
+    );
+    INSERT INTO alerts (machine_id, time, kind, cause, source, from_state, to_state, details)
+        SELECT machine_id, time, kind, cause, source, from_state, to_state, details
+        FROM events WHERE machine_id NOT IN (SELECT id FROM machines) ORDER BY seq;
+    DELETE FROM events WHERE machine_id NOT IN (SELECT id FROM machines);
+    CREATE TABLE probe (id INTEGER PRIMARY KEY, time REAL NOT NULL);
+    """,
 )
 
 _MACHINE_COLUMNS = (
     "id, mac, uuid, serial, hostname, ip, labels, profile, state, token_hash, token_consumed, "
-    "created, updated"
+    "window_expires, window_address, report_hash, registered_from, created, updated"
 )
+_UPDATED_COLUMNS = [c.strip() for c in _MACHINE_COLUMNS.split(",") if c.strip() != "id"] + ["role"]
+_MACHINE_PLACEHOLDERS = ", ".join("?" * (_MACHINE_COLUMNS.count(",") + 1))
 
 _EVENT_COLUMNS = "seq, machine_id, time, kind, cause, source, from_state, to_state, details"
 
 
-def _machine_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Machine:
-    (mid, mac, uuid, serial, hostname, ip, labels, profile, state, token_hash, consumed, c, u) = row
+def _machine_from_row(row: tuple[Any, ...]) -> Machine:
+    (mid, mac, uuid, serial, hostname, ip, labels, profile, state, token_hash, consumed) = row[:11]
+    window_expires, window_address, report_hash, registered_from, created, updated = row[11:]
     return Machine(
         id=mid,
         mac=mac,
@@ -74,8 +124,12 @@ def _machine_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Machine:
         state=MachineState(state),
         token_hash=token_hash,
         token_consumed=bool(consumed),
-        created=c,
-        updated=u,
+        window_expires=window_expires,
+        window_address=window_address,
+        report_hash=report_hash,
+        registered_from=registered_from,
+        created=created,
+        updated=updated,
     )
 
 
@@ -94,11 +148,28 @@ def _event_from_row(row: tuple[Any, ...]) -> Event:
     )
 
 
+def _event_values(event: Event) -> tuple[Any, ...]:
+    return (
+        event.machine_id,
+        event.time,
+        event.kind,
+        event.cause,
+        event.source,
+        event.from_state,
+        event.to_state,
+        json.dumps(event.details, sort_keys=True),
+    )
+
+
 class _SqliteTx:
     """The Tx protocol over one open transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, events_kept: int, alerts_kept: int) -> None:
         self._conn = conn
+        self._events_kept = events_kept
+        self._alerts_kept = alerts_kept
+
+    # -- machines ---------------------------------------------------------------------------
 
     def get_machine(self, machine_id: str) -> Machine | None:
         row = self._conn.execute(
@@ -107,48 +178,144 @@ class _SqliteTx:
         return _machine_from_row(row) if row else None
 
     def put_machine(self, machine: Machine) -> None:
-        self._conn.execute(
-            f"INSERT OR REPLACE INTO machines ({_MACHINE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                machine.id,
-                machine.mac,
-                machine.uuid,
-                machine.serial,
-                machine.hostname,
-                machine.ip,
-                json.dumps(machine.labels, sort_keys=True),
-                machine.profile,
-                str(machine.state),
-                machine.token_hash,
-                int(machine.token_consumed),
-                machine.created,
-                machine.updated,
-            ),
-        )
+        """Insert or update by id; a hostname another machine has is a Conflict (409)."""
+        try:
+            self._conn.execute(
+                f"INSERT INTO machines ({_MACHINE_COLUMNS}, role) "
+                f"VALUES ({_MACHINE_PLACEHOLDERS}, ?) ON CONFLICT(id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED_COLUMNS),
+                (
+                    machine.id,
+                    machine.mac,
+                    machine.uuid,
+                    machine.serial,
+                    machine.hostname,
+                    machine.ip,
+                    json.dumps(machine.labels, sort_keys=True),
+                    machine.profile,
+                    str(machine.state),
+                    machine.token_hash,
+                    int(machine.token_consumed),
+                    machine.window_expires,
+                    machine.window_address,
+                    machine.report_hash,
+                    machine.registered_from,
+                    machine.created,
+                    machine.updated,
+                    machine.role,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(
+                "hostname taken by another machine", {"hostname": machine.hostname}
+            ) from exc
+
+    def delete_machine(self, machine_id: str) -> None:
+        for table, column in (
+            ("machines", "id"),
+            ("events", "machine_id"),
+            ("pending_configs", "machine_id"),
+        ):
+            self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (machine_id,))
+
+    def hostname_owner(self, hostname: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT id FROM machines WHERE hostname = ?", (hostname,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def count_with_role(self, role: str) -> int:
+        row = self._conn.execute("SELECT COUNT(*) FROM machines WHERE role = ?", (role,))
+        return int(row.fetchone()[0])
+
+    def registrations_since(self, since: float, source: str | None, limit: int) -> int:
+        """How many machines were registered after `since` (from `source`, when given),
+        counted only up to `limit`: the cost stays bounded whatever the inventory holds."""
+        if source is None:
+            query = "SELECT 1 FROM machines WHERE created > ? LIMIT ?"
+            args: tuple[Any, ...] = (since, limit)
+        else:
+            query = "SELECT 1 FROM machines WHERE registered_from = ? AND created > ? LIMIT ?"
+            args = (source, since, limit)
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM ({query})", args).fetchone()[0])
+
+    def expired_windows(self, now: float, limit: int) -> list[Machine]:
+        rows = self._conn.execute(
+            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE window_expires IS NOT NULL "
+            "AND window_expires <= ? ORDER BY window_expires LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_machine_from_row(r) for r in rows]
+
+    def stale_discovered(self, before: float, limit: int) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT id FROM machines WHERE state = ? AND updated < ? LIMIT ?",
+            (str(MachineState.DISCOVERED), before, limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- events and alerts ------------------------------------------------------------------
 
     def add_event(self, event: Event) -> None:
+        """Record an event of a machine; only its newest `events_kept` are kept."""
         self._conn.execute(
             "INSERT INTO events (machine_id, time, kind, cause, source, from_state, to_state, "
             "details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            _event_values(event),
+        )
+        self._conn.execute(
+            "DELETE FROM events WHERE machine_id = ? AND seq <= (SELECT seq FROM events "
+            "WHERE machine_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (event.machine_id, event.machine_id, self._events_kept),
+        )
+
+    def add_alert(self, event: Event) -> None:
+        """Record an event about no enrolled machine (unknown MAC, refused request); only the
+        newest `alerts_kept` are kept."""
+        cursor = self._conn.execute(
+            "INSERT INTO alerts (machine_id, time, kind, cause, source, from_state, to_state, "
+            "details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            _event_values(event),
+        )
+        self._conn.execute(
+            "DELETE FROM alerts WHERE seq <= ?", ((cursor.lastrowid or 0) - self._alerts_kept,)
+        )
+
+    # -- pending secret configs -------------------------------------------------------------
+
+    def put_pending_config(self, pending: PendingConfig) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO pending_configs (machine_id, token_hash, body, sha512, "
+            "report_hash, created) VALUES (?, ?, ?, ?, ?, ?)",
             (
-                event.machine_id,
-                event.time,
-                event.kind,
-                event.cause,
-                event.source,
-                event.from_state,
-                event.to_state,
-                json.dumps(event.details, sort_keys=True),
+                pending.machine_id,
+                pending.token_hash,
+                pending.body,
+                pending.sha512,
+                pending.report_hash,
+                pending.created,
             ),
         )
 
-    def count_machines_with_label(self, key: str, value: str) -> int:
+    def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         row = self._conn.execute(
-            "SELECT COUNT(*) FROM machines WHERE json_extract(labels, ?) = ?",
-            (f'$."{key}"', value),
+            "SELECT machine_id, token_hash, body, sha512, report_hash, created "
+            "FROM pending_configs WHERE machine_id = ?",
+            (machine_id,),
         ).fetchone()
-        return int(row[0])
+        if row is None:
+            return None
+        mid, token_hash, body, sha512, report_hash, created = row
+        return PendingConfig(mid, token_hash, bytes(body), sha512, report_hash, created)
+
+    def delete_pending_config(self, machine_id: str) -> None:
+        self._conn.execute("DELETE FROM pending_configs WHERE machine_id = ?", (machine_id,))
+
+    def probe(self) -> None:
+        """A write that proves the store can commit (readiness)."""
+        self._conn.execute("INSERT OR REPLACE INTO probe (id, time) VALUES (1, julianday())")
+
+    # -- tenants and hosts ------------------------------------------------------------------
 
     def get_tenant(self, name: str) -> dict[str, Any] | None:
         return self._get_record("tenants", name)
@@ -186,16 +353,22 @@ class _SqliteTx:
 class SqliteStore:
     """The default Store backend: one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, events_kept: int = 200, alerts_kept: int = 1000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.events_kept = events_kept
+        self.alerts_kept = alerts_kept
         self._local = threading.local()
-        self._migrate()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StoreUnavailable.from_error(self.path, exc) from exc
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL keeps every committed transaction across a process crash (SIGKILL);
             # only an OS crash or power loss can lose the last commits.
@@ -214,9 +387,10 @@ class SqliteStore:
             if row is None:
                 conn.execute("INSERT INTO schema_version (version) VALUES (0)")
             if version > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"{self.path}: schema version {version} is newer than this mayu "
-                    f"({len(MIGRATIONS)}); upgrade mayu"
+                raise StoreUnavailable(
+                    f"store {self.path}: schema version {version} is newer than this mayu "
+                    f"({len(MIGRATIONS)}); upgrade mayu",
+                    {"path": str(self.path)},
                 )
             for script in MIGRATIONS[version:]:
                 for statement in script.split(";"):
@@ -233,49 +407,51 @@ class SqliteStore:
     def schema_version(self) -> int:
         return int(self._connect().execute("SELECT version FROM schema_version").fetchone()[0])
 
+    def _tx(self, conn: sqlite3.Connection) -> _SqliteTx:
+        return _SqliteTx(conn, self.events_kept, self.alerts_kept)
+
     def atomically(self, fn: Callable[[_SqliteTx], T]) -> T:
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(_SqliteTx(conn))
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable.from_error(self.path, exc) from exc
+        try:
+            result = fn(self._tx(conn))
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            raise StoreUnavailable.from_error(self.path, exc) from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            raise StoreUnavailable.from_error(self.path, exc) from exc
         return result
 
     def get_machine(self, machine_id: str) -> Machine | None:
-        return _SqliteTx(self._connect()).get_machine(machine_id)
+        return self._tx(self._connect()).get_machine(machine_id)
 
-    def find_machine(self, *, uuid: str | None = None, serial: str | None = None) -> Machine | None:
-        column, value = ("uuid", uuid) if uuid else ("serial", serial)
-        if not value:
-            return None
-        row = (
-            self._connect()
-            .execute(f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE {column} = ?", (value,))
-            .fetchone()
-        )
-        return _machine_from_row(row) if row else None
-
-    def list_machines(self) -> list[Machine]:
-        rows = self._connect().execute(f"SELECT {_MACHINE_COLUMNS} FROM machines ORDER BY id")
-        return [_machine_from_row(r) for r in rows.fetchall()]
-
-    def machines_with_label(self, key: str, value: str) -> list[Machine]:
+    def list_machines(self, state: str | None = None) -> list[Machine]:
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
         rows = self._connect().execute(
-            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE json_extract(labels, ?) = ? "
-            "ORDER BY created, id",
-            (f'$."{key}"', value),
+            f"SELECT {_MACHINE_COLUMNS} FROM machines {where} ORDER BY id", args
         )
         return [_machine_from_row(r) for r in rows.fetchall()]
 
-    def unknown_events(self, limit: int = 100) -> list[Event]:
-        """Latest events of machines that have no record (e.g. denied unknown machines)."""
+    def machines_with_role(self, role: str) -> list[Machine]:
         rows = self._connect().execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE machine_id NOT IN "
-            "(SELECT id FROM machines) ORDER BY seq DESC LIMIT ?",
-            (limit,),
+            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE role = ? ORDER BY created, id",
+            (role,),
+        )
+        return [_machine_from_row(r) for r in rows.fetchall()]
+
+    def alerts(self, limit: int = 100) -> list[Event]:
+        """The newest events about no enrolled machine, newest first."""
+        rows = self._connect().execute(
+            f"SELECT {_EVENT_COLUMNS} FROM alerts ORDER BY seq DESC LIMIT ?", (limit,)
         )
         return [_event_from_row(r) for r in rows.fetchall()]
 
@@ -286,17 +462,27 @@ class SqliteStore:
         )
         return [_event_from_row(r) for r in rows.fetchall()]
 
+    def get_pending_config(self, machine_id: str) -> PendingConfig | None:
+        return self._tx(self._connect()).get_pending_config(machine_id)
+
     def list_tenants(self) -> list[dict[str, Any]]:
-        return _SqliteTx(self._connect()).list_tenants()
+        return self._tx(self._connect()).list_tenants()
 
     def get_tenant(self, name: str) -> dict[str, Any] | None:
-        return _SqliteTx(self._connect()).get_tenant(name)
+        return self._tx(self._connect()).get_tenant(name)
 
     def list_hosts(self) -> list[dict[str, Any]]:
-        return _SqliteTx(self._connect()).list_hosts()
+        return self._tx(self._connect()).list_hosts()
 
     def ping(self) -> None:
-        self._connect().execute("SELECT 1").fetchone()
+        """Raise StoreUnavailable unless the store can commit a write right now."""
+
+        conn = self._connect()
+        conn.execute(f"PRAGMA busy_timeout={int(PING_TIMEOUT_SECONDS * 1000)}")
+        try:
+            self.atomically(lambda tx: tx.probe())
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

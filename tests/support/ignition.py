@@ -51,8 +51,13 @@ def _stub_bin(directory: Path) -> Path:
     return directory
 
 
-def run_ignition(workdir: Path, config: dict, timeout: float = 120.0) -> IgnitionRun:
-    """Run the fetch and files stages of the real binary with config as the base config."""
+def run_ignition(
+    workdir: Path, config: dict, timeout: float = 120.0, may_time_out: bool = False
+) -> IgnitionRun:
+    """Run the fetch and files stages of the real binary with config as the base config.
+
+    With may_time_out, a stage still running after `timeout` (Ignition retries some failures
+    for ever) ends the run with returncode -1 and the log so far."""
     sysroot = make_sysroot(workdir / "sysroot")
     run = workdir / "run"
     run.mkdir()
@@ -82,12 +87,24 @@ def run_ignition(workdir: Path, config: dict, timeout: float = 120.0) -> Ignitio
             "-neednet",
             str(run / "neednet"),
         ]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            if not may_time_out:
+                raise
+            log.append(_text(exc.stdout) + _text(exc.stderr))
+            return IgnitionRun(sysroot, -1, "\n".join(log))
         log.append(proc.stdout + proc.stderr)
         code = proc.returncode
         if code != 0:
             break
     return IgnitionRun(sysroot, code, "\n".join(log))
+
+
+def _text(output: bytes | str | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
 
 
 def remote_config(url: str) -> dict:

@@ -13,7 +13,7 @@ def test_embedded_defaults_need_no_file() -> None:
     settings = load_settings(environ={})
     assert settings.cluster.service_ip == "10.96.0.1"
     assert set(settings.profiles) == {"controller", "worker"}
-    assert settings.server.unknown_machines == "register"
+    assert settings.server.unknown_machines == "discover"
 
 
 def test_precedence_file_env_flags(tmp_path: Path) -> None:
@@ -39,6 +39,9 @@ def _write(tmp_path: Path, data: dict) -> Path:
         ({"server": {"unknown_machines": "maybe"}}, "server.unknown_machines"),
         ({"bogus": 1}, "bogus"),
         ({"groups": [{"name": "g", "profile": "nope"}]}, "unknown profile"),
+        ({"groups": [{"name": "g", "profile": "controller"}]}, "controllers are never chosen"),
+        ({"server": {"tls": {"cert_file": "/x.pem"}}}, "go together"),
+        ({"server": {"discovery": {"per_minute": 0}}}, "server.discovery.per_minute"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_field(

@@ -19,7 +19,6 @@ from mayu_py.model import (
         "52:54:00:12:34:56",
         "525400123456",
         "52:54:00:12:34:56".upper(),
-        " 52-54-00-12-34-56 ",
     ],
 )
 def test_mac_forms_share_one_canonical_form(raw: str) -> None:
@@ -33,6 +32,8 @@ def test_mac_forms_share_one_canonical_form(raw: str) -> None:
         "52:54:00:12:34",
         "52-54:00-12-34-56",
         "zz:54:00:12:34:56",
+        " 52-54-00-12-34-56 ",
+        "52-54-00-12-34-56\n",
         "5254001234567",
         "52:54:00:12:34:5\n6",
         "../../etc",

@@ -117,7 +117,11 @@ def test_controller_config_structure(renderer: IgnitionRenderer, context: dict[s
     assert "net.bridge.bridge-nf-call-iptables = 1" in sysctl
 
     assert text_of(config, "/etc/mayu/report-url").strip() == context["report_url"]
-    assert files["/etc/mayu/report-url"]["mode"] == 0o600
+    # The URL names no credential: it is public (0644); the credential file comes separately.
+    assert files["/etc/mayu/report-url"]["mode"] == 0o644
+    assert "token" not in context["report_url"]
+    report = text_of(config, "/opt/mayu/bin/report")
+    assert "--cacert /etc/mayu/server-ca.crt" in report and "/etc/mayu/report.token" in report
     assert unit_of(config, "mayu-report.service")["enabled"] is True
 
     manifests = sorted(p for p in files if p.startswith("/etc/kubernetes/manifests/"))

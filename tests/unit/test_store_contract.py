@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from mayu_py.model import Event, Machine, MachineState
+from mayu_py.errors import Conflict
+from mayu_py.model import Event, Machine, MachineState, PendingConfig
 from mayu_py.store import Store
+from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {
@@ -37,7 +40,7 @@ def test_put_get_list(store: Store) -> None:
     got = store.get_machine("52:54:00:00:00:01")
     assert got is not None and got.labels == {"role": "controller"}
     assert got.state == MachineState.DISCOVERED
-    assert [m.id for m in store.machines_with_label("role", "controller")] == ["52:54:00:00:00:01"]
+    assert [m.id for m in store.machines_with_role("controller")] == ["52:54:00:00:00:01"]
 
 
 def test_failed_transaction_leaves_nothing(store: Store) -> None:
@@ -69,9 +72,73 @@ def test_events_are_ordered_and_keep_details(store: Store) -> None:
     assert events[2].source == "10.0.0.1"
 
 
-def test_count_by_label_inside_transaction(store: Store) -> None:
+def test_count_by_role_inside_transaction(store: Store) -> None:
     store.atomically(lambda tx: tx.put_machine(_machine("52:54:00:00:00:05", "controller")))
-    assert store.atomically(lambda tx: tx.count_machines_with_label("role", "controller")) == 1
+    store.atomically(lambda tx: tx.put_machine(_machine("52:54:00:00:00:06", "worker")))
+    assert store.atomically(lambda tx: tx.count_with_role("controller")) == 1
+
+
+def test_delete_machine_takes_its_events_and_pending_config(store: Store) -> None:
+    mac = "52:54:00:00:00:07"
+    pending = PendingConfig(mac, "h", b"{}", "s" * 128, "r", 1.0)
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        tx.add_event(Event(mac, 1.0, "x", "test"))
+        tx.put_pending_config(pending)
+
+    store.atomically(txn)
+    assert store.get_pending_config(mac) == pending
+    store.atomically(lambda tx: tx.delete_machine(mac))
+    assert store.get_machine(mac) is None and store.events(mac) == []
+    assert store.get_pending_config(mac) is None
+
+
+def test_hostnames_are_unique(store: Store) -> None:
+    first = replace(_machine("52:54:00:00:00:08"), hostname="same")
+    store.atomically(lambda tx: tx.put_machine(first))
+    assert store.atomically(lambda tx: tx.hostname_owner("same")) == first.id
+    with pytest.raises(Conflict, match="hostname"):
+        store.atomically(
+            lambda tx: tx.put_machine(replace(_machine("52:54:00:00:00:09"), hostname="same"))
+        )
+
+
+def test_bounded_queries(store: Store) -> None:
+    def txn(tx):  # type: ignore[no-untyped-def]
+        for i in range(6):
+            machine = replace(
+                _machine(f"52:54:00:00:01:{i:02x}"),
+                registered_from="10.0.0.1" if i < 4 else "10.0.0.2",
+                created=100.0 + i,
+                updated=100.0 + i,
+                window_expires=200.0 + i if i % 2 else None,
+            )
+            tx.put_machine(machine)
+
+    store.atomically(txn)
+    count = store.atomically(lambda tx: tx.registrations_since(101.5, "10.0.0.1", 10))
+    assert count == 2
+    assert store.atomically(lambda tx: tx.registrations_since(0, None, 3)) == 3  # capped
+    expired = store.atomically(lambda tx: tx.expired_windows(203.5, 10))
+    assert [m.id for m in expired] == ["52:54:00:00:01:01", "52:54:00:00:01:03"]
+    stale = store.atomically(lambda tx: tx.stale_discovered(102.5, 10))
+    assert sorted(stale) == ["52:54:00:00:01:00", "52:54:00:00:01:01", "52:54:00:00:01:02"]
+
+
+def test_event_and_alert_retention(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "r.sqlite3", events_kept=3, alerts_kept=2)
+    mac = "52:54:00:00:00:0a"
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        for i in range(5):
+            tx.add_event(Event(mac, float(i), "e", f"event {i}"))
+            tx.add_alert(Event("52:54:00:00:00:ff", float(i), "a", f"alert {i}"))
+
+    store.atomically(txn)
+    assert [e.cause for e in store.events(mac)] == ["event 2", "event 3", "event 4"]
+    assert [e.cause for e in store.alerts()] == ["alert 4", "alert 3"]
 
 
 def test_tenants_and_hosts_records(store: Store) -> None:
@@ -105,5 +172,28 @@ def test_sqlite_refuses_newer_schema(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(StoreUnavailable, match="newer"):
         SqliteStore(path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "locked"])
+def test_sqlite_unusable_store_is_one_clear_error(tmp_path: Path, damage: str) -> None:
+    import sqlite3
+
+    path = tmp_path / "inv.sqlite3"
+    SqliteStore(path).close()
+    blocker = None
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    else:
+        blocker = sqlite3.connect(path, timeout=0)
+        blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            store = SqliteStore(path)
+            store.ping()
+        assert str(path) in info.value.message and "\n" not in info.value.message
+    finally:
+        if blocker is not None:
+            blocker.rollback()
+            blocker.close()

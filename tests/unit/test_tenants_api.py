@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
-from tests.support.boot import boot_token
+from tests.support.flask_app import Machine
 from tests.support.ignition import file_text
 from tests.support.tenants import acme
 
@@ -126,7 +126,7 @@ def test_bad_tenants_are_422_and_create_nothing(client: FlaskClient, change, fie
     change(doc)
     response = client.post("/api/v1/tenants", headers=AUTH, json=doc)
     assert response.status_code == 422, response.get_json()
-    assert any(key.startswith(field) for key in response.get_json()["detail"]), response.get_json()
+    assert any(key.startswith(field) for key in response.get_json()["context"]), response.get_json()
     names = [
         t["metadata"]["name"]
         for t in client.get("/api/v1/tenants", headers=AUTH).get_json()["items"]
@@ -173,11 +173,10 @@ def test_agent_tokens_reach_only_their_own_host(client: FlaskClient) -> None:
 def test_level1_ignition_carries_the_hosts_agent_token(client: FlaskClient) -> None:
     from mayu_py.server.tokens import agent_token
 
-    script = client.get("/ipxe", query_string={"mac": "52-54-00-00-00-01"}).get_data(as_text=True)
-    token = boot_token(script)
-    config = json.loads(
-        client.get("/ignition", query_string={"mac": "52-54-00-00-00-01", "token": token}).data
-    )
+    machine = Machine(client, "52-54-00-00-00-01")
+    machine.ipxe()
+    client.post(f"/api/v1/machines/{machine.mac}/approve", headers=AUTH, json={"role": "worker"})
+    config = machine.provision()
     entry = next(f for f in config["storage"]["files"] if f["path"] == "/etc/mayu/agent.token")
     assert entry["mode"] == 0o600
     text = file_text(entry)

@@ -1,0 +1,89 @@
+"""Everything a `mayu serve` listener process needs before it serves: the checked admin token,
+the opened store, the server's TLS material and the Flask app. Both listeners (plain HTTP and
+HTTPS) build their app through here, from the same settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+from mayu_py.config import Settings
+from mayu_py.dhcp import LeaseBook
+from mayu_py.errors import ConfigError
+from mayu_py.pki import server_tls
+from mayu_py.pki.server_tls import ServerTls
+from mayu_py.server.app import create_app
+from mayu_py.server.provisioning import assets_root
+from mayu_py.server.tokens import check_admin_token, load_or_create_admin_token
+from mayu_py.store import open_store
+
+LEASE_FILE = Path("dhcp") / "leases"
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    value: str
+    created: bool
+    origin: str
+
+
+def admin_token(settings: Settings) -> AdminToken:
+    """MAYU_TOKEN, else <data-dir>/admin.token (created 0600 at first start); weak tokens and
+    token files readable by others are refused."""
+    from_env = os.environ.get("MAYU_TOKEN")
+    if from_env is not None:
+        return AdminToken(check_admin_token(from_env, "MAYU_TOKEN"), False, "MAYU_TOKEN")
+    path = settings.data_path / "admin.token"
+    token, created = load_or_create_admin_token(path)
+    return AdminToken(token, created, str(path))
+
+
+def check_paths(settings: Settings) -> None:
+    """Refuse an assets root that would publish the data dir (keys, tokens, the store)."""
+    data = settings.data_path.resolve()
+    assets = assets_root(settings).resolve()
+    if data == assets or data.is_relative_to(assets):
+        raise ConfigError(
+            f"config error at assets.root: {assets} contains the data dir {data}; "
+            "it would publish the server's keys"
+        )
+
+
+def tls_names(settings: Settings) -> list[str]:
+    """Every host name or address machines may use to reach this server."""
+    server = settings.server
+    hosts = {"localhost", "127.0.0.1"}
+    for listen in (server.listen, server.tls_listen):
+        hosts.add(listen.rpartition(":")[0].strip("[]"))
+    for url in (server.public_url, server.tls.public_url):
+        if url and urlsplit(url).hostname:
+            hosts.add(str(urlsplit(url).hostname))
+    hosts.update(server.tls.extra_sans)
+    return sorted(h for h in hosts if h)
+
+
+def load_tls(settings: Settings) -> ServerTls:
+    tls = settings.server.tls
+    if tls.cert_file and tls.key_file and tls.ca_file:
+        return server_tls.operator_supplied(tls.cert_file, tls.key_file, tls.ca_file)
+    return server_tls.load_or_create(settings.data_path / "pki" / "server", tls_names(settings))
+
+
+def build_app(settings: Settings, token: str) -> tuple[Flask, ServerTls]:
+    """Open the store and build the app (it closes its start-up connection: workers open
+    their own)."""
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o711)
+    check_paths(settings)
+    tls = load_tls(settings)
+    server = settings.server
+    store = open_store(data, server.events_per_machine, server.alerts_kept)
+    lease_of = LeaseBook(data / LEASE_FILE).address_of if settings.dhcp.mode == "full" else None
+    app = create_app(settings, store, token, tls, lease_of)
+    store.close()
+    return app, tls

@@ -1,0 +1,35 @@
+"""The URLs a machine is told to use: plain HTTP for scripts and stubs, HTTPS for secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from mayu_py.config import Settings
+
+_WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::", "")
+
+
+@dataclass(frozen=True)
+class ServerUrls:
+    """Base URLs of this server as machines reach it."""
+
+    http: str
+    https: str
+    assets: str
+
+
+def server_urls(settings: Settings, request_host_url: str) -> ServerUrls:
+    """Configured public URLs, else the address the request came in on (and, for HTTPS, the
+    TLS listener's port on that host when the listener binds a wildcard address)."""
+    server = settings.server
+    http = (server.public_url or request_host_url).rstrip("/")
+    https = server.tls.public_url
+    if not https:
+        host, _, port = server.tls_listen.rpartition(":")
+        if host in _WILDCARD_HOSTS:
+            netloc = urlsplit(http).netloc
+            host = netloc.rpartition(":")[0] if netloc.rpartition(":")[0] else netloc
+        https = f"https://{host}:{port}"
+    assets = settings.assets.base_url or f"{http}/assets"
+    return ServerUrls(http, https.rstrip("/"), assets.rstrip("/"))

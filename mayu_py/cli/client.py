@@ -28,15 +28,20 @@ class AdminClient:
         self.token = token if token is not None else os.environ.get("MAYU_TOKEN", "")
         self.timeout = timeout
         self.session = requests.Session()
-        if ca_file:
-            # HTTPS to a server whose CA is ours (<data-dir>/pki/server/ca.crt), not a public one.
-            self.session.verify = ca_file
+        # HTTPS to a server whose CA is ours (<data-dir>/pki/server/ca.crt), not a public one.
+        # Given per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.verify: str | bool = ca_file or True
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
             response = self.session.request(
-                method, self.url + path, headers=headers, timeout=self.timeout, **kwargs
+                method,
+                self.url + path,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+                **kwargs,
             )
         except requests.RequestException as exc:
             raise ApiError(f"cannot reach {self.url}: {type(exc).__name__}") from exc

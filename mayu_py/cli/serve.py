@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mayu_py.cli.serving import admin_token, build_app
+from mayu_py.cli.serving import admin_token, build_app, check_bindable
 from mayu_py.cli.tls_listener import TlsListener
 from mayu_py.cli.wsgi import GunicornServer
 from mayu_py.config import Settings, load_settings
@@ -51,14 +51,16 @@ def serve(
     if settings.dhcp.mode != "off":
         # A wrong interface or range stops start-up before anything is created.
         resolve_dhcp(settings.dhcp)
+    check_bindable(settings.server.listen, "server.listen")
+    check_bindable(settings.server.tls_listen, "server.tls.listen")
     token = admin_token(settings)
-    app, _ = build_app(settings, token.value)
+    app, server_tls = build_app(settings, token.value)
     if settings.server.insecure_secrets_over_http:
         log.warning(
             "server.insecure_secrets_over_http is on: configs with private keys go over plain "
             "HTTP to anyone holding a boot token; never use this outside a lab"
         )
-    tls = TlsListener(settings, token.value, workers)
+    tls = TlsListener(settings, token.value, workers, server_tls.ca_pem)
     tls.start()
     try:
         supervisor = start_dhcp(settings)

@@ -5,6 +5,7 @@ HTTPS) build their app through here, from the same settings."""
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -53,6 +54,23 @@ def check_paths(settings: Settings) -> None:
         )
 
 
+def check_bindable(listen: str, field: str) -> None:
+    """ConfigError (one line naming the field) when HOST:PORT cannot be bound right now."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"config error at {field}: {listen!r} is not HOST:PORT")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise ConfigError(
+                f"config error at {field}: cannot bind {listen}: {exc.strerror}"
+            ) from None
+
+
 def tls_names(settings: Settings) -> list[str]:
     """Every host name or address machines may use to reach this server."""
     server = settings.server
@@ -77,12 +95,15 @@ def build_app(settings: Settings, token: str) -> tuple[Flask, ServerTls]:
     """Open the store and build the app (it closes its start-up connection: workers open
     their own)."""
     data = settings.data_path
-    data.mkdir(parents=True, exist_ok=True)
-    data.chmod(0o711)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o711)
+    except OSError as exc:
+        raise ConfigError(f"config error at data_dir: {data}: {exc.strerror}") from None
     check_paths(settings)
-    tls = load_tls(settings)
     server = settings.server
     store = open_store(data, server.events_per_machine, server.alerts_kept)
+    tls = load_tls(settings)
     lease_of = LeaseBook(data / LEASE_FILE).address_of if settings.dhcp.mode == "full" else None
     app = create_app(settings, store, token, tls, lease_of)
     store.close()

@@ -12,11 +12,12 @@ it exits on its own.
 from __future__ import annotations
 
 import ctypes
+import http.client
 import logging
 import multiprocessing
 import os
 import signal
-import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -86,8 +87,9 @@ def _connect_address(listen: str) -> tuple[str, int]:
 class TlsListener:
     """Runs and watches the HTTPS gunicorn child."""
 
-    def __init__(self, settings: Settings, token: str, workers: int) -> None:
+    def __init__(self, settings: Settings, token: str, workers: int, ca_pem: str) -> None:
         self.settings = settings
+        self.ca_pem = ca_pem
         self.token = token
         self.workers = workers
         self._process: Any = None
@@ -115,7 +117,7 @@ class TlsListener:
                     f"({self._process.exitcode}); is the port taken? (server.tls.listen)"
                 )
             try:
-                with socket.create_connection(address, timeout=0.5):
+                if self._answers(address):
                     break
             except OSError:
                 if time.monotonic() >= deadline:
@@ -126,6 +128,18 @@ class TlsListener:
                 time.sleep(0.1)
         self._watcher = threading.Thread(target=self._watch, name="tls-watch", daemon=True)
         self._watcher.start()
+
+    def _answers(self, address: tuple[str, int]) -> bool:
+        """Our listener answers /healthz with a certificate from our CA (a foreign process
+        on the port does not)."""
+        context = ssl.create_default_context(cadata=self.ca_pem)
+        context.check_hostname = False  # an operator's certificate may not name 127.0.0.1
+        connection = http.client.HTTPSConnection(*address, timeout=2, context=context)
+        try:
+            connection.request("GET", "/healthz")
+            return connection.getresponse().status == 200
+        finally:
+            connection.close()
 
     def _watch(self) -> None:
         delay = 1.0

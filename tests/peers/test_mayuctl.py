@@ -1,4 +1,5 @@
-"""mayuctl against a running server: outputs, set, boot-complete, one-line errors, exit code 2."""
+"""mayuctl against a running server: outputs, approve, set, reinstall, events, delete,
+boot-complete, one-line errors, exit code 2."""
 
 from __future__ import annotations
 
@@ -9,38 +10,65 @@ import requests
 import yaml
 
 from tests.conftest import RunningServer
-from tests.support.boot import register
+from tests.support.boot import enroll, fetch_config, ipxe
 
 pytestmark = pytest.mark.peer
 
 
-def test_list_show_set_in_every_format(server: RunningServer) -> None:
-    register(server.url, "52-54-00-20-00-01")
+def test_list_approve_show_set_in_every_format(server: RunningServer) -> None:
+    ipxe(server.url, "52-54-00-20-00-01")
     table = server.mayuctl("list")
-    assert (
-        table.returncode == 0
-        and "52:54:00:20:00:01" in table.stdout
-        and "configured" in table.stdout
+    assert table.returncode == 0, table.stderr
+    assert "52:54:00:20:00:01" in table.stdout and "discovered" in table.stdout
+    approved = server.mayuctl(
+        "approve", "52-54-00-20-00-01", "--role", "controller", "--label", "rack=r1", "-o", "json"
     )
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["labels"] == {"rack": "r1", "role": "controller"}
     as_json = json.loads(server.mayuctl("list", "-o", "json").stdout)
     as_yaml = yaml.safe_load(server.mayuctl("--output", "yaml", "list").stdout)
-    assert as_json == as_yaml and as_json[0]["labels"]["role"] == "controller"
+    assert as_json == as_yaml and as_json[0]["state"] == "configured"
     changed = server.mayuctl("set", "525400200001", "role", "worker", "-o", "json")
     assert changed.returncode == 0, changed.stderr
     assert json.loads(changed.stdout)["labels"]["role"] == "worker"
     shown = server.mayuctl("show", "52:54:00:20:00:01")
-    assert shown.returncode == 0 and "registered" in shown.stdout and "set" in shown.stdout
+    assert shown.returncode == 0 and "discovered" in shown.stdout and "operator" in shown.stdout
 
 
-def test_boot_complete_after_install(server: RunningServer) -> None:
-    token = register(server.url, "52-54-00-20-00-02")
-    q = {"mac": "52-54-00-20-00-02", "token": token}
-    assert requests.get(f"{server.url}/ignition", params=q, timeout=30).status_code == 200
+def test_install_boot_complete_reinstall_events_delete(server: RunningServer) -> None:
+    mac = "52-54-00-20-00-02"
+    token = enroll(server, mac)
+    fetch_config(server.url, mac, token, server.ca_file)
+    q = {"mac": mac, "token": token}
     assert requests.post(
         f"{server.url}/report", params=q, json={"event": "installed"}, timeout=10
     ).ok
-    done = server.mayuctl("boot-complete", "52-54-00-20-00-02", "-o", "json")
+    done = server.mayuctl("boot-complete", mac, "-o", "json")
     assert done.returncode == 0 and json.loads(done.stdout)["state"] == "running"
+    again = server.mayuctl("reinstall", mac)
+    assert again.returncode == 0 and "power-cycle" in again.stdout, again.stderr
+    events = json.loads(server.mayuctl("events", mac, "-o", "json").stdout)
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "discovered" and kinds.count("token-issued") == 1
+    assert events[-1]["cause"] == "operator requested a reinstall"
+    table = server.mayuctl("events", mac)
+    assert table.returncode == 0 and "token-issued" in table.stdout
+    gone = server.mayuctl("delete", mac)
+    assert gone.returncode == 0 and "deleted" in gone.stdout
+    assert "no such machine" in server.mayuctl("show", mac).stderr
+
+
+def test_mayuctl_over_https_with_the_server_ca(server: RunningServer) -> None:
+    ipxe(server.url, "52-54-00-20-00-03")
+    server.url, plain = server.tls_url, server.url
+    try:
+        untrusted = server.mayuctl("list")
+        assert untrusted.returncode == 2 and "cannot reach" in untrusted.stderr
+        trusted = server.mayuctl("--ca-file", str(server.ca_file), "list", "-o", "json")
+        assert trusted.returncode == 0, trusted.stderr
+        assert json.loads(trusted.stdout)[0]["id"] == "52:54:00:20:00:03"
+    finally:
+        server.url = plain
 
 
 @pytest.mark.parametrize(
@@ -49,6 +77,9 @@ def test_boot_complete_after_install(server: RunningServer) -> None:
         (("show", "52-54-00-99-99-99"), "no such machine"),
         (("show", "not-a-mac"), "malformed MAC"),
         (("set", "52-54-00-99-99-98", "state", "flying"), "unknown state"),
+        (("approve", "52-54-00-99-99-98", "--role", "boss"), "Invalid value"),
+        (("approve", "52-54-00-99-99-97", "--role", "worker"), "no such machine"),
+        (("reinstall", "52-54-00-99-99-98"), "approved, not reinstalled"),
         (("list", "--output", "xml"), "Invalid value"),
         (("frobnicate",), "No such command"),
     ],
@@ -56,8 +87,8 @@ def test_boot_complete_after_install(server: RunningServer) -> None:
 def test_errors_are_one_line_exit_2(
     server: RunningServer, args: tuple[str, ...], needle: str
 ) -> None:
-    if args[0] == "set":
-        register(server.url, "52-54-00-99-99-98")
+    if "52-54-00-99-99-98" in args:
+        ipxe(server.url, "52-54-00-99-99-98")
     result = server.mayuctl(*args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -14,15 +14,16 @@ import requests
 import yaml
 
 from tests.conftest import BIN, free_port, start_server
-from tests.support.boot import register
+from tests.support.boot import enroll, fetch_config
 
 pytestmark = pytest.mark.peer
 
 
 def _serve(data: Path, *args: str, env: dict | None = None) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if k != "MAYU_TOKEN"} | (env or {})
+    tls = () if "--tls-listen" in args else ("--tls-listen", f"127.0.0.1:{free_port()}")
     return subprocess.Popen(
-        [str(BIN / "mayu"), "serve", "--data-dir", str(data), *args],
+        [str(BIN / "mayu"), "serve", "--data-dir", str(data), *tls, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -84,16 +85,12 @@ def test_pki_rotate_reissues_leaves_and_keeps_ca(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = start_server(data)
     try:
-        token = register(server.url, "52-54-00-40-00-01")
-        first = requests.get(
-            f"{server.url}/ignition",
-            params={"mac": "52-54-00-40-00-01", "token": token},
-            timeout=30,
-        )
-        assert first.status_code == 200
+        token = enroll(server, "52-54-00-40-00-01")
+        fetch_config(server.url, "52-54-00-40-00-01", token, server.ca_file)
     finally:
         server.kill()
     ca = sorted((data / "pki").rglob("ca.crt"))
+    assert data / "pki" / "server" / "ca.crt" in ca
     before = {p: p.read_bytes() for p in ca}
     leaves = sorted(p for p in (data / "pki").rglob("*.pem") if "nodes" in p.parts)
     assert leaves, "no cached leaf certificates after an Ignition request"
@@ -121,16 +118,103 @@ def test_render_error_is_json_500_naming_template(tmp_path: Path) -> None:
     config = {"cluster": {"etcd_members": [{"name": "elsewhere", "address": "192.0.2.9"}]}}
     server = start_server(tmp_path / "data", config=config)
     try:
-        token = register(server.url, "52-54-00-40-00-02")
+        token = enroll(server, "52-54-00-40-00-02", role="controller")
         response = requests.get(
             f"{server.url}/ignition",
             params={"mac": "52-54-00-40-00-02", "token": token},
             timeout=30,
         )
         assert response.status_code == 500
+        assert response.headers["Content-Type"] == "application/problem+json"
         body = response.json()
-        assert re.search(r"template \S+\.j2 line \d+", body["error"]), body
+        assert re.search(r"template \S+\.j2 line \d+", body["detail"]), body
         assert "Traceback" not in response.text
         assert "RenderError" in server.log_path.read_text()
     finally:
         server.kill()
+
+
+def _fails_at_start(data: Path, *args: str, env: dict | None = None) -> str:
+    """Run `mayu serve`, expect exit 2 with exactly one line on stderr; returns it."""
+    proc = _serve(data, "--listen", f"127.0.0.1:{free_port()}", *args, env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "admin token" not in out  # printed only after a successful start
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("token", "needle"),
+    [("", "blank"), ("short-token", "11 characters"), ("   ", "blank")],
+)
+def test_weak_admin_token_is_refused(tmp_path: Path, token: str, needle: str) -> None:
+    line = _fails_at_start(tmp_path / "data", env={"MAYU_TOKEN": token})
+    assert needle in line and "at least 32" in line
+
+
+def test_admin_token_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin.token").write_text("x" * 40 + "\n")
+    (data / "admin.token").chmod(0o644)
+    assert "readable by others" in _fails_at_start(data)
+
+
+def _stored(data: Path) -> Path:
+    from mayu_py.store import open_store
+
+    open_store(data).close()
+    return data / "inventory.sqlite3"
+
+
+def test_corrupt_store_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = _stored(tmp_path / "data")
+    path.write_bytes(b"not a database at all" * 200)
+    line = _fails_at_start(tmp_path / "data")
+    assert str(path) in line and "corrupt" in line
+
+
+def test_locked_store_is_one_line_within_seconds(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = _stored(tmp_path / "data")
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        line = _fails_at_start(tmp_path / "data")
+        assert time.monotonic() - started < 30  # the busy timeout is seconds, not minutes
+        assert str(path) in line and "locked" in line
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+def test_read_only_store_is_one_line(tmp_path: Path) -> None:
+    path = _stored(tmp_path / "data")
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        line = _fails_at_start(tmp_path / "data")
+        assert str(path) in line and "read-only" in line
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_assets_root_containing_the_data_dir_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"assets": {"root": str(tmp_path)}}))
+    line = _fails_at_start(tmp_path / "data", "--config", str(config))
+    assert "assets.root" in line and "data dir" in line
+
+
+def test_taken_tls_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = _fails_at_start(tmp_path / "data", "--tls-listen", f"127.0.0.1:{port}")
+    assert "server.tls.listen" in line and str(port) in line and "in use" in line

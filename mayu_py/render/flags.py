@@ -1,20 +1,22 @@
 """The command-line flags each component accepts in every supported release.
 
 There are no Kubernetes or etcd binaries here, so the table is read from upstream with the
-search tool (fetched sources and release notes, not run):
+search tool (sources and release notes read, nothing run). It holds the flags the shipped
+templates use, which every supported release accepts (ACCEPTED), and the flags removed in or
+near those releases with their replacements (REMOVED); a flag it does not know is not judged
+by `removed_flags`, while the tests require every rendered flag to be in it.
 - kube-apiserver, kube-controller-manager, kube-scheduler: the flags kubeadm's control-plane
-  manifests pass, which the static manifests follow. The generic ones are defined in
-  k8s.io/apiserver pkg/server/options, k8s.io/controller-manager, k8s.io/cloud-provider options
-  and k8s.io/component-base at v0.35.7, v0.36.3 and v0.37.0-beta.0; the rest live in
-  kubernetes/kubernetes cmd/ (not fetchable here) and no release note of 1.35, 1.36 or 1.37
-  removes or renames them (kubernetes/sig-release releases/release-1.3x/release-notes/
-  release-notes-draft.md; the 1.37 draft is the one for v1.37.0-rc.0).
-- kubelet: --config, --kubeconfig and --node-labels have no configuration-file equivalent; the
-  removals are from the same release notes (kubernetes#133779 in 1.35, kubernetes#139870 in 1.37).
-- etcd: the flags are keyed by etcd minor, not Kubernetes minor: server/etcdmain/help.go of
-  etcd v3.6.11 and v3.7.0. etcd 3.6 deprecated the `--experimental-*` flags and 3.7 removed
-  them; kubeadm 1.36 switched to the replacements (kubernetes#135701).
-ACCEPTED lists flags every supported release accepts; REMOVED those some of them reject.
+  manifests pass. The generic ones are defined in k8s.io/apiserver pkg/server/options,
+  k8s.io/controller-manager, k8s.io/cloud-provider options and k8s.io/component-base, read at
+  v0.35.7, v0.36.3 and v0.37.0-beta.0; the others live in kubernetes/kubernetes cmd/ (too
+  large to fetch here): no release note of 1.35, 1.36 or 1.37 removes or renames any of them
+  (kubernetes/sig-release releases/release-1.3x/release-notes/release-notes-draft.md; the 1.37
+  draft is that of v1.37.0-rc.0). kube-controller-manager --concurrent-service-syncs: #138002.
+- kubelet: --config, --kubeconfig and --node-labels have no configuration-file field; the
+  removals are from the same notes (#133779 in 1.35, #139870 in 1.37).
+- etcd, keyed by etcd's own minor: server/etcdmain/help.go of etcd v3.6.11 and v3.7.0. etcd 3.6
+  deprecated the --experimental-* flags and 3.7 removed them; kubeadm 1.36 moved to the
+  replacements (#135701).
 """
 
 from __future__ import annotations

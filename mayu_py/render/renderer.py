@@ -131,7 +131,8 @@ def _check_kubelet_config(name: str, config: dict[str, Any], release: Release) -
     text = file_text(config, KUBELET_CONFIG)
     if text is None:
         return
-    problems = kubelet_config_problems(yaml.safe_load(text) or {}, release.minor)
+    document = parse_output(f"{name} ({KUBELET_CONFIG})", text)
+    problems = kubelet_config_problems(document, release.minor)
     if problems:
         raise RenderError(f"template {name}: {KUBELET_CONFIG} for {release.minor}: {problems[0]}")
 

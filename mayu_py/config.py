@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mayu_py.errors import ConfigError
+from mayu_py.kubernetes_releases import DEFAULT_KUBERNETES_VERSION, check_version, minor_of
 
-SUPPORTED_KUBERNETES_MINORS = ("1.29", "1.30", "1.31")
 SELECTOR_HARDWARE_KEYS = ("mac", "uuid", "serial", "hostname")
 
 
@@ -34,7 +34,7 @@ class ClusterConfig(_Strict):
 
     name: str = Field(default="mayu", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     domain: str = "cluster.local"
-    kubernetes_version: str = "1.31.2"
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     pod_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
     cluster_dns: str = "10.96.0.10"
@@ -45,10 +45,12 @@ class ClusterConfig(_Strict):
     @field_validator("kubernetes_version")
     @classmethod
     def _supported_version(cls, value: str) -> str:
-        minor = ".".join(value.lstrip("v").split(".")[:2])
-        if minor not in SUPPORTED_KUBERNETES_MINORS:
-            raise ValueError(f"unsupported minor {minor}; supported: {SUPPORTED_KUBERNETES_MINORS}")
-        return value.lstrip("v")
+        version = check_version(value)
+        if version.count(".") != 2:
+            raise ValueError(
+                f"use a full version such as {DEFAULT_KUBERNETES_VERSION} (it tags the images)"
+            )
+        return version
 
     @field_validator("pod_cidr", "service_cidr")
     @classmethod
@@ -62,7 +64,7 @@ class ClusterConfig(_Strict):
 
     @property
     def kubernetes_minor(self) -> str:
-        return ".".join(self.kubernetes_version.split(".")[:2])
+        return minor_of(self.kubernetes_version)
 
     @property
     def service_ip(self) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mayu_py.errors import Unprocessable
+from mayu_py.kubernetes_releases import unsupported_reason
 
 API_VERSION = "mayu.io/v1alpha1"
 KIND = "TenantCluster"
@@ -242,6 +243,8 @@ def parse_tenant(
     _check_name(tenant.name, errors)
     _check_network(tenant, existing, errors)
     _check_nodes(tenant.spec, known_images, errors)
+    if reason := unsupported_reason(tenant.spec.kubernetesVersion):
+        errors["spec.kubernetesVersion"] = reason
     if errors:
         raise Unprocessable("invalid TenantCluster", errors)
     return tenant

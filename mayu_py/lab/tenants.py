@@ -100,7 +100,7 @@ def tenant_doc(tenant: topo.LabTenant) -> dict[str, Any]:
         "kind": "TenantCluster",
         "metadata": {"name": tenant.name},
         "spec": {
-            "kubernetesVersion": "1.31",
+            "kubernetesVersion": "1.37",
             "image": IMAGE,
             "network": {"cidr": tenant.cidr, "vni": tenant.vni},
             "masters": [size],

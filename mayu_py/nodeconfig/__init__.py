@@ -8,6 +8,7 @@ and PKI directory. Sits above pki and render (it uses both) and below server and
 from __future__ import annotations
 
 from mayu_py.errors import NotFound
+from mayu_py.kubernetes_releases import minor_of
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
 from mayu_py.render import IgnitionRenderer
 from mayu_py.tenant import TenantCluster, tenant_nodes
@@ -39,7 +40,7 @@ def render_tenant_node(
     identity = NodeIdentity(name=node.name, role=RENDER_ROLE[node.role], ips=(node.ip,))
     files = pki.node_files(identity, facts)
     version = tenant.spec.kubernetesVersion
-    minor = ".".join(version.split(".")[:2])
+    minor = minor_of(version)
     context = {
         "node": {
             "name": node.name,

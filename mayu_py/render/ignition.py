@@ -49,9 +49,21 @@ def parse_output(name: str, text: str) -> dict[str, Any]:
     return document
 
 
+DATA_URL_PREFIX = "data:;base64,"
+
+
 def data_url(text: str) -> str:
     """A base64 `data:` URL (media type omitted) that Ignition 2.14 decodes byte for byte."""
-    return "data:;base64," + base64.b64encode(text.encode()).decode("ascii")
+    return DATA_URL_PREFIX + base64.b64encode(text.encode()).decode("ascii")
+
+
+def file_text(config: dict[str, Any], path: str) -> str | None:
+    """The text of `path` in an assembled config when it is inline (a `data_url`), else None."""
+    for entry in config.get("storage", {}).get("files", []):
+        source = (entry.get("contents") or {}).get("source", "")
+        if entry.get("path") == path and source.startswith(DATA_URL_PREFIX):
+            return base64.b64decode(source.removeprefix(DATA_URL_PREFIX)).decode()
+    return None
 
 
 def file_entry(spec: FileSpec) -> dict[str, Any]:

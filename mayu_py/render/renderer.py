@@ -1,30 +1,36 @@
 """IgnitionRenderer: node context -> Ignition 3.3.0 config (dict or compact JSON).
 
 One renderer holds two sandboxed environments: one for the Ignition templates, one for the
-static pod manifest templates that controller (and agent) hosts receive as files.
+static pod manifest templates that controller (and agent) hosts receive as files. At start-up
+`check_templates` renders everything for each supported Kubernetes minor and refuses flags and
+kubelet configuration fields that minor's components no longer accept.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mayu_py.errors import RenderError
+from mayu_py.kubernetes_releases import RELEASES, Release, release_for
 from mayu_py.model import FileSpec
 from mayu_py.render.environment import create_environment, render_text
-from mayu_py.render.ignition import assemble, parse_output, take_extensions
+from mayu_py.render.flags import removed_flags
+from mayu_py.render.ignition import assemble, file_text, parse_output, take_extensions
+from mayu_py.render.kubelet_config import kubelet_config_problems
 from mayu_py.render.paths import default_manifests_dir, default_templates_dir
-from mayu_py.render.releases import RELEASES, release_for
 from mayu_py.render.sample import sample_context
 
 TEMPLATE_SUFFIX = ".yaml.j2"
 MANIFEST_DIR = "/etc/kubernetes/manifests"
 MANIFEST_MODE = 0o600
 ROLES = ("controller", "worker")
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 DEFAULT_AGENT_IMAGE = "ghcr.io/mayu-io/mayu:0.1.0"
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -64,8 +70,18 @@ class IgnitionRenderer:
 
     def static_manifests(self, context: dict[str, Any]) -> list[FileSpec]:
         """Static pod manifests for the node; a template rendering to nothing is skipped."""
+        return [
+            FileSpec(
+                f"{MANIFEST_DIR}/{name.removesuffix('.j2')}",
+                MANIFEST_MODE,
+                yaml.dump(pod, Dumper=_DUMPER, sort_keys=False),
+            )
+            for name, pod in self._pods(context)
+        ]
+
+    def _pods(self, context: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         full = _template_context(context)
-        specs = []
+        pods = []
         for name in self.manifest_names():
             text = render_text(self._manifests, name, full)
             if not text.strip():
@@ -73,11 +89,8 @@ class IgnitionRenderer:
             document = parse_output(name, text)
             if document.get("kind") != "Pod":
                 raise RenderError(f"template {name}: a static manifest must be a Pod")
-            path = f"{MANIFEST_DIR}/{name.removesuffix('.j2')}"
-            specs.append(
-                FileSpec(path, MANIFEST_MODE, yaml.dump(document, Dumper=_DUMPER, sort_keys=False))
-            )
-        return specs
+            pods.append((name, document))
+        return pods
 
     def template_names(self) -> list[str]:
         """The renderable Ignition templates (partials excluded)."""
@@ -88,15 +101,18 @@ class IgnitionRenderer:
         return _listing(self.manifests_dir)
 
     def check_templates(self) -> None:
-        """Render every template for both roles and each supported minor; RenderError on failure."""
+        """Render every template for both roles and each supported minor and check the output
+        against what that minor's components accept; RenderError on the first problem."""
         names = self.template_names()
         if not names:
             raise RenderError(f"no *{TEMPLATE_SUFFIX} templates in {self.templates_dir}")
         for release in RELEASES.values():
-            version = f"{release.minor}.0"
             for role in ROLES:
+                context = sample_context(role, f"{release.minor}.0")
                 for name in names:
-                    self.render(name, sample_context(role, version))
+                    _check_kubelet_config(name, self.render(name, context), release)
+                for name, pod in self._pods(context):
+                    _check_flags(name, pod, release)
 
 
 def _template_context(context: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +124,25 @@ def _template_context(context: dict[str, Any]) -> dict[str, Any]:
         raise RenderError("render context needs cluster.kubernetes_minor and node.role") from None
     if role not in ROLES:
         raise RenderError(f"node.role must be one of {', '.join(ROLES)}, not {role!r}")
-    return {**context, "release": release_for(minor)}
+    return {**context, "release": asdict(release_for(minor))}
+
+
+def _check_kubelet_config(name: str, config: dict[str, Any], release: Release) -> None:
+    text = file_text(config, KUBELET_CONFIG)
+    if text is None:
+        return
+    document = parse_output(f"{name} ({KUBELET_CONFIG})", text)
+    problems = kubelet_config_problems(document, release.minor)
+    if problems:
+        raise RenderError(f"template {name}: {KUBELET_CONFIG} for {release.minor}: {problems[0]}")
+
+
+def _check_flags(name: str, pod: dict[str, Any], release: Release) -> None:
+    for container in pod.get("spec", {}).get("containers", []):
+        command = [*container.get("command", []), *container.get("args", [])]
+        problems = removed_flags(command[0], command, release) if command else []
+        if problems:
+            raise RenderError(f"template {name} for Kubernetes {release.minor}: {problems[0]}")
 
 
 def _listing(directory: Path) -> list[str]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-SAMPLE_KUBERNETES_VERSION = "1.31.2"
+from mayu_py.kubernetes_releases import DEFAULT_KUBERNETES_VERSION, minor_of
 
 
 def sample_context(
-    role: str = "controller", kubernetes_version: str = SAMPLE_KUBERNETES_VERSION
+    role: str = "controller", kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
 ) -> dict[str, Any]:
     """A context with every key the shipped templates use, for a node of `role`."""
-    minor = ".".join(kubernetes_version.split(".")[:2])
+    minor = minor_of(kubernetes_version)
     return {
         "node": {
             "name": "node-525400000001",

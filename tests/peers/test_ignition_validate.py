@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mayu_py.kubernetes_releases import RELEASES
 from mayu_py.model import FileSpec
 from mayu_py.render import IgnitionRenderer, sample_context
-from mayu_py.render.releases import RELEASES
 
 pytestmark = pytest.mark.peer
 

@@ -109,7 +109,7 @@ def _nodes() -> list[DesiredNode]:
         "kind": "TenantCluster",
         "metadata": {"name": TENANT},
         "spec": {
-            "kubernetesVersion": "1.31",
+            "kubernetesVersion": "1.37",
             "image": "lab",
             "network": {"cidr": CIDR, "vni": VNI},
             "masters": [size],

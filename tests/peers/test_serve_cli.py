@@ -46,6 +46,7 @@ def _serve(data: Path, *args: str, env: dict | None = None) -> subprocess.Popen[
             "tie",
         ),
         ({"profiles": {"worker": {"kernel": "k"}}}, "profiles.worker"),
+        ({"cluster": {"kubernetes_version": "1.31.2"}}, "Kubernetes 1.31 is not supported"),
     ],
 )
 def test_config_error_stops_startup_with_one_line(tmp_path: Path, config: dict, field: str) -> None:

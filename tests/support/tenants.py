@@ -34,7 +34,7 @@ def tenant_doc(
         "kind": "TenantCluster",
         "metadata": {"name": name},
         "spec": {
-            "kubernetesVersion": "1.31",
+            "kubernetesVersion": "1.37",
             "image": "lab",
             "network": {"cidr": cidr, "vni": vni},
             "masters": [size],

@@ -54,6 +54,37 @@ def test_config_errors_are_one_line_naming_the_field(
     assert field in message
 
 
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("1.31.2", "Kubernetes 1.31 is not supported (supported: 1.35, 1.36, 1.37)"),
+        ("1.38.0", "Kubernetes 1.38 is not supported (supported: 1.35, 1.36, 1.37)"),
+        ("1.37", "use a full version such as 1.37.1"),
+        ("latest", "not a Kubernetes version: 'latest'"),
+    ],
+)
+def test_an_unsupported_kubernetes_version_is_a_start_up_error(
+    tmp_path: Path, version: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, {"cluster": {"kubernetes_version": version}}), environ={})
+    assert info.value.message.startswith("config error at cluster.kubernetes_version: ")
+    assert expected in info.value.message
+
+
+@pytest.mark.parametrize("version", ["1.35.0", "v1.36.3", "1.37.1"])
+def test_every_supported_minor_is_accepted(tmp_path: Path, version: str) -> None:
+    settings = load_settings(
+        _write(tmp_path, {"cluster": {"kubernetes_version": version}}), environ={}
+    )
+    assert settings.cluster.kubernetes_version == version.removeprefix("v")
+    assert settings.cluster.kubernetes_minor == version.removeprefix("v")[:4]
+
+
+def test_the_default_version_is_a_current_1_37_patch() -> None:
+    assert load_settings(environ={}).cluster.kubernetes_version == "1.37.1"
+
+
 def test_tied_groups_are_a_config_error(tmp_path: Path) -> None:
     groups = [
         {"name": "a", "profile": "worker", "selector": {"rack": "r1"}},

@@ -41,7 +41,7 @@ ACME = {
     "kind": "TenantCluster",
     "metadata": {"name": "acme"},
     "spec": {
-        "kubernetesVersion": "1.31",
+        "kubernetesVersion": "1.37",
         "image": "lab",
         "network": {"cidr": "10.100.0.0/24", "vni": 100},
         "masters": [SIZE],

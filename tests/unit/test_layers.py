@@ -1,5 +1,5 @@
 """Layers only import downward (DESIGN section 6): cli > lab > server | agent > nodeconfig > images | render |
-store | dhcp | pki | tenant > model | config | command > errors. No sideways imports."""
+store | dhcp | pki | tenant > model | config | command > kubernetes_releases > errors. No sideways imports."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ LAYERS = [
     {"nodeconfig"},
     {"images", "render", "store", "dhcp", "pki", "tenant"},
     {"model", "config", "command"},
+    {"kubernetes_releases"},
     {"errors"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

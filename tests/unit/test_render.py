@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mayu_py.errors import RenderError
+from mayu_py.errors import RenderError, Unprocessable
+from mayu_py.kubernetes_releases import DEFAULT_KUBERNETES_VERSION
 from mayu_py.model import FileSpec
 from mayu_py.render import (
     IgnitionRenderer,
@@ -88,9 +89,9 @@ def test_controller_config_structure(renderer: IgnitionRenderer, context: dict[s
         "ExecStart=/usr/bin/kubelet",
         "--config=/var/lib/kubelet/config.yaml",
         "--kubeconfig=/etc/kubernetes/kubelet.conf",
-        "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
     ):
         assert flag in kubelet["contents"]
+    assert "--container-runtime-endpoint" not in kubelet["contents"]
     assert unit_of(config, "containerd.service")["enabled"] is True
 
     files = files_of(config)
@@ -105,12 +106,13 @@ def test_controller_config_structure(renderer: IgnitionRenderer, context: dict[s
     assert kubelet_config["clusterDNS"] == ["10.96.0.10"]
     assert kubelet_config["clusterDomain"] == "cluster.local"
     assert kubelet_config["staticPodPath"] == "/etc/kubernetes/manifests"
+    assert kubelet_config["containerRuntimeEndpoint"] == "unix:///run/containerd/containerd.sock"
     assert kubelet_config["tlsCertFile"] == "/var/lib/kubelet/pki/kubelet.crt"
     assert kubelet_config["tlsPrivateKeyFile"] == "/var/lib/kubelet/pki/kubelet.key"
     assert kubelet_config["authentication"]["x509"]["clientCAFile"] == "/etc/kubernetes/pki/ca.crt"
 
     assert "SystemdCgroup = true" in text_of(config, "/etc/containerd/config.toml")
-    assert 'pause:3.10"' in text_of(config, "/etc/containerd/config.toml")
+    assert 'pause:3.10.2"' in text_of(config, "/etc/containerd/config.toml")
     assert text_of(config, "/etc/modules-load.d/k8s.conf").split() == ["overlay", "br_netfilter"]
     sysctl = text_of(config, "/etc/sysctl.d/k8s.conf")
     assert "net.ipv4.ip_forward = 1" in sysctl
@@ -205,13 +207,24 @@ def test_static_manifests_follow_the_release(renderer: IgnitionRenderer) -> None
         spec = next(s for s in specs if s.path.endswith("/etcd.yaml"))
         return yaml.safe_load(spec.contents)["spec"]["containers"][0]
 
-    old, new = etcd("1.29.4"), etcd("1.31.2")
-    assert old["image"] == "registry.k8s.io/etcd:3.5.10-0"
-    assert old["livenessProbe"]["httpGet"]["path"].startswith("/health")
-    assert "readinessProbe" not in old
-    assert new["image"] == "registry.k8s.io/etcd:3.5.15-0"
-    assert new["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert new["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    old, new = etcd("1.35.4"), etcd("1.37.1")
+    assert old["image"] == "registry.k8s.io/etcd:3.6.11-0"
+    assert new["image"] == "registry.k8s.io/etcd:3.7.0-0"
+    for container in (old, new):
+        assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert "--feature-gates=InitialCorruptCheck=true" in container["command"]
+        assert not [f for f in container["command"] if f.startswith("--experimental-")]
+
+
+@pytest.mark.parametrize(("version", "pause"), [("1.35.0", "3.10.1"), ("1.37.1", "3.10.2")])
+def test_sandbox_image_follows_the_release(
+    renderer: IgnitionRenderer, version: str, pause: str
+) -> None:
+    config = renderer.render("worker.yaml.j2", sample_context("worker", version))
+    assert f'sandbox_image = "registry.k8s.io/pause:{pause}"' in text_of(
+        config, "/etc/containerd/config.toml"
+    )
 
 
 def test_control_plane_images_and_flags(
@@ -227,7 +240,7 @@ def test_control_plane_images_and_flags(
     }
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         container = pods[name]["spec"]["containers"][0]
-        assert container["image"] == f"registry.k8s.io/{name}:v1.31.2"
+        assert container["image"] == f"registry.k8s.io/{name}:v{DEFAULT_KUBERNETES_VERSION}"
         assert pods[name]["metadata"]["namespace"] == "kube-system"
     etcd_cmd = pods["etcd"]["spec"]["containers"][0]["command"]
     assert (
@@ -363,7 +376,6 @@ def test_sandbox_blocks_unsafe_attributes(tmp_path: Path, context: dict[str, Any
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda c: c["cluster"].update(kubernetes_minor="1.28"), "not supported"),
         (lambda c: c["node"].update(role="admin"), "node.role must be one of"),
         (lambda c: c.pop("cluster"), "needs cluster.kubernetes_minor"),
     ],
@@ -374,6 +386,50 @@ def test_bad_context_is_refused(
     mutate(context)
     with pytest.raises(RenderError, match=message):
         renderer.render("worker.yaml.j2", context)
+
+
+@pytest.mark.parametrize("minor", ["1.31", "1.38", "latest"])
+def test_an_unsupported_minor_is_a_422_not_a_render_error(
+    renderer: IgnitionRenderer, context: dict[str, Any], minor: str
+) -> None:
+    context["cluster"]["kubernetes_minor"] = minor
+    with pytest.raises(Unprocessable) as err:
+        renderer.render("worker.yaml.j2", context)
+    assert err.value.status == 422
+    assert (
+        "1.35, 1.36, 1.37" in err.value.message or "not a Kubernetes version" in err.value.message
+    )
+
+
+def test_check_templates_refuses_a_flag_a_supported_release_removed(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "etcd.yaml.j2").write_text(
+        "{% if node.role == 'controller' %}kind: Pod\nspec:\n  containers:\n"
+        "    - {name: etcd, command: [etcd, --experimental-initial-corrupt-check=true]}\n"
+        "{% endif %}"
+    )
+    renderer = IgnitionRenderer(default_templates_dir(), manifests)
+    with pytest.raises(
+        RenderError,
+        match=r"for Kubernetes 1\.37: etcd 3\.7 does not accept "
+        r"--experimental-initial-corrupt-check .*InitialCorruptCheck=true",
+    ):
+        renderer.check_templates()
+
+
+def test_check_templates_refuses_an_unknown_kubelet_field(tmp_path: Path) -> None:
+    kubelet_config = (
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "containerRuntime: remote\n"
+    )
+    template = (
+        "storage:\n  files:\n    - path: /var/lib/kubelet/config.yaml\n"
+        f"      contents: {{inline: {json.dumps(kubelet_config)}}}\n"
+    )
+    renderer = custom(tmp_path, **{"x.yaml.j2": template})
+    with pytest.raises(RenderError, match=r"containerRuntime: not a field of KubeletConfiguration"):
+        renderer.check_templates()
 
 
 # --- injection -----------------------------------------------------------------------

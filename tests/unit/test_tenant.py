@@ -63,6 +63,22 @@ def test_unknown_image() -> None:
     assert "spec.image" in errors_of(doc(spec__image="flatcar"))
 
 
+@pytest.mark.parametrize("version", ["1.31", "1.34.2", "1.38"])
+def test_an_unsupported_minor_is_a_field_error(version: str) -> None:
+    detail = errors_of(doc(spec__kubernetesVersion=version))
+    minor = ".".join(version.split(".")[:2])
+    assert detail == {
+        "spec.kubernetesVersion": f"Kubernetes {minor} is not supported (supported: 1.35, 1.36, 1.37)"
+    }
+
+
+@pytest.mark.parametrize("version", ["1.35", "1.36.3", "1.37.1"])
+def test_every_supported_minor_parses(version: str) -> None:
+    assert parse_tenant(
+        doc(spec__kubernetesVersion=version), IMAGES, []
+    ).spec.kubernetesVersion == (version)
+
+
 def test_memory_below_image_minimum() -> None:
     small = [{"cpus": 1, "memory": "128Mi", "disk": "2Gi"}]
     detail = errors_of(doc(spec__workers=small))

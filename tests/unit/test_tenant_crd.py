@@ -27,7 +27,7 @@ def design_example() -> dict:
 
 
 def test_crd_is_valid_kubernetes() -> None:
-    kubernetes_validate.validate(CRD, "1.31.0", strict=True)
+    kubernetes_validate.validate(CRD, "1.37.0", strict=True)
     assert CRD["spec"]["group"] == "mayu.io"
     assert CRD["spec"]["names"]["kind"] == "TenantCluster"
     assert CRD["spec"]["versions"][0]["subresources"] == {"status": {}}

@@ -113,6 +113,7 @@ def test_scale_bumps_generation_and_keeps_assignments(client: FlaskClient) -> No
         (lambda d: d["spec"]["masters"][0].update(memory="32Mi"), "spec.masters[0].memory"),
         (lambda d: d["spec"].update(image="windows"), "spec.image"),
         (lambda d: d["spec"]["network"].update(cidr="10.100.0.128/25"), "spec.network.cidr"),
+        (lambda d: d["spec"].update(kubernetesVersion="1.31"), "spec.kubernetesVersion"),
     ],
 )
 def test_bad_tenants_are_422_and_create_nothing(client: FlaskClient, change, field: str) -> None:  # type: ignore[no-untyped-def]
@@ -196,3 +197,18 @@ def test_delete_of_nodes_no_agent_ever_reported_purges_at_once(client: FlaskClie
     )
     assert client.put(node, headers=AUTH, json={"state": "deleted"}).status_code == 200
     assert client.get("/api/v1/tenants/acme", headers=AUTH).status_code == 404
+
+
+def test_a_tenant_stored_with_a_dropped_minor_renders_as_422(tmp_path: Path) -> None:
+    settings = load_settings(None, {("data_dir",): str(tmp_path / "data")}, environ={})
+    store = open_store(settings.data_path)
+    client = create_app(settings, store, "t").test_client()
+    _heartbeat(client, "h1")
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    record = store.get_tenant("acme")
+    assert record is not None
+    record["doc"]["spec"]["kubernetesVersion"] = "1.31"  # stored before 1.31 was dropped
+    store.atomically(lambda tx: tx.put_tenant("acme", record))
+    response = client.get("/api/v1/tenants/acme/nodes/acme-master-0/ignition", headers=AUTH)
+    assert response.status_code == 422, response.get_json()
+    assert "Kubernetes 1.31 is not supported" in response.get_json()["error"]

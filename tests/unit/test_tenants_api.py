@@ -211,4 +211,4 @@ def test_a_tenant_stored_with_a_dropped_minor_renders_as_422(tmp_path: Path) -> 
     store.atomically(lambda tx: tx.put_tenant("acme", record))
     response = client.get("/api/v1/tenants/acme/nodes/acme-master-0/ignition", headers=AUTH)
     assert response.status_code == 422, response.get_json()
-    assert "Kubernetes 1.31 is not supported" in response.get_json()["error"]
+    assert "Kubernetes 1.31 is not supported" in response.get_json()["detail"]

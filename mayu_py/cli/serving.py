@@ -4,8 +4,10 @@ HTTPS) build their app through here, from the same settings."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -54,21 +56,29 @@ def check_paths(settings: Settings) -> None:
         )
 
 
+BIND_ATTEMPTS = 5
+
+
 def check_bindable(listen: str, field: str) -> None:
-    """ConfigError (one line naming the field) when HOST:PORT cannot be bound right now."""
+    """ConfigError (one line naming the field) when HOST:PORT cannot be bound; like gunicorn,
+    a port still held (a killed server's workers exiting) is tried again for a few seconds."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(f"config error at {field}: {listen!r} is not HOST:PORT")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, int(port)))
-        except OSError as exc:
-            raise ConfigError(
-                f"config error at {field}: cannot bind {listen}: {exc.strerror}"
-            ) from None
+    for attempt in range(BIND_ATTEMPTS):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, int(port)))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
+                    raise ConfigError(
+                        f"config error at {field}: cannot bind {listen}: {exc.strerror}"
+                    ) from None
+        time.sleep(1)
 
 
 def tls_names(settings: Settings) -> list[str]:

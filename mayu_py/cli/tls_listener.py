@@ -4,27 +4,28 @@ must stay plain HTTP (iPXE and the first Ignition fetch cannot verify our CA). A
 gunicorn keeps both listeners production servers with no extra daemon; a TLS front such as
 nginx remains possible (point it at the plain listener and set server.tls.public_url).
 
-The child is started with multiprocessing's `spawn` (a fresh interpreter: safe beside the
-parent's threads), dies with its parent (PR_SET_PDEATHSIG), and is restarted with backoff if
-it exits on its own.
+The child is a fresh interpreter (`python -m mayu_py.cli.tls_listener`: safe beside the
+parent's threads) that reads the parent's settings on stdin and the admin token from its
+environment, dies with its parent (PR_SET_PDEATHSIG), and is restarted with backoff if it
+exits on its own.
 """
 
 from __future__ import annotations
 
-import ctypes
 import http.client
 import logging
-import multiprocessing
 import os
-import signal
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serving import build_app
-from mayu_py.cli.wsgi import GunicornServer
+from mayu_py.cli.wsgi import GunicornServer, die_with_parent
 from mayu_py.config import Settings
 from mayu_py.errors import ConfigError
 from mayu_py.server.boot import TLS_ENVIRON_KEY
@@ -32,7 +33,6 @@ from mayu_py.server.boot import TLS_ENVIRON_KEY
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
-PR_SET_PDEATHSIG = 1
 
 
 def _mark_tls(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,17 +43,8 @@ def _mark_tls(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
     return marked
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
 def _child(settings: Settings, token: str, workers: int, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
-    from mayu_py.cli.logging_setup import configure_logging
-
+    die_with_parent(parent_pid)
     configure_logging(False)
     app, tls = build_app(settings, token)
     app.wsgi_app = _mark_tls(app.wsgi_app)  # type: ignore[method-assign]
@@ -97,13 +88,12 @@ class TlsListener:
         self._watcher: threading.Thread | None = None
 
     def _spawn(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._process = context.Process(
-            target=_child,
-            args=(self.settings, self.token, self.workers, os.getpid()),
-            name="mayu-serve-tls",
-        )
-        self._process.start()
+        env = {**os.environ, "MAYU_TOKEN": self.token}
+        argv = [sys.executable, "-m", __name__, str(self.workers), str(os.getpid())]
+        self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env)
+        assert self._process.stdin is not None
+        self._process.stdin.write(self.settings.model_dump_json().encode())
+        self._process.stdin.close()
 
     def start(self) -> None:
         """Start the child; ConfigError (one line) unless it listens within START_TIMEOUT."""
@@ -111,10 +101,10 @@ class TlsListener:
         address = _connect_address(self.settings.server.tls_listen)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            if not self._process.is_alive():
+            if self._process.poll() is not None:
                 raise ConfigError(
                     f"the HTTPS listener on {self.settings.server.tls_listen} exited "
-                    f"({self._process.exitcode}); is the port taken? (server.tls.listen)"
+                    f"({self._process.returncode}); see the messages above"
                 )
             try:
                 if self._answers(address):
@@ -144,11 +134,14 @@ class TlsListener:
     def _watch(self) -> None:
         delay = 1.0
         while not self._stopping.is_set():
-            self._process.join(timeout=1.0)
-            if self._stopping.is_set() or self._process.is_alive():
+            try:
+                self._process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
                 continue
+            if self._stopping.is_set():
+                return
             log.error(
-                "HTTPS listener exited (%s); restarting in %.0f s", self._process.exitcode, delay
+                "HTTPS listener exited (%s); restarting in %.0f s", self._process.returncode, delay
             )
             if self._stopping.wait(delay):
                 return
@@ -158,10 +151,22 @@ class TlsListener:
     def stop(self) -> None:
         self._stopping.set()
         process = self._process
-        if process is None or not process.is_alive():
+        if process is None or process.poll() is not None:
             return
         process.terminate()
-        process.join(10)
-        if process.is_alive():
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
             process.kill()
-            process.join(5)
+            process.wait(5)
+
+
+def main() -> None:
+    """The child's entry: `python -m mayu_py.cli.tls_listener WORKERS PARENT_PID`."""
+    workers, parent_pid = int(sys.argv[1]), int(sys.argv[2])
+    settings = Settings.model_validate_json(sys.stdin.buffer.read())
+    _child(settings, os.environ["MAYU_TOKEN"], workers, parent_pid)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 from typing import Any
 
 from flask import Flask
@@ -17,8 +20,22 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
+        # Workers die with their master: a SIGKILLed server leaves no worker holding its port.
+        self.cfg.set("post_fork", lambda _arbiter, worker: die_with_parent(worker.ppid))
         for key, value in self._options.items():
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
         return self._app
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (and exit at once if the
+    parent is already gone)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(0)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.peer
 
 CLIENT_MAC = "02:77:00:00:00:41"
 PORT = 8080
-TOKEN = "serve-dhcp-test-token"
+TOKEN = "serve-dhcp-test-token-0123456789abcdef"
 
 if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox"):
     pytest.skip("needs root, dnsmasq and busybox", allow_module_level=True)

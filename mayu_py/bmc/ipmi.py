@@ -61,9 +61,14 @@ _AUTH_WORDS = (
     "integrity check value",
 )
 _SILENT_WORDS = ("timeout", "no longer connected", "failed to initialize")
-# Completion codes: invalid command, command invalid for LUN, invalid data field,
-# parameter not supported.
-_UNSUPPORTED_CODES = frozenset({0xC1, 0xC2, 0xCC, 0x80})
+# pyghmi mostly passes on a completion code's text only (its constants.ipmi_completion_codes).
+_UNSUPPORTED_WORDS = (
+    "invalid command",
+    "parameter not supported",
+    "invalid data field",
+    "parameter out of range",
+    "not supported in present state",
+)
 _POLL = 0.2
 # pyghmi gives up on a silent BMC within ~10 s once logged in (see the module docstring).
 _COMMANDS_BOUND = 12.0
@@ -197,9 +202,9 @@ class IpmiBmc:
                 return BmcAuthFailed(label, f"{what}: authentication failed ({text})")
             if not text or any(word in lower for word in _SILENT_WORDS):
                 return BmcUnreachable(label, f"{what}: no answer from {self.host}:{self.port}")
-            if exc.ipmicode in _UNSUPPORTED_CODES:
-                return BmcUnsupported(label, f"{what}: {text}")
-            return BmcError(label, f"{what}: {text}")
+            if any(word in lower for word in _UNSUPPORTED_WORDS):
+                return BmcUnsupported(label, f"{what}: the BMC answered {text!r}")
+            return BmcError(label, f"{what}: the BMC answered {text!r}")
         return BmcError(label, f"{what}: unexpected answer ({type(exc).__name__}: {exc})")
 
 

@@ -184,9 +184,23 @@ class RedfishBmc:
             return BmcUnreachable(label, f"{what}: no connection within {self.connect_timeout:g} s")
         if isinstance(cause, requests.exceptions.Timeout):
             return BmcUnreachable(label, f"{what}: no answer within {self.timeout:g} s")
-        found = _ERRNO.search(str(cause))
-        reason = found.group(1).strip() if found else one_line(cause)
-        return BmcUnreachable(label, f"{what}: unreachable ({reason})")
+        return BmcUnreachable(label, f"{what}: unreachable ({_os_reason(cause)})")
+
+
+def _os_reason(cause: BaseException) -> str:
+    """The operating system's words ("Connection refused") from requests' nested errors."""
+    seen: set[int] = set()
+    todo: list[object] = [cause]
+    while todo:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.strerror:
+            return item.strerror
+        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    found = _ERRNO.search(str(cause))
+    return found.group(1).strip() if found else one_line(cause)
 
 
 def _tls_reason(cause: BaseException) -> str:

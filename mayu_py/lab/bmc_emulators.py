@@ -298,6 +298,7 @@ class IpmiEmulators(_Emulator):
             password,
             ipmi_cipher_suite=3,
         )
+        ensure_private_dir(self.state_dir)
         directory = ensure_private_dir(ensure_private_dir(self.domains_dir) / domain)
         lines = {
             "domain_name": domain,

@@ -12,7 +12,7 @@ def connect(coordinates: BmcCoordinates, *, timeout: float = 10.0) -> Bmc:
     """A client for this BMC. Nothing is sent yet: every call opens what it needs.
 
     `timeout` bounds each request's wait for an answer (Redfish) or a power cycle's wait for
-    "off" (IPMI); Redfish connects within 2 s, pyghmi gives up on a silent BMC after ~5 s.
+    "off" (IPMI). A dead BMC fails within 2 s (Redfish: TCP connect) or 3 s (IPMI: login).
     """
     if coordinates.protocol is BmcProtocol.REDFISH:
         return RedfishBmc(coordinates, timeout=timeout)

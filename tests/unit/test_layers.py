@@ -1,5 +1,6 @@
 """Layers only import downward (DESIGN section 6): cli > lab > server | agent > nodeconfig > images | render |
-store | dhcp | pki | tenant > model | config | command > kubernetes_releases > errors. No sideways imports."""
+store | dhcp | pki | tenant | bmc > model | config | command > kubernetes_releases > errors. No sideways
+imports."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ LAYERS = [
     {"lab"},
     {"server", "agent"},
     {"nodeconfig"},
-    {"images", "render", "store", "dhcp", "pki", "tenant"},
+    {"images", "render", "store", "dhcp", "pki", "tenant", "bmc"},
     {"model", "config", "command"},
     {"kubernetes_releases"},
     {"errors"},

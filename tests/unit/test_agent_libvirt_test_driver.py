@@ -22,6 +22,7 @@ from mayu_py.agent.images import BaseImages, install_base_image
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.statedir import StateDir
+from mayu_py.api_client import ApiError
 from mayu_py.command import run
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
 from tests.support.sources import StaticSource
@@ -276,3 +277,52 @@ def test_run_forever_reconciles_until_stopped(rig: Rig) -> None:
     assert not thread.is_alive()
     assert len(rig.source.registrations) >= 3  # heartbeats every pass
     assert rig.source.last_reports()["acme-master-0"].state == "running"
+
+
+def test_a_temporary_error_abandons_the_pass_a_permanent_one_fails_its_node(rig: Rig) -> None:
+    nodes = desired(ACME)
+    rig.source.nodes = nodes
+    broken = nodes[1].name
+    rig.source.ignition_errors[broken] = ApiError("GET ...: 404 no such node", 404)
+    result = rig.agent().run_once()
+    assert set(result.errors) == {broken}
+    assert result.states[broken] == "failed" and result.states[nodes[0].name] == "running"
+    reported = len(rig.source.reports)
+    rig.source.ignition_errors[broken] = ApiError("cannot reach ...", 503, temporary=True)
+    with pytest.raises(ApiError):
+        rig.agent().run_once()
+    assert len(rig.source.reports) == reported  # an abandoned pass reports nothing
+    del rig.source.ignition_errors[broken]
+    assert rig.agent().run_once().errors == {}
+    assert_converged(rig, nodes)
+
+
+def _passes(rig: Rig, interval: float, error: Exception) -> list[float]:
+    """run_forever with the first desired-state read failing; when the first two passes
+    asked for desired state."""
+    rig.source.nodes = desired(ACME)[:1]
+    rig.source.fail_next = [error]
+    stop = threading.Event()
+    agent = rig.agent()
+    thread = threading.Thread(
+        target=agent.run_forever, args=(interval, stop), kwargs={"retry_s": 0.05}, daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(rig.source.asked) < 2:
+        time.sleep(0.02)
+    stop.set()
+    agent.source.wake_event.set()
+    thread.join(5)
+    assert not thread.is_alive() and len(rig.source.asked) >= 2
+    return rig.source.asked[:2]
+
+
+def test_a_temporary_error_is_retried_after_a_short_delay(rig: Rig) -> None:
+    first, second = _passes(rig, 30.0, ApiError("cannot reach ...", 503, temporary=True))
+    assert second - first < 30.0
+
+
+def test_a_permanent_error_waits_for_the_next_interval(rig: Rig) -> None:
+    first, second = _passes(rig, 0.5, ApiError("GET ...: 403 forbidden", 403))
+    assert second - first >= 0.5

@@ -119,7 +119,7 @@ class TenantService:
 
         def txn(tx: Tx) -> TenantRecord:
             record = self._record(tx, tenant)
-            nodes = {**record.nodes, node: ReportedNode.of(report, self.clock())}
+            nodes = {**record.nodes, node: ReportedNode(report, self.clock())}
             return self._store_or_purge(tx, dataclasses.replace(record, nodes=nodes))
 
         return self.view(self._after_purge(self.store.atomically(txn)))

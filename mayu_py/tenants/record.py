@@ -20,39 +20,21 @@ from mayu_py.tenants.wire import NodeReport
 
 @dataclass(frozen=True)
 class ReportedNode:
-    """What a node's agent last reported, and when the server received it."""
+    """A node's last report, as its agent sent it, and when the server received it."""
 
-    state: NodeState
-    ip: str | None = None
-    host: str | None = None
-    message: str = ""
-    generation: int = 0
+    report: NodeReport
     updated: float = 0.0
 
-    @classmethod
-    def of(cls, report: NodeReport, updated: float) -> ReportedNode:
-        return cls(report.state, report.ip, report.host, report.message, report.generation, updated)
+    @property
+    def state(self) -> NodeState:
+        return self.report.state
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "state": str(self.state),
-            "ip": self.ip,
-            "host": self.host,
-            "message": self.message,
-            "generation": self.generation,
-            "updated": self.updated,
-        }
+        return self.report.to_json() | {"updated": self.updated}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ReportedNode:
-        return cls(
-            state=NodeState(data["state"]),
-            ip=data.get("ip") or None,
-            host=data.get("host") or None,
-            message=data.get("message") or "",
-            generation=int(data.get("generation") or 0),
-            updated=float(data.get("updated") or 0.0),
-        )
+    def from_json(cls, tenant: str, node: str, data: dict[str, Any]) -> ReportedNode:
+        return cls(NodeReport.from_json(tenant, node, data), float(data.get("updated") or 0.0))
 
 
 @dataclass(frozen=True)
@@ -91,10 +73,10 @@ class TenantRecord:
                     role=node.role,
                     host=self.assignments.get(node.name),
                     state=NodeState.UNKNOWN if node.name in lapsed else state,
-                    ip=reported.ip if reported else None,
+                    ip=reported.report.ip if reported else None,
                 )
             )
-        generations = [r.generation if (r := self.nodes.get(n.name)) else 0 for n in nodes]
+        generations = [r.report.generation if (r := self.nodes.get(n.name)) else 0 for n in nodes]
         return TenantStatus(
             phase=phase_of((n.state for n in nodes), deleting=self.deleting),
             observedGeneration=min(generations, default=0),
@@ -111,9 +93,13 @@ class TenantRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TenantRecord:
+        tenant = TenantCluster.model_validate(data["doc"])
         return cls(
-            tenant=TenantCluster.model_validate(data["doc"]),
+            tenant=tenant,
             assignments=dict(data.get("assignments") or {}),
-            nodes={n: ReportedNode.from_json(r) for n, r in (data.get("nodes") or {}).items()},
+            nodes={
+                node: ReportedNode.from_json(tenant.name, node, reported)
+                for node, reported in (data.get("nodes") or {}).items()
+            },
             deleting=bool(data.get("deleting")),
         )

@@ -11,7 +11,15 @@ import pytest
 from mayu_py.model import Event, Machine, MachineState
 from mayu_py.store import Store
 from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
-from mayu_py.tenants import HostInfo, ImageInfo, NodeState, ReportedNode, TenantRecord, parse_tenant
+from mayu_py.tenants import (
+    HostInfo,
+    ImageInfo,
+    NodeReport,
+    NodeState,
+    ReportedNode,
+    TenantRecord,
+    parse_tenant,
+)
 from tests.support.tenants import acme
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {
@@ -79,7 +87,8 @@ def test_count_by_label_inside_transaction(store: Store) -> None:
 
 def test_tenants_and_hosts_records(store: Store) -> None:
     tenant = parse_tenant(acme(), {"lab": ImageInfo("lab")}, [])
-    reported = ReportedNode(NodeState.READY, "10.100.0.10", "h1", "", 1, 5.0)
+    report = NodeReport("acme", "acme-master-0", NodeState.READY, "10.100.0.10", "h1", "", 1)
+    reported = ReportedNode(report, 5.0)
     record = TenantRecord(tenant, {"acme-master-0": "h1"}, {"acme-master-0": reported})
     store.atomically(lambda tx: tx.put_tenant(record))
     store.atomically(lambda tx: tx.put_host(HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")))

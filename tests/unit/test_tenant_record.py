@@ -64,8 +64,15 @@ def test_a_record_written_before_records_were_typed_still_reads() -> None:
     }  # fmt: skip
     record = TenantRecord.from_json(stored)
     assert record.tenant == TENANT
-    assert record.nodes[NODES[1]] == ReportedNode(S.RUNNING, None, None, "", 0, 6.0)
+    running = NodeReport("acme", NODES[1], S.RUNNING, None, None, "", 0)
+    assert record.nodes[NODES[1]] == ReportedNode(running, 6.0)
     assert TenantRecord.from_json(record.to_json()) == record
+
+
+def _reported(
+    index: int, state: NodeState, ip: str | None = None, generation: int = 0
+) -> ReportedNode:
+    return ReportedNode(NodeReport("acme", NODES[index], state, ip, "h1", "", generation), 1.0)
 
 
 def test_status_of_a_record() -> None:
@@ -73,8 +80,8 @@ def test_status_of_a_record() -> None:
         TENANT,
         {NODES[0]: "h1", NODES[1]: "h2"},
         {
-            NODES[0]: ReportedNode(S.READY, "10.100.0.10", "h1", generation=2),
-            NODES[1]: ReportedNode(S.READY, "10.100.0.11", "h2", generation=1),
+            NODES[0]: _reported(0, S.READY, "10.100.0.10", generation=2),
+            NODES[1]: _reported(1, S.READY, "10.100.0.11", generation=1),
         },
     )
     status = record.status(lapsed=set())
@@ -92,11 +99,11 @@ def test_purgeable_once_every_node_an_agent_holds_is_deleted() -> None:
     held = TenantRecord(
         TENANT,
         {NODES[0]: "h1", NODES[1]: "h1"},
-        {NODES[0]: ReportedNode(S.DELETED), NODES[1]: ReportedNode(S.RUNNING)},
+        {NODES[0]: _reported(0, S.DELETED), NODES[1]: _reported(1, S.RUNNING)},
         deleting=True,
     )
     assert not held.purgeable
-    done = dataclasses.replace(held, nodes={**held.nodes, NODES[1]: ReportedNode(S.DELETED)})
+    done = dataclasses.replace(held, nodes={**held.nodes, NODES[1]: _reported(1, S.DELETED)})
     assert done.purgeable
     assert dataclasses.replace(held, nodes={}).purgeable  # no agent ever saw a node
     assert not dataclasses.replace(done, deleting=False).purgeable

@@ -173,7 +173,7 @@ class Agent:
             elif dom is None or not current:
                 state = NodeState.PENDING
             else:
-                state = NodeState(dom.state)
+                state = dom.state
             ip: str | None = node.ip
             if state == NodeState.RUNNING:
                 verdict = self.readiness.check(node.name, self.state_dir.log(node))

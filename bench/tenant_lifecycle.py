@@ -33,15 +33,15 @@ sys.path.insert(0, str(REPO))
 
 from mayu_py.agent import plan as p  # noqa: E402
 from mayu_py.agent.actual import observe  # noqa: E402
-from mayu_py.agent.desired import DesiredNode, networks_for  # noqa: E402
+from mayu_py.agent.desired import networks_for  # noqa: E402
 from mayu_py.agent.host import LibvirtHost  # noqa: E402
 from mayu_py.agent.images import BaseImages  # noqa: E402
 from mayu_py.agent.loop import Agent  # noqa: E402
-from mayu_py.agent.source import StaticSource  # noqa: E402
 from mayu_py.agent.statedir import StateDir  # noqa: E402
-from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes  # noqa: E402
+from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes  # noqa: E402
 from tests.conftest import start_server  # noqa: E402
 from tests.e2e import tenant_helpers as th  # noqa: E402
+from tests.support.sources import StaticSource  # noqa: E402
 from tests.support.tenants import tenant_doc  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -150,15 +150,13 @@ def floor(images: BaseImages, ignition: Path, count: int) -> float:
     return max(done.values())
 
 
-def _bench_nodes(count: int, cidr: str, vni: int, tenant: str) -> list[DesiredNode]:
+def _bench_nodes(count: int, cidr: str, vni: int, tenant: str) -> list[TenantNode]:
     size = {"cpus": 1, "memory": "128Mi", "disk": "1Gi"}
     doc = tenant_doc(tenant, cidr, vni, workers=count - 1)
     doc["spec"]["masters"] = [size]
     doc["spec"]["workers"] = [size] * (count - 1)
     tenant_obj = parse_tenant(doc, {"lab": ImageInfo("lab", 64)}, [])
-    return [
-        DesiredNode.from_json(desired_node_json(tenant_obj, n)) for n in tenant_nodes(tenant_obj)
-    ]
+    return tenant_nodes(tenant_obj)
 
 
 def reconcile_unchanged(uri: str, work: Path, images_dir: Path, count: int, paused: bool) -> dict:
@@ -176,7 +174,7 @@ def reconcile_unchanged(uri: str, work: Path, images_dir: Path, count: int, paus
                     agent.applier.apply(action)
             conn = host.connection()
             for node in nodes:
-                conn.lookupByName(node.node).createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+                conn.lookupByName(node.name).createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
         else:
             agent.run_once()
         first = agent.run_once()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from mayu_py.agent.host import LibvirtHost
 from mayu_py.agent.libvirt_xml import FILTER_NAME
 from mayu_py.agent.statedir import StateDir
+from mayu_py.tenants import NodeState
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class ActualDomain:
     role: str
     spec_hash: str
     generation: int
-    state: str  # running | paused | shutoff | crashed
+    state: NodeState  # running | paused | shutoff | crashed
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
             continue
         m = info.meta
         domains[info.name] = ActualDomain(
-            info.name, info.uuid, m.tenant, m.role, m.spec_hash, m.generation, info.state
+            info.name, info.uuid, m.tenant, m.role, m.spec_hash, m.generation, NodeState(info.state)
         )
     networks: dict[str, ActualNetwork] = {}
     foreign_networks = set()

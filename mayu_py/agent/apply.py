@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mayu_py.agent import plan as p
-from mayu_py.agent.desired import DesiredNetwork, DesiredNode
+from mayu_py.agent.desired import DesiredNetwork
 from mayu_py.agent.host import LibvirtHost
 from mayu_py.agent.images import BaseImages
 from mayu_py.agent.libvirt_xml import (
@@ -23,9 +23,10 @@ from mayu_py.agent.libvirt_xml import (
 from mayu_py.agent.statedir import TMP_SUFFIX, StateDir
 from mayu_py.command import run
 from mayu_py.errors import Conflict
+from mayu_py.tenants import TenantNode
 
 log = logging.getLogger(__name__)
-IgnitionFetcher = Callable[[DesiredNode], bytes]
+IgnitionFetcher = Callable[[TenantNode], bytes]
 DrainHook = Callable[[str, str], None]
 
 
@@ -33,7 +34,7 @@ def _no_drain(tenant: str, node: str) -> None:
     log.info("drain %s/%s: no drain hook configured", tenant, node)
 
 
-def _network_of(node: DesiredNode) -> DesiredNetwork:
+def _network_of(node: TenantNode) -> DesiredNetwork:
     return DesiredNetwork(node.tenant, node.cidr, node.vni, node.gateway)
 
 
@@ -143,7 +144,7 @@ class Applier:
         self.host.define_domain(domain_xml(node, _network_of(node), files, self.domain_type))
 
     def _blocked(self, a: p.Blocked) -> None:
-        raise Conflict(a.reason, {"node": a.node.node})
+        raise Conflict(a.reason, {"node": a.node.name})
 
     def _delete_files(self, a: p.DeleteFiles) -> None:
         self.state_dir.delete_files(a.owner, list(a.names))

@@ -1,12 +1,11 @@
-"""What a host should run: desired nodes (as the server sends them) and their networks."""
+"""The networks a host should run for its desired nodes (`tenants.TenantNode`), one per tenant."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
 
-from mayu_py.errors import BadRequest
+from mayu_py.tenants import TenantNode
 
 NETWORK_PREFIX = "mayu-tenant-"
 BRIDGE_PREFIX = "mayu-t"
@@ -43,59 +42,14 @@ class DesiredNetwork:
         return str(ipaddress.IPv4Network(self.cidr).network_address)
 
 
-@dataclass(frozen=True)
-class DesiredNode:
-    """One VM this host should run, exactly as GET /api/v1/hosts/<host>/nodes lists it."""
-
-    tenant: str
-    node: str
-    role: str
-    generation: int
-    spec_hash: str
-    cpus: int
-    memory_mib: int
-    disk_gib: int
-    image: str
-    mac: str
-    ip: str
-    uuid: str
-    cidr: str
-    vni: int
-    gateway: str
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DesiredNode:
-        try:
-            net = data["network"]
-            return cls(
-                tenant=str(data["tenant"]),
-                node=str(data["node"]),
-                role=str(data["role"]),
-                generation=int(data["generation"]),
-                spec_hash=str(data["spec_hash"]),
-                cpus=int(data["cpus"]),
-                memory_mib=int(data["memory_mib"]),
-                disk_gib=int(data["disk_gib"]),
-                image=str(data["image"]),
-                mac=str(data["mac"]).lower(),
-                ip=str(data["ip"]),
-                uuid=str(data["uuid"]),
-                cidr=str(net["cidr"]),
-                vni=int(net["vni"]),
-                gateway=str(net["gateway"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadRequest(f"malformed desired node: {exc!r}", {"node": data}) from exc
-
-
-def networks_for(nodes: list[DesiredNode]) -> list[DesiredNetwork]:
+def networks_for(nodes: list[TenantNode]) -> list[DesiredNetwork]:
     """One network per tenant with a reservation for each of its nodes on this host."""
-    grouped: dict[str, list[DesiredNode]] = {}
+    grouped: dict[str, list[TenantNode]] = {}
     for node in nodes:
         grouped.setdefault(node.tenant, []).append(node)
     result = []
     for tenant, members in sorted(grouped.items()):
         first = members[0]
-        hosts = tuple(sorted((n.mac, n.ip, n.node) for n in members))
+        hosts = tuple(sorted((n.mac, n.ip, n.name) for n in members))
         result.append(DesiredNetwork(tenant, first.cidr, first.vni, first.gateway, hosts))
     return result

@@ -26,22 +26,25 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from mayu_py.agent.desired import DesiredNode
-from mayu_py.agent.source import HostRegistration, NodeReport
 from mayu_py.errors import Conflict, MayuError, NotFound, PeerUnavailable, Unprocessable
-from mayu_py.nodeconfig import render_tenant_node
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
-from mayu_py.tenant import (
+from mayu_py.tenants import (
     HostInfo,
+    HostRegistration,
     ImageInfo,
+    NodeReport,
+    NodeState,
+    Phase,
     TenantCluster,
     TenantNode,
-    desired_node_json,
     parse_tenant,
+    phase_of,
     place,
     tenant_nodes,
 )
+from mayu_py.tenants.ignition import render_tenant_node
+from mayu_py.tenants.resource import NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +66,28 @@ def _sort_key(obj: dict[str, Any]) -> tuple[str, str]:
     return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
 
 
-def _phase(nodes: list[dict[str, Any]]) -> str:
-    """Same rule as the server's view: Ready when every node is ready."""
-    states = {n.get("state", "pending") for n in nodes}
-    if states == {"ready"}:
-        return "Ready"
-    if states & {"failed", "crashed", "unknown"}:
-        return "Degraded"
-    return "Provisioning"
+def _state(value: Any) -> NodeState:
+    """A status.nodes[] state as written; `pending` when absent or not a node state."""
+    try:
+        return NodeState(value)
+    except ValueError:
+        return NodeState.PENDING
+
+
+def _phase(nodes: list[dict[str, Any]], deleting: bool = False) -> Phase:
+    return phase_of((_state(n.get("state")) for n in nodes), deleting=deleting)
 
 
 def _entry(node: TenantNode, old: dict[str, Any], host: str | None) -> dict[str, Any]:
     """A status.nodes[] item; absent keys rather than nulls (the CRD types them as strings)."""
-    entry: dict[str, Any] = {"name": node.name, "role": node.role}
-    if host:
-        entry["host"] = host
-    entry["state"] = old.get("state") or "pending"
-    if old.get("ip"):
-        entry["ip"] = old["ip"]
-    return entry
+    status = NodeStatus(
+        name=node.name,
+        role=node.role,
+        host=host or None,
+        state=_state(old.get("state")),
+        ip=old.get("ip") or None,
+    )
+    return status.model_dump(mode="json", exclude_none=True)
 
 
 class KubernetesSource:
@@ -125,9 +131,9 @@ class KubernetesSource:
 
     def register(self, host: HostRegistration) -> None:
         """Remember this host's capacity for placement (Kubernetes has no host registry)."""
-        self._host = HostInfo(host.name, host.cpus, host.memory_mib, self.clock())
+        self._host = HostInfo.seen(host, self.clock())
 
-    def desired_nodes(self) -> list[DesiredNode]:
+    def desired_nodes(self) -> list[TenantNode]:
         items, version = self._list()
         with self._lock:
             self._seen = {str(_meta(o).get("name")): _identity(o) for o in items}
@@ -140,7 +146,7 @@ class KubernetesSource:
         live = [(o, t) for o, t in valid if not _meta(o).get("deletionTimestamp")]
         return self._claim(live)
 
-    def ignition(self, node: DesiredNode) -> bytes:
+    def ignition(self, node: TenantNode) -> bytes:
         with self._lock:
             tenant = self._tenants.get(node.tenant)
         if tenant is None or tenant.metadata.generation < node.generation:
@@ -149,7 +155,7 @@ class KubernetesSource:
                 tenant = TenantCluster.model_validate(_without_status(obj))
             except ValueError as exc:  # pydantic's ValidationError is one
                 raise Unprocessable(f"TenantCluster {node.tenant} is invalid: {exc}") from exc
-        return render_tenant_node(tenant, node.node, self._pki(tenant.name), self.renderer)
+        return render_tenant_node(tenant, node.name, self._pki(tenant.name), self.renderer)
 
     def report(self, report: NodeReport) -> None:
         """Write the node's state into status.nodes, then the tenant's phase."""
@@ -158,17 +164,16 @@ class KubernetesSource:
             status = dict(obj.get("status") or {})
             old = {n.get("name"): n for n in status.get("nodes") or []}
             key = (report.tenant, report.node)
-            if report.state == "deleted":
+            if report.state == NodeState.DELETED:
                 self._generations.pop(key, None)
             else:
                 self._generations[key] = report.generation
             nodes = _reported_nodes(obj, old, report)
             status["nodes"] = nodes
-            if _meta(obj).get("deletionTimestamp"):
-                status["phase"] = "Deleting"
-            elif nodes:
-                status["phase"] = _phase(nodes)
-            if status.get("phase") == "Ready":
+            deleting = bool(_meta(obj).get("deletionTimestamp"))
+            if deleting or nodes:
+                status["phase"] = str(_phase(nodes, deleting))
+            if status.get("phase") == Phase.READY:
                 status["observedGeneration"] = self._observed(report.tenant, nodes, status)
             try:
                 self._patch_status(obj, status)
@@ -336,9 +341,9 @@ class KubernetesSource:
         new["lastTransitionTime"] = now
         status["conditions"] = [c for c in conditions if c.get("type") != VALID] + [new]
         if state == "False":
-            status["phase"] = "Invalid"
-        elif status.get("phase") == "Invalid":
-            status["phase"] = "Pending"
+            status["phase"] = str(Phase.INVALID)
+        elif status.get("phase") == Phase.INVALID:
+            status["phase"] = str(Phase.PENDING)
         try:
             return self._patch_status(obj, status)
         except (Conflict, NotFound):
@@ -347,7 +352,7 @@ class KubernetesSource:
             log.warning("could not mark %s: %s", _meta(obj).get("name"), exc.message)
         return obj
 
-    def _claim(self, live: list[tuple[dict[str, Any], TenantCluster]]) -> list[DesiredNode]:
+    def _claim(self, live: list[tuple[dict[str, Any], TenantCluster]]) -> list[TenantNode]:
         """Nodes assigned to this host, after claiming what fits here (see module doc)."""
         me = self.host_name
         # unregistered: a host without capacity keeps existing claims and takes nothing new
@@ -367,7 +372,7 @@ class KubernetesSource:
             assigned.update(hosts_of)
         # tenants already here first (they grow in place), then new ones, oldest first
         candidates.sort(key=lambda c: (not c[4], _sort_key(c[0])))
-        result: list[DesiredNode] = []
+        result: list[TenantNode] = []
         for obj, tenant, nodes, entries, hosts_of in candidates:
             fresh = [n for n in nodes if n.name not in assigned]
             placed = place(mine + fresh, hosts, assigned, now=self.clock())
@@ -381,7 +386,7 @@ class KubernetesSource:
             if status_nodes != list(entries.values()):
                 status = dict(obj.get("status") or {})
                 status["nodes"] = status_nodes
-                status["phase"] = _phase(status_nodes)
+                status["phase"] = str(_phase(status_nodes))
                 try:
                     self._patch_status(obj, status)
                 except (Conflict, NotFound):
@@ -392,11 +397,7 @@ class KubernetesSource:
                 if node.name in wanted and node.name not in assigned:
                     mine.append(node)
                     assigned[node.name] = me
-            result += [
-                DesiredNode.from_json(desired_node_json(tenant, n))
-                for n in nodes
-                if n.name in wanted
-            ]
+            result += [n for n in nodes if n.name in wanted]
         return result
 
     def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -451,7 +452,7 @@ def _reported_nodes(
         before = old.get(node.name) or {}
         if node.name != report.node:
             result.append(_entry(node, before, before.get("host")))
-        elif report.state != "deleted":
+        elif report.state != NodeState.DELETED:
             result.append(_entry(node, {"state": report.state, "ip": report.ip}, report.host))
     return result
 

@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from mayu_py.agent.desired import BRIDGE_PREFIX, NETWORK_PREFIX, DesiredNetwork, DesiredNode
+from mayu_py.agent.desired import BRIDGE_PREFIX, NETWORK_PREFIX, DesiredNetwork
+from mayu_py.tenants import TenantNode
 
 NS = "https://mayu.io/xmlns/agent/1"
 NS_PREFIX = "mayu"
@@ -88,23 +89,23 @@ def nwfilter_xml() -> str:
     return _text(root)
 
 
-def _metadata(parent: ET.Element, node: DesiredNode) -> None:
+def _metadata(parent: ET.Element, node: TenantNode) -> None:
     meta = _sub(parent, "metadata")
     _sub(
         meta,
         f"{{{NS}}}instance",
         tenant=node.tenant,
-        node=node.node,
+        node=node.name,
         role=node.role,
         spec_hash=node.spec_hash,
         generation=str(node.generation),
     )
 
 
-def domain_xml(node: DesiredNode, net: DesiredNetwork, files: DomainFiles, domain_type: str) -> str:
+def domain_xml(node: TenantNode, net: DesiredNetwork, files: DomainFiles, domain_type: str) -> str:
     """A tenant VM: direct kernel boot, Ignition via fw_cfg, virtio disk on its overlay."""
     root = ET.Element("domain", type=domain_type)
-    _sub(root, "name", node.node)
+    _sub(root, "name", node.name)
     _sub(root, "uuid", node.uuid)
     _metadata(root, node)
     _sub(root, "memory", str(node.memory_mib), unit="MiB")

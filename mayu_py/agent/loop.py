@@ -1,23 +1,23 @@
 """The level-triggered reconcile loop: fetch desired, observe, plan, apply, observe, report.
 
-Runs at start, every `interval` seconds and whenever libvirt reports a lifecycle event. One
-node's failure is recorded and reported for that node; the other nodes carry on.
+Runs at start, every `interval` seconds, whenever libvirt reports a lifecycle event and
+whenever the source's watch sees a change. Errors decide retries the kopf way: a temporary one
+(`MayuError.temporary`: libvirtd or the server unreachable) abandons the pass, which is retried
+after `retry_s`; a permanent one fails only its node (or tenant), which is reported `failed`
+and retried at the next pass, never in a tight loop; the other nodes carry on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
-from mayu_py.agent.desired import DesiredNode, networks_for
+from mayu_py.agent.desired import networks_for
 from mayu_py.agent.host import LibvirtHost, start_event_loop
 from mayu_py.agent.images import BaseImages
 from mayu_py.agent.plan import (
@@ -30,18 +30,20 @@ from mayu_py.agent.plan import (
 )
 from mayu_py.agent.probe import detect_domain_type
 from mayu_py.agent.readiness import ReadinessTracker
-from mayu_py.agent.source import ApiSource, DesiredSource, HostRegistration, NodeReport
+from mayu_py.agent.source import DesiredSource
 from mayu_py.agent.statedir import TMP_SUFFIX, StateDir, log_name
-from mayu_py.errors import MayuError, NotFound, PeerUnavailable
+from mayu_py.errors import MayuError, NotFound
+from mayu_py.tenants import HostRegistration, NodeReport, NodeState, TenantNode
 
 log = logging.getLogger(__name__)
+RETRY_S = 5.0  # after a temporary error, the next pass comes this soon (at most `interval`)
 
 
 @dataclass
 class ReconcileResult:
     applied: list[Action] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # node or tenant -> message
-    states: dict[str, str] = field(default_factory=dict)  # node -> observed state
+    states: dict[str, NodeState] = field(default_factory=dict)  # node -> observed state
     deleted: list[str] = field(default_factory=list)  # nodes reported `deleted` this pass
     booting: list[str] = field(default_factory=list)  # running, no MAYU-READY yet
 
@@ -72,9 +74,7 @@ class Agent:
         domain_type: str = "qemu",
         address: str = "",
         drain: DrainHook | None = None,
-        wake: threading.Event | None = None,
     ) -> None:
-        """`wake`: an event the source sets when desired state changed (a watch)."""
         self.host_name = host_name
         self.host = host
         self.source = source
@@ -82,10 +82,10 @@ class Agent:
         self.address = address
         kwargs = {"drain": drain} if drain else {}
         self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
-        self._reported: dict[str, tuple[str, str, int]] = {}  # node: (state, message, gen)
+        self._reported: dict[str, tuple[NodeState, str, int]] = {}  # node: (state, message, gen)
         self.readiness = ReadinessTracker()
-        self._booting: dict[str, DesiredNode] = {}
-        self._wake = wake if wake is not None else threading.Event()
+        self._booting: dict[str, TenantNode] = {}
+        self._wake = source.wake_event  # set by the source's watch and by libvirt events
         self.state_dir.ensure()
 
     def register(self) -> None:
@@ -93,13 +93,14 @@ class Agent:
         self.source.register(HostRegistration(self.host_name, cpus, memory_mib, self.address))
 
     def run_once(self) -> ReconcileResult:
-        """One full pass; raises only when desired or actual state cannot be read at all."""
+        """One full pass; raises only when desired or actual state cannot be read at all, or
+        on a temporary error (a peer is gone: the whole pass is retried later)."""
         desired = self.source.desired_nodes()
         actual = observe(self.host, self.state_dir)
         actions = plan(desired, networks_for(desired), actual)
         result = ReconcileResult()
         failed: set[str] = set()
-        wanted = {n.node for n in desired}
+        wanted = {n.name for n in desired}
         for action in actions:
             if action.node_name in failed or action.tenant in failed:
                 continue
@@ -108,16 +109,16 @@ class Agent:
                 self.applier.apply(action)
                 result.applied.append(action)
                 self._after(action, wanted, result)
-            except PeerUnavailable:
-                raise  # libvirtd or the server is gone: the whole pass is retried later
             except MayuError as exc:
+                if exc.temporary:
+                    raise
                 key = _blame(action)
                 log.error("%s failed for %s: %s", type(action).__name__, key, exc.message)
                 result.errors[key] = exc.message
                 failed.add(key)
         after = observe(self.host, self.state_dir) if actions else actual
         self._report(desired, after, result)
-        by_name = {n.node: n for n in desired}
+        by_name = {n.name: n for n in desired}
         self._booting = {name: by_name[name] for name in result.booting}
         return result
 
@@ -149,52 +150,52 @@ class Agent:
     def _report_deleted(self, tenant: str, node: str, out: ReconcileResult) -> None:
         if node in out.deleted:
             return
-        # NotFound: the tenant is gone from the server already, nothing left to tell it
-        with contextlib.suppress(NotFound):
-            self.source.report(NodeReport(tenant, node, "deleted", None, self.host_name))
+        try:
+            self.source.report(NodeReport(tenant, node, NodeState.DELETED, None, self.host_name))
+        except MayuError as exc:
+            if exc.status != NotFound.status:
+                raise  # else the tenant is gone from the source already: nothing left to tell
         out.deleted.append(node)
         self._reported.pop(node, None)
 
-    def _report(
-        self, desired: list[DesiredNode], actual: ActualState, out: ReconcileResult
-    ) -> None:
-        running = {n for n, d in actual.domains.items() if d.state == "running"}
+    def _report(self, desired: list[TenantNode], actual: ActualState, out: ReconcileResult) -> None:
+        running = {n for n, d in actual.domains.items() if d.state == NodeState.RUNNING}
         self.readiness.forget(running)
-        for name in set(self._reported) - {n.node for n in desired}:
+        for name in set(self._reported) - {n.name for n in desired}:
             del self._reported[name]
         for node in desired:
-            dom = actual.domains.get(node.node)
-            message = out.errors.get(node.node) or out.errors.get(node.tenant, "")
+            dom = actual.domains.get(node.name)
+            message = out.errors.get(node.name) or out.errors.get(node.tenant, "")
             current = dom is not None and dom.spec_hash == node.spec_hash
             generation = node.generation if current else 0
             if message:
-                state = "failed"
+                state = NodeState.FAILED
             elif dom is None or not current:
-                state = "pending"
+                state = NodeState.PENDING
             else:
                 state = dom.state
             ip: str | None = node.ip
-            if state == "running":
-                verdict = self.readiness.check(node.node, self.state_dir.log(node))
+            if state == NodeState.RUNNING:
+                verdict = self.readiness.check(node.name, self.state_dir.log(node))
                 if verdict.ready:
-                    state, ip = "ready", verdict.ip
+                    state, ip = NodeState.READY, verdict.ip
                 elif verdict.failed:
-                    state, message = "failed", verdict.failed
+                    state, message = NodeState.FAILED, verdict.failed
                 else:
-                    if self.readiness.booting(node.node):
-                        out.booting.append(node.node)
-            out.states[node.node] = state
-            if self._reported.get(node.node) == (state, message, generation):
+                    if self.readiness.booting(node.name):
+                        out.booting.append(node.name)
+            out.states[node.name] = state
+            if self._reported.get(node.name) == (state, message, generation):
                 continue
             try:
                 self.source.report(
                     NodeReport(
-                        node.tenant, node.node, state, ip, self.host_name, message, generation
+                        node.tenant, node.name, state, ip, self.host_name, message, generation
                     )
                 )
-                self._reported[node.node] = (state, message, generation)
+                self._reported[node.name] = (state, message, generation)
             except MayuError as exc:
-                log.warning("could not report %s: %s", node.node, exc.message)
+                log.warning("could not report %s: %s", node.name, exc.message)
 
     def _on_event(self, name: str, event: int) -> None:
         log.debug("lifecycle event %s for %s", event, name)
@@ -206,9 +207,9 @@ class Agent:
         for name, node in list(self._booting.items()):
             verdict = self.readiness.check(name, self.state_dir.log(node))
             if verdict.ready:
-                state, ip, message = "ready", verdict.ip, ""
+                state, ip, message = NodeState.READY, verdict.ip, ""
             elif verdict.failed:
-                state, ip, message = "failed", node.ip, verdict.failed
+                state, ip, message = NodeState.FAILED, node.ip, verdict.failed
             else:
                 if not self.readiness.booting(name):
                     del self._booting[name]
@@ -229,14 +230,17 @@ class Agent:
         interval: float = 30.0,
         stop: threading.Event | None = None,
         boot_poll: float = 0.25,
+        retry_s: float = RETRY_S,
     ) -> None:
-        """Reconcile at start, every interval and on lifecycle events until stop is set.
-        While a node boots, its serial log is read every boot_poll seconds in between (its
-        MAYU-READY is not a libvirt event)."""
+        """Reconcile at start, every interval and on wake events until stop is set; a pass
+        abandoned on a temporary error is retried after retry_s (at most interval), one that
+        failed permanently waits for the next interval. While a node boots, its serial log is
+        read every boot_poll seconds in between (its MAYU-READY is not a libvirt event)."""
         stop = stop or threading.Event()
         self.host.on_lifecycle(self._on_event)
         while not stop.is_set():
             started = time.monotonic()
+            wait = interval
             try:
                 self.register()
                 result = self.run_once()
@@ -248,8 +252,10 @@ class Agent:
                         time.monotonic() - started,
                     )
             except MayuError as exc:
-                log.warning("reconcile skipped: %s", exc.message)
-            deadline = time.monotonic() + interval
+                if exc.temporary:
+                    wait = min(retry_s, interval)
+                log.warning("reconcile skipped (next try in %.0f s): %s", wait, exc.message)
+            deadline = time.monotonic() + wait
             while not stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0 or self._wake.wait(min(left, boot_poll) if self._booting else left):
@@ -258,54 +264,28 @@ class Agent:
             self._wake.clear()
 
 
-def _local_address(server_url: str) -> str:
-    """The local address that routes to the server (a UDP connect sends no packet)."""
-    parsed = urlparse(server_url)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((parsed.hostname or "127.0.0.1", parsed.port or 80))
-            return str(sock.getsockname()[0])
-        except OSError:
-            return ""
+@dataclass(frozen=True)
+class AgentOptions:
+    """How an agent runs: its host name, libvirt, directories, resync interval."""
+
+    host_name: str
+    state_dir: Path
+    images_dir: Path
+    libvirt_uri: str = "qemu:///system"
+    interval: float = 30.0
+    once: bool = False  # reconcile once and return
+    address: str = ""  # the address this host registers with (its route to the server)
 
 
-def run_agent(
-    host_name: str,
-    libvirt_uri: str,
-    server_url: str,
-    token: str,
-    state_dir: Path | str,
-    images_dir: Path | str,
-    once: bool = False,
-    interval: float = 30.0,
-) -> None:
-    """Entry point for `mayu agent`: reconcile this host against the mayu server."""
-    source = ApiSource(server_url, token, host_name)
-    if not once:
-        source.start_watch()
-    run_agent_with(
-        source, host_name, libvirt_uri, state_dir, images_dir, once, interval,
-        address=_local_address(server_url),
-    )  # fmt: skip
-
-
-def run_agent_with(
-    source: DesiredSource,
-    host_name: str,
-    libvirt_uri: str,
-    state_dir: Path | str,
-    images_dir: Path | str,
-    once: bool = False,
-    interval: float = 30.0,
-    address: str = "",
-) -> None:
-    """Reconcile this host against any desired-state source (the mayu API, Kubernetes)."""
-    if not once:
+def run_agent(options: AgentOptions, source: DesiredSource) -> None:
+    """Entry point of `mayu agent`: reconcile this host against a desired-state source (the
+    mayu API, Kubernetes) until killed, or once. Closes the source when done."""
+    if not options.once:
         start_event_loop()
-    host = LibvirtHost(libvirt_uri)
-    state = StateDir(state_dir)
+    host = LibvirtHost(options.libvirt_uri)
+    state = StateDir(options.state_dir)
     state.ensure()
-    images = BaseImages(images_dir)
+    images = BaseImages(options.images_dir)
     known = images.known()
     probe_image = images.get(known[0]) if known else None
     domain_type = detect_domain_type(
@@ -315,14 +295,15 @@ def run_agent_with(
         probe_image.initrd if probe_image else None,
     )
     agent = Agent(
-        host_name, host, source, state, images, domain_type=domain_type, address=address,
-        wake=getattr(source, "wake_event", None),  # KubernetesSource's watch
+        options.host_name, host, source, state, images,
+        domain_type=domain_type, address=options.address,
     )  # fmt: skip
     try:
-        if once:
+        if options.once:
             agent.register()
             agent.run_once()
         else:
-            agent.run_forever(interval)
+            agent.run_forever(options.interval)
     finally:
+        source.close()
         host.close()

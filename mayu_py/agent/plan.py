@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mayu_py.agent.actual import ActualState
-from mayu_py.agent.desired import NETWORK_PREFIX, DesiredNetwork, DesiredNode
+from mayu_py.agent.desired import NETWORK_PREFIX, DesiredNetwork
 from mayu_py.agent.statedir import ignition_name, node_files, overlay_name
+from mayu_py.tenants import NodeState, TenantNode
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class StartDomain(_DomainAction):
 
 @dataclass(frozen=True)
 class _NodeAction(Action):
-    node: DesiredNode
+    node: TenantNode
 
     @property
     def tenant(self) -> str | None:
@@ -116,7 +117,7 @@ class _NodeAction(Action):
 
     @property
     def node_name(self) -> str | None:
-        return self.node.node
+        return self.node.name
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class DeleteTenantDir(Action):
         return self.owner
 
 
-_RESTARTABLE = {"shutoff", "crashed"}
+_RESTARTABLE = {NodeState.SHUTOFF, NodeState.CRASHED}
 
 
 def _network_actions(
@@ -194,10 +195,10 @@ def _network_actions(
 
 
 def plan(
-    desired: list[DesiredNode], desired_networks: list[DesiredNetwork], actual: ActualState
+    desired: list[TenantNode], desired_networks: list[DesiredNetwork], actual: ActualState
 ) -> list[Action]:
     """The actions that take `actual` to `desired`; empty when they already agree."""
-    by_name = {n.node: n for n in desired}
+    by_name = {n.name: n for n in desired}
     tenants = {n.tenant for n in desired}
     actions: list[Action] = []
     if desired and actual.nwfilter is False:
@@ -232,19 +233,19 @@ def plan(
         if extra:
             actions.append(DeleteFiles(tenant, extra))
 
-    for node in sorted(desired, key=lambda n: (n.tenant, n.node)):
+    for node in sorted(desired, key=lambda n: (n.tenant, n.name)):
         actions += _node_actions(node, actual, gone, blocked_tenants)
     return actions
 
 
 def _node_actions(
-    node: DesiredNode, actual: ActualState, gone: set[str], blocked_tenants: set[str]
+    node: TenantNode, actual: ActualState, gone: set[str], blocked_tenants: set[str]
 ) -> list[Action]:
-    if node.node in actual.foreign_domains:
-        return [Blocked(node, f"a domain named {node.node} exists that mayu does not manage")]
+    if node.name in actual.foreign_domains:
+        return [Blocked(node, f"a domain named {node.name} exists that mayu does not manage")]
     if node.tenant in blocked_tenants:
         return [Blocked(node, f"a network named {NETWORK_PREFIX}{node.tenant} is not mayu's")]
-    dom = None if node.node in gone else actual.domains.get(node.node)
+    dom = None if node.name in gone else actual.domains.get(node.name)
     if dom is not None and dom.state not in _RESTARTABLE:
         return []
     files = actual.files.get(node.tenant, frozenset())
@@ -255,5 +256,5 @@ def _node_actions(
         actions.append(WriteIgnition(node))
     if dom is None:
         actions.append(DefineDomain(node))
-    actions.append(StartDomain(node.tenant, node.node))
+    actions.append(StartDomain(node.tenant, node.name))
     return actions

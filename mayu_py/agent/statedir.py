@@ -12,28 +12,28 @@ import os
 import shutil
 from pathlib import Path
 
-from mayu_py.agent.desired import DesiredNode
+from mayu_py.tenants import TenantNode
 
 DIR_MODE = 0o711
 SECRET_MODE = 0o600
 TMP_SUFFIX = ".tmp"
 
 
-def overlay_name(node: DesiredNode) -> str:
-    return f"{node.node}.{node.spec_hash}.qcow2"
+def overlay_name(node: TenantNode) -> str:
+    return f"{node.name}.{node.spec_hash}.qcow2"
 
 
-def ignition_name(node: DesiredNode) -> str:
-    return f"{node.node}.{node.spec_hash}.ign"
+def ignition_name(node: TenantNode) -> str:
+    return f"{node.name}.{node.spec_hash}.ign"
 
 
 def log_name(node_name: str) -> str:
     return f"{node_name}.log"
 
 
-def node_files(node: DesiredNode) -> set[str]:
+def node_files(node: TenantNode) -> set[str]:
     """The file names a desired node keeps in its tenant directory."""
-    return {overlay_name(node), ignition_name(node), log_name(node.node)}
+    return {overlay_name(node), ignition_name(node), log_name(node.name)}
 
 
 class StateDir:
@@ -56,14 +56,14 @@ class StateDir:
             path.chmod(DIR_MODE)
         return path
 
-    def overlay(self, node: DesiredNode) -> Path:
+    def overlay(self, node: TenantNode) -> Path:
         return self.tenant_dir(node.tenant) / overlay_name(node)
 
-    def ignition(self, node: DesiredNode) -> Path:
+    def ignition(self, node: TenantNode) -> Path:
         return self.tenant_dir(node.tenant) / ignition_name(node)
 
-    def log(self, node: DesiredNode) -> Path:
-        return self.tenant_dir(node.tenant) / log_name(node.node)
+    def log(self, node: TenantNode) -> Path:
+        return self.tenant_dir(node.tenant) / log_name(node.name)
 
     @property
     def accel_cache(self) -> Path:

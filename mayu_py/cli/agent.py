@@ -66,8 +66,10 @@ def agent(
     once: bool,
 ) -> None:
     """Reconcile the tenant clusters assigned to this host."""
-    from mayu_py.agent.loop import run_agent, run_agent_with
+    from mayu_py.agent.loop import AgentOptions, run_agent
+    from mayu_py.agent.source import ApiSource, DesiredSource
 
+    source: DesiredSource
     if source_kind == "kubernetes":
         from mayu_py.agent.kube_source import KubernetesSource
 
@@ -77,13 +79,27 @@ def agent(
             pki_root=Path(state_dir) / "tenant-pki",
             watch=not once,
         )
-        run_agent_with(source, host_name, libvirt_uri, state_dir, images_dir, once, interval)
-        return
-
-    token = Path(token_file).read_text().strip() if token_file else os.environ.get("MAYU_TOKEN", "")
-    if not token:
-        raise click.UsageError("give --token-file or set MAYU_TOKEN (agent or admin token)")
-    run_agent(host_name, libvirt_uri, server_url, token, state_dir, images_dir, once, interval)
+        address = ""
+    else:
+        token = (
+            Path(token_file).read_text().strip() if token_file else os.environ.get("MAYU_TOKEN", "")
+        )
+        if not token:
+            raise click.UsageError("give --token-file or set MAYU_TOKEN (agent or admin token)")
+        source = api = ApiSource(server_url, token, host_name)
+        address = api.local_address()
+        if not once:
+            api.start_watch()
+    options = AgentOptions(
+        host_name=host_name,
+        state_dir=Path(state_dir),
+        images_dir=Path(images_dir),
+        libvirt_uri=libvirt_uri,
+        interval=interval,
+        once=once,
+        address=address,
+    )
+    run_agent(options, source)
 
 
 def _kube_client(kubeconfig: str | None) -> Any:

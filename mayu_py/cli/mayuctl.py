@@ -8,7 +8,7 @@ from typing import Any
 import click
 import yaml
 
-from mayu_py.cli.client import AdminClient
+from mayu_py.api_client import AdminClient
 from mayu_py.cli.entry import run
 from mayu_py.cli.output import emit
 
@@ -17,6 +17,7 @@ EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "source", "cause", "detail
 TENANT_COLUMNS = ["name", "phase", "masters", "workers", "generation"]
 
 OUTPUT = click.Choice(["table", "json", "yaml"])
+DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def output_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,7 +45,8 @@ def cli(
     ctx: click.Context, output: str, url: str | None, token: str | None, ca_file: str | None
 ) -> None:
     """Operate a mayu server: machines, their states and tenant clusters."""
-    ctx.obj = {"output": output, "client": AdminClient(url, token, ca_file=ca_file)}
+    client = AdminClient(url or DEFAULT_URL, token or "", ca_file=ca_file)
+    ctx.obj = {"output": output, "client": client}
 
 
 def _client(ctx: click.Context) -> AdminClient:
@@ -57,8 +59,7 @@ def _client(ctx: click.Context) -> AdminClient:
 @click.pass_context
 def list_machines(ctx: click.Context, state: str | None, output: str | None) -> None:
     """List machines."""
-    params = {"state": state} if state else {}
-    items = _client(ctx).request("GET", "/api/v1/machines", params=params)["items"]
+    items = _client(ctx).list_machines(state)
     emit(items, _fmt(ctx, output), MACHINE_COLUMNS)
 
 
@@ -68,7 +69,7 @@ def list_machines(ctx: click.Context, state: str | None, output: str | None) -> 
 @click.pass_context
 def show(ctx: click.Context, machine_id: str, output: str | None) -> None:
     """Show one machine (by MAC) with its event history."""
-    machine = _client(ctx).request("GET", f"/api/v1/machines/{machine_id}")
+    machine = _client(ctx).machine(machine_id)
     fmt = _fmt(ctx, output)
     if fmt != "table":
         emit(machine, fmt)
@@ -183,7 +184,7 @@ def _tenant_row(doc: dict[str, Any]) -> dict[str, Any]:
 @click.pass_context
 def tenants_list(ctx: click.Context, output: str | None) -> None:
     """List tenant clusters."""
-    items = _client(ctx).request("GET", "/api/v1/tenants")["items"]
+    items = _client(ctx).tenants()
     fmt = _fmt(ctx, output)
     emit([_tenant_row(d) for d in items] if fmt == "table" else items, fmt, TENANT_COLUMNS)
 
@@ -194,7 +195,7 @@ def tenants_list(ctx: click.Context, output: str | None) -> None:
 @click.pass_context
 def tenants_show(ctx: click.Context, name: str, output: str | None) -> None:
     """Show a tenant cluster with its nodes."""
-    doc = _client(ctx).request("GET", f"/api/v1/tenants/{name}")
+    doc = _client(ctx).tenant(name)
     fmt = _fmt(ctx, output)
     if fmt != "table":
         emit(doc, fmt)
@@ -216,7 +217,7 @@ def tenants_create(ctx: click.Context, path: Any, output: str | None) -> None:
         doc = yaml.safe_load(path)
     except yaml.YAMLError as exc:
         raise click.UsageError(f"{path.name}: invalid YAML: {exc}") from exc
-    created = _client(ctx).request("POST", "/api/v1/tenants", json=doc)
+    created = _client(ctx).create_tenant(doc)
     emit(_tenant_row(created), _fmt(ctx, output))
 
 
@@ -228,11 +229,11 @@ def tenants_create(ctx: click.Context, path: Any, output: str | None) -> None:
 def tenants_scale(ctx: click.Context, name: str, workers: int, output: str | None) -> None:
     """Scale a tenant cluster's workers (new ones are sized like the last worker)."""
     client = _client(ctx)
-    spec = client.request("GET", f"/api/v1/tenants/{name}")["spec"]
+    spec = client.tenant(name)["spec"]
     current = spec.get("workers", [])
     template = (current or spec["masters"])[-1]
     wanted = current[:workers] + [template] * max(0, workers - len(current))
-    doc = client.request("PATCH", f"/api/v1/tenants/{name}", json={"spec": {"workers": wanted}})
+    doc = client.patch_tenant_spec(name, {"workers": wanted})
     emit(_tenant_row(doc), _fmt(ctx, output))
 
 
@@ -241,7 +242,7 @@ def tenants_scale(ctx: click.Context, name: str, workers: int, output: str | Non
 @click.pass_context
 def tenants_delete(ctx: click.Context, name: str) -> None:
     """Delete a tenant cluster (its VMs, disks, network and secrets go with it)."""
-    _client(ctx).request("DELETE", f"/api/v1/tenants/{name}")
+    _client(ctx).delete_tenant(name)
     click.echo(f"tenant {name} deleting")
 
 

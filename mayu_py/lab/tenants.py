@@ -22,10 +22,12 @@ from typing import Any
 from mayu_py.agent.desired import NETWORK_PREFIX
 from mayu_py.agent.images import BaseImage, install_lab_base_image
 from mayu_py.agent.libvirt_xml import NS, parse_domain_meta
+from mayu_py.api_client import ApiError
 from mayu_py.errors import ConfigError
 from mayu_py.images.lab import LabImage
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
+from mayu_py.tenants import NodeReport, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +123,9 @@ def forget_stale_tenants(client: LabClient) -> list[str]:
             continue
         client.delete_tenant(name)
         for node in doc.get("status", {}).get("nodes", []):
-            with contextlib.suppress(Exception):  # 404 once the last report purged it
-                client.report_node(name, node["name"], "deleted", topo.AGENT_HOST)
+            deleted = NodeReport(name, node["name"], NodeState.DELETED, None, topo.AGENT_HOST)
+            with contextlib.suppress(ApiError):  # 404 once the last report purged it
+                client.report_node(deleted)
         purged.append(name)
     return purged
 

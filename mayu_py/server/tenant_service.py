@@ -1,12 +1,14 @@
 """Tenant clusters and agent hosts on the server: validation, placement, status, node Ignition.
 
-A stored tenant record is {"doc": TenantCluster without status, "assignments": {node: host},
-"nodes": {node: reported status}, "deleting": bool}. Placement runs in the same transaction
-as every change that can affect it (tenant created or changed, host heartbeat).
+Tenants are kept as `TenantRecord`s (mayu_py.tenants.record). Placement runs in the same
+transaction as every change that can affect it (tenant created or changed, host heartbeat).
+A tenant's PKI directory is removed only after the transaction that purged its record
+committed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -15,39 +17,23 @@ from typing import Any
 
 from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, NotFound, Unprocessable
-from mayu_py.nodeconfig import render_tenant_node
-from mayu_py.pki import ClusterFacts, ClusterPKI
+from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
 from mayu_py.store import Store, Tx
-from mayu_py.tenant import (
+from mayu_py.tenants import (
     HostInfo,
+    HostRegistration,
     ImageInfo,
-    TenantCluster,
-    desired_node_json,
+    NodeReport,
+    ReportedNode,
+    TenantRecord,
     lapsed_nodes,
     parse_tenant,
     place,
     tenant_nodes,
 )
-
-NODE_STATES = (
-    "pending",
-    "defined",
-    "running",
-    "ready",
-    "shutoff",
-    "crashed",
-    "paused",
-    "failed",
-    "deleted",
-)
-
-
-def _hosts(tx_or_store: Tx | Store) -> list[HostInfo]:
-    return [
-        HostInfo(h["name"], int(h["cpus"]), int(h["memory_mib"]), float(h["last_seen"]))
-        for h in tx_or_store.list_hosts()
-    ]
+from mayu_py.tenants.ignition import cluster_facts, render_tenant_node
+from mayu_py.tenants.validation import is_tenant_name
 
 
 class TenantService:
@@ -74,22 +60,18 @@ class TenantService:
         meta = dict(doc.get("metadata") or {})
         meta["generation"] = 1
         doc["metadata"] = meta
+        name = meta.get("name")
+        if is_tenant_name(name) and self.store.get_tenant(name) is None:
+            self._forget_pki(name)  # left over by a crash between a purge and its cleanup
 
-        def txn(tx: Tx) -> dict[str, Any]:
+        def txn(tx: Tx) -> TenantRecord:
             records = tx.list_tenants()
-            name = meta.get("name")
-            if any(r["doc"]["metadata"]["name"] == name for r in records):
+            if any(r.name == name for r in records):
                 raise Unprocessable("tenant exists", {"metadata.name": f"{name!r} already exists"})
-            tenant = parse_tenant(doc, self._images(), self._parsed(records))
-            record = {
-                "doc": tenant.model_dump(exclude={"status"}),
-                "assignments": {},
-                "nodes": {},
-                "deleting": False,
-            }
-            tx.put_tenant(tenant.name, record)
+            tenant = parse_tenant(doc, self._images(), [r.tenant for r in records])
+            tx.put_tenant(TenantRecord(tenant))
             self._place(tx)
-            return tx.get_tenant(tenant.name) or record
+            return self._record(tx, tenant.name)
 
         return self.view(self.store.atomically(txn))
 
@@ -98,173 +80,102 @@ class TenantService:
         if not isinstance(spec_patch, dict):
             raise BadRequest('body must be {"spec": {...}}')
 
-        def txn(tx: Tx) -> dict[str, Any]:
+        def txn(tx: Tx) -> TenantRecord:
             record = self._record(tx, name)
-            others = [r for r in tx.list_tenants() if r["doc"]["metadata"]["name"] != name]
-            doc = record["doc"]
+            doc = record.tenant.model_dump(mode="json", exclude={"status"})
             spec = {**doc["spec"], **spec_patch}
-            if spec != doc["spec"]:
-                meta = {**doc["metadata"], "generation": doc["metadata"]["generation"] + 1}
-                candidate = {**doc, "metadata": meta, "spec": spec}
-                tenant = parse_tenant(candidate, self._images(), self._parsed(others))
-                record["doc"] = tenant.model_dump(exclude={"status"})
-                names = {n.name for n in tenant_nodes(tenant)}
-                record["assignments"] = {
-                    n: h for n, h in record["assignments"].items() if n in names
-                }
-                tx.put_tenant(name, record)
-                self._place(tx)
-            return tx.get_tenant(name) or record
+            if spec == doc["spec"]:
+                return record
+            meta = {**doc["metadata"], "generation": record.tenant.metadata.generation + 1}
+            others = [r.tenant for r in tx.list_tenants() if r.name != name]
+            tenant = parse_tenant({**doc, "metadata": meta, "spec": spec}, self._images(), others)
+            names = {n.name for n in tenant_nodes(tenant)}
+            assignments = {n: h for n, h in record.assignments.items() if n in names}
+            tx.put_tenant(dataclasses.replace(record, tenant=tenant, assignments=assignments))
+            self._place(tx)
+            return self._record(tx, name)
 
         return self.view(self.store.atomically(txn))
 
     def delete(self, name: str) -> dict[str, Any]:
         """Mark a tenant for deletion; agents remove its VMs, disks, network and secrets."""
 
-        def txn(tx: Tx) -> dict[str, Any]:
-            record = self._record(tx, name)
-            record["deleting"] = True
-            self._store_or_purge(tx, name, record)
-            return record
+        def txn(tx: Tx) -> TenantRecord:
+            record = dataclasses.replace(self._record(tx, name), deleting=True)
+            return self._store_or_purge(tx, record)
 
-        return self.view(self.store.atomically(txn))
+        return self.view(self._after_purge(self.store.atomically(txn)))
 
     def get(self, name: str) -> dict[str, Any]:
-        record = self.store.get_tenant(name)
-        if record is None:
-            raise NotFound("no such tenant", {"name": name})
-        return self.view(record)
+        return self.view(self._record(self.store, name))
 
     def list(self) -> list[dict[str, Any]]:
-        hosts = _hosts(self.store)
+        hosts = self.store.list_hosts()
         return [self.view(r, hosts) for r in self.store.list_tenants()]
 
     def report_node(self, tenant: str, node: str, body: Any) -> dict[str, Any]:
         """An agent reports a node's observed state; deleted nodes of a deleting tenant go."""
-        if not isinstance(body, dict) or body.get("state") not in NODE_STATES:
-            raise BadRequest("state must be one of " + ", ".join(NODE_STATES))
+        report = NodeReport.from_json(tenant, node, body)
 
-        def txn(tx: Tx) -> dict[str, Any]:
+        def txn(tx: Tx) -> TenantRecord:
             record = self._record(tx, tenant)
-            record["nodes"][node] = {
-                "state": body["state"],
-                "ip": body.get("ip"),
-                "host": body.get("host"),
-                "message": str(body.get("message") or "")[:500],
-                "generation": body.get("generation"),
-                "updated": self.clock(),
-            }
-            self._store_or_purge(tx, tenant, record)
-            return record
+            nodes = {**record.nodes, node: ReportedNode(report, self.clock())}
+            return self._store_or_purge(tx, dataclasses.replace(record, nodes=nodes))
 
-        return self.view(self.store.atomically(txn))
+        return self.view(self._after_purge(self.store.atomically(txn)))
 
     def node_ignition(self, tenant_name: str, node_name: str) -> bytes:
         """A tenant node's Ignition, with certificates from the tenant's own PKI."""
-        record = self._record(self.store, tenant_name)
-        tenant = TenantCluster.model_validate(record["doc"])
+        tenant = self._record(self.store, tenant_name).tenant
         return render_tenant_node(tenant, node_name, self.tenant_pki(tenant.name), self.renderer)
 
     def host_of(self, tenant: str, node: str) -> str | None:
         """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""
-        return self._record(self.store, tenant)["assignments"].get(node)
+        return self._record(self.store, tenant).assignments.get(node)
 
     def tenant_pki(self, name: str) -> ClusterPKI:
         return ClusterPKI.load_or_create(self._pki_dir(name), name)
 
     def admin_kubeconfig(self, name: str) -> str:
-        record = self._record(self.store, name)
-        tenant = TenantCluster.model_validate(record["doc"])
-        master = next(n for n in tenant_nodes(tenant) if n.role == "master")
-        facts = ClusterFacts(
-            name=name,
-            domain="cluster.local",
-            service_ip="10.96.0.1",
-            api_endpoint=f"https://{master.ip}:6443",
-        )
-        return self.tenant_pki(name).admin_kubeconfig(facts)
+        tenant = self._record(self.store, name).tenant
+        return self.tenant_pki(name).admin_kubeconfig(cluster_facts(tenant))
 
     # -- hosts --------------------------------------------------------------------------
 
     def heartbeat(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
-        try:
-            record = {
-                "name": str(body["name"]),
-                "cpus": int(body["cpus"]),
-                "memory_mib": int(body["memory_mib"]),
-                "address": str(body.get("address") or ""),
-                "last_seen": self.clock(),
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadRequest("host needs name, cpus, memory_mib", {"error": str(exc)}) from exc
+        host = HostInfo.seen(HostRegistration.from_json(body), self.clock())
 
-        def txn(tx: Tx) -> dict[str, Any]:
-            tx.put_host(record)
+        def txn(tx: Tx) -> None:
+            tx.put_host(host)
             self._place(tx)
-            return record
 
-        return self.store.atomically(txn)
+        self.store.atomically(txn)
+        return host.to_json()
 
     def list_hosts(self) -> list[dict[str, Any]]:
         now = self.clock()
-        return [
-            h | {"alive": info.alive(now)}
-            for h, info in zip(self.store.list_hosts(), _hosts(self.store), strict=True)
-        ]
+        return [h.to_json() | {"alive": h.alive(now)} for h in self.store.list_hosts()]
 
     def desired_for_host(self, host: str) -> list[dict[str, Any]]:
-        result = []
-        for record in self.store.list_tenants():
-            if record["deleting"]:
-                continue
-            tenant = TenantCluster.model_validate(record["doc"])
-            for node in tenant_nodes(tenant):
-                if record["assignments"].get(node.name) == host:
-                    result.append(desired_node_json(tenant, node))
-        return result
+        return [
+            node.to_json()
+            for record in self.store.list_tenants()
+            if not record.deleting
+            for node in tenant_nodes(record.tenant)
+            if record.assignments.get(node.name) == host
+        ]
 
     # -- helpers ------------------------------------------------------------------------
 
-    def view(self, record: dict[str, Any], hosts: list[HostInfo] | None = None) -> dict[str, Any]:
+    def view(self, record: TenantRecord, hosts: list[HostInfo] | None = None) -> dict[str, Any]:
         """The TenantCluster document with its computed status."""
-        tenant = TenantCluster.model_validate(record["doc"])
-        assignments = record["assignments"]
-        hosts = _hosts(self.store) if hosts is None else hosts
-        lapsed = lapsed_nodes(assignments, hosts, now=self.clock())
-        nodes = []
-        for node in tenant_nodes(tenant):
-            reported = record["nodes"].get(node.name, {})
-            state = "unknown" if node.name in lapsed else reported.get("state", "pending")
-            nodes.append(
-                {
-                    "name": node.name,
-                    "role": node.role,
-                    "host": assignments.get(node.name),
-                    "state": state,
-                    "ip": reported.get("ip") or None,
-                }
-            )
-        states = {n["state"] for n in nodes}
-        if record["deleting"]:
-            phase = "Deleting"
-        elif states == {"ready"}:
-            phase = "Ready"
-        elif states & {"failed", "crashed", "unknown"}:
-            phase = "Degraded"
-        else:
-            phase = "Provisioning"
-        generations = [record["nodes"].get(n["name"], {}).get("generation") or 0 for n in nodes]
-        doc = dict(record["doc"])
-        doc["status"] = {
-            "phase": phase,
-            "observedGeneration": min(generations, default=0),
-            "nodes": nodes,
-        }
-        return doc
+        hosts = self.store.list_hosts() if hosts is None else hosts
+        lapsed = lapsed_nodes(dict(record.assignments), hosts, now=self.clock())
+        status = record.status(lapsed).model_dump(mode="json", exclude={"conditions"})
+        return record.tenant.model_dump(mode="json", exclude={"status"}) | {"status": status}
 
-    def _record(self, tx_or_store: Tx | Store, name: str) -> dict[str, Any]:
+    @staticmethod
+    def _record(tx_or_store: Tx | Store, name: str) -> TenantRecord:
         record = tx_or_store.get_tenant(name)
         if record is None:
             raise NotFound("no such tenant", {"name": name})
@@ -276,40 +187,38 @@ class TenantService:
             for name, image in self.settings.tenant_images.items()
         }
 
-    @staticmethod
-    def _parsed(records: list[dict[str, Any]]) -> list[TenantCluster]:
-        return [TenantCluster.model_validate(r["doc"]) for r in records]
-
     def _place(self, tx: Tx) -> None:
-        records = [r for r in tx.list_tenants() if not r["deleting"]]
-        nodes, existing = [], {}
+        records = [r for r in tx.list_tenants() if not r.deleting]
+        nodes = [n for r in records for n in tenant_nodes(r.tenant)]
+        existing = {n: h for r in records for n, h in r.assignments.items()}
+        placed = place(nodes, tx.list_hosts(), existing, now=self.clock())
         for record in records:
-            nodes += tenant_nodes(TenantCluster.model_validate(record["doc"]))
-            existing.update(record["assignments"])
-        placed = place(nodes, _hosts(tx), existing, now=self.clock())
-        for record in records:
-            tenant = TenantCluster.model_validate(record["doc"])
-            wanted = {n.name: placed[n.name] for n in tenant_nodes(tenant) if n.name in placed}
-            if wanted != record["assignments"]:
-                record["assignments"] = wanted
-                tx.put_tenant(tenant.name, record)
+            names = {n.name for n in tenant_nodes(record.tenant)}
+            wanted = {n: h for n, h in placed.items() if n in names}
+            if wanted != record.assignments:
+                tx.put_tenant(dataclasses.replace(record, assignments=wanted))
 
-    def _store_or_purge(self, tx: Tx, name: str, record: dict[str, Any]) -> None:
-        """Keep a tenant's record, or purge it (with its PKI) once it is deleting and no
-        agent still holds one of its nodes: each reported `deleted` or never reported at all
-        (an agent that never saw a node has nothing to remove; one that did reports it)."""
-        gone = all(
-            record["nodes"].get(node, {}).get("state", "deleted") == "deleted"
-            for node in record["assignments"]
-        )
-        if record["deleting"] and gone:
-            tx.delete_tenant(name)
-            self._forget_pki(name)
+    @staticmethod
+    def _store_or_purge(tx: Tx, record: TenantRecord) -> TenantRecord:
+        """Keep a tenant's record, or purge it once it is `purgeable`. The caller removes a
+        purged tenant's PKI after the commit (`_after_purge`)."""
+        if record.purgeable:
+            tx.delete_tenant(record.name)
         else:
-            tx.put_tenant(name, record)
+            tx.put_tenant(record)
+        return record
+
+    def _after_purge(self, record: TenantRecord) -> TenantRecord:
+        """After the commit: a purged tenant's PKI (its CA keys) goes too."""
+        if record.purgeable:
+            self._forget_pki(record.name)
+        return record
 
     def _pki_dir(self, name: str) -> Path:
-        return self.settings.data_path / "tenants" / name / "pki"
+        return self._tenant_dir(name) / "pki"
+
+    def _tenant_dir(self, name: str) -> Path:
+        return self.settings.data_path / "tenants" / name
 
     def _forget_pki(self, name: str) -> None:
-        shutil.rmtree(self.settings.data_path / "tenants" / name, ignore_errors=True)
+        shutil.rmtree(self._tenant_dir(name), ignore_errors=True)

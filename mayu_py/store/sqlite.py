@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from mayu_py.errors import Conflict
 from mayu_py.model import Event, Machine, MachineState, PendingConfig
 from mayu_py.store.errors import StoreUnavailable
+from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
 
@@ -317,23 +318,24 @@ class _SqliteTx:
 
     # -- tenants and hosts ------------------------------------------------------------------
 
-    def get_tenant(self, name: str) -> dict[str, Any] | None:
-        return self._get_record("tenants", name)
+    def get_tenant(self, name: str) -> TenantRecord | None:
+        data = self._get_record("tenants", name)
+        return TenantRecord.from_json(data) if data is not None else None
 
-    def put_tenant(self, name: str, record: dict[str, Any]) -> None:
-        self._put_record("tenants", name, record)
+    def put_tenant(self, record: TenantRecord) -> None:
+        self._put_record("tenants", record.name, record.to_json())
 
     def delete_tenant(self, name: str) -> None:
         self._conn.execute("DELETE FROM tenants WHERE name = ?", (name,))
 
-    def list_tenants(self) -> list[dict[str, Any]]:
-        return self._list_records("tenants")
+    def list_tenants(self) -> list[TenantRecord]:
+        return [TenantRecord.from_json(data) for data in self._list_records("tenants")]
 
-    def list_hosts(self) -> list[dict[str, Any]]:
-        return self._list_records("hosts")
+    def list_hosts(self) -> list[HostInfo]:
+        return [HostInfo.from_json(data) for data in self._list_records("hosts")]
 
-    def put_host(self, record: dict[str, Any]) -> None:
-        self._put_record("hosts", record["name"], record)
+    def put_host(self, host: HostInfo) -> None:
+        self._put_record("hosts", host.name, host.to_json())
 
     def _get_record(self, table: str, name: str) -> dict[str, Any] | None:
         row = self._conn.execute(f"SELECT record FROM {table} WHERE name = ?", (name,)).fetchone()
@@ -465,13 +467,13 @@ class SqliteStore:
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         return self._tx(self._connect()).get_pending_config(machine_id)
 
-    def list_tenants(self) -> list[dict[str, Any]]:
+    def list_tenants(self) -> list[TenantRecord]:
         return self._tx(self._connect()).list_tenants()
 
-    def get_tenant(self, name: str) -> dict[str, Any] | None:
+    def get_tenant(self, name: str) -> TenantRecord | None:
         return self._tx(self._connect()).get_tenant(name)
 
-    def list_hosts(self) -> list[dict[str, Any]]:
+    def list_hosts(self) -> list[HostInfo]:
         return self._tx(self._connect()).list_hosts()
 
     def ping(self) -> None:

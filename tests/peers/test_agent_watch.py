@@ -7,7 +7,8 @@ import copy
 import pytest
 import requests
 
-from mayu_py.agent.source import ApiSource, HostRegistration
+from mayu_py.agent.source import ApiSource
+from mayu_py.tenants import HostRegistration
 from tests.conftest import RunningServer
 from tests.support.tenants import acme
 

@@ -17,16 +17,16 @@ import pytest
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
-from mayu_py.agent.desired import DesiredNode, networks_for
+from mayu_py.agent.desired import networks_for
 from mayu_py.agent.host import LibvirtHost
 from mayu_py.agent.images import BaseImages, install_base_image
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.probe import detect_domain_type
-from mayu_py.agent.source import StaticSource
 from mayu_py.agent.statedir import StateDir
 from mayu_py.command import run
 from mayu_py.errors import MayuError
-from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes
+from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
+from tests.support.sources import StaticSource
 
 pytestmark = pytest.mark.peer
 URI = "qemu:///system"
@@ -102,7 +102,7 @@ def env():
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _nodes() -> list[DesiredNode]:
+def _nodes() -> list[TenantNode]:
     size = {"cpus": 1, "memory": "256Mi", "disk": "1Gi"}
     doc = {
         "apiVersion": "mayu.io/v1alpha1",
@@ -117,7 +117,7 @@ def _nodes() -> list[DesiredNode]:
         },
     }
     tenant = parse_tenant(doc, {"lab": ImageInfo("lab", 256)}, [])
-    return [DesiredNode.from_json(desired_node_json(tenant, n)) for n in tenant_nodes(tenant)]
+    return tenant_nodes(tenant)
 
 
 def _ours(host: LibvirtHost) -> dict[str, str]:
@@ -161,8 +161,8 @@ def test_create_noop_delete_and_crash_recovery(env) -> None:
 
     result = _agent(host, work, source).run_once()
     assert result.errors == {}
-    assert result.states == {n.node: "running" for n in nodes}
-    assert _ours(host) == {n.node: n.uuid for n in nodes}
+    assert result.states == {n.name: "running" for n in nodes}
+    assert _ours(host) == {n.name: n.uuid for n in nodes}
     net = observe(host, state).networks[f"mayu-tenant-{TENANT}"]
     assert net.active and net.bridge == f"mayu-t{VNI}"
     assert _wait_for(state.log(nodes[0]), b"MAYU-READY", 120), state.log(nodes[0]).read_bytes()[
@@ -171,7 +171,7 @@ def test_create_noop_delete_and_crash_recovery(env) -> None:
 
     again = _agent(host, work, source).run_once()
     assert again.applied == []  # no redefine, no restart
-    assert _ours(host) == {n.node: n.uuid for n in nodes}
+    assert _ours(host) == {n.name: n.uuid for n in nodes}
 
     source.nodes = []
     gone = _agent(host, work, source).run_once()
@@ -188,7 +188,7 @@ def test_create_noop_delete_and_crash_recovery(env) -> None:
         first.applier.apply(action)
     converge = _agent(host, work, source).run_once()
     assert converge.errors == {}
-    assert _ours(host) == {n.node: n.uuid for n in nodes}
+    assert _ours(host) == {n.name: n.uuid for n in nodes}
     files = {f for f in state.scan()[TENANT] if not f.endswith(".log")}
     assert files == {state.overlay(n).name for n in nodes} | {state.ignition(n).name for n in nodes}
     assert _agent(host, work, source).run_once().applied == []

@@ -16,15 +16,16 @@ import pytest
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
-from mayu_py.agent.desired import DesiredNode, networks_for
+from mayu_py.agent.desired import networks_for
 from mayu_py.agent.host import LibvirtHost
 from mayu_py.agent.images import BaseImages, install_base_image
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
-from mayu_py.agent.source import StaticSource
 from mayu_py.agent.statedir import StateDir
+from mayu_py.api_client import ApiError
 from mayu_py.command import run
-from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes
+from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
+from tests.support.sources import StaticSource
 from tests.support.tenants import tenant_doc as support_tenant_doc
 
 FOREIGN_DOMAIN, FOREIGN_NETWORK = "test", "default"
@@ -36,13 +37,11 @@ def tenant_doc(name: str, cidr: str, vni: int, workers: int, worker_cpus: int = 
     )
 
 
-def desired(*docs: dict) -> list[DesiredNode]:
+def desired(*docs: dict) -> list[TenantNode]:
     result = []
     for doc in docs:
         tenant = parse_tenant(doc, {"lab": ImageInfo("lab")}, [])
-        result += [
-            DesiredNode.from_json(desired_node_json(tenant, n)) for n in tenant_nodes(tenant)
-        ]
+        result += tenant_nodes(tenant)
     return result
 
 
@@ -87,12 +86,12 @@ def rig(tmp_path: Path):
 ACME = tenant_doc("acme", "10.100.0.0/24", 100, workers=2)
 
 
-def assert_converged(rig: Rig, nodes: list[DesiredNode]) -> None:
+def assert_converged(rig: Rig, nodes: list[TenantNode]) -> None:
     doms = rig.domains()
     assert FOREIGN_DOMAIN in doms and FOREIGN_NETWORK in rig.networks()
-    assert set(doms) - {FOREIGN_DOMAIN} == {n.node for n in nodes}
+    assert set(doms) - {FOREIGN_DOMAIN} == {n.name for n in nodes}
     for n in nodes:
-        assert doms[n.node] == n.uuid
+        assert doms[n.name] == n.uuid
     assert rig.networks() - {FOREIGN_NETWORK} == {net.name for net in networks_for(nodes)}
     expected: dict[str, set[str]] = {}
     for n in nodes:
@@ -114,7 +113,7 @@ def test_create_then_noop(rig: Rig) -> None:
         "acme-worker-0": "running",
         "acme-worker-1": "running",
     }
-    generations = {n.node: n.generation for n in rig.source.nodes}
+    generations = {n.name: n.generation for n in rig.source.nodes}
     assert {r.node: r.generation for r in rig.source.reports} == generations
     assert_converged(rig, rig.source.nodes)
     node = rig.source.nodes[0]
@@ -180,13 +179,13 @@ def test_failure_is_isolated_per_node(rig: Rig) -> None:
     broken = dataclasses.replace(nodes[1], image="nope")
     rig.source.nodes = [nodes[0], broken, nodes[2]]
     result = rig.agent().run_once()
-    assert set(result.errors) == {broken.node}
+    assert set(result.errors) == {broken.name}
     assert result.states == {
-        nodes[0].node: "running",
-        broken.node: "failed",
-        nodes[2].node: "running",
+        nodes[0].name: "running",
+        broken.name: "failed",
+        nodes[2].name: "running",
     }
-    report = rig.source.last_reports()[broken.node]
+    report = rig.source.last_reports()[broken.name]
     assert report.state == "failed" and "unknown base image" in report.message
 
 
@@ -237,7 +236,7 @@ def test_generated_xml_validates(rig: Rig, tmp_path: Path) -> None:
             image.kernel, image.initrd, image.cmdline, Path("/o.qcow2"), Path("/i.ign"), Path("/l")
         )
         for domain_type in ("qemu", "kvm"):
-            path = tmp_path / f"{node.node}-{domain_type}.xml"
+            path = tmp_path / f"{node.name}-{domain_type}.xml"
             path.write_text(domain_xml(node, networks_for([node])[0], files, domain_type))
             run(["virt-xml-validate", path, "domain"])
     net = tmp_path / "net.xml"
@@ -278,3 +277,52 @@ def test_run_forever_reconciles_until_stopped(rig: Rig) -> None:
     assert not thread.is_alive()
     assert len(rig.source.registrations) >= 3  # heartbeats every pass
     assert rig.source.last_reports()["acme-master-0"].state == "running"
+
+
+def test_a_temporary_error_abandons_the_pass_a_permanent_one_fails_its_node(rig: Rig) -> None:
+    nodes = desired(ACME)
+    rig.source.nodes = nodes
+    broken = nodes[1].name
+    rig.source.ignition_errors[broken] = ApiError("GET ...: 404 no such node", 404)
+    result = rig.agent().run_once()
+    assert set(result.errors) == {broken}
+    assert result.states[broken] == "failed" and result.states[nodes[0].name] == "running"
+    reported = len(rig.source.reports)
+    rig.source.ignition_errors[broken] = ApiError("cannot reach ...", 503, temporary=True)
+    with pytest.raises(ApiError):
+        rig.agent().run_once()
+    assert len(rig.source.reports) == reported  # an abandoned pass reports nothing
+    del rig.source.ignition_errors[broken]
+    assert rig.agent().run_once().errors == {}
+    assert_converged(rig, nodes)
+
+
+def _passes(rig: Rig, interval: float, error: Exception) -> list[float]:
+    """run_forever with the first desired-state read failing; when the first two passes
+    asked for desired state."""
+    rig.source.nodes = desired(ACME)[:1]
+    rig.source.fail_next = [error]
+    stop = threading.Event()
+    agent = rig.agent()
+    thread = threading.Thread(
+        target=agent.run_forever, args=(interval, stop), kwargs={"retry_s": 0.05}, daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(rig.source.asked) < 2:
+        time.sleep(0.02)
+    stop.set()
+    agent.source.wake_event.set()
+    thread.join(5)
+    assert not thread.is_alive() and len(rig.source.asked) >= 2
+    return rig.source.asked[:2]
+
+
+def test_a_temporary_error_is_retried_after_a_short_delay(rig: Rig) -> None:
+    first, second = _passes(rig, 30.0, ApiError("cannot reach ...", 503, temporary=True))
+    assert second - first < 30.0
+
+
+def test_a_permanent_error_waits_for_the_next_interval(rig: Rig) -> None:
+    first, second = _passes(rig, 0.5, ApiError("GET ...: 403 forbidden", 403))
+    assert second - first >= 0.5

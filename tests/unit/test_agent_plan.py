@@ -6,14 +6,15 @@ import dataclasses
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import ActualDomain, ActualNetwork, ActualState
-from mayu_py.agent.desired import DesiredNode, networks_for
+from mayu_py.agent.desired import networks_for
 from mayu_py.agent.statedir import node_files
+from mayu_py.tenants import TenantNode
 
 
-def dn(tenant: str, i: int, role: str = "worker", spec_hash: str = "h1") -> DesiredNode:
-    return DesiredNode(
+def dn(tenant: str, i: int, role: str = "worker", spec_hash: str = "h1") -> TenantNode:
+    return TenantNode(
         tenant=tenant,
-        node=f"{tenant}-{role}-{i}",
+        name=f"{tenant}-{role}-{i}",
         role=role,
         generation=1,
         spec_hash=spec_hash,
@@ -30,10 +31,10 @@ def dn(tenant: str, i: int, role: str = "worker", spec_hash: str = "h1") -> Desi
     )
 
 
-def converged(nodes: list[DesiredNode], **overrides: object) -> ActualState:
+def converged(nodes: list[TenantNode], **overrides: object) -> ActualState:
     """The actual state that matches `nodes` exactly."""
     domains = {
-        n.node: ActualDomain(n.node, n.uuid, n.tenant, n.role, n.spec_hash, 1, "running")
+        n.name: ActualDomain(n.name, n.uuid, n.tenant, n.role, n.spec_hash, 1, "running")
         for n in nodes
     }
     networks = {
@@ -47,7 +48,7 @@ def converged(nodes: list[DesiredNode], **overrides: object) -> ActualState:
     return dataclasses.replace(state, **overrides)
 
 
-def run(nodes: list[DesiredNode], actual: ActualState) -> list[p.Action]:
+def run(nodes: list[TenantNode], actual: ActualState) -> list[p.Action]:
     return p.plan(nodes, networks_for(nodes), actual)
 
 
@@ -70,7 +71,7 @@ def test_create_from_nothing() -> None:
         "DefineDomain acme/acme-worker-0",
         "StartDomain acme/acme-worker-0",
     ]
-    assert actions[1].network.hosts == tuple(sorted((n.mac, n.ip, n.node) for n in nodes))
+    assert actions[1].network.hosts == tuple(sorted((n.mac, n.ip, n.name) for n in nodes))
 
 
 def test_converged_is_a_noop() -> None:
@@ -90,7 +91,7 @@ def test_scale_up_adds_node_and_reservation() -> None:
         "StartDomain acme/acme-worker-1",
     ]
     added = after[2]
-    assert actions[0].add == ((added.mac, added.ip, added.node),) and actions[0].remove == ()
+    assert actions[0].add == ((added.mac, added.ip, added.name),) and actions[0].remove == ()
 
 
 def test_scale_down_drains_deletes_and_cleans_files() -> None:

@@ -1,4 +1,5 @@
-"""ApiSource speaks the agent API shapes the server implements (a stdlib fake server here)."""
+"""ApiSource (through the admin API client) speaks the agent API shapes the server implements,
+against a stdlib fake server; its errors say whether they are temporary."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mayu_py.agent.source import ApiSource, HostRegistration, NodeReport
-from mayu_py.errors import MayuError, PeerUnavailable
+from mayu_py.agent.source import ApiSource
+from mayu_py.api_client import ApiError
+from mayu_py.tenants import HostRegistration, NodeReport, NodeState
 
 NODE = {
     "tenant": "acme", "node": "acme-master-0", "role": "master", "generation": 2,
@@ -60,10 +62,12 @@ def test_api_shapes(server) -> None:
     source = ApiSource(url + "/", "s3cret", "h1")
     source.register(HostRegistration("h1", 2, 4096, "192.0.2.5"))
     nodes = source.desired_nodes()
-    assert nodes[0].node == "acme-master-0" and nodes[0].mac == "52:54:00:aa:bb:cc"
+    assert nodes[0].name == "acme-master-0" and nodes[0].mac == "52:54:00:aa:bb:cc"
     assert nodes[0].gateway == "10.100.0.1" and nodes[0].generation == 2
     assert source.ignition(nodes[0]) == b'{"ignition":{"version":"3.3.0"}}'
-    source.report(NodeReport("acme", "acme-master-0", "running", "10.100.0.10", "h1", "", 2))
+    source.report(
+        NodeReport("acme", "acme-master-0", NodeState.RUNNING, "10.100.0.10", "h1", "", 2)
+    )
     assert [(m, p, b) for m, p, _a, b in seen] == [
         ("POST", "/api/v1/hosts", {"name": "h1", "cpus": 2, "memory_mib": 4096,
                                    "address": "192.0.2.5"}),
@@ -77,8 +81,11 @@ def test_api_shapes(server) -> None:
 
 def test_errors(server) -> None:
     url, _seen = server
-    with pytest.raises(MayuError) as info:
+    with pytest.raises(ApiError) as info:
         ApiSource(url, "wrong", "h1").desired_nodes()
     assert info.value.detail == {"error": "unauthorized"}
-    with pytest.raises(PeerUnavailable):
+    assert info.value.status == 401 and not info.value.temporary
+    assert info.value.message == "GET /api/v1/hosts/h1/nodes: 401 unauthorized"
+    with pytest.raises(ApiError) as info:
         ApiSource("http://127.0.0.1:9", "s3cret", "h1", timeout_s=2).desired_nodes()
+    assert info.value.temporary and "cannot reach http://127.0.0.1:9" in info.value.message

@@ -24,15 +24,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from mayu_py.agent.desired import DesiredNode
 from mayu_py.agent.kube_source import KubernetesSource
-from mayu_py.agent.source import HostRegistration, NodeReport
 from mayu_py.config import load_settings
 from mayu_py.errors import NotFound
 from mayu_py.pki import ClusterPKI
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
-from mayu_py.tenant import TenantCluster, desired_node_json, tenant_nodes
+from mayu_py.tenants import HostRegistration, NodeReport, TenantCluster, TenantNode, tenant_nodes
 
 BASE = "/apis/mayu.io/v1alpha1/tenantclusters"
 SIZE = {"cpus": 1, "memory": "512Mi", "disk": "2Gi"}
@@ -283,11 +281,11 @@ def _source(api: client.ApiClient, tmp_path: Path, host: str = "h1", **kw: Any) 
     return source
 
 
-def _expected(doc: dict[str, Any], generation: int = 1) -> list[DesiredNode]:
+def _expected(doc: dict[str, Any], generation: int = 1) -> list[TenantNode]:
     tenant = TenantCluster.model_validate(
         {**doc, "metadata": {**doc["metadata"], "generation": generation}}
     )
-    return [DesiredNode.from_json(desired_node_json(tenant, n)) for n in tenant_nodes(tenant)]
+    return tenant_nodes(tenant)
 
 
 def test_tenant_becomes_desired_nodes_and_the_claim_is_persisted(kube, tmp_path: Path) -> None:
@@ -453,7 +451,7 @@ def test_report_patches_status_until_ready(kube, tmp_path: Path) -> None:
     source = _source(api, tmp_path)
     source.register(H1)
     nodes = source.desired_nodes()
-    source.report(NodeReport("acme", nodes[0].node, "running", nodes[0].ip, "h1", "", 1))
+    source.report(NodeReport("acme", nodes[0].name, "running", nodes[0].ip, "h1", "", 1))
     status = fake.get("acme")["status"]
     assert status["nodes"][0] == {
         "name": "acme-master-0",
@@ -464,14 +462,14 @@ def test_report_patches_status_until_ready(kube, tmp_path: Path) -> None:
     }
     assert status["phase"] == "Provisioning" and status.get("observedGeneration", 0) == 0
     for node in nodes:
-        source.report(NodeReport("acme", node.node, "ready", node.ip, "h1", "", 1))
+        source.report(NodeReport("acme", node.name, "ready", node.ip, "h1", "", 1))
     status = fake.get("acme")["status"]
     assert {n["state"] for n in status["nodes"]} == {"ready"}
     assert status["phase"] == "Ready" and status["observedGeneration"] == 1
-    source.report(NodeReport("acme", nodes[1].node, "failed", None, "h1", "boom", 1))
+    source.report(NodeReport("acme", nodes[1].name, "failed", None, "h1", "boom", 1))
     status = fake.get("acme")["status"]
     assert status["phase"] == "Degraded" and "ip" not in status["nodes"][1]
-    source.report(NodeReport("acme", nodes[1].node, "deleted", None, "h1"))
+    source.report(NodeReport("acme", nodes[1].name, "deleted", None, "h1"))
     assert [n["name"] for n in fake.get("acme")["status"]["nodes"]] == ["acme-master-0"]
     with pytest.raises(NotFound):
         source.report(NodeReport("gone", "gone-master-0", "deleted", None, "h1"))
@@ -498,7 +496,7 @@ def test_ignition_is_what_the_server_renders(kube, tmp_path: Path) -> None:
     source.register(H1)
     nodes = source.desired_nodes()
     for node in nodes:
-        path = f"/api/v1/tenants/acme/nodes/{node.node}/ignition"
+        path = f"/api/v1/tenants/acme/nodes/{node.name}/ignition"
         served = web.get(path, headers=auth)
         assert served.status_code == 200
         local = source.ignition(node)
@@ -506,7 +504,7 @@ def test_ignition_is_what_the_server_renders(kube, tmp_path: Path) -> None:
         assert "/etc/kubernetes/pki/ca.crt" in _files(local)
         ca = ClusterPKI.load_or_create(tmp_path / "pki-h1" / "acme", "acme")
         assert _files(local)["/etc/kubernetes/pki/ca.crt"] == ca.ca_certificate_pem
-        target = tmp_path / f"{node.node}.ign"
+        target = tmp_path / f"{node.name}.ign"
         target.write_bytes(local)
         check = subprocess.run(["ignition-validate", str(target)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
@@ -516,5 +514,5 @@ def test_ignition_is_what_the_server_renders(kube, tmp_path: Path) -> None:
     shutil.copytree(settings.data_path / "tenants" / "acme" / "pki", tmp_path / "pki-h1" / "acme")
     same = _source(api, tmp_path)
     for node in nodes:
-        path = f"/api/v1/tenants/acme/nodes/{node.node}/ignition"
+        path = f"/api/v1/tenants/acme/nodes/{node.name}/ignition"
         assert same.ignition(node) == web.get(path, headers=auth).data

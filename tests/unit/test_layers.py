@@ -1,6 +1,10 @@
-"""Layers only import downward (DESIGN section 6): cli > lab > server | agent > nodeconfig > images | render |
-store | dhcp | pki | tenant | bmc > model | config | command > kubernetes_releases > errors. No sideways
-imports."""
+"""Layers only import downward (DESIGN section 6): cli > lab > server | agent > store | api_client
+> tenants > images | render | dhcp | pki | bmc > model | config | command > kubernetes_releases >
+errors. No sideways imports.
+
+`tenants` sits above render and pki (a tenant node's Ignition needs both) and below the two
+that keep or fetch its types: `store` (typed tenant records) and `api_client` (the agent's wire
+types)."""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ LAYERS = [
     {"cli"},
     {"lab"},
     {"server", "agent"},
-    {"nodeconfig"},
-    {"images", "render", "store", "dhcp", "pki", "tenant", "bmc"},
+    {"store", "api_client"},
+    {"tenants"},
+    {"images", "render", "dhcp", "pki", "bmc"},
     {"model", "config", "command"},
     {"kubernetes_releases"},
     {"errors"},

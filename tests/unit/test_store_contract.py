@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,16 @@ from mayu_py.model import Event, Machine, MachineState, PendingConfig
 from mayu_py.store import Store
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
+from mayu_py.tenants import (
+    HostInfo,
+    ImageInfo,
+    NodeReport,
+    NodeState,
+    ReportedNode,
+    TenantRecord,
+    parse_tenant,
+)
+from tests.support.tenants import acme
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {
     "sqlite": lambda d: SqliteStore(d / "inv.sqlite3"),
@@ -142,12 +153,20 @@ def test_event_and_alert_retention(tmp_path: Path) -> None:
 
 
 def test_tenants_and_hosts_records(store: Store) -> None:
-    store.atomically(lambda tx: tx.put_tenant("acme", {"metadata": {"name": "acme"}}))
-    store.atomically(lambda tx: tx.put_host({"name": "h1", "cpus": 2}))
-    assert store.get_tenant("acme") == {"metadata": {"name": "acme"}}
-    assert store.list_hosts() == [{"name": "h1", "cpus": 2}]
+    tenant = parse_tenant(acme(), {"lab": ImageInfo("lab")}, [])
+    report = NodeReport("acme", "acme-master-0", NodeState.READY, "10.100.0.10", "h1", "", 1)
+    reported = ReportedNode(report, 5.0)
+    record = TenantRecord(tenant, {"acme-master-0": "h1"}, {"acme-master-0": reported})
+    store.atomically(lambda tx: tx.put_tenant(record))
+    store.atomically(lambda tx: tx.put_host(HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")))
+    assert store.get_tenant("acme") == record
+    assert store.atomically(lambda tx: tx.list_tenants()) == [record]
+    assert store.list_hosts() == [HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")]
+    deleting = dataclasses.replace(record, deleting=True)
+    store.atomically(lambda tx: tx.put_tenant(deleting))
+    assert store.get_tenant("acme") == deleting
     store.atomically(lambda tx: tx.delete_tenant("acme"))
-    assert store.list_tenants() == []
+    assert store.list_tenants() == [] and store.get_tenant("acme") is None
 
 
 def test_sqlite_schema_is_versioned_and_reopens(tmp_path: Path) -> None:

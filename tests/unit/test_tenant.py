@@ -8,13 +8,11 @@ import ipaddress
 import pytest
 
 from mayu_py.errors import Unprocessable
-from mayu_py.tenant import (
+from mayu_py.tenants import (
     HostInfo,
     ImageInfo,
     TenantNode,
-    desired_node_json,
     lapsed_nodes,
-    node_spec_hash,
     parse_quantity,
     parse_tenant,
     place,
@@ -141,15 +139,20 @@ def test_spec_hash_changes_with_size_only() -> None:
         doc(spec__workers=[{"cpus": 2, "memory": "512Mi", "disk": "2Gi"}]), IMAGES, []
     )
     a, b = tenant_nodes(tenant), tenant_nodes(bigger)
-    assert node_spec_hash(tenant, a[0]) == node_spec_hash(bigger, b[0])  # master unchanged
-    assert node_spec_hash(tenant, a[1]) != node_spec_hash(bigger, b[1])  # worker-0 resized
-    wire = desired_node_json(tenant, a[0])
+    assert a[0].spec_hash == b[0].spec_hash  # master unchanged
+    assert a[1].spec_hash != b[1].spec_hash  # worker-0 resized
+    wire = a[0].to_json()
+    assert wire["node"] == "acme-master-0"
     assert wire["network"] == {"cidr": "10.100.0.0/24", "vni": 100, "gateway": "10.100.0.1"}
     assert wire["memory_mib"] == 512 and wire["disk_gib"] == 2
+    assert TenantNode.from_json(wire) == a[0]
 
 
 def node(tenant: str, name: str, role: str = "worker", cpus: int = 1, mem: int = 512) -> TenantNode:
-    return TenantNode(tenant, name, role, 0, cpus, mem, 2, "52:54:00:00:00:00", "", "")
+    return TenantNode(
+        tenant, name, role, 1, "h", cpus, mem, 2, "lab", "52:54:00:00:00:00", "", "",
+        "10.100.0.0/24", 100, "10.100.0.1",
+    )  # fmt: skip
 
 
 NOW = 1000.0

@@ -10,7 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mayu_py.tenant import ImageInfo, TenantCluster, TenantSpec, parse_tenant
+from mayu_py.tenants import ImageInfo, TenantCluster, parse_tenant
+from mayu_py.tenants.resource import TenantSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "static_manifests/crds/tenantcluster.yaml").read_text())
@@ -56,7 +57,7 @@ def test_schema_rejects_what_the_model_rejects() -> None:
 def test_status_of_the_model_validates() -> None:
     example = design_example()
     example["status"] = {
-        "phase": "Running",
+        "phase": "Provisioning",
         "observedGeneration": 1,
         "conditions": [{"type": "Ready", "status": "True", "reason": "", "message": ""}],
         "nodes": [{"name": "acme-master-0", "role": "master", "host": "h1", "state": "running",

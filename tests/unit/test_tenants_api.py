@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from flask.testing import FlaskClient
 
 from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
-from mayu_py.store import open_store
+from mayu_py.store import Store, open_store
 from tests.support.flask_app import Machine
 from tests.support.ignition import file_text
 from tests.support.tenants import acme
@@ -207,8 +210,72 @@ def test_a_tenant_stored_with_a_dropped_minor_renders_as_422(tmp_path: Path) -> 
     assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
     record = store.get_tenant("acme")
     assert record is not None
-    record["doc"]["spec"]["kubernetesVersion"] = "1.31"  # stored before 1.31 was dropped
-    store.atomically(lambda tx: tx.put_tenant("acme", record))
+    spec = record.tenant.spec.model_copy(update={"kubernetesVersion": "1.31"})
+    old = replace(record, tenant=record.tenant.model_copy(update={"spec": spec}))
+    store.atomically(lambda tx: tx.put_tenant(old))  # stored before 1.31 was dropped
     response = client.get("/api/v1/tenants/acme/nodes/acme-master-0/ignition", headers=AUTH)
     assert response.status_code == 422, response.get_json()
     assert "Kubernetes 1.31 is not supported" in response.get_json()["detail"]
+
+
+class _FailingCommits:
+    """The real store, but the next transactions roll back after their function ran (as a
+    failed COMMIT would): nothing they did may have happened."""
+
+    def __init__(self, store: Store) -> None:
+        self.inner = store
+        self.failures = 0
+
+    def atomically(self, fn):  # type: ignore[no-untyped-def]
+        if not self.failures:
+            return self.inner.atomically(fn)
+        self.failures -= 1
+
+        def then_fail(tx):  # type: ignore[no-untyped-def]
+            fn(tx)
+            raise RuntimeError("commit failed")
+
+        return self.inner.atomically(then_fail)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+def _ca(kubeconfig: str) -> str:
+    return yaml.safe_load(kubeconfig)["clusters"][0]["cluster"]["certificate-authority-data"]
+
+
+def test_the_pki_goes_only_after_the_purge_committed(tmp_path: Path) -> None:
+    settings = load_settings(None, {("data_dir",): str(tmp_path / "data")}, environ={})
+    store = _FailingCommits(open_store(settings.data_path))
+    client = create_app(settings, store, "t").test_client()  # type: ignore[arg-type]
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    kubeconfig = client.get("/api/v1/tenants/acme/kubeconfig", headers=AUTH)
+    assert kubeconfig.status_code == 200
+    config = yaml.safe_load(kubeconfig.data)
+    assert config["clusters"][0]["cluster"]["server"] == "https://10.100.0.10:6443"
+    pki = tmp_path / "data" / "tenants" / "acme" / "pki"
+    assert pki.is_dir()
+
+    store.failures = 1  # no agent holds a node: the delete purges, but does not commit
+    assert client.delete("/api/v1/tenants/acme", headers=AUTH).status_code == 500
+    assert pki.is_dir()
+    shown = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()
+    assert shown["status"]["phase"] == "Provisioning"
+    assert client.get("/api/v1/tenants/acme/kubeconfig", headers=AUTH).data == kubeconfig.data
+
+    assert client.delete("/api/v1/tenants/acme", headers=AUTH).status_code == 202
+    assert client.get("/api/v1/tenants/acme", headers=AUTH).status_code == 404
+    assert not pki.parent.exists()
+
+
+def test_a_pki_left_by_a_crash_is_not_inherited(client: FlaskClient, tmp_path: Path) -> None:
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    old = client.get("/api/v1/tenants/acme/kubeconfig", headers=AUTH).data.decode()
+    tenant_dir = tmp_path / "data" / "tenants" / "acme"
+    shutil.copytree(tenant_dir, tmp_path / "kept")
+    assert client.delete("/api/v1/tenants/acme", headers=AUTH).status_code == 202
+    shutil.copytree(tmp_path / "kept", tenant_dir)  # as if killed between commit and cleanup
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    new = client.get("/api/v1/tenants/acme/kubeconfig", headers=AUTH).data.decode()
+    assert _ca(new) != _ca(old)

@@ -1,42 +1,53 @@
-"""A tenant node's Ignition: the tenant's PKI files plus the rendered node template.
+"""A tenant node's Ignition and its cluster's facts: the tenant's PKI files plus the rendered
+node template.
 
-Shared by the server (GET /api/v1/tenants/<name>/nodes/<node>/ignition) and the agent's
-Kubernetes source, which renders locally; both get the same bytes for the same tenant, node
-and PKI directory. Sits above pki and render (it uses both) and below server and agent.
+Shared by the server (GET /api/v1/tenants/<name>/nodes/<node>/ignition, the tenant's admin
+kubeconfig) and the agent's Kubernetes source, which renders locally; both get the same bytes
+for the same tenant, node and PKI directory. A tenant cluster's in-cluster networking (domain,
+pod and service CIDRs, DNS and service addresses) is the default of `config.ClusterConfig`.
 """
 
 from __future__ import annotations
 
+from mayu_py.config import ClusterConfig
 from mayu_py.errors import NotFound
 from mayu_py.kubernetes_releases import minor_of
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
 from mayu_py.render import IgnitionRenderer
-from mayu_py.tenant import TenantCluster, tenant_nodes
+from mayu_py.tenants.nodes import TenantNode, tenant_nodes
+from mayu_py.tenants.resource import TenantCluster
 
-CLUSTER_DOMAIN = "cluster.local"
-SERVICE_IP = "10.96.0.1"
+IN_CLUSTER = ClusterConfig()
 RENDER_ROLE = {"master": "controller", "worker": "worker"}
 TEMPLATES = {"master": "controller.yaml.j2", "worker": "worker.yaml.j2"}
+API_PORT = 6443
 
-__all__ = ["RENDER_ROLE", "TEMPLATES", "render_tenant_node"]
+
+def _facts(tenant: TenantCluster, nodes: list[TenantNode]) -> ClusterFacts:
+    masters = [n for n in nodes if n.role == "master"]
+    return ClusterFacts(
+        name=tenant.name,
+        domain=IN_CLUSTER.domain,
+        service_ip=IN_CLUSTER.service_ip,
+        api_endpoint=f"https://{masters[0].ip}:{API_PORT}",
+        etcd_members=tuple((m.name, m.ip) for m in masters),
+    )
+
+
+def cluster_facts(tenant: TenantCluster) -> ClusterFacts:
+    """What the tenant's certificates and kubeconfigs name: its API on the first master."""
+    return _facts(tenant, tenant_nodes(tenant))
 
 
 def render_tenant_node(
     tenant: TenantCluster, node_name: str, pki: ClusterPKI, renderer: IgnitionRenderer
 ) -> bytes:
     """The Ignition JSON of one node of `tenant`; NotFound when the spec has no such node."""
-    nodes = {n.name: n for n in tenant_nodes(tenant)}
-    node = nodes.get(node_name)
+    nodes = tenant_nodes(tenant)
+    node = next((n for n in nodes if n.name == node_name), None)
     if node is None:
         raise NotFound("no such node", {"tenant": tenant.name, "node": node_name})
-    masters = [n for n in nodes.values() if n.role == "master"]
-    facts = ClusterFacts(
-        name=tenant.name,
-        domain=CLUSTER_DOMAIN,
-        service_ip=SERVICE_IP,
-        api_endpoint=f"https://{masters[0].ip}:6443",
-        etcd_members=tuple((m.name, m.ip) for m in masters),
-    )
+    facts = _facts(tenant, nodes)
     identity = NodeIdentity(name=node.name, role=RENDER_ROLE[node.role], ips=(node.ip,))
     files = pki.node_files(identity, facts)
     version = tenant.spec.kubernetesVersion
@@ -54,13 +65,13 @@ def render_tenant_node(
         },
         "cluster": {
             "name": tenant.name,
-            "domain": CLUSTER_DOMAIN,
+            "domain": IN_CLUSTER.domain,
             "kubernetes_version": version if version.count(".") == 2 else f"{minor}.0",
             "kubernetes_minor": minor,
-            "pod_cidr": "10.244.0.0/16",
-            "service_cidr": "10.96.0.0/12",
-            "cluster_dns": "10.96.0.10",
-            "service_ip": SERVICE_IP,
+            "pod_cidr": IN_CLUSTER.pod_cidr,
+            "service_cidr": IN_CLUSTER.service_cidr,
+            "cluster_dns": IN_CLUSTER.cluster_dns,
+            "service_ip": IN_CLUSTER.service_ip,
             "api_endpoint": facts.api_endpoint,
             "etcd_members": [{"name": n, "address": a} for n, a in facts.etcd_members],
         },

@@ -1,0 +1,105 @@
+"""Agent hosts and the placement of tenant nodes on them (pure: the caller gives the clock)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mayu_py.tenants.nodes import TenantNode
+from mayu_py.tenants.wire import HostRegistration
+
+HEARTBEAT_LAPSE_S = 60.0
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """An agent host as it registered: capacity, address and the time of its last heartbeat."""
+
+    name: str
+    cpus: int
+    memory_mib: int
+    last_seen: float
+    address: str = ""
+
+    def alive(self, now: float, lapse_s: float = HEARTBEAT_LAPSE_S) -> bool:
+        return now - self.last_seen <= lapse_s
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostInfo:
+        return cls(
+            name=data["name"],
+            cpus=data["cpus"],
+            memory_mib=data["memory_mib"],
+            last_seen=data["last_seen"],
+            address=data.get("address", ""),
+        )
+
+    @classmethod
+    def seen(cls, host: HostRegistration, now: float) -> HostInfo:
+        """The host as of its heartbeat at `now`."""
+        return cls(host.name, host.cpus, host.memory_mib, now, host.address)
+
+
+def lapsed_nodes(
+    assignments: dict[str, str],
+    hosts: list[HostInfo],
+    now: float | None = None,
+    lapse_s: float = HEARTBEAT_LAPSE_S,
+) -> set[str]:
+    """Nodes assigned to a host whose heartbeat lapsed: their state is `unknown`."""
+    now = time.time() if now is None else now
+    dead = {h.name for h in hosts if not h.alive(now, lapse_s)}
+    return {node for node, host in assignments.items() if host in dead}
+
+
+def place(
+    nodes: list[TenantNode],
+    hosts: list[HostInfo],
+    existing_assignments: dict[str, str],
+    *,
+    now: float | None = None,
+    lapse_s: float = HEARTBEAT_LAPSE_S,
+    cpu_overcommit: float = 4.0,
+) -> dict[str, str]:
+    """Assign nodes (every tenant's, so usage is known) to hosts; return node name -> host.
+
+    Existing assignments to known hosts are kept, also on a lapsed host (its nodes are not
+    moved: see `lapsed_nodes`). New nodes go to a live host with room, masters of a tenant on
+    hosts without another master of it while there are such hosts, then the host with the most
+    free memory. A node that fits nowhere is left out (pending).
+    """
+    now = time.time() if now is None else now
+    by_name = {h.name: h for h in hosts}
+    free_cpu = {h.name: h.cpus * cpu_overcommit for h in hosts}
+    free_mem = {h.name: float(h.memory_mib) for h in hosts}
+    masters_on: dict[tuple[str, str], int] = {}
+    result: dict[str, str] = {}
+
+    def take(node: TenantNode, host: str) -> None:
+        result[node.name] = host
+        free_cpu[host] -= node.cpus
+        free_mem[host] -= node.memory_mib
+        if node.role == "master":
+            masters_on[(node.tenant, host)] = masters_on.get((node.tenant, host), 0) + 1
+
+    pending: list[TenantNode] = []
+    for node in nodes:
+        host = existing_assignments.get(node.name)
+        if host in by_name:
+            take(node, host)
+        else:
+            pending.append(node)
+    live = [h.name for h in hosts if h.alive(now, lapse_s)]
+    pending.sort(key=lambda n: (n.role != "master", -n.memory_mib, -n.cpus, n.name))
+    for node in pending:
+        fits = [h for h in live if free_cpu[h] >= node.cpus and free_mem[h] >= node.memory_mib]
+        if node.role == "master":
+            spread = [h for h in fits if masters_on.get((node.tenant, h), 0) == 0]
+            fits = spread or fits
+        if fits:
+            take(node, min(fits, key=lambda h: (-free_mem[h], -free_cpu[h], h)))
+    return result

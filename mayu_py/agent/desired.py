@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mayu_py.errors import BadRequest
-
-NETWORK_PREFIX = "mayu-tenant-"
-BRIDGE_PREFIX = "mayu-t"
+from mayu_py.virt.ownership import BRIDGE_PREFIX, NETWORK_PREFIX
 
 
 @dataclass(frozen=True)

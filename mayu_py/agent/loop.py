@@ -18,8 +18,6 @@ from urllib.parse import urlparse
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import DesiredNode, networks_for
-from mayu_py.agent.host import LibvirtHost, start_event_loop
-from mayu_py.agent.images import BaseImages
 from mayu_py.agent.plan import (
     Action,
     DeleteDomain,
@@ -31,8 +29,11 @@ from mayu_py.agent.plan import (
 from mayu_py.agent.probe import detect_domain_type
 from mayu_py.agent.readiness import ReadinessTracker
 from mayu_py.agent.source import ApiSource, DesiredSource, HostRegistration, NodeReport
-from mayu_py.agent.statedir import TMP_SUFFIX, StateDir, log_name
+from mayu_py.agent.statedir import StateDir, log_name
 from mayu_py.errors import MayuError, NotFound, PeerUnavailable
+from mayu_py.files import temp_target
+from mayu_py.images.base import BaseImages
+from mayu_py.virt.host import LibvirtHost, start_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,9 @@ def _blame(action: Action) -> str:
 
 
 def _node_of_file(name: str) -> str:
-    """The node a state-dir file belongs to: <node>.log, <node>.<hash>.qcow2|ign[.tmp]."""
-    name = name.removesuffix(TMP_SUFFIX)
+    """The node a state-dir file belongs to: <node>.log, <node>.<hash>.qcow2|ign, or a temporary
+    file left by a kill -9 while one of those was written."""
+    name = temp_target(name) or name
     if name.endswith(".log"):
         return name.removesuffix(".log")
     return name.rsplit(".", 2)[0]

@@ -11,7 +11,7 @@ from mayu_py.server import api, boot, health, tenants_api
 from mayu_py.server.context import Services
 from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.machines import MachineService
-from mayu_py.server.provisioning import Provisioner, assets_root
+from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.server.tokens import load_or_create_key
 from mayu_py.store import Store
@@ -25,7 +25,7 @@ def create_app(settings: Settings, store: Store, admin_token: str) -> Flask:
         settings.data_path / "pki" / settings.cluster.name, settings.cluster.name
     )
     agent_key = load_or_create_key(settings.data_path / "agent.key")
-    root = assets_root(settings)
+    root = settings.assets_root
     root.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes

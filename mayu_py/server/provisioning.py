@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 from typing import Any
 
 from mayu_py.config import Group, Profile, Settings
@@ -147,7 +146,3 @@ class Provisioner:
         )
         context = self.context(machine, group, facts, base_url, report_url)
         return self.renderer.render_json(profile.ignition_template, context, files)
-
-
-def assets_root(settings: Settings) -> Path:
-    return Path(settings.assets.root) if settings.assets.root else settings.data_path / "assets"

@@ -24,6 +24,9 @@ class Tx(Protocol):
 
     def put_machine(self, machine: Machine) -> None: ...
 
+    def delete_machine(self, machine_id: str) -> None:
+        """Forget a machine: its record and its events (nothing when it has none)."""
+
     def add_event(self, event: Event) -> None: ...
 
     def count_machines_with_label(self, key: str, value: str) -> int: ...
@@ -71,8 +74,13 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def inventory_path(data_dir: Path) -> Path:
+    """The default backend's file in data_dir."""
+    return data_dir / "inventory.sqlite3"
+
+
 def open_store(data_dir: Path) -> Store:
     """Open the default backend (SQLite) in data_dir."""
     from mayu_py.store.sqlite import SqliteStore
 
-    return SqliteStore(data_dir / "inventory.sqlite3")
+    return SqliteStore(inventory_path(data_dir))

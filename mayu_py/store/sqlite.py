@@ -127,6 +127,10 @@ class _SqliteTx:
             ),
         )
 
+    def delete_machine(self, machine_id: str) -> None:
+        self._conn.execute("DELETE FROM events WHERE machine_id = ?", (machine_id,))
+        self._conn.execute("DELETE FROM machines WHERE id = ?", (machine_id,))
+
     def add_event(self, event: Event) -> None:
         self._conn.execute(
             "INSERT INTO events (machine_id, time, kind, cause, source, from_state, to_state, "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from mayu_py.lab.processes import in_namespace
+from mayu_py.command import in_namespace
 from mayu_py.lab.runner import UpOptions, lab_up
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState
 from mayu_py.lab.status import lab_status

@@ -1,9 +1,10 @@
 """The lab's processes: started inside a network namespace, recognised and stopped by pid.
 
-Every program the lab runs in a namespace (server, site dnsmasq, VMs, agent, `lab ctl`'s
-mayuctl) starts through `in_namespace`/`spawn`: `ip netns exec` execs the program, so the
-pid the lab records is the program's own. Before signalling a recorded pid, the lab checks
-that it is alive and still the program it started (`running`), since pids are reused.
+Every program the lab runs in a namespace (server, site dnsmasq, VMs, agent) starts through
+`spawn` (`mayu lab ctl`'s mayuctl through `mayu_py.command.in_namespace`, which `spawn` uses):
+`ip netns exec` execs the program, so the pid the lab records is the program's own. Before
+signalling a recorded pid, the lab checks that it is alive and still the program it started
+(`running`), since pids are reused.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from mayu_py.command import in_namespace
+
 log = logging.getLogger(__name__)
-
-
-def in_namespace(namespace: str, argv: list[str]) -> list[str]:
-    """argv run inside the network namespace."""
-    return ["ip", "netns", "exec", namespace, *argv]
 
 
 def spawn(

@@ -34,11 +34,11 @@ sys.path.insert(0, str(REPO))
 from mayu_py.agent import plan as p  # noqa: E402
 from mayu_py.agent.actual import observe  # noqa: E402
 from mayu_py.agent.desired import networks_for  # noqa: E402
-from mayu_py.agent.host import LibvirtHost  # noqa: E402
-from mayu_py.agent.images import BaseImages  # noqa: E402
 from mayu_py.agent.loop import Agent  # noqa: E402
 from mayu_py.agent.statedir import StateDir  # noqa: E402
+from mayu_py.images.base import BaseImages  # noqa: E402
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes  # noqa: E402
+from mayu_py.virt.host import LibvirtHost  # noqa: E402
 from tests.conftest import start_server  # noqa: E402
 from tests.e2e import tenant_helpers as th  # noqa: E402
 from tests.support.sources import StaticSource  # noqa: E402

@@ -1,4 +1,5 @@
-"""The one wrapper through which every external command (qemu-img, ip, dnsmasq, ...) runs."""
+"""The one wrapper through which every external command (qemu-img, ip, dnsmasq, ...) runs,
+and the one way to run a command inside a network namespace."""
 
 from __future__ import annotations
 
@@ -32,3 +33,9 @@ def run(
     if check and proc.returncode != 0:
         raise CommandError(args, proc.returncode, proc.stderr or proc.stdout)
     return proc
+
+
+def in_namespace(namespace: str | None, argv: Sequence[str]) -> list[str]:
+    """argv run inside the network namespace (`ip netns exec`, which execs: the pid is the
+    program's own); argv itself when namespace is None."""
+    return ["ip", "netns", "exec", namespace, *argv] if namespace else list(argv)

@@ -225,6 +225,12 @@ class Settings(_Strict):
     def data_path(self) -> Path:
         return Path(self.data_dir)
 
+    @property
+    def assets_root(self) -> Path:
+        """Where kernels, initrds and images are served from: `assets.root`, else
+        `<data_dir>/assets`."""
+        return Path(self.assets.root) if self.assets.root else self.data_path / "assets"
+
 
 def check_group_ties(groups: list[Group]) -> None:
     """Refuse two groups of equal specificity that could both match one machine."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mayu_py.agent.host import LibvirtHost
 from mayu_py.agent.libvirt_xml import FILTER_NAME
 from mayu_py.agent.statedir import StateDir
 from mayu_py.tenants import NodeState
+from mayu_py.virt.host import LibvirtHost
 
 
 @dataclass(frozen=True)

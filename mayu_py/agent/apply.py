@@ -11,8 +11,6 @@ from typing import Any
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.desired import DesiredNetwork
-from mayu_py.agent.host import LibvirtHost
-from mayu_py.agent.images import BaseImages
 from mayu_py.agent.libvirt_xml import (
     DomainFiles,
     dhcp_host_xml,
@@ -20,10 +18,13 @@ from mayu_py.agent.libvirt_xml import (
     network_xml,
     nwfilter_xml,
 )
-from mayu_py.agent.statedir import TMP_SUFFIX, StateDir
+from mayu_py.agent.statedir import SECRET_MODE, StateDir
 from mayu_py.command import run
 from mayu_py.errors import Conflict
+from mayu_py.files import atomic_write, replacing
+from mayu_py.images.base import BaseImages
 from mayu_py.tenants import TenantNode
+from mayu_py.virt.host import LibvirtHost
 
 log = logging.getLogger(__name__)
 IgnitionFetcher = Callable[[TenantNode], bytes]
@@ -116,19 +117,16 @@ class Applier:
             return
         image = self.images.get(a.node.image)
         self.state_dir.tenant_dir(a.node.tenant, create=True)
-        tmp = path.with_name(path.name + TMP_SUFFIX)
-        tmp.unlink(missing_ok=True)
-        run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.disk,
-             tmp, f"{a.node.disk_gib}G"]
-        )  # fmt: skip
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        with replacing(path, SECRET_MODE) as tmp:
+            run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.disk,
+                 tmp, f"{a.node.disk_gib}G"]
+            )  # fmt: skip
 
     def _write_ignition(self, a: p.WriteIgnition) -> None:
         data = self.ignition(a.node)
         self.state_dir.tenant_dir(a.node.tenant, create=True)
-        self.state_dir.write_atomic(self.state_dir.ignition(a.node), data)
+        atomic_write(self.state_dir.ignition(a.node), data, SECRET_MODE)
 
     def _define_domain(self, a: p.DefineDomain) -> None:
         node = a.node

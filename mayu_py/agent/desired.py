@@ -6,9 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from mayu_py.tenants import TenantNode
-
-NETWORK_PREFIX = "mayu-tenant-"
-BRIDGE_PREFIX = "mayu-t"
+from mayu_py.virt.ownership import BRIDGE_PREFIX, NETWORK_PREFIX
 
 
 @dataclass(frozen=True)

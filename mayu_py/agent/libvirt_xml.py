@@ -1,7 +1,8 @@
 """libvirt XML for tenant networks, the guest nwfilter and tenant domains (ElementTree).
 
-Every document passes `virt-xml-validate`. Domains carry our metadata element in NS so the
-agent recognises what it owns; anything without it is never touched.
+Every document passes `virt-xml-validate`. Domains carry our metadata element
+(`mayu_py.virt.ownership.mark_domain`) so the agent recognises what it owns; anything without
+it is never touched.
 """
 
 from __future__ import annotations
@@ -10,26 +11,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from mayu_py.agent.desired import BRIDGE_PREFIX, NETWORK_PREFIX, DesiredNetwork
+from mayu_py.agent.desired import DesiredNetwork
 from mayu_py.tenants import TenantNode
+from mayu_py.virt.ownership import DomainMeta, mark_domain
 
-NS = "https://mayu.io/xmlns/agent/1"
-NS_PREFIX = "mayu"
 FILTER_NAME = "mayu-tenant"
 TB_CACHE_MIB = 32
 FWCFG_NAMES = ("opt/org.flatcar-linux/config", "opt/com.coreos/config")
-ET.register_namespace(NS_PREFIX, NS)
-
-
-@dataclass(frozen=True)
-class DomainMeta:
-    """What our metadata element records about a domain."""
-
-    tenant: str
-    node: str
-    role: str
-    spec_hash: str
-    generation: int
 
 
 @dataclass(frozen=True)
@@ -90,15 +78,8 @@ def nwfilter_xml() -> str:
 
 
 def _metadata(parent: ET.Element, node: TenantNode) -> None:
-    meta = _sub(parent, "metadata")
-    _sub(
-        meta,
-        f"{{{NS}}}instance",
-        tenant=node.tenant,
-        node=node.name,
-        role=node.role,
-        spec_hash=node.spec_hash,
-        generation=str(node.generation),
+    mark_domain(
+        parent, DomainMeta(node.tenant, node.name, node.role, node.spec_hash, node.generation)
     )
 
 
@@ -149,68 +130,12 @@ def domain_xml(node: TenantNode, net: DesiredNetwork, files: DomainFiles, domain
     return _text(root)
 
 
-def parse_domain_meta(element_xml: str) -> DomainMeta | None:
-    """Our metadata element as libvirt returns it; None when it is not ours or malformed."""
-    try:
-        el = ET.fromstring(element_xml)
-        return DomainMeta(
-            tenant=el.attrib["tenant"],
-            node=el.attrib["node"],
-            role=el.attrib["role"],
-            spec_hash=el.attrib["spec_hash"],
-            generation=int(el.attrib["generation"]),
-        )
-    except (ET.ParseError, KeyError, ValueError):
-        return None
-
-
-@dataclass(frozen=True)
-class NetworkFacts:
-    """What the agent reads back from a network's XML."""
-
-    name: str
-    bridge: str
-    gateway: str | None
-    hosts: tuple[tuple[str, str, str], ...]
-
-    @property
-    def owned(self) -> bool:
-        return self.name.startswith(NETWORK_PREFIX) and self.bridge.startswith(BRIDGE_PREFIX)
-
-
-def parse_network(xml_text: str) -> NetworkFacts:
-    root = ET.fromstring(xml_text)
-    bridge = root.find("bridge")
-    ip = root.find("ip")
-    hosts = tuple(
-        sorted(
-            (h.get("mac", "").lower(), h.get("ip", ""), h.get("name", ""))
-            for h in root.iterfind("ip/dhcp/host")
-        )
-    )
-    return NetworkFacts(
-        name=root.findtext("name", ""),
-        bridge=bridge.get("name", "") if bridge is not None else "",
-        gateway=ip.get("address") if ip is not None else None,
-        hosts=hosts,
-    )
-
-
 def probe_xml(name: str, uuid: str, kernel: Path, initrd: Path, log: Path) -> str:
     """A transient KVM guest that only has to reach its first userspace process."""
     root = ET.Element("domain", type="kvm")
     _sub(root, "name", name)
     _sub(root, "uuid", uuid)
-    meta = _sub(root, "metadata")
-    _sub(
-        meta,
-        f"{{{NS}}}instance",
-        tenant="",
-        node=name,
-        role="probe",
-        spec_hash="",
-        generation="0",
-    )
+    mark_domain(root, DomainMeta(tenant="", node=name, role="probe", spec_hash="", generation=0))
     _sub(root, "memory", "256", unit="MiB")
     _sub(root, "vcpu", "1")
     os_el = _sub(root, "os")

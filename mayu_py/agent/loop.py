@@ -18,8 +18,6 @@ from pathlib import Path
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import networks_for
-from mayu_py.agent.host import LibvirtHost, start_event_loop
-from mayu_py.agent.images import BaseImages
 from mayu_py.agent.plan import (
     Action,
     DeleteDomain,
@@ -31,9 +29,12 @@ from mayu_py.agent.plan import (
 from mayu_py.agent.probe import detect_domain_type
 from mayu_py.agent.readiness import ReadinessTracker
 from mayu_py.agent.source import DesiredSource
-from mayu_py.agent.statedir import TMP_SUFFIX, StateDir, log_name
+from mayu_py.agent.statedir import StateDir, log_name
 from mayu_py.errors import MayuError, NotFound
+from mayu_py.files import temp_target
+from mayu_py.images.base import BaseImages
 from mayu_py.tenants import HostRegistration, NodeReport, NodeState, TenantNode
+from mayu_py.virt.host import LibvirtHost, start_event_loop
 
 log = logging.getLogger(__name__)
 RETRY_S = 5.0  # after a temporary error, the next pass comes this soon (at most `interval`)
@@ -53,8 +54,9 @@ def _blame(action: Action) -> str:
 
 
 def _node_of_file(name: str) -> str:
-    """The node a state-dir file belongs to: <node>.log, <node>.<hash>.qcow2|ign[.tmp]."""
-    name = name.removesuffix(TMP_SUFFIX)
+    """The node a state-dir file belongs to: <node>.log, <node>.<hash>.qcow2|ign, or a temporary
+    file left by a kill -9 while one of those was written."""
+    name = temp_target(name) or name
     if name.endswith(".log"):
         return name.removesuffix(".log")
     return name.rsplit(".", 2)[0]

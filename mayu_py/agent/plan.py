@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mayu_py.agent.actual import ActualState
-from mayu_py.agent.desired import NETWORK_PREFIX, DesiredNetwork
+from mayu_py.agent.desired import DesiredNetwork
 from mayu_py.agent.statedir import ignition_name, node_files, overlay_name
 from mayu_py.tenants import NodeState, TenantNode
+from mayu_py.virt.ownership import NETWORK_PREFIX
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from mayu_py.agent.host import LibvirtHost
 from mayu_py.agent.libvirt_xml import probe_xml
 from mayu_py.errors import ConfigError, MayuError
+from mayu_py.files import atomic_write
+from mayu_py.virt.host import LibvirtHost
 
 log = logging.getLogger(__name__)
 PROBE_NAME = "mayu-kvm-probe"
@@ -54,9 +55,7 @@ def detect_domain_type(
         return "qemu"
     else:
         result = "kvm" if _kvm_boots(host, cache.parent, kernel, initrd, timeout_s) else "qemu"
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_text(json.dumps({"domain_type": result, "time": time.time()}))
-    tmp.replace(cache)
+    atomic_write(cache, json.dumps({"domain_type": result, "time": time.time()}), 0o644)
     log.info("domain type: %s", result)
     return result
 

@@ -2,13 +2,13 @@
 
 Layout: ROOT/tenants/<tenant>/<node>.<spec_hash>.qcow2, <node>.<spec_hash>.ign, <node>.log.
 Directories are 0711 (qemu, running as libvirt-qemu, must traverse them), Ignition files 0600.
-Every file is written to a temporary name and renamed, so a kill -9 leaves either the old state
-or the new one plus a `*.tmp` file, which the plan sees as an orphan and deletes.
+Every file is written to a temporary name and renamed (`mayu_py.files`), so a kill -9 leaves
+either the old state or the new one plus a `.*.tmp` file, which the plan sees as an orphan and
+deletes.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +16,6 @@ from mayu_py.tenants import TenantNode
 
 DIR_MODE = 0o711
 SECRET_MODE = 0o600
-TMP_SUFFIX = ".tmp"
 
 
 def overlay_name(node: TenantNode) -> str:
@@ -78,18 +77,6 @@ class StateDir:
             for entry in self.tenants.iterdir()
             if entry.is_dir()
         }
-
-    def write_atomic(self, path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
-        """Write data to path via a temporary file, fsync and rename."""
-        tmp = path.with_name(path.name + TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
 
     def delete_files(self, tenant: str, names: list[str]) -> None:
         base = self.tenant_dir(tenant)

@@ -21,6 +21,7 @@ from pathlib import Path
 from mayu_py.config import Settings
 from mayu_py.dhcp import DnsmasqSupervisor, prepare_tftp_root, render_dnsmasq_conf, resolve_dhcp
 from mayu_py.errors import ConfigError
+from mayu_py.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,7 @@ def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSuper
     )
     conf_file = workdir / "dnsmasq.conf"
     stop_stale_dnsmasq(workdir / "dnsmasq.pid", conf_file)
-    tmp = conf_file.with_name(".dnsmasq.conf.tmp")
-    tmp.write_text(conf)
-    tmp.replace(conf_file)
+    atomic_write(conf_file, conf, 0o644)
     supervisor = DnsmasqSupervisor(conf_file)
     supervisor.start()
     log.info(

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from mayu_py.agent.images import install_lab_base_image
 from mayu_py.config import load_settings
+from mayu_py.images.base import install_lab_base_image
 from mayu_py.images.lab import build_lab_image
-from mayu_py.server.provisioning import assets_root
 
 
 @click.group("images")
@@ -41,7 +40,7 @@ def build_lab(
     """Build the lab node image (Debian kernel + busybox initramfs + real Ignition)."""
     if out is None:
         settings = load_settings(config_file, {("data_dir",): data_dir})
-        out = assets_root(settings) / "lab"
+        out = settings.assets_root / "lab"
     image = build_lab_image(out, kernel_version)
     click.echo(f"kernel {image.kernel}")
     click.echo(f"initrd {image.initrd}")
@@ -91,7 +90,7 @@ def fetch(
 
     if assets_dir is None:
         settings = load_settings(config_file, {("data_dir",): data_dir})
-        assets_dir = assets_root(settings)
+        assets_dir = settings.assets_root
     paths = fetch_image(
         catalog or DEFAULT_CATALOG,
         name,

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import click
 
-from mayu_py.lab.runner import DEFAULT_DATA_DIR, UpOptions, lab_status, lab_up
-from mayu_py.lab.state import LabState
+from mayu_py.command import in_namespace
+from mayu_py.lab.runner import UpOptions, lab_up
+from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState
+from mayu_py.lab.status import lab_status
 from mayu_py.lab.teardown import lab_down
 from mayu_py.lab.topology import MAX_TENANTS
+
+DATA_DIR = click.Path(file_okay=False, path_type=Path)
 
 
 @click.group("lab")
@@ -37,10 +41,10 @@ def lab() -> None:
 )
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DATA_DIR,
     default=DEFAULT_DATA_DIR,
     show_default=True,
-    help="The lab server's state directory.",
+    help="The lab server's state directory (kept across runs; see `mayu lab status`).",
 )
 @click.option(
     "--config",
@@ -106,10 +110,17 @@ def status() -> None:
 
 
 @lab.command("down")
-def down() -> None:
+@click.option(
+    "--data-dir",
+    type=DATA_DIR,
+    help="The lab's data dir, as given to `up` (default: the running lab's, else "
+    f"{DEFAULT_DATA_DIR}).",
+)
+def down(data_dir: Path | None) -> None:
     """Stop every VM, the agent, the server and dnsmasq, remove the tenants' libvirt domains
-    and networks, and delete the namespace; idempotent."""
-    done = lab_down()
+    and networks, delete the namespace, and forget the lab's machines in its data dir (their
+    inventory records and UEFI variables, the agent's state); idempotent."""
+    done = lab_down(data_dir=data_dir.resolve() if data_dir else None)
     for line in done or ["nothing to tear down"]:
         click.echo(line)
 
@@ -124,5 +135,5 @@ def ctl(args: tuple[str, ...]) -> None:
         raise click.UsageError("no lab is up (mayu lab up)")
     mayuctl = Path(sys.executable).with_name("mayuctl")
     env = {**os.environ, "MAYU_URL": state.url, "MAYU_TOKEN": state.token}
-    argv = ["ip", "netns", "exec", state.namespace, str(mayuctl), *args]
+    argv = in_namespace(state.namespace, [str(mayuctl), *args])
     sys.exit(subprocess.run(argv, env=env, check=False).returncode)

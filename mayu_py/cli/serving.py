@@ -20,7 +20,6 @@ from mayu_py.errors import ConfigError
 from mayu_py.pki import server_tls
 from mayu_py.pki.server_tls import ServerTls
 from mayu_py.server.app import create_app
-from mayu_py.server.provisioning import assets_root
 from mayu_py.server.tokens import check_admin_token, load_or_create_admin_token
 from mayu_py.store import open_store
 
@@ -48,7 +47,7 @@ def admin_token(settings: Settings) -> AdminToken:
 def check_paths(settings: Settings) -> None:
     """Refuse an assets root that would publish the data dir (keys, tokens, the store)."""
     data = settings.data_path.resolve()
-    assets = assets_root(settings).resolve()
+    assets = settings.assets_root.resolve()
     if data == assets or data.is_relative_to(assets):
         raise ConfigError(
             f"config error at assets.root: {assets} contains the data dir {data}; "

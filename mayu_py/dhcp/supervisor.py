@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from mayu_py.command import run
+from mayu_py.command import in_namespace, run
 from mayu_py.errors import CommandError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,15 @@ class DnsmasqSupervisor:
 
     @property
     def argv(self) -> list[str]:
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return prefix + [
-            self.dnsmasq,
-            "--keep-in-foreground",
-            "--log-facility=-",
-            f"--conf-file={self.conf_file}",
-        ]
+        return in_namespace(
+            self.netns,
+            [
+                self.dnsmasq,
+                "--keep-in-foreground",
+                "--log-facility=-",
+                f"--conf-file={self.conf_file}",
+            ],
+        )
 
     @property
     def pid(self) -> int | None:

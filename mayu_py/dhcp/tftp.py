@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from mayu_py.errors import ConfigError
+from mayu_py.files import atomic_copy
 
 IPXE_SOURCE = Path("/usr/lib/ipxe")
 IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
@@ -24,9 +24,5 @@ def prepare_tftp_root(directory: Path, *, source: Path = IPXE_SOURCE) -> Path:
         src = source / name
         if not src.is_file():
             raise ConfigError(f"iPXE binary {src} is missing: install the ipxe package")
-        dest = directory / name
-        tmp = dest.with_name(f".{name}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.chmod(0o644)
-        tmp.replace(dest)
+        atomic_copy(src, directory / name, 0o644)
     return directory

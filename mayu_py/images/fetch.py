@@ -31,10 +31,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from mayu_py.files import atomic_write, file_digest
 from mayu_py.images.download import download, fetch_small
 from mayu_py.images.errors import DownloadInterrupted, ImageFetchError, VerificationError
 from mayu_py.images.pins import FilePin, ImagePin, load_catalog, select
-from mayu_py.images.verify import file_digest, json_digest, parse_digests, verify_signature
+from mayu_py.images.verify import json_digest, parse_digests, verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,7 @@ def _publish(staged: list[_Staged], final_dir: Path) -> list[Path]:
         target = final_dir / item.pin.name
         os.replace(item.path, target)
         landed.append(target)
-    tmp = final_dir / f".{SUMS_FILE}.tmp"
-    tmp.write_text("".join(sums))
-    os.replace(tmp, final_dir / SUMS_FILE)
+    atomic_write(final_dir / SUMS_FILE, "".join(sums), 0o644)
     return landed
 
 

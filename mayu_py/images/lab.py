@@ -10,7 +10,6 @@ beside the outputs and a rebuild with the same hash touches nothing.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from mayu_py.command import run
 from mayu_py.errors import ConfigError
+from mayu_py.files import atomic_copy, atomic_write, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,12 @@ def build_lab_image(
     with tempfile.TemporaryDirectory(prefix="mayu-lab-") as tmp:
         modules_dep = _modules_dep(Path(tmp), tree, kver, inputs.busybox)
         tree.add_file(f"lib/modules/{kver}/modules.dep", modules_dep)
-        _atomic_write(image.initrd, _gzip(_cpio(tree)))
-    _atomic_write(image.kernel, kernel.read_bytes())
-    _atomic_write(
+        atomic_write(image.initrd, _gzip(_cpio(tree)), 0o644)
+    atomic_copy(kernel, image.kernel, 0o644)
+    atomic_write(
         out_dir / BUILD_ID_FILE,
-        json.dumps({"build_id": build_id, "version": image.version}).encode() + b"\n",
+        json.dumps({"build_id": build_id, "version": image.version}) + "\n",
+        0o644,
     )
     return image
 
@@ -268,25 +269,17 @@ def _modules_dep(tmp: Path, tree: _Tree, kver: str, busybox: Path) -> bytes:
 def _build_id(kver: str, kernel: Path, tree: _Tree) -> str:
     h = hashlib.sha256()
     h.update(f"builder {BUILDER_VERSION}\nkernel {kver}\n".encode())
-    h.update(_digest(kernel).encode())
+    h.update(file_digest(kernel).encode())
     for path in sorted(tree.files):
         mode, source = tree.files[path]
         payload = (
-            hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else _digest(source)
+            hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else file_digest(source)
         )
         h.update(f"f {path} {mode:o} {payload}\n".encode())
     for path in sorted(tree.symlinks):
         h.update(f"l {path} {tree.symlinks[path]}\n".encode())
     for path in sorted(tree.dirs):
         h.update(f"d {path}\n".encode())
-    return h.hexdigest()
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -330,18 +323,3 @@ def _read(source: Path | bytes) -> bytes:
 
 def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -7,7 +7,6 @@ signer's primary fingerprint, a good signature by any other key in the keyring i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
@@ -21,14 +20,6 @@ from mayu_py.images.errors import ImageFetchError, VerificationError
 ALGORITHMS = ("sha512", "sha256")
 _HEADER = re.compile(r"#\s*(\w+)\s+HASH", re.IGNORECASE)
 _LINE = re.compile(r"^([0-9a-fA-F]+)\s+\*?(\S.*)$")
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def parse_digests(text: str, filename: str) -> dict[str, str]:

@@ -35,7 +35,8 @@ import bcrypt
 
 from mayu_py.bmc.coordinates import BmcCoordinates, BmcProtocol
 from mayu_py.errors import ConfigError
-from mayu_py.pki.files import atomic_write, ensure_private_dir
+from mayu_py.files import atomic_write
+from mayu_py.pki.files import ensure_private_dir
 
 log = logging.getLogger(__name__)
 

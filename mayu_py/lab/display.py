@@ -1,4 +1,8 @@
-"""What `mayu lab up` and `mayu lab status` show: machines (level 1) and tenant nodes (level 2)."""
+"""What `mayu lab up` and `mayu lab status` show: machines (level 1) and tenant nodes (level 2).
+
+On a terminal, `up` shows a live table; otherwise one line per change. A machine whose
+inventory state says done but was not installed during this run shows `(earlier run)`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
 from mayu_py.lab.state import VmRecord
+from mayu_py.lab.watch import DONE_STATES, Snapshot
 
 _STYLE = {
     "installed": "green",
@@ -38,15 +44,20 @@ class Row:
     elapsed: str
 
 
-def rows(
-    vms: list[VmRecord], machines: dict[str, dict[str, Any]], qemu: dict[int, str]
-) -> list[Row]:
+def _state(vm: VmRecord, record: dict[str, Any], installed: frozenset[str]) -> str:
+    state = record.get("state") or ("powered on" if vm.started else "not started")
+    if state in DONE_STATES and vm.mac not in installed:
+        return f"{state} (earlier run)"
+    return str(state)
+
+
+def rows(vms: list[VmRecord], snapshot: Snapshot, qemu: dict[int, str]) -> list[Row]:
     """One row per VM: server-side state (or `powered on` before it asked), qemu's status."""
     now = time.time()
     result = []
     for vm in vms:
-        record = machines.get(vm.mac, {})
-        state = record.get("state") or ("powered on" if vm.started else "not started")
+        record = snapshot.machines.get(vm.mac, {})
+        state = _state(vm, record, snapshot.installed)
         since = vm.first_started or now
         result.append(
             Row(
@@ -139,3 +150,39 @@ def tenant_line(r: TenantRow) -> str:
 def both(machines: Table, tenants: Table | None) -> Group | Table:
     """The live view: the machines' table, and the tenants' below it once they exist."""
     return machines if tenants is None else Group(machines, tenants)
+
+
+class Progress:
+    """`up`'s view of the lab: a live table on a terminal, else one line per change."""
+
+    def __init__(self, console: Console, tenant_title: str) -> None:
+        self.console = console
+        self.tenant_title = tenant_title
+        self.live: Live | None = None
+        self._last: dict[str, str] = {}
+
+    def show(
+        self, vms: list[VmRecord], snapshot: Snapshot, qemu: dict[int, str], tenants: list[str]
+    ) -> None:
+        items = rows(vms, snapshot, qemu)
+        nodes = tenant_rows(snapshot.tenants, tenants) if snapshot.tenants is not None else []
+        if self.live is None and self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4)
+            self.live.start()
+        if self.live is not None:
+            tables = (
+                tenant_table(self.tenant_title, nodes) if snapshot.tenants is not None else None
+            )
+            self.live.update(both(table(f"mayu lab: {len(items)} machine(s)", items), tables))
+            return
+        lines = [(r.mac, line(r)) for r in items]
+        lines += [(f"{n.tenant}/{n.node}", tenant_line(n)) for n in nodes]
+        for key, text in lines:
+            if self._last.get(key) != text:
+                self._last[key] = text
+                self.console.print(text, highlight=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
+
+from mayu_py.files import atomic_write
 
 DEFAULT_STATE_FILE = Path("/run/mayu-lab/state.json")
 DEFAULT_DATA_DIR = Path("/var/lib/mayu-lab")
@@ -18,6 +21,17 @@ DEFAULT_DATA_DIR = Path("/var/lib/mayu-lab")
 
 def state_path() -> Path:
     return Path(os.environ.get("MAYU_LAB_STATE", str(DEFAULT_STATE_FILE)))
+
+
+class Phase(StrEnum):
+    """Where `mayu lab up` is, or how it ended."""
+
+    STARTING = "starting"
+    BOOTING = "booting"  # level 1: machines boot until each is installed
+    TENANTS = "tenants"  # level 2: the agent brings the demo tenants to Ready
+    READY = "ready"
+    TIMEOUT = "timeout"
+    AGENT_EXITED = "agent-exited"
 
 
 @dataclass
@@ -53,18 +67,14 @@ class LabState:
     dhcp: str = "full"  # or proxy: site_dhcp_pid is then the site's own DHCP server
     site_dhcp_pid: int | None = None
     site_dhcp_log: str = ""
-    phase: str = "starting"
+    phase: str = Phase.STARTING
     created: float = 0.0
     vms: list[VmRecord] = field(default_factory=list)
 
     def save(self, path: Path | None = None) -> None:
         path = path or state_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(self), fh, indent=2)
-        tmp.replace(path)
+        atomic_write(path, json.dumps(asdict(self), indent=2), 0o600)
 
     @classmethod
     def load(cls, path: Path | None = None) -> LabState | None:

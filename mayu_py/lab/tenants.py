@@ -3,31 +3,32 @@
 The agent runs inside the lab namespace (the server listens only there; libvirtd's unix socket
 is reachable from any namespace) and turns the demo tenants (`demo-N`, 1 master + 1 worker)
 into libvirt networks and TCG/KVM domains on this machine. `remove_libvirt_objects` talks to
-libvirt directly, so `mayu lab down` cleans up even when the server and the agent are dead:
-it removes only domains named `demo-*` that carry the agent's metadata element and networks
-`mayu-tenant-demo-*`.
+libvirt directly, so `mayu lab down` cleans up even when the server and the agent are dead,
+through the agent's own deletions (`mayu_py.virt`) narrowed to the lab's tenants: only
+domains whose mayu metadata names a `demo-N` tenant and networks `mayu-tenant-demo-N`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from mayu_py.agent.desired import NETWORK_PREFIX
-from mayu_py.agent.images import BaseImage, install_lab_base_image
-from mayu_py.agent.libvirt_xml import NS, parse_domain_meta
 from mayu_py.api_client import ApiError
-from mayu_py.errors import ConfigError
+from mayu_py.errors import ConfigError, MayuError
+from mayu_py.images.base import BaseImage, install_lab_base_image
 from mayu_py.images.lab import LabImage
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
+from mayu_py.lab.processes import child_env, spawn
 from mayu_py.tenants import NodeReport, NodeState
+from mayu_py.virt.cleanup import remove_owned
+from mayu_py.virt.host import LibvirtHost
+from mayu_py.virt.ownership import Ownership
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +36,23 @@ LIBVIRT_URI = "qemu:///system"
 AGENT_INTERVAL = 2.0
 IMAGE = "lab"
 ACCEL_ENV = {"tcg": "tcg", "kvm": "kvm"}
+LAB_TENANTS = Ownership(name="a lab tenant's", tenant=topo.is_lab_tenant)
 
 
 def check_libvirt(uri: str = LIBVIRT_URI) -> None:
     """Fail early, with what to do, when the agent could not reach libvirtd."""
     if shutil.which("qemu-img") is None:
         raise ConfigError("qemu-img not found: install qemu-utils (or pass --tenants 0)")
+    host = LibvirtHost(uri, attempts=1)
     try:
-        import libvirt
-    except ImportError:
-        raise ConfigError("libvirt-python is not installed (or pass --tenants 0)") from None
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    try:
-        libvirt.open(uri).close()
-    except libvirt.libvirtError as exc:
+        host.connection()
+    except MayuError as exc:
         raise ConfigError(
-            f"libvirtd not reachable at {uri} ({exc}): start it (without systemd: "
+            f"libvirtd not reachable at {uri} ({exc.message}): start it (without systemd: "
             "`virtlogd -d; libvirtd -d`) or pass --tenants 0"
         ) from None
+    finally:
+        host.close()
 
 
 def agent_dirs(data_dir: Path | str) -> tuple[Path, Path]:
@@ -81,18 +81,8 @@ def start_agent(
     data_dir: Path, token: str, accel: str, log_path: Path, namespace: str = topo.NAMESPACE
 ) -> subprocess.Popen[bytes]:
     """`mayu agent` inside the namespace with the admin token and the lab's accelerator."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAYU_")}
-    env["MAYU_TOKEN"] = token
-    env["MAYU_ACCEL"] = ACCEL_ENV.get(accel, "tcg")
-    with open(log_path, "ab") as out:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", namespace, *agent_argv(data_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    env = child_env(token, MAYU_ACCEL=ACCEL_ENV.get(accel, "tcg"))
+    return spawn(agent_argv(data_dir), namespace, log_path, env)
 
 
 def tenant_doc(tenant: topo.LabTenant) -> dict[str, Any]:
@@ -138,56 +128,16 @@ def create_tenants(client: LabClient, tenants: list[topo.LabTenant]) -> None:
 def remove_libvirt_objects(uri: str = LIBVIRT_URI) -> list[str]:
     """Destroy and undefine the lab tenants' domains and networks; a line per removal.
 
-    Only domains named `demo-*` carrying the agent's metadata and networks named
-    `mayu-tenant-demo-*` are touched. libvirtd not running: nothing to remove (a warning).
+    libvirtd not running: nothing to remove (a warning).
     """
+    host = LibvirtHost(uri, attempts=1)
     try:
-        import libvirt
-    except ImportError:
-        log.warning("libvirt-python is not installed: tenant VMs not checked")
+        return remove_owned(host, LAB_TENANTS, "tenant ")
+    except MayuError as exc:
+        log.warning("libvirt %s not reachable (%s): tenant VMs not checked", uri, exc.message)
         return []
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # no stderr noise
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        log.warning("libvirt %s not reachable (%s): tenant VMs not checked", uri, exc)
-        return []
-    done = []
-    try:
-        for dom in conn.listAllDomains():
-            if not dom.name().startswith(f"{topo.TENANT_PREFIX}-") or not _ours(libvirt, dom):
-                continue
-            with contextlib.suppress(libvirt.libvirtError):
-                if dom.isActive():
-                    dom.destroy()
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.undefine()
-            done.append(f"removed tenant VM {dom.name()}")
-        for net in conn.listAllNetworks():
-            name = net.name()
-            if not (
-                name.startswith(NETWORK_PREFIX)
-                and topo.is_lab_tenant(name.removeprefix(NETWORK_PREFIX))
-            ):
-                continue
-            with contextlib.suppress(libvirt.libvirtError):
-                if net.isActive():
-                    net.destroy()
-            with contextlib.suppress(libvirt.libvirtError):
-                net.undefine()
-            done.append(f"removed tenant network {name}")
     finally:
-        conn.close()
-    return done
-
-
-def _ours(libvirt: Any, dom: Any) -> bool:
-    try:
-        element = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
-    except libvirt.libvirtError:
-        return False
-    meta = parse_domain_meta(element)
-    return meta is not None and topo.is_lab_tenant(meta.tenant)
+        host.close()
 
 
 def remove_agent_state(data_dir: Path | str) -> bool:

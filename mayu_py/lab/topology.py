@@ -36,6 +36,9 @@ MAX_TENANTS = 16
 TENANT_VNI_BASE = 2200
 
 
+MAC_PREFIX = "52:54:00:77:00:"
+
+
 @dataclass(frozen=True)
 class LabMachine:
     """One lab VM's fixed identity: MAC, SMBIOS uuid and serial, reserved IP, tap device."""
@@ -44,7 +47,7 @@ class LabMachine:
 
     @property
     def mac(self) -> str:
-        return f"52:54:00:77:00:{self.index:02x}"
+        return f"{MAC_PREFIX}{self.index:02x}"
 
     @property
     def uuid(self) -> str:
@@ -70,6 +73,11 @@ class LabMachine:
     @property
     def name(self) -> str:
         return f"lab{self.index}"
+
+
+def is_lab_mac(mac: str) -> bool:
+    """A MAC the lab gives its machines (their inventory records are the lab's)."""
+    return mac.lower().startswith(MAC_PREFIX)
 
 
 def lab_machines(count: int) -> list[LabMachine]:

@@ -1,4 +1,4 @@
-"""qemu for lab machines: the PXE-booting command line, starting VMs, and the KVM probe.
+"""qemu for lab machines: the PXE-booting command line, UEFI variable stores, the KVM probe.
 
 KVM on these machines is a paravirtual flavour: /dev/kvm opens but stock kernels and the
 iPXE ROM crash under it, so `auto` decides by booting the lab kernel for real (RECIPES 1).
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from mayu_py.errors import ConfigError
+from mayu_py.files import atomic_copy
 from mayu_py.lab import topology as topo
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ MEMORY_MIB = 256
 UEFI_MEMORY_MIB = 512  # OVMF needs more than SeaBIOS
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+UEFI_VARS_SUFFIX = ".OVMF_VARS.fd"  # a machine's own UEFI variables, beside its console log
 PROBE_MARK = "MAYU: init start"
 
 
@@ -37,9 +39,9 @@ def qemu_argv(
     """
     nic = f"virtio-net-pci,netdev=n0,mac={machine.mac},disable-legacy=on,bootindex=1"
     if firmware == "uefi":
-        vars_copy = serial_log.with_name(f"{machine.name}.OVMF_VARS.fd")
+        vars_copy = serial_log.with_name(machine.name + UEFI_VARS_SUFFIX)
         if not vars_copy.exists():
-            vars_copy.write_bytes(OVMF_VARS.read_bytes())
+            atomic_copy(OVMF_VARS, vars_copy, 0o600)
         board = [
             "-machine", "q35", "-m", str(UEFI_MEMORY_MIB),
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
@@ -56,18 +58,6 @@ def qemu_argv(
         "-device", nic,
         "-smbios", f"type=1,uuid={machine.uuid},serial={machine.serial}",
     ]  # fmt: skip
-
-
-def start_in_namespace(argv: list[str], namespace: str, log_file: Path) -> subprocess.Popen[bytes]:
-    """Start argv inside `namespace` in its own session (a terminal's Ctrl-C is ours)."""
-    with open(log_file, "ab") as out:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", namespace, *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def kvm_works(kernel: Path, initrd: Path, timeout: float = 10.0) -> bool:

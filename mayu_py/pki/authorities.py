@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from mayu_py.errors import MayuError
+from mayu_py.files import atomic_write
 from mayu_py.pki import files
 from mayu_py.pki.x509 import (
     Authority,
@@ -76,8 +77,8 @@ def _load_or_create_ca(ca_dir: Path, name: str, cluster_name: str) -> Authority:
     cert_text = files.read_text(cert_path)
     if cert_text is None:
         authority = create_authority(f"{name}-ca", cluster_name, utcnow())
-        files.atomic_write(key_path, private_key_pem(authority.key), 0o600)
-        files.atomic_write(cert_path, certificate_pem(authority.certificate), 0o644)
+        atomic_write(key_path, private_key_pem(authority.key), 0o600)
+        atomic_write(cert_path, certificate_pem(authority.certificate), 0o644)
         log.info(
             "created CA",
             extra={
@@ -106,7 +107,7 @@ def _load_or_create_sa_key(ca_dir: Path, cluster_name: str) -> rsa.RSAPrivateKey
     key_text = files.read_text(key_path)
     if key_text is None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=SERVICE_ACCOUNT_KEY_BITS)
-        files.atomic_write(key_path, private_key_pem(key), 0o600)
+        atomic_write(key_path, private_key_pem(key), 0o600)
         log.info("created service-account key pair", extra={"cluster": cluster_name})
     else:
         loaded = load_private_key(key_text)
@@ -117,7 +118,7 @@ def _load_or_create_sa_key(ca_dir: Path, cluster_name: str) -> rsa.RSAPrivateKey
             )
         key = loaded
     if files.read_text(pub_path) != public_key_pem(key):
-        files.atomic_write(pub_path, public_key_pem(key), 0o644)
+        atomic_write(pub_path, public_key_pem(key), 0o644)
     return key
 
 

@@ -15,6 +15,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from mayu_py.files import atomic_write
 from mayu_py.model import FileSpec
 from mayu_py.pki import authorities, files, kubeconfig, layout
 from mayu_py.pki.identity import ClusterFacts, NodeIdentity
@@ -71,7 +72,7 @@ class ClusterPKI:
             certificate_pem=leaf.certificate_pem,
             key_pem=leaf.key_pem,
         )
-        files.atomic_write(self.directory / "admin.conf", text, 0o600)
+        atomic_write(self.directory / "admin.conf", text, 0o600)
         return text
 
     def rotate(self, within_days: int = 30, force: bool = False) -> list[str]:
@@ -101,7 +102,7 @@ class ClusterPKI:
             return
         leaf = self._admin_leaf()
         updated = kubeconfig.replace_credentials(text, leaf.certificate_pem, leaf.key_pem)
-        files.atomic_write(path, updated, 0o600)
+        atomic_write(path, updated, 0o600)
 
     def _admin_leaf(self) -> Leaf:
         cache = self._cache("users", layout.ADMIN_LEAF)

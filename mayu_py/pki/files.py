@@ -1,15 +1,14 @@
-"""Private on-disk storage for the PKI: 0700 directories, atomic writes, advisory file locks.
+"""Private on-disk storage for the PKI: 0700 directories and advisory file locks.
 
-Every write goes to a temporary file in the target directory and is moved into place with
-os.replace, so a reader (another gunicorn worker) sees either the old file or the new one,
-never half of one. Writers that must decide "issue or reuse" hold an fcntl lock.
+Writes go through `mayu_py.files.atomic_write`, so a reader (another gunicorn worker) sees
+either the old file or the new one. Writers that must decide "issue or reuse" hold an fcntl
+lock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,21 +23,6 @@ def ensure_private_dir(path: Path) -> Path:
     if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
         path.chmod(PRIVATE_DIR_MODE)
     return path
-
-
-def atomic_write(path: Path, text: str, mode: int) -> None:
-    """Write text to path with the given mode, replacing any old file atomically."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from mayu_py.files import atomic_write
 from mayu_py.pki import files
 from mayu_py.pki.authorities import Authorities
 from mayu_py.pki.x509 import (
@@ -138,7 +139,7 @@ class LeafCache:
         certificate, key = issue(spec, self.authorities.cas[spec.ca], now)
         leaf = Leaf(certificate_pem(certificate), private_key_pem(key), certificate)
         path = self.directory / (name + BUNDLE_SUFFIX)
-        files.atomic_write(path, leaf.certificate_pem + leaf.key_pem, 0o600)
+        atomic_write(path, leaf.certificate_pem + leaf.key_pem, 0o600)
         log.info(
             "issued certificate",
             extra={

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mayu_py.errors import ConfigError
+from mayu_py.files import atomic_write
 from mayu_py.pki import files
 from mayu_py.pki.identity import is_ip
 from mayu_py.pki.x509 import (
@@ -59,8 +60,8 @@ def load_or_create(directory: Path, names: list[str]) -> ServerTls:
         current = files.read_text(cert_path)
         if current is None or not _still_good(current, spec):
             certificate, key = issue(spec, authority, utcnow())
-            files.atomic_write(key_path, private_key_pem(key), 0o600)
-            files.atomic_write(cert_path, certificate_pem(certificate), 0o644)
+            atomic_write(key_path, private_key_pem(key), 0o600)
+            atomic_write(cert_path, certificate_pem(certificate), 0o644)
             log.info("issued the HTTPS serving certificate for %s", ", ".join(sorted(names)))
     return ServerTls(cert_path, key_path, certificate_pem(authority.certificate))
 
@@ -89,8 +90,8 @@ def _authority(directory: Path) -> Authority:
         key = load_private_key(key_text)
         return Authority(load_certificate(cert_text), key)  # type: ignore[arg-type]
     authority = create_authority("mayu-server-ca", "mayu", utcnow())
-    files.atomic_write(key_path, private_key_pem(authority.key), 0o600)
-    files.atomic_write(cert_path, certificate_pem(authority.certificate), 0o644)
+    atomic_write(key_path, private_key_pem(authority.key), 0o600)
+    atomic_write(cert_path, certificate_pem(authority.certificate), 0o644)
     log.info("created the server CA in %s", directory)
     return authority
 

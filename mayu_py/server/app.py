@@ -17,7 +17,7 @@ from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
 from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.machines import MachineService
-from mayu_py.server.provisioning import Provisioner, assets_root
+from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.server.tokens import load_or_create_key
 from mayu_py.store import Store
@@ -44,7 +44,7 @@ def create_app(
         settings.data_path / "pki" / settings.cluster.name, settings.cluster.name
     )
     agent_key = load_or_create_key(settings.data_path / "agent.key")
-    root = assets_root(settings)
+    root = settings.assets_root
     root.mkdir(parents=True, exist_ok=True)
     provisioner = Provisioner(settings, store, renderer, pki, agent_key)
     app = Flask(__name__)

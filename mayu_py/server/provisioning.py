@@ -3,7 +3,6 @@ that machine, its agent token and its report credential."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from mayu_py.config import Group, Settings
@@ -117,7 +116,3 @@ class Provisioner:
         ]
         context = self.context(machine, group, facts, urls.http, report_url)
         return self.renderer.render_json(profile.ignition_template, context, files)
-
-
-def assets_root(settings: Settings) -> Path:
-    return Path(settings.assets.root) if settings.assets.root else settings.data_path / "assets"

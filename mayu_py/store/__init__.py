@@ -91,9 +91,14 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def inventory_path(data_dir: Path) -> Path:
+    """The default backend's file in data_dir."""
+    return data_dir / "inventory.sqlite3"
+
+
 def open_store(data_dir: Path, events_kept: int = 200, alerts_kept: int = 1000) -> Store:
     """Open the default backend (SQLite) in data_dir; StoreUnavailable (one line) if it
     cannot be opened."""
     from mayu_py.store.sqlite import SqliteStore
 
-    return SqliteStore(data_dir / "inventory.sqlite3", events_kept, alerts_kept)
+    return SqliteStore(inventory_path(data_dir), events_kept, alerts_kept)

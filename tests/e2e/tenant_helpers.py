@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import libvirt
 import yaml
 
-from mayu_py.agent.images import install_lab_base_image
+from mayu_py.images.base import install_lab_base_image
 from mayu_py.images.lab import build_lab_image
 
 BIN = Path(sys.executable).parent

@@ -33,6 +33,8 @@ from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.netns import InNamespace
 from mayu_py.lab.state import LabState
+from mayu_py.model import Event, Machine
+from mayu_py.store import Tx, inventory_path, open_store
 from tests.e2e import tenant_helpers as th
 
 pytestmark = pytest.mark.e2e
@@ -105,6 +107,16 @@ class Lab:
         path.write_text(yaml.safe_dump({"cluster": {"etcd_members": members}}))
         return path
 
+    def lab_records(self) -> list[str]:
+        """MACs of lab machines in the data dir's inventory (read straight from the store)."""
+        if not inventory_path(self.data_dir).exists():
+            return []
+        store = open_store(self.data_dir)
+        try:
+            return [m.mac for m in store.list_machines() if topo.is_lab_mac(m.mac)]
+        finally:
+            store.close()
+
     def state(self) -> LabState:
         state = LabState.load(self.state_file)
         assert state is not None, "no lab state file"
@@ -148,8 +160,10 @@ def lab() -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        down = lab.mayu("down", timeout=120)
-        again = lab.mayu("down", timeout=120)
+        down = lab.mayu("down", "--data-dir", str(lab.data_dir), timeout=120)
+        again = lab.mayu("down", "--data-dir", str(lab.data_dir), timeout=120)
+        records_left = lab.lab_records()
+        agent_state_left = (lab.data_dir / "agent" / "state").exists()
         shutil.rmtree(workdir, ignore_errors=True)
         assert down.returncode == 0, down.stderr
         assert again.returncode == 0 and "nothing to tear down" in again.stdout, again
@@ -162,8 +176,9 @@ def lab() -> Iterator[Lab]:
         assert not _procs("", str(lab.data_dir / "agent")), "the lab's agent is left running"
         assert not _procs("qemu-system", f"{topo.TENANT_PREFIX}-"), "a tenant VM is left"
         assert _lab_tenant_objects() == (set(), set()), "a lab tenant is left in libvirt"
-        assert not (lab.data_dir / "agent" / "state").exists(), "the agent state dir is left"
+        assert not agent_state_left, "the agent state dir is left"
         assert not lab.state_file.exists()
+        assert records_left == [], "down left lab machine records in the inventory"
 
 
 def _decode_data_url(source: str) -> bytes | None:
@@ -402,3 +417,119 @@ def test_uefi_machine_boots_through_edk2_pxe_tftp_and_ipxe_efi(lab: Lab) -> None
     assert "NBP filename is ipxe.efi" in console  # EDK2 PXE, answered by client arch 7
     assert "iPXE" in console and "/boot.ipxe" in console
     assert "TFTP" in lab.serve_log() or "tftp" in lab.serve_log()
+
+
+def _events(state: LabState, m: topo.LabMachine) -> list[dict[str, Any]]:
+    with InNamespace(state.namespace) as ns:
+        return LabClient(ns, state.url, state.token).machine(m.mac)["events"]
+
+
+def _assert_booted_and_installed_during(state: LabState, m: topo.LabMachine) -> None:
+    """From the machine's events, all in this run: a fresh record (its first boot request),
+    booted into the installer (its Ignition config served), installed (its report)."""
+    events = _events(state, m)
+    assert events[0]["kind"] == "registered", events  # a new record, not an earlier run's
+    assert all(e["time"] >= state.created for e in events), (state.created, events)
+    path = [(e["cause"], e["to"]) for e in events if e["kind"] == "transition"]
+    assert path == [
+        (f"matched group {m.name}", "configured"),
+        ("ignition config served", "installing"),
+        ("report installed", "installed"),
+    ], events
+
+
+def _assert_uefi_through_proxy_dhcp(lab: Lab, machines: list[topo.LabMachine]) -> None:
+    """OVMF's own PXE client got `ipxe.efi` by TFTP with the boot information from our
+    proxyDHCP, and its address from the site's DHCP server; then iPXE went on over HTTP."""
+    work = lab.data_dir / "lab"
+    serve_log, site_log = lab.serve_log(), (work / "site-dnsmasq.log").read_text()
+    conf = (lab.data_dir / "dhcp" / "dnsmasq.conf").read_text()
+    assert "dhcp-range=10.77.0.0,proxy,255.255.255.0" in conf
+    for m in machines:
+        console = (work / f"{m.name}.console.log").read_text(errors="replace")
+        assert "NBP filename is ipxe.efi" in console, console[-2000:]  # EDK2 PXE, arch 7
+        assert "iPXE" in console and "/boot.ipxe" in console, console[-2000:]
+        assert f"PXE({topo.BRIDGE}) {m.mac} proxy" in serve_log, serve_log[-3000:]
+        tftp = rf"sent \S+/ipxe\.efi to {re.escape(m.ip)}\b"
+        assert re.search(tftp, serve_log), serve_log[-3000:]
+        assert f"DHCPACK({topo.SITE_VETH}) {m.ip} {m.mac}" in site_log, site_log[-3000:]
+    site_leases = (work / "site.leases").read_text()
+    assert all(f"{m.mac} {m.ip}" in site_leases for m in machines), site_leases
+
+
+def test_up_after_down_boots_every_machine_again_uefi_through_proxy_dhcp(lab: Lab) -> None:
+    """Issue 11: `up`, `down --data-dir`, `up` again with other options (UEFI + proxyDHCP):
+    the second run starts from fresh records and each machine boots and installs in it.
+    On the way: `up` while a lab is up, and `down` naming another data dir, are refused."""
+    machines = topo.lab_machines(2)
+    first = lab.mayu(*lab.up_args(2), timeout=300)
+    assert first.returncode == 0, f"{first.stdout}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
+    first_state = lab.state()
+    state_bytes = lab.state_file.read_bytes()
+
+    # Another `up` while this one is up: exit 2, one line naming the lab, nothing touched.
+    other = lab.workdir / "other-data"
+    again = lab.mayu("up", "--machines", "1", "--tenants", "0", "--data-dir", str(other))
+    assert again.returncode == 2, again
+    assert again.stdout == "" and again.stderr.count("\n") == 1, again
+    assert "a lab is already up" in again.stderr and str(lab.data_dir) in again.stderr
+    assert f"mayu lab down --data-dir {lab.data_dir}" in again.stderr, again.stderr
+    assert lab.state_file.read_bytes() == state_bytes and not other.exists()
+    assert Path(f"/proc/{first_state.serve_pid}").exists()  # the server still runs
+    assert sorted(lab.lab_records()) == [m.mac for m in machines]
+
+    # `down` naming another data dir: refused the same way, nothing touched.
+    wrong = lab.mayu("down", "--data-dir", str(other))
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong
+    assert f"uses data dir {lab.data_dir}, not {other}" in wrong.stderr, wrong.stderr
+    assert lab.state_file.read_bytes() == state_bytes and topo.NAMESPACE in _mayu_names()
+
+    down = lab.mayu("down", "--data-dir", str(lab.data_dir), timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert f"forgot 2 lab machine(s) in {inventory_path(lab.data_dir)}" in down.stdout, down
+    assert lab.lab_records() == []
+    kept = lab.data_dir / "pki"
+    assert kept.is_dir(), "down must keep the server's PKI"
+
+    started = time.monotonic()
+    second = lab.mayu(*lab.up_args(2, timeout=300), "--firmware", "uefi", "--dhcp", "proxy",
+                      timeout=400)  # fmt: skip
+    print(
+        f"\nmayu lab up --firmware uefi --dhcp proxy (2 machines): {time.monotonic() - started:.1f} s"
+    )
+    assert second.returncode == 0, f"{second.stdout}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
+    assert "all 2 machine(s) installed" in second.stdout
+    state = lab.state()
+    assert state.created > first_state.created and state.dhcp == "proxy"
+    for m in machines:
+        _assert_booted_and_installed_during(state, m)
+    _assert_uefi_through_proxy_dhcp(lab, machines)
+    status = lab.mayu("status", timeout=60)
+    assert status.stdout.count("state=installed boots=") == 2, status.stdout
+    assert "kept across runs" in status.stdout, status.stdout
+
+
+def test_down_with_a_data_dir_and_no_state_file_forgets_that_labs_machines(lab: Lab) -> None:
+    """After a crash of `up` (no state file), `down --data-dir` names where the lab's
+    inventory is; other machines' records stay."""
+    other = "52:54:00:12:34:56"
+    macs = [m.mac for m in topo.lab_machines(3)]
+    store = open_store(lab.data_dir)
+
+    def fill(tx: Tx) -> None:
+        for mac in [*macs, other]:
+            tx.put_machine(Machine(id=mac, mac=mac))
+            tx.add_event(Event(mac, 1.0, "registered", "test"))
+
+    store.atomically(fill)
+    store.close()
+    assert not lab.state_file.exists()
+    down = lab.mayu("down", "--data-dir", str(lab.data_dir), timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.strip() == f"forgot 3 lab machine(s) in {inventory_path(lab.data_dir)}"
+    assert lab.lab_records() == []
+    store = open_store(lab.data_dir)
+    try:
+        assert [m.id for m in store.list_machines()] == [other]
+    finally:
+        store.close()

@@ -18,14 +18,14 @@ import pytest
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import networks_for
-from mayu_py.agent.host import LibvirtHost
-from mayu_py.agent.images import BaseImages, install_base_image
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.probe import detect_domain_type
 from mayu_py.agent.statedir import StateDir
 from mayu_py.command import run
 from mayu_py.errors import MayuError
+from mayu_py.images.base import BaseImages, install_base_image
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
+from mayu_py.virt.host import LibvirtHost
 from tests.support.sources import StaticSource
 
 pytestmark = pytest.mark.peer

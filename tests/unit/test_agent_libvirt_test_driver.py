@@ -17,14 +17,14 @@ import pytest
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import networks_for
-from mayu_py.agent.host import LibvirtHost
-from mayu_py.agent.images import BaseImages, install_base_image
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.statedir import StateDir
 from mayu_py.api_client import ApiError
 from mayu_py.command import run
+from mayu_py.images.base import BaseImages, install_base_image
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
+from mayu_py.virt.host import LibvirtHost
 from tests.support.sources import StaticSource
 from tests.support.tenants import tenant_doc as support_tenant_doc
 

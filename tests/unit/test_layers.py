@@ -1,6 +1,6 @@
-"""Layers only import downward (DESIGN section 6): cli > lab > server | agent > store | api_client
-> tenants > images | render | dhcp | pki | bmc > model | config | command > kubernetes_releases >
-errors. No sideways imports.
+"""Layers only import downward (DESIGN section 6): cli > server | agent | lab > store | api_client
+> tenants > images | render | dhcp | pki | bmc | virt > model | config | command >
+kubernetes_releases > errors | files. No sideways imports, absolute or relative.
 
 `tenants` sits above render and pki (a tenant node's Ignition needs both) and below the two
 that keep or fetch its types: `store` (typed tenant records) and `api_client` (the agent's wire
@@ -16,14 +16,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "mayu_py"
 LAYERS = [
     {"cli"},
-    {"lab"},
-    {"server", "agent"},
+    {"server", "agent", "lab"},
     {"store", "api_client"},
     {"tenants"},
-    {"images", "render", "dhcp", "pki", "bmc"},
+    {"images", "render", "dhcp", "pki", "bmc", "virt"},
     {"model", "config", "command"},
     {"kubernetes_releases"},
-    {"errors"},
+    {"errors", "files"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
@@ -33,13 +32,25 @@ def _component(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[0] == "mayu_py" else None
 
 
+def _absolute(path: Path, node: ast.ImportFrom) -> list[str]:
+    """The modules a relative `from ... import` names, as absolute names."""
+    package = list(path.relative_to(PACKAGE.parent).parts[:-1])  # a module's or __init__'s
+    base = package[: len(package) - (node.level - 1)]
+    if node.module:
+        return [".".join([*base, node.module])]
+    return [".".join([*base, alias.name]) for alias in node.names]
+
+
 def _imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                found.update(_absolute(path, node))
+            elif node.module:
+                found.add(node.module)
     return found
 
 
@@ -59,3 +70,24 @@ def test_imports_go_downward(path: Path) -> None:
         assert RANK[other] > RANK[own], (
             f"{relative} ({own}, layer {RANK[own]}) imports {module} (layer {RANK[other]})"
         )
+
+
+@pytest.mark.parametrize(
+    ("file", "source", "expected"),
+    [
+        ("lab/runner.py", "from ..server import provisioning", {"mayu_py.server"}),
+        ("lab/runner.py", "from ..agent.host import X", {"mayu_py.agent.host"}),
+        ("lab/runner.py", "from . import vm", {"mayu_py.lab.vm"}),
+        ("lab/__init__.py", "from .state import X", {"mayu_py.lab.state"}),
+        ("config.py", "from .errors import X", {"mayu_py.errors"}),
+    ],
+)
+def test_relative_imports_are_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str, source: str, expected: set[str]
+) -> None:
+    """A relative import is checked like the absolute one it stands for."""
+    fake = tmp_path / "mayu_py"
+    (fake / file).parent.mkdir(parents=True, exist_ok=True)
+    (fake / file).write_text(source + "\n")
+    monkeypatch.setattr(f"{__name__}.PACKAGE", fake)
+    assert _imports(fake / file) == expected

@@ -83,6 +83,23 @@ def test_events_are_ordered_and_keep_details(store: Store) -> None:
     assert events[2].source == "10.0.0.1"
 
 
+def test_delete_machine_forgets_its_record_and_events_only(store: Store) -> None:
+    gone, kept = "52:54:00:00:00:06", "52:54:00:00:00:07"
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        for mac in (gone, kept):
+            tx.put_machine(_machine(mac))
+            tx.add_event(Event(mac, 1.0, "registered", "test"))
+
+    store.atomically(txn)
+    store.atomically(lambda tx: tx.delete_machine(gone))
+    assert store.get_machine(gone) is None and store.events(gone) == []
+    assert [m.id for m in store.list_machines()] == [kept]
+    assert [e.kind for e in store.events(kept)] == ["registered"]
+    assert store.alerts() == []  # no orphaned events of the deleted machine
+    store.atomically(lambda tx: tx.delete_machine(gone))  # deleting twice is fine
+
+
 def test_count_by_role_inside_transaction(store: Store) -> None:
     store.atomically(lambda tx: tx.put_machine(_machine("52:54:00:00:00:05", "controller")))
     store.atomically(lambda tx: tx.put_machine(_machine("52:54:00:00:00:06", "worker")))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from mayu_py.agent.host import LibvirtFailed, LibvirtHost
 from mayu_py.errors import NotFound, PeerUnavailable
+from mayu_py.virt.host import LibvirtFailed, LibvirtHost
 
 
 def error(code: int, text: str) -> libvirt.libvirtError:

@@ -1,8 +1,9 @@
-"""Thin wrapper around one libvirt connection (Nova's Host/Guest idea).
+"""Thin wrapper around one libvirt connection (Nova's Host/Guest idea), shared by agent and lab.
 
 It opens lazily, reopens when the daemon went away ("client socket is closed", code 1) and
 retries with backoff while the daemon is down (code 38), re-registers lifecycle callbacks on
-each new connection, and turns every libvirtError into a MayuError at this boundary.
+each new connection, and turns every libvirtError into a MayuError at this boundary. Deletions
+take an `Ownership` (default: anything mayu marked) and refuse objects outside it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ from typing import TypeVar
 
 import libvirt
 
-from mayu_py.agent.libvirt_xml import NS, DomainMeta, NetworkFacts, parse_domain_meta, parse_network
 from mayu_py.errors import Conflict, MayuError, NotFound, PeerUnavailable
+from mayu_py.virt.ownership import (
+    MAYU,
+    NS,
+    DomainMeta,
+    NetworkFacts,
+    Ownership,
+    parse_domain_meta,
+    parse_network,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -272,14 +281,14 @@ class LibvirtHost:
 
         self.call(f"start {name}", start)
 
-    def delete_domain(self, name: str) -> None:
-        """Destroy and undefine a domain of ours; a missing one is fine, a foreign one refused."""
+    def delete_domain(self, name: str, owner: Ownership = MAYU) -> None:
+        """Destroy and undefine a domain of owner's; a missing one is fine, any other refused."""
 
         def delete(conn: libvirt.virConnect) -> None:
             try:
                 dom = conn.lookupByName(name)
-                if _meta(dom) is None:
-                    raise Conflict(f"domain {name} is not managed by mayu; not deleting it")
+                if not owner.owns_domain(_meta(dom)):
+                    raise Conflict(f"domain {name} is not {owner.name}; not deleting it")
                 if dom.isActive():
                     dom.destroy()
                 if dom.isPersistent():
@@ -320,8 +329,8 @@ class LibvirtHost:
 
         self.call(f"update network {name}", update)
 
-    def delete_network(self, name: str) -> None:
-        """Destroy and undefine a network of ours; missing is fine, a foreign one refused."""
+    def delete_network(self, name: str, owner: Ownership = MAYU) -> None:
+        """Destroy and undefine a network of owner's; missing is fine, any other refused."""
 
         def delete(conn: libvirt.virConnect) -> None:
             try:
@@ -330,8 +339,8 @@ class LibvirtHost:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
                     return
                 raise
-            if not parse_network(net.XMLDesc(0)).owned:
-                raise Conflict(f"network {name} is not managed by mayu; not deleting it")
+            if not owner.owns_network(parse_network(net.XMLDesc(0))):
+                raise Conflict(f"network {name} is not {owner.name}; not deleting it")
             if net.isActive():
                 net.destroy()
             net.undefine()

@@ -7,14 +7,13 @@ IMAGES_DIR/<name>.json names versioned, read-only files in the same directory:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from mayu_py.command import run
 from mayu_py.errors import MayuError, NotFound
+from mayu_py.files import atomic_copy, atomic_write, file_digest, replacing
 
 READ_ONLY = 0o444
 
@@ -35,14 +34,6 @@ class BaseImage:
     cmdline: str
     min_memory_mib: int
     sha256: dict[str, str]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class BaseImages:
@@ -75,7 +66,7 @@ class BaseImages:
         key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
         if self._verified.get(key) == expected:
             return
-        actual = sha256_file(path)
+        actual = file_digest(path)
         if actual != expected:
             raise ImageCorrupt(
                 f"{path.name} fails its checksum: refusing to use it",
@@ -119,13 +110,11 @@ def install_base_image(
         dest = files[key]
         if dest.exists():
             continue
-        tmp = dest.with_name(dest.name + ".tmp")
         if source is None:
-            run(["qemu-img", "create", "-f", "qcow2", tmp, "1G"])
+            with replacing(dest, READ_ONLY) as tmp:
+                run(["qemu-img", "create", "-f", "qcow2", tmp, "1G"])
         else:
-            shutil.copyfile(source, tmp)
-        tmp.chmod(READ_ONLY)
-        tmp.replace(dest)
+            atomic_copy(source, dest, READ_ONLY)
     manifest = {
         "name": name,
         "version": version,
@@ -134,11 +123,9 @@ def install_base_image(
         "disk": files["disk"].name,
         "cmdline": cmdline,
         "min_memory_mib": min_memory_mib,
-        "sha256": {p.name: sha256_file(p) for p in files.values()},
+        "sha256": {p.name: file_digest(p) for p in files.values()},
     }
-    tmp = target / f"{name}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(target / f"{name}.json")
+    atomic_write(target / f"{name}.json", json.dumps(manifest, indent=2), 0o644)
     return BaseImages(target).get(name)
 
 

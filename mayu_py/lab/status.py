@@ -1,0 +1,70 @@
+"""`mayu lab status`: the lab's server, site DHCP server, agent, machines and tenant nodes.
+
+A machine's state is the inventory's, marked `(earlier run)` unless one of its events since
+this lab's `up` started says it installed; the same rule `up` decides by (`watch`).
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from mayu_py.lab import display, netns
+from mayu_py.lab import topology as topo
+from mayu_py.lab.api import LabClient
+from mayu_py.lab.processes import running
+from mayu_py.lab.state import LabState, state_path
+from mayu_py.lab.teardown import KEPT, REMOVED
+from mayu_py.lab.watch import EMPTY, Watcher
+
+
+def _print(console: Console, text: str) -> None:
+    console.print(text, highlight=False, soft_wrap=True)
+
+
+def lab_status(console: Console | None = None) -> int:
+    """Print the lab's machines and states; 1 when no lab is up."""
+    console = console or Console()
+    state = LabState.load()
+    if state is None or not netns.exists(state.namespace):
+        console.print(f"no lab is up (no state file {state_path()} or namespace {topo.NAMESPACE})")
+        return 1
+    snapshot = EMPTY
+    with netns.InNamespace(state.namespace) as ns:
+        try:
+            watcher = Watcher(LabClient(ns, state.url, state.token), since=state.created)
+            snapshot = watcher.poll(with_tenants=bool(state.tenants))
+        except Exception as exc:  # noqa: BLE001 - shown, the rest of the status still helps
+            console.print(f"server at {state.url} not answering: {exc}")
+    qemu = {r.index: "running" if running(r.pid, "qemu") else "exited" for r in state.vms}
+    items = display.rows(state.vms, snapshot, qemu)
+    _print(
+        console,
+        f"lab phase {state.phase}, server {state.url} (pid {state.serve_pid}), accel "
+        f"{state.accel}, dhcp {state.dhcp}, data dir {state.data_dir}",
+    )
+    _print(console, f"kept across runs: {KEPT}; `mayu lab down` removes the lab's {REMOVED}")
+    if state.dhcp == "proxy":
+        alive = "running" if running(state.site_dhcp_pid, "dnsmasq") else "not running"
+        _print(
+            console,
+            f"site DHCP server {alive} (pid {state.site_dhcp_pid}, {topo.SITE_IP} in "
+            f"{topo.SITE_NAMESPACE}, log {state.site_dhcp_log})",
+        )
+    nodes = display.tenant_rows(snapshot.tenants or [], state.tenants)
+    if state.agent_pid:
+        alive = "running" if running(state.agent_pid, "agent") else "not running"
+        _print(
+            console,
+            f"mayu agent {alive} (pid {state.agent_pid}, host {topo.AGENT_HOST}, "
+            f"log {state.agent_log})",
+        )
+    if console.is_terminal:
+        console.print(display.table("mayu lab", items))
+        if state.tenants:
+            console.print(display.tenant_table("tenants", nodes))
+    else:
+        for r in items:
+            _print(console, display.line(r))
+        for n in nodes:
+            _print(console, display.tenant_line(n))
+    return 0

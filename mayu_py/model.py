@@ -202,6 +202,28 @@ def default_hostname(mac: str) -> str:
 
 
 @dataclass(frozen=True)
+class AgentCredential:
+    """The hashed token of one host's node agent: minted in an enrolled machine's config
+    (origin `machine`) or by an operator's approval (origin `operator`); revocable."""
+
+    host: str
+    token_hash: str
+    origin: str
+    revoked: bool = False
+    created: float = 0.0
+    updated: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "origin": self.origin,
+            "revoked": self.revoked,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True)
 class PendingConfig:
     """A machine's secret Ignition config, rendered once per boot token: the stub served over
     HTTP names these exact bytes by their SHA-512, and the HTTPS fetch serves them."""
@@ -212,6 +234,7 @@ class PendingConfig:
     sha512: str
     report_hash: str
     created: float
+    agent_token_hash: str = ""
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,61 @@ def kubeconfig(ctx: click.Context) -> None:
 
 
 @cli.group()
+def hosts() -> None:
+    """Agent hosts: approve, revoke, rotate their tokens."""
+
+
+HOST_COLUMNS = ["name", "cpus", "memory_mib", "address", "alive", "credential"]
+
+
+@hosts.command("list")
+@output_option
+@click.pass_context
+def hosts_list(ctx: click.Context, output: str | None) -> None:
+    """Hosts with their capacity, last heartbeat and credential."""
+    items = _client(ctx).request("GET", "/api/v1/hosts")["items"]
+    fmt = _fmt(ctx, output)
+    if fmt == "table":
+        for item in items:
+            credential = item.get("credential") or {}
+            item["credential"] = (
+                "revoked" if credential.get("revoked") else credential.get("origin", "none")
+            )
+    emit(items, fmt, HOST_COLUMNS)
+
+
+def _host_token(ctx: click.Context, host: str, action: str) -> None:
+    answer = _client(ctx).request("POST", f"/api/v1/hosts/{host}/{action}")
+    click.echo(f"agent token of {host} (shown once; give it to its agent with --token-file):")
+    click.echo(answer["token"])
+
+
+@hosts.command("approve")
+@click.argument("host")
+@click.pass_context
+def hosts_approve(ctx: click.Context, host: str) -> None:
+    """Approve an agent host that is not an enrolled machine; prints its token once."""
+    _host_token(ctx, host, "approve")
+
+
+@hosts.command("rotate-token")
+@click.argument("host")
+@click.pass_context
+def hosts_rotate(ctx: click.Context, host: str) -> None:
+    """Give a host a new agent token (the old one stops working); prints it once."""
+    _host_token(ctx, host, "rotate-token")
+
+
+@hosts.command("revoke")
+@click.argument("host")
+@click.pass_context
+def hosts_revoke(ctx: click.Context, host: str) -> None:
+    """Revoke a host's agent token; its tenant nodes are placed on other hosts."""
+    _client(ctx).request("POST", f"/api/v1/hosts/{host}/revoke")
+    click.echo(f"host {host} revoked; its tenant nodes move to other hosts")
+
+
+@cli.group()
 def tenants() -> None:
     """Tenant clusters (TenantCluster objects)."""
 

@@ -16,10 +16,10 @@ from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
 from mayu_py.server.errors import register_error_handlers
+from mayu_py.server.hosts import HostService
 from mayu_py.server.machines import MachineService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
-from mayu_py.server.tokens import load_or_create_key
 from mayu_py.store import Store
 
 
@@ -43,10 +43,11 @@ def create_app(
     pki = ClusterPKI.load_or_create(
         settings.data_path / "pki" / settings.cluster.name, settings.cluster.name
     )
-    agent_key = load_or_create_key(settings.data_path / "agent.key")
     root = settings.assets_root
     root.mkdir(parents=True, exist_ok=True)
-    provisioner = Provisioner(settings, store, renderer, pki, agent_key)
+    provisioner = Provisioner(settings, store, renderer, pki)
+    tenants = TenantService(settings, store, renderer)
+    hosts = HostService(store, on_revoke=lambda tx, _host: tenants.place_nodes(tx))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
@@ -54,13 +55,13 @@ def create_app(
         settings=settings,
         store=store,
         boot=BootService(settings, store, lease_of),
-        delivery=Delivery(settings, store, provisioner, server_tls.ca_pem),
+        delivery=Delivery(settings, store, provisioner, hosts, server_tls.ca_pem),
         machines=MachineService(settings, store),
         provisioner=provisioner,
-        tenants=TenantService(settings, store, renderer),
+        tenants=tenants,
+        hosts=hosts,
         assets_root=root,
         admin_token=admin_token,
-        agent_key=agent_key,
     )
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)

@@ -1,7 +1,9 @@
 """Bearer-token authentication: the operator's admin token, or one host agent's token.
 
-An agent token (issued inside that host's Ignition) only reaches the level-2 endpoints of its
-own host: its heartbeat, its desired nodes, and the Ignition and status of nodes placed on it.
+An agent token (inside an enrolled machine's config, or from an operator's `hosts approve`)
+only reaches the level-2 endpoints of its own host: its heartbeat, its desired nodes, and the
+Ignition and status of nodes placed on it. Tokens are checked against their stored hash, so a
+revoked or rotated token stops working at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from flask import g, request
 
 from mayu_py.errors import Forbidden, Unauthorized
 from mayu_py.server.context import services
-from mayu_py.server.tokens import agent_host
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def require_admin_or_agent() -> None:
     if hmac.compare_digest(token, svc.admin_token):
         g.principal = Principal(admin=True)
         return
-    host = agent_host(svc.agent_key, token)
+    host = svc.hosts.authenticate(token)
     if host is None:
         raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
     g.principal = Principal(admin=False, host=host)

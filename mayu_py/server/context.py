@@ -10,6 +10,7 @@ from flask import current_app
 from mayu_py.config import Settings
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.delivery import Delivery
+from mayu_py.server.hosts import HostService
 from mayu_py.server.machines import MachineService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
@@ -25,9 +26,9 @@ class Services:
     machines: MachineService
     provisioner: Provisioner
     tenants: TenantService
+    hosts: HostService
     assets_root: Path
     admin_token: str
-    agent_key: bytes
 
 
 def services() -> Services:

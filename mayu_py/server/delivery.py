@@ -36,6 +36,7 @@ from mayu_py.model import (
     transition_allowed,
 )
 from mayu_py.server.addresses import same_address
+from mayu_py.server.hosts import HostService, new_agent_token
 from mayu_py.server.matching import match_group
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.scripts import url_mac
@@ -63,12 +64,14 @@ class Delivery:
         settings: Settings,
         store: Store,
         provisioner: Provisioner,
+        hosts: HostService,
         server_ca_pem: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
         self.provisioner = provisioner
+        self.hosts = hosts
         self.server_ca_pem = server_ca_pem
         self.clock = clock
 
@@ -141,6 +144,7 @@ class Delivery:
             )
             tx.delete_pending_config(current.id)
             tx.put_machine(served)
+            self.hosts.issue_for_machine(tx, current.node_name, stored.agent_token_hash)
             return stored.body
 
         body = self.store.atomically(txn)
@@ -169,8 +173,10 @@ class Delivery:
             raise self._refuse(
                 mac, "ignition-refused", "machine no longer matches its group", source
             )
-        credential = new_token()
-        body = self.provisioner.secret_config(machine, group, urls, credential, self.server_ca_pem)
+        credential, agent = new_token(), new_agent_token(machine.node_name)
+        body = self.provisioner.secret_config(
+            machine, group, urls, credential, agent, self.server_ca_pem
+        )
         rendered = PendingConfig(
             machine_id=mac,
             token_hash=machine.token_hash or "",
@@ -178,6 +184,7 @@ class Delivery:
             sha512=hashlib.sha512(body).hexdigest(),
             report_hash=token_hash(credential),
             created=now,
+            agent_token_hash=token_hash(agent),
         )
 
         def keep(tx: Tx) -> PendingConfig | None:

@@ -10,7 +10,7 @@ from mayu_py.model import FileSpec, Machine
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
 from mayu_py.render import IgnitionRenderer
 from mayu_py.server.scripts import url_mac
-from mayu_py.server.tokens import AGENT_TOKEN_FILE, agent_token
+from mayu_py.server.tokens import AGENT_TOKEN_FILE
 from mayu_py.server.urls import ServerUrls
 from mayu_py.store import Store
 
@@ -27,13 +27,11 @@ class Provisioner:
         store: Store,
         renderer: IgnitionRenderer,
         pki: ClusterPKI,
-        agent_key: bytes,
     ):
         self.settings = settings
         self.store = store
         self.renderer = renderer
         self.pki = pki
-        self.agent_key = agent_key
 
     def cluster_facts(self) -> ClusterFacts:
         cluster = self.settings.cluster
@@ -97,6 +95,7 @@ class Provisioner:
         group: Group,
         urls: ServerUrls,
         report_credential: str,
+        agent_token: str,
         server_ca_pem: str,
     ) -> bytes:
         """Ignition JSON for machine with its certificates, agent token and report credential:
@@ -110,7 +109,7 @@ class Provisioner:
         )
         files = self.pki.node_files(node, facts)
         files += [
-            FileSpec(AGENT_TOKEN_FILE, 0o600, agent_token(self.agent_key, node.name) + "\n"),
+            FileSpec(AGENT_TOKEN_FILE, 0o600, agent_token + "\n"),
             FileSpec(REPORT_CREDENTIAL_FILE, 0o600, report_credential + "\n"),
             FileSpec(SERVER_CA_FILE, 0o644, server_ca_pem),
         ]

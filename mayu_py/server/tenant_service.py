@@ -70,7 +70,7 @@ class TenantService:
                 raise Unprocessable("tenant exists", {"metadata.name": f"{name!r} already exists"})
             tenant = parse_tenant(doc, self._images(), [r.tenant for r in records])
             tx.put_tenant(TenantRecord(tenant))
-            self._place(tx)
+            self.place_nodes(tx)
             return self._record(tx, tenant.name)
 
         return self.view(self.store.atomically(txn))
@@ -92,7 +92,7 @@ class TenantService:
             names = {n.name for n in tenant_nodes(tenant)}
             assignments = {n: h for n, h in record.assignments.items() if n in names}
             tx.put_tenant(dataclasses.replace(record, tenant=tenant, assignments=assignments))
-            self._place(tx)
+            self.place_nodes(tx)
             return self._record(tx, name)
 
         return self.view(self.store.atomically(txn))
@@ -147,7 +147,7 @@ class TenantService:
 
         def txn(tx: Tx) -> None:
             tx.put_host(host)
-            self._place(tx)
+            self.place_nodes(tx)
 
         self.store.atomically(txn)
         return host.to_json()
@@ -187,7 +187,8 @@ class TenantService:
             for name, image in self.settings.tenant_images.items()
         }
 
-    def _place(self, tx: Tx) -> None:
+    def place_nodes(self, tx: Tx) -> None:
+        """Place every tenant's nodes on the known hosts (in the caller's transaction)."""
         records = [r for r in tx.list_tenants() if not r.deleting]
         nodes = [n for r in records for n in tenant_nodes(r.tenant)]
         existing = {n: h for r in records for n, h in r.assignments.items()}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from mayu_py.server.auth import require_admin, require_admin_or_agent, require_host
 from mayu_py.server.context import services
+from mayu_py.server.jsonbody import json_body
 
 bp = Blueprint("tenants", __name__, url_prefix="/api/v1")
 bp.before_request(require_admin_or_agent)
@@ -66,15 +67,49 @@ def tenant_node_status(tenant: str, node: str) -> Response:
 
 @bp.post("/hosts")
 def host_heartbeat() -> Response:
-    body = request.get_json(silent=True)
-    require_host(body.get("name") if isinstance(body, dict) else None)
-    return jsonify(services().tenants.heartbeat(body))
+    """An agent's heartbeat: only from an approved host or a running, enrolled machine (the
+    operator's admin token may heartbeat for any host)."""
+    svc = services()
+    body = json_body(svc.settings.server.max_json_depth)
+    name = body.get("name") if isinstance(body, dict) else None
+    require_host(name)
+    if not g.principal.admin:
+        svc.hosts.admit(str(name))
+    return jsonify(svc.tenants.heartbeat(body))
 
 
 @bp.get("/hosts")
 def list_hosts() -> Response:
+    """Hosts that sent heartbeats, and every agent credential (approved, revoked)."""
     require_admin()
-    return jsonify({"items": services().tenants.list_hosts()})
+    svc = services()
+    credentials = {c.host: c.to_json() for c in svc.hosts.list()}
+    items = svc.tenants.list_hosts()
+    for item in items:
+        item["credential"] = credentials.pop(item["name"], None)
+    items += [{"name": host, "credential": c} for host, c in credentials.items()]
+    return jsonify({"items": items})
+
+
+@bp.post("/hosts/<host>/approve")
+def approve_host(host: str) -> tuple[Response, int]:
+    """Approve an agent host that is not an enrolled machine; its token is shown once."""
+    require_admin()
+    token = services().hosts.approve(host, request.remote_addr)
+    return jsonify({"host": host, "token": token}), 201
+
+
+@bp.post("/hosts/<host>/rotate-token")
+def rotate_host_token(host: str) -> Response:
+    require_admin()
+    return jsonify({"host": host, "token": services().hosts.rotate(host, request.remote_addr)})
+
+
+@bp.post("/hosts/<host>/revoke")
+def revoke_host(host: str) -> Response:
+    """Revoke the host's agent token; its tenant nodes are placed on other hosts."""
+    require_admin()
+    return jsonify(services().hosts.revoke(host, request.remote_addr).to_json())
 
 
 @bp.get("/hosts/<host>/nodes")

@@ -60,29 +60,3 @@ def load_or_create_admin_token(path: Path) -> tuple[str, bool]:
 
 
 AGENT_TOKEN_FILE = "/etc/mayu/agent.token"
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """A 32-byte server secret kept in a 0600 file (agent tokens are derived from it)."""
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    key = secrets.token_bytes(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
-    return key
-
-
-def agent_token(key: bytes, host: str) -> str:
-    """The token of one host's agent: `<host>.<HMAC>`; nothing to store, nothing to leak twice."""
-    digest = hmac.new(key, f"agent:{host}".encode(), hashlib.sha256).hexdigest()
-    return f"{host}.{digest}"
-
-
-def agent_host(key: bytes, token: str) -> str | None:
-    """The host an agent token belongs to, or None when it is not a valid agent token."""
-    host, _, _ = token.rpartition(".")
-    if host and hmac.compare_digest(agent_token(key, host), token):
-        return host
-    return None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mayu_py.errors import Conflict
-from mayu_py.model import Event, Machine, MachineState, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.tenants import HostInfo, TenantRecord
 
@@ -97,6 +97,17 @@ MIGRATIONS: tuple[str, ...] = (
         FROM events WHERE machine_id NOT IN (SELECT id FROM machines) ORDER BY seq;
     DELETE FROM events WHERE machine_id NOT IN (SELECT id FROM machines);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, time REAL NOT NULL);
+    """,
+    """
+    ALTER TABLE pending_configs ADD COLUMN agent_token_hash TEXT NOT NULL DEFAULT '';
+    CREATE TABLE agent_credentials (
+        host TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
     """,
 )
 
@@ -287,7 +298,7 @@ class _SqliteTx:
     def put_pending_config(self, pending: PendingConfig) -> None:
         self._conn.execute(
             "INSERT OR REPLACE INTO pending_configs (machine_id, token_hash, body, sha512, "
-            "report_hash, created) VALUES (?, ?, ?, ?, ?, ?)",
+            "report_hash, created, agent_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 pending.machine_id,
                 pending.token_hash,
@@ -295,19 +306,60 @@ class _SqliteTx:
                 pending.sha512,
                 pending.report_hash,
                 pending.created,
+                pending.agent_token_hash,
             ),
         )
 
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         row = self._conn.execute(
-            "SELECT machine_id, token_hash, body, sha512, report_hash, created "
-            "FROM pending_configs WHERE machine_id = ?",
+            "SELECT machine_id, token_hash, body, sha512, report_hash, created, "
+            "agent_token_hash FROM pending_configs WHERE machine_id = ?",
             (machine_id,),
         ).fetchone()
         if row is None:
             return None
-        mid, token_hash, body, sha512, report_hash, created = row
-        return PendingConfig(mid, token_hash, bytes(body), sha512, report_hash, created)
+        mid, token_hash, body, sha512, report_hash, created, agent_hash = row
+        return PendingConfig(mid, token_hash, bytes(body), sha512, report_hash, created, agent_hash)
+
+    # -- agent credentials ------------------------------------------------------------------
+
+    def get_agent_credential(self, host: str) -> AgentCredential | None:
+        row = self._conn.execute(
+            "SELECT host, token_hash, origin, revoked, created, updated FROM agent_credentials "
+            "WHERE host = ?",
+            (host,),
+        ).fetchone()
+        if row is None:
+            return None
+        name, token_hash, origin, revoked, created, updated = row
+        return AgentCredential(name, token_hash, origin, bool(revoked), created, updated)
+
+    def put_agent_credential(self, credential: AgentCredential) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO agent_credentials (host, token_hash, origin, revoked, "
+            "created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                credential.host,
+                credential.token_hash,
+                credential.origin,
+                int(credential.revoked),
+                credential.created,
+                credential.updated,
+            ),
+        )
+
+    def list_agent_credentials(self) -> list[AgentCredential]:
+        rows = self._conn.execute("SELECT host FROM agent_credentials ORDER BY host").fetchall()
+        return [c for (host,) in rows if (c := self.get_agent_credential(host)) is not None]
+
+    def delete_host(self, name: str) -> None:
+        self._conn.execute("DELETE FROM hosts WHERE name = ?", (name,))
+
+    def machine_named(self, hostname: str) -> Machine | None:
+        row = self._conn.execute(
+            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE hostname = ?", (hostname,)
+        ).fetchone()
+        return _machine_from_row(row) if row else None
 
     def delete_pending_config(self, machine_id: str) -> None:
         self._conn.execute("DELETE FROM pending_configs WHERE machine_id = ?", (machine_id,))
@@ -466,6 +518,15 @@ class SqliteStore:
 
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         return self._tx(self._connect()).get_pending_config(machine_id)
+
+    def get_agent_credential(self, host: str) -> AgentCredential | None:
+        return self._tx(self._connect()).get_agent_credential(host)
+
+    def machine_named(self, hostname: str) -> Machine | None:
+        return self._tx(self._connect()).machine_named(hostname)
+
+    def list_agent_credentials(self) -> list[AgentCredential]:
+        return self._tx(self._connect()).list_agent_credentials()
 
     def list_tenants(self) -> list[TenantRecord]:
         return self._tx(self._connect()).list_tenants()

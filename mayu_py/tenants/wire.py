@@ -6,10 +6,12 @@ with `from_json`, so both ends share one definition of each message.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 from mayu_py.errors import BadRequest
+from mayu_py.model import clean_hostname
 from mayu_py.tenants.states import REPORTED_STATES, NodeState
 
 MAX_MESSAGE = 500
@@ -34,17 +36,36 @@ class HostRegistration:
 
     @classmethod
     def from_json(cls, body: Any) -> HostRegistration:
+        """Validated: a DNS host name, whole cpus and MiB within sane bounds, an IP address."""
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
-        try:
-            return cls(
-                name=str(body["name"]),
-                cpus=int(body["cpus"]),
-                memory_mib=int(body["memory_mib"]),
-                address=str(body.get("address") or ""),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadRequest("host needs name, cpus, memory_mib", {"error": str(exc)}) from exc
+        name, address = body.get("name"), body.get("address") or ""
+        if not isinstance(name, str) or not isinstance(address, str):
+            raise BadRequest("host needs name (string), cpus, memory_mib, address (string)")
+        clean_hostname(name)
+        if address:
+            try:
+                address = str(ipaddress.ip_address(address))
+            except ValueError:
+                detail = {"address": address[:64]}
+                raise BadRequest("address is not an IP address", detail) from None
+        return cls(
+            name=name,
+            cpus=_bounded(body.get("cpus"), "cpus", *CPU_BOUNDS),
+            memory_mib=_bounded(body.get("memory_mib"), "memory_mib", *MEMORY_MIB_BOUNDS),
+            address=address,
+        )
+
+
+# What one host can plausibly offer; anything else is a mistake or a lie (400).
+CPU_BOUNDS = (1, 4096)
+MEMORY_MIB_BOUNDS = (64, 64 * 1024 * 1024)
+
+
+def _bounded(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{field} must be a whole number from {low} to {high}", {field: value})
+    return value
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,27 @@ def test_wrong_token_is_one_line(server: RunningServer) -> None:
     result = server.mayuctl("list")
     assert result.returncode == 2 and "401" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_hosts_approve_rotate_revoke(server: RunningServer) -> None:
+    approved = server.mayuctl("hosts", "approve", "lab-host")
+    assert approved.returncode == 0, approved.stderr
+    token = approved.stdout.strip().splitlines()[-1]
+    assert token.startswith("lab-host.")
+    listing = server.mayuctl("hosts", "list")
+    assert "lab-host" in listing.stdout and "operator" in listing.stdout
+    rotated = server.mayuctl("hosts", "rotate-token", "lab-host").stdout.strip().splitlines()[-1]
+    assert rotated != token
+    heartbeat = {"name": "lab-host", "cpus": 2, "memory_mib": 2048}
+    old = requests.post(f"{server.url}/api/v1/hosts", json=heartbeat, timeout=10,
+                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert old.status_code == 401
+    new = requests.post(f"{server.url}/api/v1/hosts", json=heartbeat, timeout=10,
+                        headers={"Authorization": f"Bearer {rotated}"})  # fmt: skip
+    assert new.status_code == 200, new.text
+    revoked = server.mayuctl("hosts", "revoke", "lab-host")
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    as_json = json.loads(server.mayuctl("hosts", "list", "-o", "json").stdout)
+    assert as_json[0]["credential"]["revoked"] is True
+    missing = server.mayuctl("hosts", "revoke", "nope")
+    assert missing.returncode == 2 and "no such host" in missing.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mayu_py.errors import Conflict
-from mayu_py.model import Event, Machine, MachineState, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
 from mayu_py.store import Store
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
@@ -233,3 +233,13 @@ def test_sqlite_unusable_store_is_one_clear_error(tmp_path: Path, damage: str) -
         if blocker is not None:
             blocker.rollback()
             blocker.close()
+
+
+def test_agent_credentials(store: Store) -> None:
+    first = AgentCredential("h1", "hash-1", "operator", False, 1.0, 1.0)
+    store.atomically(lambda tx: tx.put_agent_credential(first))
+    assert store.get_agent_credential("h1") == first
+    revoked = replace(first, revoked=True, updated=2.0)
+    store.atomically(lambda tx: tx.put_agent_credential(revoked))
+    assert store.list_agent_credentials() == [revoked]
+    assert store.get_agent_credential("h2") is None

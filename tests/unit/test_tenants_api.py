@@ -149,10 +149,10 @@ def test_lapsed_host_marks_nodes_unknown(client: FlaskClient) -> None:
 
 
 def _agent_headers(client: FlaskClient, host: str) -> dict[str, str]:
-    from mayu_py.server.tokens import agent_token
-
-    key = client.application.extensions["mayu"].agent_key
-    return {"Authorization": f"Bearer {agent_token(key, host)}"}
+    """Approve `host` as the operator and return its agent's headers."""
+    response = client.post(f"/api/v1/hosts/{host}/approve", headers=AUTH)
+    assert response.status_code == 201, response.get_json()
+    return {"Authorization": f"Bearer {response.get_json()['token']}"}
 
 
 def test_agent_tokens_reach_only_their_own_host(client: FlaskClient) -> None:
@@ -170,22 +170,82 @@ def test_agent_tokens_reach_only_their_own_host(client: FlaskClient) -> None:
     assert client.put(f"{node}/status", headers=h2, json={"state": "ready"}).status_code == 403
     assert client.put(f"{node}/status", headers=h1, json={"state": "ready"}).status_code == 200
     assert client.get("/api/v1/machines", headers=h1).status_code == 401
-    forged = {"Authorization": "Bearer h1." + "0" * 64}
+    forged = {"Authorization": "Bearer h1." + "0" * 43}
     assert client.get("/api/v1/hosts/h1/nodes", headers=forged).status_code == 401
 
 
-def test_level1_ignition_carries_the_hosts_agent_token(client: FlaskClient) -> None:
-    from mayu_py.server.tokens import agent_token
+def test_unapproved_hosts_and_insane_capacities_are_refused(client: FlaskClient) -> None:
+    unknown = {"Authorization": "Bearer h9.whatever"}
+    body = {"name": "h9", "cpus": 2, "memory_mib": 4096}
+    assert client.post("/api/v1/hosts", headers=unknown, json=body).status_code == 401
+    h1 = _agent_headers(client, "h1")
+    for cpus, memory in (
+        (0, 4096),
+        (10**9, 4096),
+        (2, 10**15),
+        (True, 4096),
+        (2.5, 4096),
+        ("2", 4096),
+    ):
+        bad = {"name": "h1", "cpus": cpus, "memory_mib": memory}
+        assert client.post("/api/v1/hosts", headers=h1, json=bad).status_code == 400, bad
+    for name in ("h1\n", "H1", "a" * 300):
+        bad = {"name": name, "cpus": 2, "memory_mib": 4096}
+        assert client.post("/api/v1/hosts", headers=AUTH, json=bad).status_code == 400, name
+    items = client.get("/api/v1/hosts", headers=AUTH).get_json()["items"]
+    assert [(i["name"], "cpus" in i) for i in items] == [("h1", False)]  # no heartbeat kept
 
+
+def test_revoked_host_loses_its_nodes_and_rotation_kills_the_old_token(client: FlaskClient) -> None:
+    h1, h2 = _agent_headers(client, "h1"), _agent_headers(client, "h2")
+    for name, headers in (("h1", h1), ("h2", h2)):
+        body = {"name": name, "cpus": 8, "memory_mib": 16384}
+        assert client.post("/api/v1/hosts", headers=headers, json=body).status_code == 200
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    placed = {
+        n["name"]: n["host"]
+        for n in client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]["nodes"]
+    }
+    assert "h1" in placed.values()
+    assert client.post("/api/v1/hosts/h1/revoke", headers=AUTH).get_json()["revoked"] is True
+    assert client.get("/api/v1/hosts/h1/nodes", headers=h1).status_code == 401
+    moved = {
+        n["name"]: n["host"]
+        for n in client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]["nodes"]
+    }
+    assert set(moved.values()) == {"h2"}
+    rotated = client.post("/api/v1/hosts/h2/rotate-token", headers=AUTH).get_json()["token"]
+    assert client.get("/api/v1/hosts/h2/nodes", headers=h2).status_code == 401
+    fresh = {"Authorization": f"Bearer {rotated}"}
+    assert client.get("/api/v1/hosts/h2/nodes", headers=fresh).status_code == 200
+    assert client.post("/api/v1/hosts/h3/revoke", headers=AUTH).status_code == 404
+    assert client.post("/api/v1/hosts/h2/approve", headers=h2).status_code == 401
+
+
+def test_machine_agent_token_works_only_once_the_machine_runs(client: FlaskClient) -> None:
     machine = Machine(client, "52-54-00-00-00-01")
     machine.ipxe()
     client.post(f"/api/v1/machines/{machine.mac}/approve", headers=AUTH, json={"role": "worker"})
     config = machine.provision()
     entry = next(f for f in config["storage"]["files"] if f["path"] == "/etc/mayu/agent.token")
     assert entry["mode"] == 0o600
-    text = file_text(entry)
-    key = client.application.extensions["mayu"].agent_key
-    assert text.strip() == agent_token(key, "node-525400000001")
+    token = file_text(entry).strip()
+    assert token.startswith("node-525400000001.")
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"name": "node-525400000001", "cpus": 4, "memory_mib": 8192}
+    refused = client.post("/api/v1/hosts", headers=headers, json=body)
+    assert refused.status_code == 403 and "running" in refused.get_json()["detail"]  # installed
+    credential = file_text(
+        next(f for f in config["storage"]["files"] if f["path"] == "/etc/mayu/report.token")
+    ).strip()
+    assert machine.report("running", credential=credential).status_code == 200
+    assert client.post("/api/v1/hosts", headers=headers, json=body).status_code == 200
+    # A machine's name cannot be approved as a separate host (no shared certificate or token).
+    assert client.post("/api/v1/hosts/node-525400000001/approve", headers=AUTH).status_code == 409
+    # Reinstalling mints a new agent token: the old one dies when the new config is served.
+    client.post(f"/api/v1/machines/{machine.mac}/reinstall", headers=AUTH)
+    machine.provision()
+    assert client.get("/api/v1/hosts/node-525400000001/nodes", headers=headers).status_code == 401
 
 
 def test_delete_of_nodes_no_agent_ever_reported_purges_at_once(client: FlaskClient) -> None:

@@ -19,6 +19,7 @@ import yaml
 from mayu_py.errors import RenderError
 from mayu_py.kubernetes_releases import RELEASES, Release, release_for
 from mayu_py.model import FileSpec
+from mayu_py.render.context import RenderContext
 from mayu_py.render.environment import create_environment, render_text
 from mayu_py.render.flags import removed_flags
 from mayu_py.render.ignition import assemble, file_text, parse_output, take_extensions
@@ -52,7 +53,7 @@ class IgnitionRenderer:
         self._manifests.globals["agent_image"] = agent_image
 
     def render(
-        self, template: str, context: dict[str, Any], files: Iterable[FileSpec] = ()
+        self, template: str, context: RenderContext, files: Iterable[FileSpec] = ()
     ) -> dict[str, Any]:
         """The Ignition config for `context` from `template`, with `files` appended."""
         text = render_text(self._templates, template, _template_context(context))
@@ -62,13 +63,13 @@ class IgnitionRenderer:
         return assemble(template, document, [*extra, *files])
 
     def render_json(
-        self, template: str, context: dict[str, Any], files: Iterable[FileSpec] = ()
+        self, template: str, context: RenderContext, files: Iterable[FileSpec] = ()
     ) -> bytes:
         """`render` serialised as compact JSON bytes, as served to Ignition."""
         config = self.render(template, context, files)
         return json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def static_manifests(self, context: dict[str, Any]) -> list[FileSpec]:
+    def static_manifests(self, context: RenderContext) -> list[FileSpec]:
         """Static pod manifests for the node; a template rendering to nothing is skipped."""
         return [
             FileSpec(
@@ -79,7 +80,7 @@ class IgnitionRenderer:
             for name, pod in self._pods(context)
         ]
 
-    def _pods(self, context: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    def _pods(self, context: RenderContext) -> list[tuple[str, dict[str, Any]]]:
         full = _template_context(context)
         pods = []
         for name in self.manifest_names():
@@ -115,16 +116,13 @@ class IgnitionRenderer:
                     _check_flags(name, pod, release)
 
 
-def _template_context(context: dict[str, Any]) -> dict[str, Any]:
-    """The caller's context plus `release`; the role must be one the templates know."""
-    try:
-        minor = context["cluster"]["kubernetes_minor"]
-        role = context["node"]["role"]
-    except (KeyError, TypeError):
-        raise RenderError("render context needs cluster.kubernetes_minor and node.role") from None
+def _template_context(context: RenderContext) -> dict[str, Any]:
+    """The context's template values plus `release`; the role must be one templates know."""
+    role = context.node.role
     if role not in ROLES:
         raise RenderError(f"node.role must be one of {', '.join(ROLES)}, not {role!r}")
-    return {**context, "release": asdict(release_for(minor))}
+    release = release_for(context.cluster.kubernetes_minor)
+    return {**context.template_values(), "release": asdict(release)}
 
 
 def _check_kubelet_config(name: str, config: dict[str, Any], release: Release) -> None:

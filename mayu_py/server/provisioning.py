@@ -3,12 +3,10 @@ that machine, its agent token and its report credential."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from mayu_py.config import Group, Settings
 from mayu_py.model import FileSpec, Machine
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
-from mayu_py.render import IgnitionRenderer
+from mayu_py.render import ClusterContext, IgnitionRenderer, NodeFacts, RenderContext
 from mayu_py.server.scripts import url_mac
 from mayu_py.server.tokens import AGENT_TOKEN_FILE
 from mayu_py.server.urls import ServerUrls
@@ -54,40 +52,34 @@ class Provisioner:
     def context(
         self,
         machine: Machine,
-        group: Group | None,
+        group: Group,
         facts: ClusterFacts,
         base_url: str,
         report_url: str | None,
-    ) -> dict[str, Any]:
-        cluster = self.settings.cluster
-        profile = self.settings.profiles[group.profile] if group else None
-        return {
-            "node": {
-                "name": machine.node_name,
-                "role": profile.role if profile else machine.labels.get("role", "worker"),
-                "mac": machine.mac,
-                "ip": machine.ip or machine.window_address,
-                "uuid": machine.uuid,
-                "serial": machine.serial,
-                "labels": dict(machine.labels),
-                "metadata": dict(group.metadata) if group else {},
-            },
-            "cluster": {
-                "name": cluster.name,
-                "domain": cluster.domain,
-                "kubernetes_version": cluster.kubernetes_version,
-                "kubernetes_minor": cluster.kubernetes_minor,
-                "pod_cidr": cluster.pod_cidr,
-                "service_cidr": cluster.service_cidr,
-                "cluster_dns": cluster.cluster_dns,
-                "service_ip": cluster.service_ip,
-                "api_endpoint": facts.api_endpoint,
-                "etcd_members": [{"name": n, "address": a} for n, a in facts.etcd_members],
-            },
-            "ssh_authorized_keys": list(self.settings.ssh_authorized_keys),
-            "report_url": report_url,
-            "server_url": base_url,
-        }
+    ) -> RenderContext:
+        """The render context of an enrolled machine under its group's profile."""
+        node = NodeFacts(
+            name=machine.node_name,
+            role=self.settings.profiles[group.profile].role,
+            mac=machine.mac,
+            ip=machine.window_address or machine.ip,
+            uuid=machine.uuid,
+            serial=machine.serial,
+            labels=dict(machine.labels),
+            metadata=dict(group.metadata),
+        )
+        cluster = ClusterContext.from_config(
+            self.settings.cluster,
+            api_endpoint=facts.api_endpoint,
+            etcd_members=facts.etcd_members,
+        )
+        return RenderContext(
+            node=node,
+            cluster=cluster,
+            ssh_authorized_keys=tuple(self.settings.ssh_authorized_keys),
+            report_url=report_url,
+            server_url=base_url,
+        )
 
     def secret_config(
         self,

@@ -13,7 +13,7 @@ from mayu_py.config import ClusterConfig
 from mayu_py.errors import NotFound
 from mayu_py.kubernetes_releases import minor_of
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
-from mayu_py.render import IgnitionRenderer
+from mayu_py.render import ClusterContext, IgnitionRenderer, NodeFacts, RenderContext
 from mayu_py.tenants.nodes import TenantNode, tenant_nodes
 from mayu_py.tenants.resource import TenantCluster
 
@@ -51,31 +51,22 @@ def render_tenant_node(
     identity = NodeIdentity(name=node.name, role=RENDER_ROLE[node.role], ips=(node.ip,))
     files = pki.node_files(identity, facts)
     version = tenant.spec.kubernetesVersion
-    minor = minor_of(version)
-    context = {
-        "node": {
-            "name": node.name,
-            "role": RENDER_ROLE[node.role],
-            "mac": node.mac,
-            "ip": node.ip,
-            "uuid": node.uuid,
-            "serial": None,
-            "labels": {"mayu.io/tenant": tenant.name},
-            "metadata": {},
-        },
-        "cluster": {
-            "name": tenant.name,
-            "domain": IN_CLUSTER.domain,
-            "kubernetes_version": version if version.count(".") == 2 else f"{minor}.0",
-            "kubernetes_minor": minor,
-            "pod_cidr": IN_CLUSTER.pod_cidr,
-            "service_cidr": IN_CLUSTER.service_cidr,
-            "cluster_dns": IN_CLUSTER.cluster_dns,
-            "service_ip": IN_CLUSTER.service_ip,
-            "api_endpoint": facts.api_endpoint,
-            "etcd_members": [{"name": n, "address": a} for n, a in facts.etcd_members],
-        },
-        "ssh_authorized_keys": list(tenant.spec.sshAuthorizedKeys),
-        "report_url": None,
-    }
+    context = RenderContext(
+        node=NodeFacts(
+            name=node.name,
+            role=RENDER_ROLE[node.role],
+            mac=node.mac,
+            ip=node.ip,
+            uuid=node.uuid,
+            labels={"mayu.io/tenant": tenant.name},
+        ),
+        cluster=ClusterContext.from_config(
+            IN_CLUSTER,
+            name=tenant.name,
+            kubernetes_version=version if version.count(".") == 2 else f"{minor_of(version)}.0",
+            api_endpoint=facts.api_endpoint,
+            etcd_members=facts.etcd_members,
+        ),
+        ssh_authorized_keys=tuple(tenant.spec.sshAuthorizedKeys),
+    )
     return renderer.render_json(TEMPLATES[node.role], context, files)

@@ -42,7 +42,7 @@ def test_real_ignition_applies_controller_config(tmp_path: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.read_text() == FAKE_FILES[1].contents
     assert stat.S_IMODE((sysroot / "etc/kubernetes/pki/ca.crt").stat().st_mode) == 0o644
-    assert (sysroot / "etc/hostname").read_text() == context["node"]["name"] + "\n"
+    assert (sysroot / "etc/hostname").read_text() == context.node.name + "\n"
     keys = (sysroot / "home/core/.ssh/authorized_keys.d/ignition").read_text()
-    assert context["ssh_authorized_keys"][0] in keys
+    assert context.ssh_authorized_keys[0] in keys
     assert stat.S_IMODE((sysroot / "var/lib/etcd").stat().st_mode) == 0o700

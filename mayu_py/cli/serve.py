@@ -109,6 +109,6 @@ def start_dhcp(settings: Settings):  # type: ignore[no-untyped-def]
     """Start the supervised dnsmasq when --dhcp is proxy or full; None when off."""
     if settings.dhcp.mode == "off":
         return None
-    from mayu_py.cli.dhcp_runner import start_supervised_dnsmasq
+    from mayu_py.dhcp.service import start_supervised_dnsmasq
 
     return start_supervised_dnsmasq(settings, Path(settings.data_dir))

@@ -9,21 +9,19 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Flask
 
 from mayu_py.config import Settings
 from mayu_py.dhcp import LeaseBook
+from mayu_py.dhcp.service import lease_file
 from mayu_py.errors import ConfigError
 from mayu_py.pki import server_tls
 from mayu_py.pki.server_tls import ServerTls
 from mayu_py.server.app import create_app
 from mayu_py.server.tokens import check_admin_token, load_or_create_admin_token
 from mayu_py.store import open_store
-
-LEASE_FILE = Path("dhcp") / "leases"
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,8 @@ def build_app(settings: Settings, token: str) -> tuple[Flask, ServerTls]:
     server = settings.server
     store = open_store(data, server.events_per_machine, server.alerts_kept)
     tls = load_tls(settings)
-    lease_of = LeaseBook(data / LEASE_FILE).address_of if settings.dhcp.mode == "full" else None
+    full = settings.dhcp.mode == "full"
+    lease_of = LeaseBook(lease_file(data)).address_of if full else None
     app = create_app(settings, store, token, tls, lease_of)
     store.close()
     return app, tls

@@ -5,9 +5,8 @@ root `tftp/` (iPXE binaries). The configuration is validated against the live in
 first, so a wrong interface, subnet or range stops start-up with one ConfigError line naming
 the `dhcp.` field, before anything is started.
 
-Machine addresses: every boot-plane request records its source address as the machine's
-`ip`, and in the lab that is the address dnsmasq leased, so the inventory shows leases
-without reading the lease file here.
+In full-DHCP mode the server reads the lease file (`lease_file`) to bind each machine's boot
+token to the address dnsmasq leased to its MAC.
 """
 
 from __future__ import annotations
@@ -19,13 +18,25 @@ import time
 from pathlib import Path
 
 from mayu_py.config import Settings
-from mayu_py.dhcp import DnsmasqSupervisor, prepare_tftp_root, render_dnsmasq_conf, resolve_dhcp
+from mayu_py.dhcp.conf import render_dnsmasq_conf
+from mayu_py.dhcp.plan import resolve_dhcp
+from mayu_py.dhcp.supervisor import DnsmasqSupervisor
+from mayu_py.dhcp.tftp import prepare_tftp_root
 from mayu_py.errors import ConfigError
 from mayu_py.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]", "*")
+
+
+def dhcp_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "dhcp"
+
+
+def lease_file(data_dir: Path) -> Path:
+    """Where our dnsmasq keeps its leases (read by the server in full-DHCP mode)."""
+    return dhcp_dir(data_dir) / "leases"
 
 
 def boot_url(settings: Settings, server_ip: str) -> str:
@@ -68,7 +79,7 @@ def stop_stale_dnsmasq(pid_file: Path, conf_file: Path) -> None:
 def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSupervisor:
     """Validate `settings.dhcp`, write dnsmasq's files and start it; the caller stops it."""
     plan = resolve_dhcp(settings.dhcp)
-    workdir = Path(data_dir) / "dhcp"
+    workdir = dhcp_dir(data_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     # dnsmasq drops to nobody and must still reach the TFTP root.
     workdir.chmod(0o755)
@@ -76,7 +87,7 @@ def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSuper
         settings.dhcp,
         boot_url=boot_url(settings, str(plan.server_ip)),
         tftp_root=prepare_tftp_root(workdir / "tftp"),
-        lease_file=workdir / "leases",
+        lease_file=lease_file(data_dir),
         pid_file=workdir / "dnsmasq.pid",
     )
     conf_file = workdir / "dnsmasq.conf"

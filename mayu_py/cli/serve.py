@@ -12,7 +12,7 @@ import click
 
 from mayu_py.cli.serving import admin_token, build_app, check_bindable
 from mayu_py.cli.tls_listener import TlsListener
-from mayu_py.cli.wsgi import GunicornServer
+from mayu_py.cli.wsgi import GunicornServer, server_options
 from mayu_py.config import Settings, load_settings
 from mayu_py.dhcp import resolve_dhcp
 
@@ -85,22 +85,16 @@ def serve(
             # Printed once, to the terminal only, after start-up succeeded; never logged.
             click.echo(f"admin token (stored in {token.origin}, mode 0600): {token.value}")
 
-    options = {
-        "bind": settings.server.listen,
-        "workers": workers,
-        "worker_class": "gthread" if threads > 1 else "sync",
-        "threads": threads,
-        "preload_app": True,
-        "forwarded_allow_ips": "",
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "warning",
-        "timeout": 60,
-        "graceful_timeout": 5,
-        "proc_name": "mayu-serve",
-        "on_exit": on_exit,
-        "when_ready": when_ready,
-    }
+    options = server_options(
+        settings.server.listen,
+        workers,
+        "mayu-serve",
+        worker_class="gthread" if threads > 1 else "sync",
+        threads=threads,
+        preload_app=True,
+        on_exit=on_exit,
+        when_ready=when_ready,
+    )
     GunicornServer(app, options).run()
     sys.exit(0)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serving import build_app
-from mayu_py.cli.wsgi import GunicornServer, die_with_parent
+from mayu_py.cli.wsgi import GunicornServer, die_with_parent, server_options
 from mayu_py.config import Settings
 from mayu_py.errors import ConfigError
 from mayu_py.server.boot import TLS_ENVIRON_KEY
@@ -48,20 +48,13 @@ def _child(settings: Settings, token: str, workers: int, parent_pid: int) -> Non
     configure_logging(False)
     app, tls = build_app(settings, token)
     app.wsgi_app = _mark_tls(app.wsgi_app)  # type: ignore[method-assign]
-    options = {
-        "bind": settings.server.tls_listen,
-        "workers": workers,
-        "worker_class": "sync",
-        "certfile": str(tls.cert_file),
-        "keyfile": str(tls.key_file),
-        "forwarded_allow_ips": "",
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "warning",
-        "timeout": 60,
-        "graceful_timeout": 5,
-        "proc_name": "mayu-serve-tls",
-    }
+    options = server_options(
+        settings.server.tls_listen,
+        workers,
+        "mayu-serve-tls",
+        certfile=str(tls.cert_file),
+        keyfile=str(tls.key_file),
+    )
     GunicornServer(app, options).run()
 
 

@@ -11,6 +11,24 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 
+def server_options(bind: str, workers: int, proc_name: str, **extra: Any) -> dict[str, Any]:
+    """gunicorn settings both listeners share; `extra` adds or overrides."""
+    return {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "sync",
+        # No X-Forwarded-* from anyone: the request's own address binds boot tokens.
+        "forwarded_allow_ips": "",
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "timeout": 60,
+        "graceful_timeout": 5,
+        "proc_name": proc_name,
+        **extra,
+    }
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """A gunicorn application around an already-built Flask app (preloaded in the master)."""
 

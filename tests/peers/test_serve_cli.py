@@ -79,7 +79,6 @@ def test_admin_token_created_0600_and_printed_once(tmp_path: Path) -> None:
     stored = (data / "admin.token").read_text().strip()
     assert tokens[0] == [stored] and tokens[1] == []
     assert (data / "admin.token").stat().st_mode & 0o777 == 0o600
-    assert (data / "agent.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_pki_rotate_reissues_leaves_and_keeps_ca(tmp_path: Path) -> None:

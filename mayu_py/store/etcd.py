@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 AGENTS, HOSTS, TENANTS = "agents", "hosts", "tenants"
+# A sweep (expired windows, stale discoveries) hands out at most this many records per
+# transaction, however many it is asked for: the transaction that acts on them then stays
+# under etcd's default --max-txn-ops of 128 (each record costs ~6 operations); the rest
+# are swept by the next requests.
+SWEEP_CAP = 10
 BACKOFF_BASE_S = 0.005
 BACKOFF_CAP_S = 0.25
 # Readiness answers quickly: a cluster that cannot commit within this long is not ready.
@@ -120,12 +125,14 @@ class EtcdTx:
         return len(self.txn.scan(*range_, limit=limit, keys_only=True))
 
     def expired_windows(self, now: float, limit: int) -> list[Machine]:
-        entries = self.txn.scan(*self.keys.windows_until(now), limit=limit, keys_only=True)
+        range_ = self.keys.windows_until(now)
+        entries = self.txn.scan(*range_, limit=min(limit, SWEEP_CAP), keys_only=True)
         machines = self._machines([last_segment(e.key) for e in entries])
         return sorted(machines, key=lambda m: (m.window_expires or 0.0, m.id))
 
     def stale_discovered(self, before: float, limit: int) -> list[str]:
-        entries = self.txn.scan(*self.keys.discovered_before(before), limit=limit, keys_only=True)
+        range_ = self.keys.discovered_before(before)
+        entries = self.txn.scan(*range_, limit=min(limit, SWEEP_CAP), keys_only=True)
         return [last_segment(e.key) for e in entries]
 
     # -- events and alerts ------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """A small client of etcd's v3 JSON gateway (`POST /v3/kv/range`, `/v3/kv/txn`, the HTTP API
-every etcd >= 3.4 serves beside gRPC) over the standard library's http.client.
+every etcd >= 3.4 serves beside gRPC) over keep-alive HTTP/1.1 connections (etcd_http).
 
 Why not a library: docs/store.md (measured: etcd3gw's `requests` doubles each call's latency;
 the gRPC clients on PyPI are unmaintained or young). What this adds on top of HTTP:
@@ -17,7 +17,6 @@ Keys and values travel base64-encoded, revisions as strings; both are decoded he
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import ssl
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mayu_py.store.errors import StoreUnavailable
+from mayu_py.store.etcd_http import Http1Connection
 from mayu_py.store.url import EtcdLocation
 
 # etcd's gRPC statuses the gateway maps to these HTTP codes are worth another member.
@@ -128,7 +128,7 @@ class _Connections(threading.local):
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.by_endpoint: dict[tuple[str, int], http.client.HTTPConnection] = {}
+        self.by_endpoint: dict[tuple[str, int], Http1Connection] = {}
 
 
 class EtcdGateway:
@@ -216,20 +216,14 @@ class EtcdGateway:
             if failures % len(members) == 0:  # every member failed once: pause, then again
                 time.sleep(min(1.0, 0.05 * 2 ** (failures // len(members))))
 
-    def _connection(self, endpoint: tuple[str, int]) -> http.client.HTTPConnection:
+    def _connection(self, endpoint: tuple[str, int]) -> Http1Connection:
         local = self._local
         if local.pid != os.getpid():  # inherited through fork: never share a socket
             local.by_endpoint = {}
             local.pid = os.getpid()
         conn = local.by_endpoint.get(endpoint)
         if conn is None:
-            host, port = endpoint
-            if self._tls is not None:
-                conn = http.client.HTTPSConnection(
-                    host, port, timeout=self.request_timeout, context=self._tls
-                )
-            else:
-                conn = http.client.HTTPConnection(host, port, timeout=self.request_timeout)
+            conn = Http1Connection(*endpoint, self.request_timeout, self._tls)
             local.by_endpoint[endpoint] = conn
         return conn
 
@@ -241,7 +235,7 @@ class EtcdGateway:
     def _post(self, endpoint: tuple[str, int], path: str, payload: bytes) -> dict[str, Any]:
         conn = self._connection(endpoint)
         where = f"{endpoint[0]}:{endpoint[1]}"
-        if conn.sock is None:
+        if not conn.connected:
             try:
                 conn.connect()
             except ssl.SSLCertVerificationError as exc:
@@ -254,15 +248,13 @@ class EtcdGateway:
                 raise _NotSent(f"{where}: {exc}") from exc
         self.calls += 1
         try:
-            conn.request("POST", f"/v3{path}", payload, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+            status, data = conn.post(f"/v3{path}", payload)
+        except (OSError, ValueError) as exc:
             self._drop(endpoint)
             raise _Unanswered(f"{where}: {type(exc).__name__} {exc}") from exc
-        if response.status == 200:
+        if status == 200:
             return json.loads(data)
-        return self._error(where, response.status, data)
+        return self._error(where, status, data)
 
     def _error(self, where: str, status: int, data: bytes) -> dict[str, Any]:
         try:

@@ -5,6 +5,7 @@ sequence order, which etcd's sorted ranges use)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -12,10 +13,14 @@ from mayu_py.model import Machine, MachineState
 from mayu_py.store.etcd_gateway import prefix_end
 
 Range = tuple[str, str]
+_SAFE = "-._~:@"
+_NOTHING_TO_QUOTE = re.compile(r"[A-Za-z0-9\-._~:@]*")
 
 
 def segment(name: str) -> str:
-    return quote(name, safe="-._~:@")
+    if _NOTHING_TO_QUOTE.fullmatch(name):  # MACs, DNS names, addresses: the usual case
+        return name
+    return quote(name, safe=_SAFE)
 
 
 def stamp(seconds: float) -> str:

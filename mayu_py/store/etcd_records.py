@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from typing import Any
 
 from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+
+
+def asdict(record: Any) -> dict[str, Any]:
+    """A flat record's fields (dataclasses.asdict deep-copies every value: 5x slower)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 def machine_data(machine: Machine) -> dict[str, Any]:

@@ -108,15 +108,19 @@ def _run(
     calls_before = gateway.calls if gateway else 0
     next_index = iter(range(machines))
     lock = threading.Lock()
+    failures: list[BaseException] = []
 
     def worker() -> None:
         client = app.test_client()
-        while True:
+        while not failures:
             with lock:
                 index = next(next_index, None)
             if index is None:
                 return
-            _conversation(client, base + index)
+            try:
+                _conversation(client, base + index)
+            except BaseException as exc:  # stops every worker; raised below
+                failures.append(exc)
 
     members = etcd if backend == "etcd" else []
     etcd_cpu, cpu, start = _cpu_seconds(members), time.process_time(), time.perf_counter()
@@ -126,6 +130,8 @@ def _run(
     for thread in pool:
         thread.join()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if failures:
+        raise failures[0]
     etcd_cpu = _cpu_seconds(members) - etcd_cpu
     calls = (gateway.calls - calls_before) if gateway else 0
     return Run(backend, threads, machines, wall, cpu, counting.transactions, calls, etcd_cpu)
@@ -140,7 +146,9 @@ def main() -> None:
     cluster = EtcdCluster(work / "etcd").start()
     runs: list[Run] = []
     try:
-        unlimited = {("server", "discovery"): {"per_source_per_minute": 100_000}}
+        unlimited = {
+            ("server", "discovery"): {"per_source_per_minute": 100_000, "per_minute": 1_000_000}
+        }
         backends = {"sqlite": unlimited, "etcd": {**unlimited, ("store", "url"): cluster.url()}}
         for base, threads in ((0, 1), (1 << 20, args.threads)):
             for backend, overrides in backends.items():

@@ -114,8 +114,9 @@ class EtcdTx:
         (the controller count holds across replicas)."""
         return len(self.txn.scan(*self.keys.role(role), keys_only=True, checked=True))
 
-    def machine_ids_with_role(self, role: str) -> list[str]:
-        return [last_segment(e.key) for e in self.txn.scan(*self.keys.role(role), keys_only=True)]
+    def machines_with_role(self, role: str) -> list[Machine]:
+        entries = self.txn.scan(*self.keys.role(role), keys_only=True)
+        return self._machines([last_segment(e.key) for e in entries])
 
     def registrations_since(self, since: float, source: str | None, limit: int) -> int:
         """Machines registered after `since` (from `source`), counted up to `limit`.
@@ -307,10 +308,8 @@ class EtcdStore:
         return [m for m in machines if state is None or str(m.state) == state]
 
     def machines_with_role(self, role: str) -> list[Machine]:
-        def read(tx: EtcdTx) -> list[Machine]:
-            return tx._machines(tx.machine_ids_with_role(role))
-
-        return sorted(self._read(read), key=lambda m: (m.created, m.id))
+        machines = self._read(lambda tx: tx.machines_with_role(role))
+        return sorted(machines, key=lambda m: (m.created, m.id))
 
     def alerts(self, limit: int = 100) -> list[Event]:
         """The newest events about no enrolled machine, newest first; `seq` is the etcd

@@ -161,6 +161,11 @@ class EtcdGateway:
             ) from exc
         return context
 
+    @property
+    def member(self) -> tuple[str, int]:
+        """The member calls go to first (until it fails)."""
+        return self.location.endpoints[self._current % len(self.location.endpoints)]
+
     # -- the key-value API ------------------------------------------------------------------
 
     def range(self, key: str, end: str | None = None, **options: Any) -> RangeResult:

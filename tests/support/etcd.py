@@ -185,9 +185,15 @@ class EtcdCluster:
             )
 
     def start(self) -> EtcdCluster:
-        for member in self.members:
-            self.start_member(member)
-        self.wait_healthy()
+        """Start every member and wait until the cluster is healthy; on failure nothing is
+        left running."""
+        try:
+            for member in self.members:
+                self.start_member(member)
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -203,11 +209,12 @@ class EtcdCluster:
             time.sleep(0.1)
         raise RuntimeError(f"etcd cluster not healthy within {timeout} s (logs in {self.work})")
 
-    def kill_member(self, member: EtcdMember, sig: int = signal.SIGKILL) -> None:
+    def kill_member(self, member: EtcdMember) -> None:
+        """kill -9 one member and reap it (start_member brings it back, same data)."""
         if member.process is None:
             return
         if member.process.poll() is None:
-            os.killpg(member.process.pid, sig)
+            os.killpg(member.process.pid, signal.SIGKILL)
         member.process.wait(timeout=15)
         member.process = None
 

@@ -160,6 +160,30 @@ class ServerConfig(_Strict):
         return f"{host}:{DEFAULT_TLS_PORT}"
 
 
+class StoreConfig(_Strict):
+    """Where the inventory lives. `url`: `sqlite:PATH` (default: <data_dir>/inventory.sqlite3)
+    or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` (`etcds://` for TLS, with the CA and client
+    certificate below or as `?ca=&cert=&key=` in the URL). See docs/store.md."""
+
+    url: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    # One etcd request waits this long for an answer before trying the next member.
+    request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A call keeps trying the members this long before the store is unavailable (503); longer
+    # than etcd's own 7 s request timeout, so a leader election is waited out.
+    unavailable_after_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Optimistic transactions that lose a race are run again up to this many times (then 503).
+    max_attempts: int = Field(default=8, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _client_cert_together(self) -> StoreConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("store: cert_file and key_file go together")
+        return self
+
+
 class AssetsConfig(_Strict):
     """Where kernels, initrds and images live; `base_url` defaults to this server's /assets."""
 
@@ -202,6 +226,7 @@ class Settings(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     assets: AssetsConfig = Field(default_factory=AssetsConfig)
     dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     ssh_authorized_keys: list[str] = Field(default_factory=list)
     profiles: dict[str, Profile] = Field(default_factory=_default_profiles)
     groups: list[Group] = Field(default_factory=_default_groups)
@@ -254,6 +279,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "MAYU_CLUSTER_NAME": ("cluster", "name"),
     "MAYU_ASSETS_ROOT": ("assets", "root"),
     "MAYU_DHCP": ("dhcp", "mode"),
+    "MAYU_STORE": ("store", "url"),
 }
 
 

@@ -18,6 +18,8 @@ import pytest
 import requests
 import yaml
 
+from tests.support.etcd import EtcdCluster
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -156,3 +158,14 @@ def open_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One real 3-member etcd cluster (Debian's etcd-server) for the session; tests keep
+    apart by key prefix. Tests that kill members start their own (tests.support.etcd)."""
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

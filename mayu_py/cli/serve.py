@@ -15,6 +15,7 @@ from mayu_py.cli.tls_listener import TlsListener
 from mayu_py.cli.wsgi import GunicornServer, server_options
 from mayu_py.config import Settings, load_settings
 from mayu_py.dhcp import resolve_dhcp
+from mayu_py.store import inventory_path
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,12 @@ log = logging.getLogger(__name__)
 @click.option("--listen", help="HOST:PORT to bind (default 127.0.0.1:8080).")
 @click.option("--tls-listen", help="HOST:PORT of the HTTPS listener (default: listen host:8443).")
 @click.option("--dhcp", type=click.Choice(["off", "proxy", "full"]), help="Run dnsmasq.")
+@click.option(
+    "--store",
+    "store_url",
+    help="Inventory: sqlite:PATH (default <data-dir>/inventory.sqlite3) or "
+    "etcd://HOST:PORT,HOST:PORT[/PREFIX] (etcds:// for TLS; docs/store.md).",
+)
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option(
     "--threads", default=1, show_default=True, help="Threads per worker (>1: gthread workers)."
@@ -35,6 +42,7 @@ def serve(
     listen: str | None,
     tls_listen: str | None,
     dhcp: str | None,
+    store_url: str | None,
     workers: int,
     threads: int,
 ) -> None:
@@ -46,6 +54,7 @@ def serve(
             ("server", "listen"): listen,
             ("server", "tls", "listen"): tls_listen,
             ("dhcp", "mode"): dhcp,
+            ("store", "url"): store_url,
         },
     )
     if settings.dhcp.mode != "off":
@@ -76,10 +85,11 @@ def serve(
 
     def when_ready(_arbiter: Any) -> None:
         log.info(
-            "mayu serve listening on http://%s and https://%s (data dir %s)",
+            "mayu serve listening on http://%s and https://%s (data dir %s, store %s)",
             settings.server.listen,
             settings.server.tls_listen,
             settings.data_dir,
+            settings.store.url or f"sqlite:{inventory_path(settings.data_path)}",
         )
         if token.created:
             # Printed once, to the terminal only, after start-up succeeded; never logged.

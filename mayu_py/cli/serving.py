@@ -109,7 +109,7 @@ def build_app(settings: Settings, token: str) -> tuple[Flask, ServerTls]:
         raise ConfigError(f"config error at data_dir: {data}: {exc.strerror}") from None
     check_paths(settings)
     server = settings.server
-    store = open_store(data, server.events_per_machine, server.alerts_kept)
+    store = open_store(data, server.events_per_machine, server.alerts_kept, settings.store)
     tls = load_tls(settings)
     full = settings.dhcp.mode == "full"
     lease_of = LeaseBook(lease_file(data)).address_of if full else None

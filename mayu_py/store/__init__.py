@@ -1,9 +1,10 @@
 """The inventory Store: one small protocol, one implementation per backend.
 
-Nothing outside this package writes SQL (or, later, talks to etcd). Every read-modify-write goes
+Nothing outside this package writes SQL or talks to etcd. Every read-modify-write goes
 through `Store.atomically(fn)`, where `fn` receives a `Tx` and runs inside one transaction: the
-SQLite backend serialises writers with BEGIN IMMEDIATE; an etcd backend can run the same `fn`
-as a software transaction (compare mod-revisions of what it read, retry on conflict).
+SQLite backend serialises writers with BEGIN IMMEDIATE; the etcd backend runs the same `fn`
+as an optimistic transaction (compare mod-revisions of what it read, run `fn` again on
+conflict), so `fn` may run more than once and must not act outside the store.
 Records come and go typed (`Machine`, `Event`, `TenantRecord`, `HostInfo`); how they are kept
 (columns, JSON) is the backend's business. A transaction function only reads and writes the
 store: anything irreversible outside it (removing files) happens after `atomically` returns.
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from mayu_py.config import StoreConfig
 from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
 from mayu_py.tenants import HostInfo, TenantRecord
 
@@ -112,9 +114,32 @@ def inventory_path(data_dir: Path) -> Path:
     return data_dir / "inventory.sqlite3"
 
 
-def open_store(data_dir: Path, events_kept: int = 200, alerts_kept: int = 1000) -> Store:
-    """Open the default backend (SQLite) in data_dir; StoreUnavailable (one line) if it
-    cannot be opened."""
-    from mayu_py.store.sqlite import SqliteStore
+def open_store(
+    data_dir: Path,
+    events_kept: int = 200,
+    alerts_kept: int = 1000,
+    config: StoreConfig | None = None,
+) -> Store:
+    """Open the store `config.url` names (default: SQLite in data_dir); ConfigError for a
+    malformed URL, StoreUnavailable (one line) if it cannot be opened."""
+    from mayu_py.store.url import SqliteLocation, parse_store_url
 
-    return SqliteStore(inventory_path(data_dir), events_kept, alerts_kept)
+    config = config or StoreConfig()
+    if config.url:
+        location = parse_store_url(config.url, config)
+    else:
+        location = SqliteLocation(inventory_path(data_dir))
+    if isinstance(location, SqliteLocation):
+        from mayu_py.store.sqlite import SqliteStore
+
+        return SqliteStore(location.path, events_kept, alerts_kept)
+    from mayu_py.store.etcd import EtcdStore
+
+    return EtcdStore(
+        location,
+        events_kept,
+        alerts_kept,
+        request_timeout=config.request_timeout_seconds,
+        unavailable_after=config.unavailable_after_seconds,
+        max_attempts=config.max_attempts,
+    )

@@ -30,3 +30,17 @@ class StoreUnavailable(MayuError):
         else:
             reason = next((r for key, r in _REASONS if key in text.lower()), f"failed: {text}")
         return cls(f"store {path} {reason}", {"path": str(path), "error": text[:200]})
+
+
+class StoreContention(StoreUnavailable):
+    """A transaction kept losing races for the same records and gave up (HTTP 503): the
+    request can be retried."""
+
+    temporary = True
+
+
+class StoreTooLarge(MayuError):
+    """A transaction would write more than the store accepts in one request (etcd's request
+    size limit); retrying does not help."""
+
+    status = 507

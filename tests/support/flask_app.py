@@ -36,7 +36,9 @@ def make_app(
     flat.update(overrides or {})
     settings = load_settings(None, flat, environ={})
     server = settings.server
-    store = open_store(settings.data_path, server.events_per_machine, server.alerts_kept)
+    store = open_store(
+        settings.data_path, server.events_per_machine, server.alerts_kept, settings.store
+    )
     tls = server_tls.load_or_create(settings.data_path / "pki" / "server", ["127.0.0.1"])
     return create_app(settings, store, ADMIN_TOKEN, tls, lease_of)
 

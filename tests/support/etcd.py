@@ -1,0 +1,224 @@
+"""A real etcd cluster (Debian's `etcd-server`) of N members on 127.0.0.1 free ports, for peer
+tests and benchmarks: started, health-checked with bounded waits, members killed and restarted
+on demand, and every process reaped on stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mayu_py.pki.x509 import (
+    LeafSpec,
+    certificate_pem,
+    create_authority,
+    issue,
+    private_key_pem,
+    utcnow,
+)
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+START_TIMEOUT_S = 30.0
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all held open together so none is handed out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate it signed. The
+    server certificate is good for client auth too: etcd 3.4's JSON gateway dials its own
+    gRPC port with it, and with --client-cert-auth that dial is refused otherwise."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> TlsFiles:
+        directory.mkdir(parents=True, exist_ok=True)
+        now = utcnow()
+        ca = create_authority("etcd test CA", "mayu tests", now)
+        paths = {"ca": directory / "ca.crt"}
+        paths["ca"].write_text(certificate_pem(ca.certificate))
+        for name, spec in (
+            (
+                "server",
+                LeafSpec("etcd", "etcd", ips=frozenset({"127.0.0.1"}), server=True, client=True),
+            ),
+            ("client", LeafSpec("etcd", "mayu", client=True)),
+        ):
+            certificate, key = issue(spec, ca, now)
+            paths[f"{name}_cert"] = directory / f"{name}.crt"
+            paths[f"{name}_key"] = directory / f"{name}.key"
+            paths[f"{name}_cert"].write_text(certificate_pem(certificate))
+            paths[f"{name}_key"].write_text(private_key_pem(key))
+            paths[f"{name}_key"].chmod(0o600)
+        return cls(**paths)
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    tls: TlsFiles | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def healthy(self) -> bool:
+        options: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = self.tls
+            options = {"verify": str(tls.ca), "cert": (str(tls.client_cert), str(tls.client_key))}
+        try:
+            reply = requests.get(f"{self.client_url}/health", timeout=1, **options)
+            return reply.ok and reply.json().get("health") == "true"
+        except (requests.RequestException, ValueError):
+            return False
+
+
+@dataclass
+class EtcdCluster:
+    """N etcd members forming one cluster; `endpoints` is what `etcd://` URLs name."""
+
+    work: Path
+    size: int = 3
+    tls: TlsFiles | None = None
+    token: str = field(default_factory=lambda: f"mayu-test-{uuid.uuid4().hex[:8]}")
+    members: list[EtcdMember] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ports = _free_ports(2 * self.size)
+        self.work.mkdir(parents=True, exist_ok=True)
+        for i in range(self.size):
+            name = f"m{i + 1}"
+            self.members.append(
+                EtcdMember(
+                    name,
+                    ports[2 * i],
+                    ports[2 * i + 1],
+                    self.work / f"{name}.etcd",
+                    self.work / f"{name}.log",
+                    self.tls,
+                )
+            )
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.endpoint for m in self.members)
+
+    def url(self, prefix: str = "/mayu/") -> str:
+        if self.tls is None:
+            return f"etcd://{self.endpoints}{prefix}"
+        tls = self.tls
+        query = f"ca={tls.ca}&cert={tls.client_cert}&key={tls.client_key}"
+        return f"etcds://{self.endpoints}{prefix}?{query}"
+
+    def _command(self, member: EtcdMember) -> list[str]:
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        command = [
+            ETCD,
+            "--name", member.name,
+            "--data-dir", str(member.data_dir),
+            "--listen-client-urls", member.client_url,
+            "--advertise-client-urls", member.client_url,
+            "--listen-peer-urls", member.peer_url,
+            "--initial-advertise-peer-urls", member.peer_url,
+            "--initial-cluster", initial,
+            "--initial-cluster-token", self.token,
+            "--initial-cluster-state", "new",
+            "--logger", "zap",
+            "--log-outputs", "stderr",
+        ]  # fmt: skip
+        if member.tls is not None:
+            tls = member.tls
+            command += [
+                "--cert-file", str(tls.server_cert),
+                "--key-file", str(tls.server_key),
+                "--client-cert-auth",
+                "--trusted-ca-file", str(tls.ca),
+            ]  # fmt: skip
+        return command
+
+    def start_member(self, member: EtcdMember) -> None:
+        with open(member.log_path, "ab") as log:
+            member.process = subprocess.Popen(
+                self._command(member),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def start(self) -> EtcdCluster:
+        """Start every member and wait until the cluster is healthy; on failure nothing is
+        left running."""
+        try:
+            for member in self.members:
+                self.start_member(member)
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until every running member reports healthy (a leader is elected)."""
+        deadline = time.monotonic() + timeout
+        running = [m for m in self.members if m.process is not None]
+        while time.monotonic() < deadline:
+            for member in running:
+                if member.process is not None and member.process.poll() is not None:
+                    raise RuntimeError(f"etcd {member.name} exited: {member.log_path.read_text()}")
+            if all(m.healthy() for m in running):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"etcd cluster not healthy within {timeout} s (logs in {self.work})")
+
+    def kill_member(self, member: EtcdMember) -> None:
+        """kill -9 one member and reap it (start_member brings it back, same data)."""
+        if member.process is None:
+            return
+        if member.process.poll() is None:
+            os.killpg(member.process.pid, signal.SIGKILL)
+        member.process.wait(timeout=15)
+        member.process = None
+
+    def stop(self) -> None:
+        """Kill every member (test data is thrown away, so no graceful leader handover)."""
+        for member in self.members:
+            self.kill_member(member)

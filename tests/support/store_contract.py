@@ -1,0 +1,358 @@
+"""One contract suite for every Store backend. A tier imports it (`from
+tests.support.store_contract import *`) and defines `open_backend(events_kept, alerts_kept)`,
+a fixture that opens a new store on the same data each time it is called (SQLite: one file;
+etcd: one key prefix on a real cluster) and closes them all at teardown."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from mayu_py.errors import Conflict
+from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+from mayu_py.store import Store, Tx
+from mayu_py.tenants import (
+    HostInfo,
+    ImageInfo,
+    NodeReport,
+    NodeState,
+    ReportedNode,
+    TenantRecord,
+    parse_tenant,
+)
+from tests.support.tenants import acme
+
+OpenBackend = Callable[..., Store]
+
+
+@pytest.fixture
+def store(open_backend: OpenBackend) -> Store:
+    return open_backend()
+
+
+def _machine(mac: str, role: str = "worker") -> Machine:
+    return Machine(id=mac, mac=mac, labels={"role": role}, created=1.0, updated=1.0)
+
+
+def test_put_get_list(store: Store) -> None:
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine("52:54:00:00:00:02"))
+        tx.put_machine(_machine("52:54:00:00:00:01", "controller"))
+
+    store.atomically(txn)
+    assert [m.id for m in store.list_machines()] == ["52:54:00:00:00:01", "52:54:00:00:00:02"]
+    got = store.get_machine("52:54:00:00:00:01")
+    assert got is not None and got.labels == {"role": "controller"}
+    assert got.state == MachineState.DISCOVERED
+    assert [m.id for m in store.machines_with_role("controller")] == ["52:54:00:00:00:01"]
+
+
+def test_failed_transaction_leaves_nothing(store: Store) -> None:
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine("52:54:00:00:00:03"))
+        tx.add_event(Event("52:54:00:00:00:03", 1.0, "registered", "test"))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.atomically(txn)
+    assert store.get_machine("52:54:00:00:00:03") is None
+    assert store.events("52:54:00:00:00:03") == []
+
+
+def test_events_are_ordered_and_keep_details(store: Store) -> None:
+    mac = "52:54:00:00:00:04"
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        for i in range(3):
+            tx.add_event(
+                Event(mac, float(i), "transition", f"step {i}", "10.0.0.1", "a", "b", {"i": i})
+            )
+
+    store.atomically(txn)
+    events = store.events(mac)
+    assert [e.details["i"] for e in events] == [0, 1, 2]
+    assert events[0].seq < events[1].seq < events[2].seq
+    assert events[2].source == "10.0.0.1"
+
+
+def test_delete_machine_forgets_its_record_and_events_only(store: Store) -> None:
+    gone, kept = "52:54:00:00:00:06", "52:54:00:00:00:07"
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        for mac in (gone, kept):
+            tx.put_machine(_machine(mac))
+            tx.add_event(Event(mac, 1.0, "registered", "test"))
+
+    store.atomically(txn)
+    store.atomically(lambda tx: tx.delete_machine(gone))
+    assert store.get_machine(gone) is None and store.events(gone) == []
+    assert [m.id for m in store.list_machines()] == [kept]
+    assert [e.kind for e in store.events(kept)] == ["registered"]
+    assert store.alerts() == []  # no orphaned events of the deleted machine
+    store.atomically(lambda tx: tx.delete_machine(gone))  # deleting twice is fine
+
+
+def test_count_by_role_inside_transaction(store: Store) -> None:
+    store.atomically(lambda tx: tx.put_machine(_machine("52:54:00:00:00:05", "controller")))
+    store.atomically(lambda tx: tx.put_machine(_machine("52:54:00:00:00:06", "worker")))
+    assert store.atomically(lambda tx: tx.count_with_role("controller")) == 1
+
+
+def test_delete_machine_takes_its_events_and_pending_config(store: Store) -> None:
+    mac = "52:54:00:00:00:07"
+    pending = PendingConfig(mac, "h", b"{}", "s" * 128, "r", 1.0)
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        tx.add_event(Event(mac, 1.0, "x", "test"))
+        tx.put_pending_config(pending)
+
+    store.atomically(txn)
+    assert store.get_pending_config(mac) == pending
+    store.atomically(lambda tx: tx.delete_machine(mac))
+    assert store.get_machine(mac) is None and store.events(mac) == []
+    assert store.get_pending_config(mac) is None
+
+
+def test_hostnames_are_unique(store: Store) -> None:
+    first = replace(_machine("52:54:00:00:00:08"), hostname="same")
+    store.atomically(lambda tx: tx.put_machine(first))
+    assert store.atomically(lambda tx: tx.hostname_owner("same")) == first.id
+    with pytest.raises(Conflict, match="hostname"):
+        store.atomically(
+            lambda tx: tx.put_machine(replace(_machine("52:54:00:00:00:09"), hostname="same"))
+        )
+
+
+def test_bounded_queries(store: Store) -> None:
+    def txn(tx):  # type: ignore[no-untyped-def]
+        for i in range(6):
+            machine = replace(
+                _machine(f"52:54:00:00:01:{i:02x}"),
+                registered_from="10.0.0.1" if i < 4 else "10.0.0.2",
+                created=100.0 + i,
+                updated=100.0 + i,
+                window_expires=200.0 + i if i % 2 else None,
+            )
+            tx.put_machine(machine)
+
+    store.atomically(txn)
+    count = store.atomically(lambda tx: tx.registrations_since(101.5, "10.0.0.1", 10))
+    assert count == 2
+    assert store.atomically(lambda tx: tx.registrations_since(0, None, 3)) == 3  # capped
+    expired = store.atomically(lambda tx: tx.expired_windows(203.5, 10))
+    assert [m.id for m in expired] == ["52:54:00:00:01:01", "52:54:00:00:01:03"]
+    stale = store.atomically(lambda tx: tx.stale_discovered(102.5, 10))
+    assert sorted(stale) == ["52:54:00:00:01:00", "52:54:00:00:01:01", "52:54:00:00:01:02"]
+
+
+def test_event_and_alert_retention(open_backend: OpenBackend) -> None:
+    store = open_backend(events_kept=3, alerts_kept=2)
+    mac = "52:54:00:00:00:0a"
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        for i in range(5):
+            tx.add_event(Event(mac, float(i), "e", f"event {i}"))
+            tx.add_alert(Event("52:54:00:00:00:ff", float(i), "a", f"alert {i}"))
+
+    store.atomically(txn)
+    assert [e.cause for e in store.events(mac)] == ["event 2", "event 3", "event 4"]
+    assert [e.cause for e in store.alerts()] == ["alert 4", "alert 3"]
+
+
+def test_tenants_and_hosts_records(store: Store) -> None:
+    tenant = parse_tenant(acme(), {"lab": ImageInfo("lab")}, [])
+    report = NodeReport("acme", "acme-master-0", NodeState.READY, "10.100.0.10", "h1", "", 1)
+    reported = ReportedNode(report, 5.0)
+    record = TenantRecord(tenant, {"acme-master-0": "h1"}, {"acme-master-0": reported})
+    store.atomically(lambda tx: tx.put_tenant(record))
+    store.atomically(lambda tx: tx.put_host(HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")))
+    assert store.get_tenant("acme") == record
+    assert store.atomically(lambda tx: tx.list_tenants()) == [record]
+    assert store.list_hosts() == [HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")]
+    deleting = dataclasses.replace(record, deleting=True)
+    store.atomically(lambda tx: tx.put_tenant(deleting))
+    assert store.get_tenant("acme") == deleting
+    store.atomically(lambda tx: tx.delete_tenant("acme"))
+    assert store.list_tenants() == [] and store.get_tenant("acme") is None
+
+
+def test_agent_credentials(store: Store) -> None:
+    first = AgentCredential("h1", "hash-1", "operator", False, 1.0, 1.0)
+    store.atomically(lambda tx: tx.put_agent_credential(first))
+    assert store.get_agent_credential("h1") == first
+    revoked = replace(first, revoked=True, updated=2.0)
+    store.atomically(lambda tx: tx.put_agent_credential(revoked))
+    assert store.list_agent_credentials() == [revoked]
+    assert store.get_agent_credential("h2") is None
+
+
+def test_index_follows_changes(store: Store) -> None:
+    """Every secondary query answers from the current records: a changed hostname frees the
+    old one, a new role moves the count, a closed window and a machine that moved on from
+    discovered leave the sweeps."""
+    mac = "52:54:00:00:02:01"
+    first = replace(_machine(mac), hostname="alpha", window_expires=50.0, updated=1.0)
+    store.atomically(lambda tx: tx.put_machine(first))
+    renamed = replace(first, hostname="beta", labels={"role": "controller"}, window_expires=None)
+    store.atomically(lambda tx: tx.put_machine(renamed))
+    assert store.machine_named("alpha") is None
+    named = store.machine_named("beta")
+    assert named is not None and named.id == mac
+    assert store.atomically(lambda tx: tx.count_with_role("worker")) == 0
+    assert store.atomically(lambda tx: tx.count_with_role("controller")) == 1
+    assert store.atomically(lambda tx: tx.expired_windows(100.0, 10)) == []
+    assert store.atomically(lambda tx: tx.stale_discovered(10.0, 10)) == [mac]
+    moved = replace(renamed, state=MachineState.CONFIGURED)
+    store.atomically(lambda tx: tx.put_machine(moved))
+    assert store.atomically(lambda tx: tx.stale_discovered(10.0, 10)) == []
+    other = replace(_machine("52:54:00:00:02:02"), hostname="alpha")
+    store.atomically(lambda tx: tx.put_machine(other))  # the freed name is free
+    assert store.atomically(lambda tx: tx.hostname_owner("alpha")) == other.id
+    store.atomically(lambda tx: tx.delete_machine(mac))
+    assert store.machine_named("beta") is None and store.machines_with_role("controller") == []
+
+
+def test_transaction_reads_its_own_writes(store: Store) -> None:
+    mac = "52:54:00:00:02:03"
+
+    def txn(tx: Tx) -> tuple[Machine | None, str | None, int, list[str]]:
+        tx.put_machine(replace(_machine(mac, "controller"), hostname="own"))
+        tx.put_host(HostInfo("h-own", 1, 512, 1.0))
+        tx.delete_pending_config(mac)
+        return (
+            tx.get_machine(mac),
+            tx.hostname_owner("own"),
+            tx.count_with_role("controller"),
+            [h.name for h in tx.list_hosts()],
+        )
+
+    machine, owner, controllers, hosts = store.atomically(txn)
+    assert machine is not None and machine.hostname == "own"
+    assert (owner, controllers, hosts) == (mac, 1, ["h-own"])
+
+
+def test_delete_and_recreate_in_one_transaction(store: Store) -> None:
+    mac = "52:54:00:00:02:04"
+
+    def first(tx: Tx) -> None:
+        tx.put_machine(_machine(mac))
+        tx.add_event(Event(mac, 1.0, "old", "before"))
+
+    def again(tx: Tx) -> None:
+        tx.delete_machine(mac)
+        tx.put_machine(replace(_machine(mac), hostname="fresh"))
+        tx.add_event(Event(mac, 2.0, "new", "after"))
+
+    store.atomically(first)
+    store.atomically(again)
+    got = store.get_machine(mac)
+    assert got is not None and got.hostname == "fresh"
+    assert [e.kind for e in store.events(mac)] == ["new"]
+
+
+def test_pending_config_of_realistic_size(store: Store) -> None:
+    """A controller's secret config is 30-60 KiB of JSON; its exact bytes come back."""
+    mac = "52:54:00:00:02:05"
+    body = bytes(range(256)) * 256  # 64 KiB, every byte value
+    pending = PendingConfig(mac, "h", body, "s" * 128, "r", 1.0, "a")
+    store.atomically(lambda tx: (tx.put_machine(_machine(mac)), tx.put_pending_config(pending)))
+    assert store.get_pending_config(mac) == pending
+
+
+def test_many_events_stay_bounded_and_ordered(open_backend: OpenBackend) -> None:
+    store = open_backend(events_kept=10)
+    mac = "52:54:00:00:02:06"
+    store.atomically(lambda tx: tx.put_machine(_machine(mac)))
+    for i in range(25):
+        store.atomically(lambda tx, i=i: tx.add_event(Event(mac, float(i), "e", f"event {i}")))
+    events = store.events(mac)
+    assert [e.cause for e in events] == [f"event {i}" for i in range(15, 25)]
+    assert [e.seq for e in events] == sorted({e.seq for e in events})
+
+
+ROUNDS = 5
+RACERS = 2
+
+
+def test_racing_writers_one_winner_per_step_no_lost_update(open_backend: OpenBackend) -> None:
+    """Two writers (two store instances, like two replicas) race on one machine: each round
+    mints a one-time token and both try to spend it; exactly one spends it, and every
+    writer's increment of a counter label survives."""
+    mac = "52:54:00:00:02:07"
+    stores = [open_backend() for _ in range(RACERS)]
+    stores[0].atomically(lambda tx: tx.put_machine(replace(_machine(mac), labels={"n": "0"})))
+    barrier = threading.Barrier(RACERS, timeout=60)
+    wins: list[list[int]] = [[] for _ in range(RACERS)]
+    failures: list[BaseException] = []
+
+    def spend(tx: Tx, token: str) -> bool:
+        machine = tx.get_machine(mac)
+        assert machine is not None
+        won = machine.token_hash == token and not machine.token_consumed
+        count = {"n": str(int(machine.labels["n"]) + 1)}
+        tx.put_machine(replace(machine, token_consumed=machine.token_consumed or won, labels=count))
+        tx.add_event(Event(mac, 1.0, "spent" if won else "refused", token))
+        return won
+
+    def racer(index: int) -> None:
+        try:
+            for round_ in range(ROUNDS):
+                barrier.wait()
+                if index == 0:  # one writer opens the round with a fresh token
+                    token = f"token-{round_}"
+                    stores[0].atomically(
+                        lambda tx, t=token: tx.put_machine(
+                            replace(tx.get_machine(mac), token_hash=t, token_consumed=False)
+                        )
+                    )
+                barrier.wait()
+                if stores[index].atomically(lambda tx, t=f"token-{round_}": spend(tx, t)):
+                    wins[index].append(round_)
+        except BaseException as exc:  # surfaced below, with the other thread released
+            failures.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+    assert sorted(wins[0] + wins[1]) == list(range(ROUNDS))  # one winner per round
+    final = stores[0].get_machine(mac)
+    assert final is not None and final.labels["n"] == str(RACERS * ROUNDS)  # no lost update
+    kinds = [e.kind for e in stores[1].events(mac)]
+    assert kinds.count("spent") == ROUNDS and kinds.count("refused") == ROUNDS
+
+
+def test_hostname_claimed_by_two_writers_goes_to_one(open_backend: OpenBackend) -> None:
+    first, second = open_backend(), open_backend()
+    barrier = threading.Barrier(2, timeout=60)
+    outcome: dict[str, str] = {}
+
+    def claim(store: Store, mac: str) -> None:
+        barrier.wait()
+        try:
+            store.atomically(lambda tx: tx.put_machine(replace(_machine(mac), hostname="one")))
+            outcome[mac] = "won"
+        except Conflict:
+            outcome[mac] = "conflict"
+
+    threads = [
+        threading.Thread(target=claim, args=(first, "52:54:00:00:02:08")),
+        threading.Thread(target=claim, args=(second, "52:54:00:00:02:09")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcome.values()) == ["conflict", "won"]
+    winner = next(mac for mac, result in outcome.items() if result == "won")
+    assert first.atomically(lambda tx: tx.hostname_owner("one")) == winner

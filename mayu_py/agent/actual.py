@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from mayu_py.agent.host import LibvirtHost
+from mayu_py.agent.host import DomainInfo, LibvirtHost
 from mayu_py.agent.libvirt_xml import FILTER_NAME
-from mayu_py.agent.statedir import StateDir
+from mayu_py.agent.statedir import StateDir, instance_files
+from mayu_py.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,9 @@ class ActualDomain:
     spec_hash: str
     generation: int
     state: str  # running | paused | shutoff | crashed
+    # its definition uses this agent's state files for its spec (False: e.g. those of an
+    # agent that ran with another --state-dir, which may be gone)
+    files_current: bool = True
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,14 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
             continue
         m = info.meta
         domains[info.name] = ActualDomain(
-            info.name, info.uuid, m.tenant, m.role, m.spec_hash, m.generation, info.state
+            info.name,
+            info.uuid,
+            m.tenant,
+            m.role,
+            m.spec_hash,
+            m.generation,
+            info.state,
+            _files_current(host, state_dir, info),
         )
     networks: dict[str, ActualNetwork] = {}
     foreign_networks = set()
@@ -70,3 +82,20 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
         files=state_dir.scan(),
         nwfilter=host.has_nwfilter(FILTER_NAME),
     )
+
+
+def _files_current(host: LibvirtHost, state_dir: StateDir, info: DomainInfo) -> bool:
+    """Do the domain's disks, fw_cfg entries and serial logs name exactly the files this
+    agent keeps for its tenant, node and spec?"""
+    assert info.meta is not None
+    meta = info.meta
+    try:
+        root = ET.fromstring(host.domain_xml(info.name))
+    except NotFound:
+        return True  # gone since it was listed: the next pass sees that
+    used = [el.get("file") for el in root.iterfind("devices/disk/source")]
+    used += [el.get("file") for el in root.iterfind("sysinfo/entry")]
+    used += [el.get("file") for el in root.iterfind("devices/serial/log")]
+    directory = state_dir.tenant_dir(meta.tenant)
+    wanted = {str(directory / name) for name in instance_files(meta.node, meta.spec_hash)}
+    return {path for path in used if path} == wanted

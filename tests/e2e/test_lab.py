@@ -34,6 +34,7 @@ from mayu_py.lab.api import LabClient
 from mayu_py.lab.netns import InNamespace
 from mayu_py.lab.state import LabState
 from tests.e2e import tenant_helpers as th
+from tests.support.peers import require_peers
 
 pytestmark = pytest.mark.e2e
 
@@ -41,10 +42,10 @@ BIN = Path(sys.executable).parent
 MACHINES = 3
 TENANT = topo.LabTenant(1)
 
-if os.geteuid() != 0 or not all(
-    shutil.which(tool) for tool in ("qemu-system-x86_64", "dnsmasq", "libvirtd")
-):
-    pytest.skip("needs root, qemu-system-x86, dnsmasq and libvirtd", allow_module_level=True)
+
+@pytest.fixture(autouse=True, scope="module")
+def _peers() -> None:
+    require_peers("qemu-system-x86_64", "dnsmasq", "libvirtd", root=True)
 
 
 def _procs(name_part: str, arg: str = "") -> set[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from mayu_py.dhcp import (
 )
 from mayu_py.errors import ConfigError
 from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run
+from tests.support.peers import require_peers
 
 pytestmark = pytest.mark.peer
 
@@ -37,8 +37,10 @@ HELPERS = Path(__file__).with_name("netns_helpers.py").resolve()
 CLIENT_MAC = "02:77:00:00:00:31"
 IPXE = Path("/usr/lib/ipxe")
 
-if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox"):
-    pytest.skip("needs root, dnsmasq and busybox", allow_module_level=True)
+
+@pytest.fixture(autouse=True, scope="module")
+def _peers() -> None:
+    require_peers("dnsmasq", "busybox", root=True)
 
 
 @pytest.fixture

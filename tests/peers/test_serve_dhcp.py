@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import yaml
 
 from mayu_py.lab.netns import InNamespace
 from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run
+from tests.support.peers import require_peers
 
 pytestmark = pytest.mark.peer
 
@@ -30,8 +30,10 @@ CLIENT_MAC = "02:77:00:00:00:41"
 PORT = 8080
 TOKEN = "serve-dhcp-test-token"
 
-if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox"):
-    pytest.skip("needs root, dnsmasq and busybox", allow_module_level=True)
+
+@pytest.fixture(autouse=True, scope="module")
+def _peers() -> None:
+    require_peers("dnsmasq", "busybox", root=True)
 
 
 @pytest.fixture

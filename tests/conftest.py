@@ -1,4 +1,5 @@
-"""Shared fixtures: a real `mayu serve` subprocess on a free loopback port."""
+"""Shared fixtures: a real `mayu serve` subprocess on a free loopback port; the rules every
+test follows (no skips; the unit tier starts no program but this Python)."""
 
 from __future__ import annotations
 
@@ -144,3 +145,67 @@ def open_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the unit tier runs no external program --------------------------------------------------
+
+_VENV_BIN = Path(sys.executable).parent
+_PYTHON = os.path.realpath(sys.executable)
+_SPAWN_EVENTS = {"subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system"}
+_spawned: list[str] | None = None  # programs started by the current unit test, when one runs
+
+
+def _our_python(program: str, env: dict | None) -> bool:
+    """Is program this Python, a script of the venv, or a script run by this Python (or does
+    it not exist at all, so nothing external runs)?"""
+    if "/" not in program:
+        found = shutil.which(program, path=(env or os.environ).get("PATH"))
+        if found is None:
+            return True
+        program = found
+    path = Path(program)
+    if not path.is_file() or os.path.realpath(path) == _PYTHON or path.parent == _VENV_BIN:
+        return True
+    with path.open("rb") as handle:
+        first = handle.readline(256)
+    interpreter = os.fsdecode(first[2:].split()[0]) if first.startswith(b"#!") else ""
+    return bool(interpreter) and os.path.realpath(interpreter) == _PYTHON
+
+
+def _audit(event: str, args: tuple) -> None:  # type: ignore[type-arg]
+    if _spawned is None or event not in _SPAWN_EVENTS:
+        return
+    if event == "os.system":
+        _spawned.append(str(args[0]))
+        return
+    program, argv, env = {
+        "subprocess.Popen": lambda: (args[0] or args[1][0], args[1], args[3]),
+        "os.exec": lambda: (args[0], args[1], args[2]),
+        "os.posix_spawn": lambda: (args[0], args[1], args[2]),
+        "os.spawn": lambda: (args[1], args[2], args[3]),
+    }[event]()
+    if not _our_python(os.fsdecode(program), env):
+        _spawned.append(" ".join(os.fsdecode(a) for a in argv))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Watch what a unit test (not peer, not e2e) starts, from its setup to its teardown."""
+    global _spawned
+    peer = item.get_closest_marker("peer") or item.get_closest_marker("e2e")
+    _spawned = None if peer else []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """After the fixtures' teardown: fail the unit test that started an external program."""
+    global _spawned
+    spawned, _spawned = _spawned, None
+    if spawned:
+        pytest.fail(
+            "a unit test ran external programs (make it a peer test): " + "; ".join(spawned),
+            pytrace=False,
+        )

@@ -22,21 +22,19 @@ import time
 import tty
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import libvirt
 import yaml
 
 from mayu_py.agent.images import install_lab_base_image
 from mayu_py.images.lab import build_lab_image
+from tests.support.wait import wait_for as wait_for  # th.wait_for in e2e and bench
 
 BIN = Path(sys.executable).parent
 URI = "qemu:///system"
 LAB_CACHE = Path("/var/tmp/mayu-e2e-lab-cache")  # build_lab_image reuses an unchanged build
-T = TypeVar("T")
 
 
 def ensure_daemons() -> None:
@@ -60,18 +58,6 @@ def install_lab_image(images_dir: Path) -> None:
     """The lab kernel + initrd as base image `lab`, kept up after Ignition (mayu.after=stay)."""
     lab = build_lab_image(LAB_CACHE)
     install_lab_base_image(images_dir, lab.kernel, lab.initrd, lab.version)
-
-
-def wait_for(what: str, check: Callable[[], T], timeout_s: float, every: float = 0.5) -> T:
-    """Poll check() until it returns something truthy; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
 
 
 def write_tenant(path: Path, doc: dict) -> Path:

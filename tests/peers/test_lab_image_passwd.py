@@ -9,11 +9,17 @@ import pytest
 from mayu_py.command import run
 from mayu_py.errors import CommandError
 from mayu_py.images.lab import LabInputs
+from tests.support.peers import require_peers
 
 BUSYBOX = Path("/bin/busybox")
 RECIPE = LabInputs().recipe_dir
 
-pytestmark = pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs busybox-static")
+pytestmark = pytest.mark.peer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _busybox() -> None:
+    require_peers(files=(BUSYBOX,))  # busybox-static
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ ships a foreign running domain "test" and a foreign network "default": they must
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +25,11 @@ from mayu_py.agent.images import BaseImages, install_base_image
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.source import StaticSource
-from mayu_py.agent.statedir import StateDir
+from mayu_py.agent.statedir import TMP_SUFFIX, StateDir
 from mayu_py.command import run
 from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes
+from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
+from tests.support.peers import require_peers
 from tests.support.tenants import tenant_doc as support_tenant_doc
 
 pytestmark = pytest.mark.peer
@@ -69,33 +73,55 @@ class Rig:
     def files(self) -> dict[str, frozenset[str]]:
         return self.state.scan()
 
+    def snapshot(self) -> Snapshot:
+        return snapshot(self.host.connection(), files=[self.state.root], host=False)
 
-@pytest.fixture
-def rig(tmp_path: Path):
+
+@contextlib.contextmanager
+def open_rig(tmp_path: Path) -> Iterator[Rig]:
+    """A fresh test:///default (the foreign domain `test` and network `default` only) and a
+    state dir; at the end the agent, told that nothing is desired, must leave no trace."""
+    require_peers("qemu-img")
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "vmlinuz").write_bytes(b"kernel")
     (tmp_path / "initrd").write_bytes(b"initrd")
     install_base_image(tmp_path / "images", "lab", "1", tmp_path / "vmlinuz", tmp_path / "initrd")
     host = LibvirtHost("test:///default")
-    yield Rig(
-        host,
-        StaticSource(),
-        StateDir(tmp_path / "state"),
-        BaseImages(tmp_path / "images"),
-        tmp_path,
-    )
-    host.close()
+    try:
+        rig = Rig(
+            host, StaticSource(), StateDir(tmp_path / "state"), BaseImages(tmp_path / "images"),
+            tmp_path,
+        )  # fmt: skip
+        before = rig.snapshot()
+        yield rig
+        rig.source.nodes = []
+        assert rig.agent().run_once().errors == {}
+        assert_no_leaks(before, rig.snapshot())
+    finally:
+        host.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with open_rig(tmp_path) as made:
+        yield made
 
 
 ACME = tenant_doc("acme", "10.100.0.0/24", 100, workers=2)
 
 
 def assert_converged(rig: Rig, nodes: list[DesiredNode]) -> None:
+    """Exactly the desired domains (UUIDs), networks (DHCP reservations, no duplicates) and
+    files; the foreign objects untouched; and a further pass has nothing to do."""
     doms = rig.domains()
     assert FOREIGN_DOMAIN in doms and FOREIGN_NETWORK in rig.networks()
-    assert set(doms) - {FOREIGN_DOMAIN} == {n.node for n in nodes}
-    for n in nodes:
-        assert doms[n.node] == n.uuid
-    assert rig.networks() - {FOREIGN_NETWORK} == {net.name for net in networks_for(nodes)}
+    assert {k: v for k, v in doms.items() if k != FOREIGN_DOMAIN} == {n.node: n.uuid for n in nodes}
+    actual = observe(rig.host, rig.state)
+    assert {name: net.hosts for name, net in actual.networks.items()} == {
+        net.name: net.hosts for net in networks_for(nodes)
+    }
+    assert all(net.active for net in actual.networks.values())
+    assert all(d.files_current and d.state == "running" for d in actual.domains.values())
     expected: dict[str, set[str]] = {}
     for n in nodes:
         expected.setdefault(n.tenant, set()).update(
@@ -177,6 +203,30 @@ def test_scale_up_down_spec_change_delete(rig: Rig) -> None:
     assert rig.files() == {}
 
 
+def test_domains_of_another_state_dir_are_defined_again(rig: Rig, tmp_path: Path) -> None:
+    """An agent restarted with a new --state-dir finds its domains naming the old dir's
+    overlays, Ignition files and logs: it replaces them (same names and UUIDs), it does not
+    start them as they are."""
+    nodes = desired(ACME)[:2]
+    rig.source.nodes = nodes
+    assert rig.agent().run_once().errors == {}
+    moved = dataclasses.replace(rig, state=StateDir(tmp_path / "state2"))
+    result = moved.agent().run_once()
+    assert result.errors == {}
+    assert [a.describe() for a in result.applied if isinstance(a, p.DefineDomain)] == [
+        f"DefineDomain acme/{n.node}" for n in nodes
+    ]
+    for n in nodes:
+        xml = rig.host.domain_xml(n.node)
+        for path in (moved.state.overlay(n), moved.state.ignition(n), moved.state.log(n)):
+            assert f"'{path}'" in xml, (path, xml)
+        assert f"{rig.state.root}/" not in xml
+    assert_converged(moved, nodes)
+    moved.source.nodes = []
+    assert moved.agent().run_once().errors == {}
+    assert moved.files() == {}
+
+
 def test_failure_is_isolated_per_node(rig: Rig) -> None:
     nodes = desired(ACME)
     broken = dataclasses.replace(nodes[1], image="nope")
@@ -217,22 +267,87 @@ def test_foreign_domain_with_a_wanted_name_is_not_touched(rig: Rig) -> None:
     rig.source.nodes = []
     rig.agent().run_once()
     assert set(rig.domains()) == {FOREIGN_DOMAIN, "acme-worker-0"}
+    rig.host.connection().lookupByName("acme-worker-0").undefine()  # the test's own, not a leak
 
 
-def test_crash_half_way_converges(rig: Rig) -> None:
-    rig.source.nodes = desired(ACME, tenant_doc("beta", "10.101.0.0/24", 101, workers=1))
-    first = rig.agent()
-    actions = p.plan(rig.source.nodes, networks_for(rig.source.nodes), observe(rig.host, rig.state))
-    for action in actions[: len(actions) // 2]:
-        first.applier.apply(action)
-    # a kill -9 inside a write leaves a temp file behind
-    (rig.state.tenant_dir("acme") / "acme-worker-1.x.ign.tmp").write_bytes(b"{")
-    result = rig.agent().run_once()
-    assert result.errors == {}
-    assert_converged(rig, rig.source.nodes)
+class Killed(BaseException):
+    """The agent process dies here (kill -9): nothing after this point runs."""
+
+
+def run_killed_after(agent: Agent, k: int) -> p.Action:
+    """agent.run_once(), killed right after the k-th action took effect, before the loop
+    recorded or reported anything about it; returns that action."""
+    done: list[p.Action] = []
+    apply = agent.applier.apply
+
+    def apply_then_die(action: p.Action) -> None:
+        apply(action)
+        done.append(action)
+        if len(done) == k:
+            raise Killed
+
+    agent.applier.apply = apply_then_die  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        agent.run_once()
+    return done[-1]
+
+
+def leave_partial_write(rig: Rig, action: p.Action) -> None:
+    """What a kill inside a file-writing action leaves: its temporary file."""
+    if isinstance(action, p.CreateOverlay):
+        path = rig.state.overlay(action.node)
+    elif isinstance(action, p.WriteIgnition):
+        path = rig.state.ignition(action.node)
+    else:
+        return
+    rig.state.tenant_dir(action.node.tenant, create=True)
+    path.with_name(path.name + TMP_SUFFIX).write_bytes(b"partial")
+
+
+BETA = tenant_doc("beta", "10.101.0.0/24", 101, workers=0)
+CRASH_SCENARIOS = {
+    "create": ([], [tenant_doc("acme", "10.100.0.0/24", 100, workers=1), BETA]),
+    # a scale-down, a spec change, a deleted tenant and a new one in one plan
+    "change": (
+        [ACME, BETA],
+        [
+            tenant_doc("acme", "10.100.0.0/24", 100, workers=1, worker_cpus=2),
+            tenant_doc("gamma", "10.102.0.0/24", 102, workers=0),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(CRASH_SCENARIOS))
+def test_agent_killed_after_each_action_converges(tmp_path: Path, scenario: str) -> None:
+    """For every k: an agent killed right after the k-th action of its plan (and inside the
+    next one, when that writes a file), then a new agent: it converges with no duplicate, no
+    orphan, every removed node reported deleted, and later removes everything (no leak)."""
+    first, then = (desired(*docs) for docs in CRASH_SCENARIOS[scenario])
+    removed = {n.node for n in first} - {n.node for n in then}
+    k, planned = 0, 1
+    while k < planned:
+        k += 1
+        with open_rig(tmp_path / f"k{k}") as rig:
+            rig.source.nodes = first
+            assert rig.agent().run_once().errors == {}
+            rig.source.nodes = then
+            actions = p.plan(then, networks_for(then), observe(rig.host, rig.state))
+            planned = len(actions)
+            assert run_killed_after(rig.agent(), k) == actions[k - 1]
+            if k < planned:
+                leave_partial_write(rig, actions[k])
+            result = rig.agent().run_once()
+            assert result.errors == {}, (k, actions[k - 1])
+            assert_converged(rig, then)
+            last = rig.source.last_reports()
+            assert {n: last[n].state for n in removed} == dict.fromkeys(removed, "deleted")
+            assert {n.node: last[n.node].state for n in then} == {n.node: "running" for n in then}
+    assert planned > 10, planned
 
 
 def test_generated_xml_validates(rig: Rig, tmp_path: Path) -> None:
+    require_peers("virt-xml-validate")
     image = rig.images.get("lab")
     for node in desired(ACME):
         files = DomainFiles(

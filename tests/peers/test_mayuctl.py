@@ -29,7 +29,11 @@ def test_list_show_set_in_every_format(server: RunningServer) -> None:
     assert changed.returncode == 0, changed.stderr
     assert json.loads(changed.stdout)["labels"]["role"] == "worker"
     shown = server.mayuctl("show", "52:54:00:20:00:01")
-    assert shown.returncode == 0 and "registered" in shown.stdout and "set" in shown.stdout
+    assert shown.returncode == 0, shown.stderr
+    events = shown.stdout.split("\nSEQ ", 1)[1].splitlines()[1:]  # the rows under the header
+    kinds = [row.split()[2] for row in events if row.strip()]
+    assert kinds[0] == "registered" and kinds[-1] == "set", shown.stdout
+    assert "operator set role" in events[-1], shown.stdout
 
 
 def test_boot_complete_after_install(server: RunningServer) -> None:

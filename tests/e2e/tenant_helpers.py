@@ -30,19 +30,12 @@ import yaml
 
 from mayu_py.agent.images import install_lab_base_image
 from mayu_py.images.lab import build_lab_image
+from tests.support.libvirtd import URI as URI  # th.URI in e2e and bench
+from tests.support.libvirtd import ensure_daemons as ensure_daemons
 from tests.support.wait import wait_for as wait_for  # th.wait_for in e2e and bench
 
 BIN = Path(sys.executable).parent
-URI = "qemu:///system"
 LAB_CACHE = Path("/var/tmp/mayu-e2e-lab-cache")  # build_lab_image reuses an unchanged build
-
-
-def ensure_daemons() -> None:
-    """Start virtlogd and libvirtd when they are not running (no systemd here)."""
-    for daemon in ("virtlogd", "libvirtd"):
-        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
-            subprocess.run([daemon, "-d"], check=True, timeout=30)
-    time.sleep(0.3)
 
 
 def make_workdir(prefix: str) -> Path:

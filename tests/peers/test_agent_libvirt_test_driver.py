@@ -28,6 +28,7 @@ from mayu_py.agent.source import StaticSource
 from mayu_py.agent.statedir import TMP_SUFFIX, StateDir
 from mayu_py.command import run
 from mayu_py.tenant import ImageInfo, desired_node_json, parse_tenant, tenant_nodes
+from tests.support.crash import run_killed_after
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.tenants import tenant_doc as support_tenant_doc
@@ -268,28 +269,6 @@ def test_foreign_domain_with_a_wanted_name_is_not_touched(rig: Rig) -> None:
     rig.agent().run_once()
     assert set(rig.domains()) == {FOREIGN_DOMAIN, "acme-worker-0"}
     rig.host.connection().lookupByName("acme-worker-0").undefine()  # the test's own, not a leak
-
-
-class Killed(BaseException):
-    """The agent process dies here (kill -9): nothing after this point runs."""
-
-
-def run_killed_after(agent: Agent, k: int) -> p.Action:
-    """agent.run_once(), killed right after the k-th action took effect, before the loop
-    recorded or reported anything about it; returns that action."""
-    done: list[p.Action] = []
-    apply = agent.applier.apply
-
-    def apply_then_die(action: p.Action) -> None:
-        apply(action)
-        done.append(action)
-        if len(done) == k:
-            raise Killed
-
-    agent.applier.apply = apply_then_die  # type: ignore[method-assign]
-    with pytest.raises(Killed):
-        agent.run_once()
-    return done[-1]
 
 
 def leave_partial_write(rig: Rig, action: p.Action) -> None:

@@ -213,6 +213,31 @@ def serial_pty(conn: libvirt.virConnect, name: str) -> str:
 _COUNTER = [0]
 
 
+def _read(fd: int, wait_s: float) -> bytes:
+    ready, _, _ = select.select([fd], [], [], wait_s)
+    if not ready:
+        return b""
+    try:
+        return os.read(fd, 65536).replace(b"\r", b"")
+    except BlockingIOError:
+        return b""
+
+
+def _await_prompt(fd: int, deadline: float) -> None:
+    """Until the shell sits at its prompt (`<hostname># `, /etc/profile of the lab image) after
+    a fresh line: it may have had a half-typed line, or not be reading the tty yet."""
+    buf = b""
+    nudged = 0.0
+    while time.monotonic() < deadline:
+        if time.monotonic() - nudged > 2.0:
+            os.write(fd, b"\n")
+            nudged = time.monotonic()
+        buf += _read(fd, 0.2)
+        if buf.rstrip(b" ").endswith(b"#"):
+            return
+    raise AssertionError(f"no shell prompt on the console: {buf[-500:]!r}")
+
+
 def console_run(pty_path: str, command: str, timeout_s: float = 20.0) -> tuple[int, str]:
     """Type command into the guest's root shell; return (exit code, output).
 
@@ -226,21 +251,13 @@ def console_run(pty_path: str, command: str, timeout_s: float = 20.0) -> tuple[i
     fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     try:
         tty.setraw(fd, termios.TCSANOW)
+        deadline = time.monotonic() + timeout_s
+        _await_prompt(fd, deadline)
         line = f"echo MAYU-BEGIN-$(({n}+2)); {command}; echo MAYU-RC-$(({n}+1))-$?-END\n"
-        # a fresh line first: the shell may have a half-typed line or no prompt yet
-        os.write(fd, b"\n")
-        time.sleep(0.2)
         os.write(fd, line.encode())
         buf = b""
-        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if ready:
-                try:
-                    buf += os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-            buf = buf.replace(b"\r", b"")
+            buf += _read(fd, 0.5)
             m = marker.search(buf)
             if m:
                 start = buf.find(begin)

@@ -213,6 +213,9 @@ def serial_pty(conn: libvirt.virConnect, name: str) -> str:
 _COUNTER = [0]
 
 
+_ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def _read(fd: int, wait_s: float) -> bytes:
     ready, _, _ = select.select([fd], [], [], wait_s)
     if not ready:
@@ -233,7 +236,8 @@ def _await_prompt(fd: int, deadline: float) -> None:
             os.write(fd, b"\n")
             nudged = time.monotonic()
         buf += _read(fd, 0.2)
-        if buf.rstrip(b" ").endswith(b"#"):
+        # busybox ash asks the cursor position (ESC [ 6 n) right after printing its prompt
+        if _ESCAPES.sub(b"", buf).rstrip(b" ").endswith(b"#"):
             return
     raise AssertionError(f"no shell prompt on the console: {buf[-500:]!r}")
 

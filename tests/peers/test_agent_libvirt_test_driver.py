@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import stat
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.support.crash import run_killed_after
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.tenants import tenant_doc as support_tenant_doc
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
 FOREIGN_DOMAIN, FOREIGN_NETWORK = "test", "default"
@@ -366,11 +366,10 @@ def test_run_forever_reconciles_until_stopped(rig: Rig) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=agent.run_forever, args=(0.05, stop), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(rig.source.registrations) < 3:
-        time.sleep(0.02)
-    stop.set()
-    thread.join(5)
+    try:
+        wait_for("three passes (a heartbeat each)", lambda: len(rig.source.registrations) >= 3)
+    finally:
+        stop.set()
+        thread.join(10)
     assert not thread.is_alive()
-    assert len(rig.source.registrations) >= 3  # heartbeats every pass
     assert rig.source.last_reports()["acme-master-0"].state == "running"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from mayu_py.agent.host import DomainInfo, LibvirtHost
-from mayu_py.agent.libvirt_xml import FILTER_NAME
-from mayu_py.agent.statedir import StateDir, instance_files
+from mayu_py.agent.host import LibvirtHost
+from mayu_py.agent.libvirt_xml import FILTER_NAME, DomainMeta
+from mayu_py.agent.statedir import StateDir
 from mayu_py.errors import NotFound
 
 
@@ -20,8 +21,8 @@ class ActualDomain:
     spec_hash: str
     generation: int
     state: str  # running | paused | shutoff | crashed
-    # its definition uses this agent's state files for its spec (False: e.g. those of an
-    # agent that ran with another --state-dir, which may be gone)
+    # its overlay, Ignition file and serial log are in this agent's state dir (False: e.g. an
+    # agent that ran with another --state-dir defined it, and that dir may be gone)
     files_current: bool = True
 
 
@@ -62,7 +63,7 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
             m.spec_hash,
             m.generation,
             info.state,
-            _files_current(host, state_dir, info),
+            _files_current(host, info.name, m, str(state_dir.tenant_dir(m.tenant))),
         )
     networks: dict[str, ActualNetwork] = {}
     foreign_networks = set()
@@ -84,18 +85,13 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
     )
 
 
-def _files_current(host: LibvirtHost, state_dir: StateDir, info: DomainInfo) -> bool:
-    """Do the domain's disks, fw_cfg entries and serial logs name exactly the files this
-    agent keeps for its tenant, node and spec?"""
-    assert info.meta is not None
-    meta = info.meta
+def _files_current(host: LibvirtHost, name: str, meta: DomainMeta, directory: str) -> bool:
+    """Are the domain's overlay, Ignition file and serial log in `directory`? Its metadata
+    says so; for a domain defined before the metadata did, its disk's directory tells."""
+    if meta.files_dir:
+        return meta.files_dir == directory
     try:
-        root = ET.fromstring(host.domain_xml(info.name))
+        disk = ET.fromstring(host.domain_xml(name)).find("devices/disk/source")
     except NotFound:
         return True  # gone since it was listed: the next pass sees that
-    used = [el.get("file") for el in root.iterfind("devices/disk/source")]
-    used += [el.get("file") for el in root.iterfind("sysinfo/entry")]
-    used += [el.get("file") for el in root.iterfind("devices/serial/log")]
-    directory = state_dir.tenant_dir(meta.tenant)
-    wanted = {str(directory / name) for name in instance_files(meta.node, meta.spec_hash)}
-    return {path for path in used if path} == wanted
+    return disk is not None and os.path.dirname(disk.get("file", "")) == directory

@@ -29,6 +29,7 @@ class DomainMeta:
     role: str
     spec_hash: str
     generation: int
+    files_dir: str = ""  # where the node's overlay, Ignition file and serial log are
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def nwfilter_xml() -> str:
     return _text(root)
 
 
-def _metadata(parent: ET.Element, node: DesiredNode) -> None:
+def _metadata(parent: ET.Element, node: DesiredNode, files: DomainFiles) -> None:
     meta = _sub(parent, "metadata")
     _sub(
         meta,
@@ -98,6 +99,7 @@ def _metadata(parent: ET.Element, node: DesiredNode) -> None:
         role=node.role,
         spec_hash=node.spec_hash,
         generation=str(node.generation),
+        files_dir=str(files.overlay.parent),  # with its Ignition file and serial log
     )
 
 
@@ -106,7 +108,7 @@ def domain_xml(node: DesiredNode, net: DesiredNetwork, files: DomainFiles, domai
     root = ET.Element("domain", type=domain_type)
     _sub(root, "name", node.node)
     _sub(root, "uuid", node.uuid)
-    _metadata(root, node)
+    _metadata(root, node, files)
     _sub(root, "memory", str(node.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(node.cpus))
     sysinfo = _sub(root, "sysinfo", type="fwcfg")
@@ -158,6 +160,7 @@ def parse_domain_meta(element_xml: str) -> DomainMeta | None:
             role=el.attrib["role"],
             spec_hash=el.attrib["spec_hash"],
             generation=int(el.attrib["generation"]),
+            files_dir=el.attrib.get("files_dir", ""),
         )
     except (ET.ParseError, KeyError, ValueError):
         return None

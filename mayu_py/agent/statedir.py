@@ -19,35 +19,21 @@ SECRET_MODE = 0o600
 TMP_SUFFIX = ".tmp"
 
 
-def _spec_file(node_name: str, spec_hash: str, kind: str) -> str:
-    return f"{node_name}.{spec_hash}.{kind}"
-
-
 def overlay_name(node: DesiredNode) -> str:
-    return _spec_file(node.node, node.spec_hash, "qcow2")
+    return f"{node.node}.{node.spec_hash}.qcow2"
 
 
 def ignition_name(node: DesiredNode) -> str:
-    return _spec_file(node.node, node.spec_hash, "ign")
+    return f"{node.node}.{node.spec_hash}.ign"
 
 
 def log_name(node_name: str) -> str:
     return f"{node_name}.log"
 
 
-def instance_files(node_name: str, spec_hash: str) -> set[str]:
-    """The file names a node at one spec keeps in its tenant directory: overlay, Ignition
-    and serial log."""
-    return {
-        _spec_file(node_name, spec_hash, "qcow2"),
-        _spec_file(node_name, spec_hash, "ign"),
-        log_name(node_name),
-    }
-
-
 def node_files(node: DesiredNode) -> set[str]:
     """The file names a desired node keeps in its tenant directory."""
-    return instance_files(node.node, node.spec_hash)
+    return {overlay_name(node), ignition_name(node), log_name(node.node)}
 
 
 class StateDir:

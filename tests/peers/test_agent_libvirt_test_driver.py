@@ -11,9 +11,11 @@ import contextlib
 import dataclasses
 import stat
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from mayu_py.agent import plan as p
@@ -21,7 +23,14 @@ from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import DesiredNode, networks_for
 from mayu_py.agent.host import LibvirtHost
 from mayu_py.agent.images import BaseImages, install_base_image
-from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
+from mayu_py.agent.libvirt_xml import (
+    NS,
+    NS_PREFIX,
+    DomainFiles,
+    domain_xml,
+    network_xml,
+    nwfilter_xml,
+)
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.source import StaticSource
 from mayu_py.agent.statedir import TMP_SUFFIX, StateDir
@@ -204,13 +213,32 @@ def test_scale_up_down_spec_change_delete(rig: Rig) -> None:
     assert rig.files() == {}
 
 
-def test_domains_of_another_state_dir_are_defined_again(rig: Rig, tmp_path: Path) -> None:
+def forget_files_dir(rig: Rig, name: str) -> None:
+    """Rewrite a domain's metadata as agents wrote it before it named the files' directory."""
+    dom = rig.host.connection().lookupByName(name)
+    element = ET.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS))
+    del element.attrib["files_dir"]
+    dom.setMetadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, "unicode"), NS_PREFIX, NS
+    )
+    assert rig.host.domain_meta(name).files_dir == ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["files-dir", "older-metadata"])
+def test_domains_of_another_state_dir_are_defined_again(
+    rig: Rig, tmp_path: Path, recorded: bool
+) -> None:
     """An agent restarted with a new --state-dir finds its domains naming the old dir's
     overlays, Ignition files and logs: it replaces them (same names and UUIDs), it does not
-    start them as they are."""
+    start them as they are. Domains defined before the metadata named the files' directory
+    are judged by their disk, and left alone when it is this agent's."""
     nodes = desired(ACME)[:2]
     rig.source.nodes = nodes
     assert rig.agent().run_once().errors == {}
+    if not recorded:
+        for n in nodes:
+            forget_files_dir(rig, n.node)
+        assert rig.agent().run_once().applied == []
     moved = dataclasses.replace(rig, state=StateDir(tmp_path / "state2"))
     result = moved.agent().run_once()
     assert result.errors == {}

@@ -317,6 +317,7 @@ def test_dnsmasq_killed_during_the_boot_is_restarted_and_machines_finish(lab: La
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
+        assert up.poll() is None, "the machines were done before dnsmasq was killed"
         while not (_dnsmasq_in_lab() - victims):
             assert time.monotonic() - killed_at < 15, "dnsmasq was not restarted"
             time.sleep(0.1)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RunningServer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -44,19 +44,19 @@ def test_ipxe_rom_registers_machine_with_smbios_identity(
         f"type=1,serial={SERIAL},uuid={UUID}",
     ]
     qemu = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def registered() -> dict | None:
+        assert qemu.poll() is None, f"qemu exited {qemu.returncode}: {qemu.stderr.read()!r}"
+        listing = server.mayuctl("list", "--output", "json")
+        assert listing.returncode == 0, listing.stderr
+        return next((m for m in json.loads(listing.stdout) if m["mac"] == MAC), None)
+
     try:
-        machine = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and machine is None:
-            assert qemu.poll() is None or qemu.returncode == 0, qemu.stderr.read().decode()
-            listing = server.mayuctl("list", "--output", "json")
-            assert listing.returncode == 0, listing.stderr
-            machine = next((m for m in json.loads(listing.stdout) if m["mac"] == MAC), None)
-            if machine is None:
-                time.sleep(1)
-        assert machine is not None, (
-            f"machine never registered; console:\n{console.read_text()[-2000:]}"
-        )
+        try:
+            machine = wait_for("the VM's iPXE to register it", registered, 120, every=1.0)
+        except AssertionError:
+            print(console.read_text()[-2000:] if console.exists() else "no console output")
+            raise
         assert machine["uuid"] == UUID
         assert machine["serial"] == SERIAL
         assert machine["state"] == "configured"

@@ -219,18 +219,16 @@ def test_changed_ips_reissue_only_what_names_them(pki: ClusterPKI) -> None:
         assert after[unchanged].contents == before[unchanged].contents
 
 
+def apiserver_names(domain: str) -> set[str]:
+    """The DNS SANs of node c1's API server certificate in a cluster with this domain."""
+    service = ("kubernetes", "kubernetes.default", "kubernetes.default.svc")
+    return {"c1", "localhost", *service, f"kubernetes.default.svc.{domain}"}
+
+
 def test_apiserver_sans(pki: ClusterPKI) -> None:
     files = by_path(pki.node_files(CONTROLLER, FACTS))
     dns, ips = sans(cert(files[f"{PKI}/apiserver.crt"].contents))
-    assert dns == {
-        "c1",
-        "localhost",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        "api.mayu.example",
-    }
+    assert dns == apiserver_names("cluster.local") | {"api.mayu.example"}
     assert ips == {"10.0.0.5", "10.96.0.1", "127.0.0.1"}
 
 
@@ -239,14 +237,7 @@ def test_api_endpoint_ip_is_an_ip_san(pki: ClusterPKI) -> None:
     files = by_path(pki.node_files(CONTROLLER, facts))
     dns, ips = sans(cert(files[f"{PKI}/apiserver.crt"].contents))
     assert ips == {"fd00::5", "10.32.0.1", "10.0.0.5", "127.0.0.1"}
-    assert dns == {
-        "c1",
-        "localhost",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.corp.internal",
-    }
+    assert dns == apiserver_names("corp.internal")
 
 
 def test_etcd_and_kubelet_sans(pki: ClusterPKI) -> None:

@@ -81,10 +81,15 @@ class NetLab:
 
 @contextmanager
 def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
-    """Create the server namespace with its bridge; delete every namespace afterwards."""
+    """Create the server namespace with its bridge; delete every namespace afterwards, and
+    then nothing of the test is left (interfaces, namespaces, dnsmasq)."""
     lab = NetLab(
         server_ns=f"mayu-t{secrets.token_hex(3)}", prefix=f"10.77.{secrets.randbelow(150) + 100}"
     )
+    # imported here: this module also runs as a script in namespaces, without tests/ on path
+    from tests.support.leaks import assert_no_leaks, snapshot
+
+    before = snapshot(None)
     try:
         run(["ip", "netns", "add", lab.server_ns])
         lab.namespaces.append(lab.server_ns)
@@ -100,6 +105,7 @@ def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
     finally:
         for ns in reversed(lab.namespaces):
             run(["ip", "netns", "del", ns], check=False)
+    assert_no_leaks(before, snapshot(None))
 
 
 MAGIC = b"\x63\x82\x53\x63"

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from mayu_py.images.lab import LabImage, build_lab_image
+from tests.support.leaks import assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.wait import wait_for
 
@@ -137,8 +138,10 @@ class Boot:
 
 @pytest.fixture
 def boot(tmp_path: Path, image: LabImage) -> Iterator[Any]:
-    """boot(append, *qemu_args) starts a VM; every VM is killed when the test ends."""
+    """boot(append, *qemu_args) starts a VM; every VM is killed when the test ends, and then
+    nothing of it is left."""
     boots: list[Boot] = []
+    before = snapshot(None, markers=[str(tmp_path)])
 
     def start(append: str, *extra: str, serial_stdio: bool = False) -> Boot:
         console = tmp_path / f"console{len(boots)}.log"
@@ -162,6 +165,7 @@ def boot(tmp_path: Path, image: LabImage) -> Iterator[Any]:
             if b.proc.poll() is None:
                 b.proc.kill()
             b.proc.wait(timeout=10)
+    assert_no_leaks(before, snapshot(None, markers=[str(tmp_path)]))
 
 
 def _report_arg(server: Server) -> str:

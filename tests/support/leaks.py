@@ -1,7 +1,8 @@
-"""What an agent or lab test may leave behind on this host, and the check that it left nothing.
+"""What an agent, lab or network test may leave behind on this host, and the check that it
+left nothing.
 
 A snapshot lists, by kind: libvirt domains, networks and nwfilter bindings (through the
-connection given), the network interfaces (bridges, taps, veths) and namespaces of the host
+connection given, if any), the network interfaces (bridges, taps, veths) and namespaces of the host
 (/sys/class/net, /run/netns), the files under given directories (overlays, Ignition files,
 serial logs) and the processes that are VMs, dnsmasq or carry a given marker (a work
 directory) in their command line. `assert_no_leaks(before, after)` fails naming everything
@@ -76,15 +77,17 @@ def _files(roots: Iterable[Path]) -> frozenset[str]:
 
 
 def snapshot(
-    conn: libvirt.virConnect,
+    conn: libvirt.virConnect | None,
     *,
     files: Iterable[Path] = (),
     host: bool = True,
     markers: Iterable[str] = (),
 ) -> Snapshot:
-    """libvirt's objects on conn, the files under `files`; with `host` (a real libvirtd, not
+    """libvirt's objects on conn (if any), the files under `files`; with `host` (not for
     test:///) also interfaces, namespaces and processes (VMs, dnsmasq, any with a marker)."""
-    objects = {**_libvirt_objects(conn), "file": _files(files)}
+    objects = {"file": _files(files)}
+    if conn is not None:
+        objects |= _libvirt_objects(conn)
     if host:
         objects |= {**_host_objects(), "process": _processes(markers)}
     return Snapshot(objects)

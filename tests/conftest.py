@@ -166,10 +166,13 @@ def _our_python(program: str, env: dict | None) -> bool:
     path = Path(program)
     if not path.is_file() or os.path.realpath(path) == _PYTHON or path.parent == _VENV_BIN:
         return True
-    with path.open("rb") as handle:
-        first = handle.readline(256)
-    interpreter = os.fsdecode(first[2:].split()[0]) if first.startswith(b"#!") else ""
-    return bool(interpreter) and os.path.realpath(interpreter) == _PYTHON
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(256)
+    except OSError:
+        return False
+    words = first[2:].split() if first.startswith(b"#!") else []
+    return bool(words) and os.path.realpath(os.fsdecode(words[0])) == _PYTHON
 
 
 def _audit(event: str, args: tuple) -> None:  # type: ignore[type-arg]
@@ -178,12 +181,9 @@ def _audit(event: str, args: tuple) -> None:  # type: ignore[type-arg]
     if event == "os.system":
         _spawned.append(str(args[0]))
         return
-    program, argv, env = {
-        "subprocess.Popen": lambda: (args[0] or args[1][0], args[1], args[3]),
-        "os.exec": lambda: (args[0], args[1], args[2]),
-        "os.posix_spawn": lambda: (args[0], args[1], args[2]),
-        "os.spawn": lambda: (args[1], args[2], args[3]),
-    }[event]()
+    # (program, argv, env) sit at these positions of each event's arguments
+    positions = {"subprocess.Popen": (0, 1, 3), "os.spawn": (1, 2, 3)}.get(event, (0, 1, 2))
+    program, argv, env = (args[i] for i in positions)
     if not _our_python(os.fsdecode(program), env):
         _spawned.append(" ".join(os.fsdecode(a) for a in argv))
 

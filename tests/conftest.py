@@ -1,4 +1,5 @@
-"""Shared fixtures: a real `mayu serve` subprocess on a free loopback port."""
+"""Shared fixtures: a real `mayu serve` subprocess on a free loopback port; the rules every
+test follows (no skips; the unit tier starts no program but this Python)."""
 
 from __future__ import annotations
 
@@ -169,3 +170,67 @@ def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdClust
         yield cluster
     finally:
         cluster.stop()
+
+
+# -- the unit tier runs no external program --------------------------------------------------
+
+_VENV_BIN = Path(sys.executable).parent
+_PYTHON = os.path.realpath(sys.executable)
+_SPAWN_EVENTS = {"subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system"}
+_spawned: list[str] | None = None  # programs started by the current unit test, when one runs
+
+
+def _our_python(program: str, env: dict | None) -> bool:
+    """Is program this Python, a script of the venv, or a script run by this Python (or does
+    it not exist at all, so nothing external runs)?"""
+    if "/" not in program:
+        found = shutil.which(program, path=(env or os.environ).get("PATH"))
+        if found is None:
+            return True
+        program = found
+    path = Path(program)
+    if not path.is_file() or os.path.realpath(path) == _PYTHON or path.parent == _VENV_BIN:
+        return True
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(256)
+    except OSError:
+        return False
+    words = first[2:].split() if first.startswith(b"#!") else []
+    return bool(words) and os.path.realpath(os.fsdecode(words[0])) == _PYTHON
+
+
+def _audit(event: str, args: tuple) -> None:  # type: ignore[type-arg]
+    if _spawned is None or event not in _SPAWN_EVENTS:
+        return
+    if event == "os.system":
+        _spawned.append(str(args[0]))
+        return
+    # (program, argv, env) sit at these positions of each event's arguments
+    positions = {"subprocess.Popen": (0, 1, 3), "os.spawn": (1, 2, 3)}.get(event, (0, 1, 2))
+    program, argv, env = (args[i] for i in positions)
+    if not _our_python(os.fsdecode(program), env):
+        _spawned.append(" ".join(os.fsdecode(a) for a in argv))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Watch what a unit test (not peer, not e2e) starts, from its setup to its teardown."""
+    global _spawned
+    peer = item.get_closest_marker("peer") or item.get_closest_marker("e2e")
+    _spawned = None if peer else []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """After the fixtures' teardown: fail the unit test that started an external program."""
+    global _spawned
+    spawned, _spawned = _spawned, None
+    if spawned:
+        pytest.fail(
+            "a unit test ran external programs (make it a peer test): " + "; ".join(spawned),
+            pytrace=False,
+        )

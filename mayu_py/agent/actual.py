@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from mayu_py.agent.libvirt_xml import FILTER_NAME
 from mayu_py.agent.statedir import StateDir
+from mayu_py.errors import NotFound
 from mayu_py.tenants import NodeState
 from mayu_py.virt.host import LibvirtHost
+from mayu_py.virt.ownership import DomainMeta
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,9 @@ class ActualDomain:
     spec_hash: str
     generation: int
     state: NodeState  # running | paused | shutoff | crashed
+    # its overlay, Ignition file and serial log are in this agent's state dir (False: e.g. an
+    # agent that ran with another --state-dir defined it, and that dir may be gone)
+    files_current: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,14 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
             continue
         m = info.meta
         domains[info.name] = ActualDomain(
-            info.name, info.uuid, m.tenant, m.role, m.spec_hash, m.generation, NodeState(info.state)
+            info.name,
+            info.uuid,
+            m.tenant,
+            m.role,
+            m.spec_hash,
+            m.generation,
+            NodeState(info.state),
+            _files_current(host, info.name, m, str(state_dir.tenant_dir(m.tenant))),
         )
     networks: dict[str, ActualNetwork] = {}
     foreign_networks = set()
@@ -71,3 +85,15 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
         files=state_dir.scan(),
         nwfilter=host.has_nwfilter(FILTER_NAME),
     )
+
+
+def _files_current(host: LibvirtHost, name: str, meta: DomainMeta, directory: str) -> bool:
+    """Are the domain's overlay, Ignition file and serial log in `directory`? Its metadata
+    says so; for a domain defined before the metadata did, its disk's directory tells."""
+    if meta.files_dir:
+        return meta.files_dir == directory
+    try:
+        disk = ET.fromstring(host.domain_xml(name)).find("devices/disk/source")
+    except NotFound:
+        return True  # gone since it was listed: the next pass sees that
+    return disk is not None and os.path.dirname(disk.get("file", "")) == directory

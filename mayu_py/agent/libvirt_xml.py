@@ -77,9 +77,17 @@ def nwfilter_xml() -> str:
     return _text(root)
 
 
-def _metadata(parent: ET.Element, node: TenantNode) -> None:
+def _metadata(parent: ET.Element, node: TenantNode, files: DomainFiles) -> None:
     mark_domain(
-        parent, DomainMeta(node.tenant, node.name, node.role, node.spec_hash, node.generation)
+        parent,
+        DomainMeta(
+            node.tenant,
+            node.name,
+            node.role,
+            node.spec_hash,
+            node.generation,
+            files_dir=str(files.overlay.parent),  # with its Ignition file and serial log
+        ),
     )
 
 
@@ -88,7 +96,7 @@ def domain_xml(node: TenantNode, net: DesiredNetwork, files: DomainFiles, domain
     root = ET.Element("domain", type=domain_type)
     _sub(root, "name", node.name)
     _sub(root, "uuid", node.uuid)
-    _metadata(root, node)
+    _metadata(root, node, files)
     _sub(root, "memory", str(node.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(node.cpus))
     sysinfo = _sub(root, "sysinfo", type="fwcfg")

@@ -1,6 +1,7 @@
 """The pure heart of the agent: plan(desired, desired_networks, actual) -> [Action].
 
-Order within a plan: the nwfilter, drains and deletions of domains (undesired or changed),
+Order within a plan: the nwfilter, drains and deletions of domains (undesired, changed, or
+defined with files other than this agent's, e.g. after a restart with another --state-dir),
 network changes and deletions, orphan files, then per node: overlay, Ignition, define, start.
 Only objects carrying our metadata (domains) or our name prefix and bridge (networks) are ever
 the subject of an action; a foreign object with a name we want blocks that node instead.
@@ -208,10 +209,11 @@ def plan(
     gone: set[str] = set()
     for name, dom in sorted(actual.domains.items()):
         want = by_name.get(name)
-        if want is not None and (want.tenant, want.spec_hash, want.uuid) == (
-            dom.tenant,
-            dom.spec_hash,
-            dom.uuid.lower(),
+        if (
+            want is not None
+            and (want.tenant, want.spec_hash, want.uuid)
+            == (dom.tenant, dom.spec_hash, dom.uuid.lower())
+            and dom.files_current
         ):
             continue
         if dom.tenant in tenants:

@@ -28,6 +28,7 @@ class DomainMeta:
     role: str
     spec_hash: str
     generation: int
+    files_dir: str = ""  # where the node's overlay, Ignition file and serial log are
 
 
 def mark_domain(domain: ET.Element, meta: DomainMeta) -> None:
@@ -40,6 +41,7 @@ def mark_domain(domain: ET.Element, meta: DomainMeta) -> None:
         role=meta.role,
         spec_hash=meta.spec_hash,
         generation=str(meta.generation),
+        files_dir=meta.files_dir,
     )
 
 
@@ -53,6 +55,7 @@ def parse_domain_meta(element_xml: str) -> DomainMeta | None:
             role=el.attrib["role"],
             spec_hash=el.attrib["spec_hash"],
             generation=int(el.attrib["generation"]),
+            files_dir=el.attrib.get("files_dir", ""),
         )
     except (ET.ParseError, KeyError, ValueError):
         return None

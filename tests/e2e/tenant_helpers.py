@@ -22,29 +22,20 @@ import time
 import tty
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import libvirt
 import yaml
 
 from mayu_py.images.base import install_lab_base_image
 from mayu_py.images.lab import build_lab_image
+from tests.support.libvirtd import URI as URI  # th.URI in e2e and bench
+from tests.support.libvirtd import ensure_daemons as ensure_daemons
+from tests.support.wait import wait_for as wait_for  # th.wait_for in e2e and bench
 
 BIN = Path(sys.executable).parent
-URI = "qemu:///system"
 LAB_CACHE = Path("/var/tmp/mayu-e2e-lab-cache")  # build_lab_image reuses an unchanged build
-T = TypeVar("T")
-
-
-def ensure_daemons() -> None:
-    """Start virtlogd and libvirtd when they are not running (no systemd here)."""
-    for daemon in ("virtlogd", "libvirtd"):
-        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
-            subprocess.run([daemon, "-d"], check=True, timeout=30)
-    time.sleep(0.3)
 
 
 def make_workdir(prefix: str) -> Path:
@@ -60,18 +51,6 @@ def install_lab_image(images_dir: Path) -> None:
     """The lab kernel + initrd as base image `lab`, kept up after Ignition (mayu.after=stay)."""
     lab = build_lab_image(LAB_CACHE)
     install_lab_base_image(images_dir, lab.kernel, lab.initrd, lab.version)
-
-
-def wait_for(what: str, check: Callable[[], T], timeout_s: float, every: float = 0.5) -> T:
-    """Poll check() until it returns something truthy; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
 
 
 def write_tenant(path: Path, doc: dict) -> Path:
@@ -234,6 +213,35 @@ def serial_pty(conn: libvirt.virConnect, name: str) -> str:
 _COUNTER = [0]
 
 
+_ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _read(fd: int, wait_s: float) -> bytes:
+    ready, _, _ = select.select([fd], [], [], wait_s)
+    if not ready:
+        return b""
+    try:
+        return os.read(fd, 65536).replace(b"\r", b"")
+    except BlockingIOError:
+        return b""
+
+
+def _await_prompt(fd: int, deadline: float) -> None:
+    """Until the shell sits at its prompt (`<hostname># `, /etc/profile of the lab image) after
+    a fresh line: it may have had a half-typed line, or not be reading the tty yet."""
+    buf = b""
+    nudged = 0.0
+    while time.monotonic() < deadline:
+        if time.monotonic() - nudged > 2.0:
+            os.write(fd, b"\n")
+            nudged = time.monotonic()
+        buf += _read(fd, 0.2)
+        # busybox ash asks the cursor position (ESC [ 6 n) right after printing its prompt
+        if _ESCAPES.sub(b"", buf).rstrip(b" ").endswith(b"#"):
+            return
+    raise AssertionError(f"no shell prompt on the console: {buf[-500:]!r}")
+
+
 def console_run(pty_path: str, command: str, timeout_s: float = 20.0) -> tuple[int, str]:
     """Type command into the guest's root shell; return (exit code, output).
 
@@ -247,21 +255,13 @@ def console_run(pty_path: str, command: str, timeout_s: float = 20.0) -> tuple[i
     fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     try:
         tty.setraw(fd, termios.TCSANOW)
+        deadline = time.monotonic() + timeout_s
+        _await_prompt(fd, deadline)
         line = f"echo MAYU-BEGIN-$(({n}+2)); {command}; echo MAYU-RC-$(({n}+1))-$?-END\n"
-        # a fresh line first: the shell may have a half-typed line or no prompt yet
-        os.write(fd, b"\n")
-        time.sleep(0.2)
         os.write(fd, line.encode())
         buf = b""
-        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if ready:
-                try:
-                    buf += os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-            buf = buf.replace(b"\r", b"")
+            buf += _read(fd, 0.5)
             m = marker.search(buf)
             if m:
                 start = buf.find(begin)

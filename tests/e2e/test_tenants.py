@@ -5,18 +5,19 @@ One server and one agent for the module; the tests run in order and share the VM
 1. two tenants (1 master + 1 worker each) get ready, read their own Ignition, reach each other
    inside a tenant and never across, carry certificates of their own tenant's CA only; one is
    scaled 1 -> 2 workers, the other deleted without a trace;
-2. kill -9 of the agent while it creates a tenant: the restarted agent converges with no
-   duplicate or orphan; the agent's libvirt connection is cut (virt-admin), then libvirtd itself
-   is killed -9 and restarted: nothing is recreated (UUIDs and qemu pids stay).
-Addresses 10.210.{1,2,3}.0/24 exist only on the bridges the agent creates (RECIPES 8); guests
-ping each other, the test process sends nothing to them.
+2. kill -9 of the agent while it creates a tenant (asserted: its plan was not done): the
+   restarted agent converges with no duplicate or orphan; the agent's libvirt connection is
+   cut (virt-admin), then libvirtd itself is killed -9 and restarted: nothing is recreated
+   (UUIDs and qemu pids stay).
+At the end nothing of the tenants is left (domains, networks, bridges, taps, nwfilter
+bindings, state files, processes). Addresses 10.210.{1,2,3}.0/24 exist only on the bridges
+the agent creates (RECIPES 8); guests ping each other, the test process sends nothing to them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -28,8 +29,15 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from mayu_py.agent import plan as p
+from mayu_py.agent.actual import observe
+from mayu_py.agent.desired import networks_for
+from mayu_py.agent.statedir import StateDir
+from mayu_py.tenants import TenantNode
+from mayu_py.virt.host import LibvirtHost
 from tests.conftest import RunningServer, start_server
 from tests.e2e import tenant_helpers as th
+from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.tenants import tenant_doc
 
 pytestmark = pytest.mark.e2e
@@ -97,12 +105,20 @@ class Rig:
         return th.ignition_files(resp.json())
 
 
+def _snapshot(work: Path) -> Snapshot:
+    # a fresh connection: a test may have restarted libvirtd under an older one
+    conn = libvirt.open(th.URI)
+    try:
+        return snapshot(conn, files=[work / "state"], markers=[str(work)])
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    if shutil.which("libvirtd") is None or shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("libvirtd or qemu-system-x86_64 not installed")
     th.ensure_daemons()
     work = th.make_workdir("mayu-e2e-tenants")
+    before = _snapshot(work)
     server = None
     agent = None
     rig = None
@@ -114,10 +130,13 @@ def rig() -> Iterator[Rig]:
         ).start()
         rig = Rig(server, agent, libvirt.open(th.URI), work)
         yield rig
+        # the tests delete every tenant they made: then nothing of them is left anywhere
+        agent.kill()
+        server.kill()
+        assert_no_leaks(before, _snapshot(work))
     finally:
         if agent is not None:
             agent.kill(signal.SIGKILL)
-        # a fresh connection: a test may have restarted libvirtd under the old one
         conn = libvirt.open(th.URI)
         th.cleanup_libvirt(conn, [TA, TB, TC])
         conn.close()
@@ -216,7 +235,7 @@ def test_two_tenants_ready_isolated_scaled_deleted(rig: Rig) -> None:
         doc = rig.server.api("GET", f"/api/v1/tenants/{TA}").json()
         return doc["status"]["observedGeneration"] == doc["metadata"]["generation"] == 2
 
-    th.wait_for("observedGeneration 2 after the scale", observed, 30.0)
+    th.wait_for("observedGeneration 2 after the scale", observed, 30.0, every=0.5)
 
     # delete B: domains, overlays, Ignition files, serial logs and network all go
     assert rig.server.mayuctl("tenants", "delete", TB).returncode == 0
@@ -278,8 +297,9 @@ def test_agent_kill9_while_creating_and_libvirt_reconnect(rig: Rig) -> None:
     )
     os.kill(rig.agent.pid, signal.SIGKILL)
     rig.agent.process.wait(timeout=10)  # type: ignore[union-attr]
-    print(f"\nkilled the agent with {sorted(seen)} defined; files then: "
-          f"{sorted(th.state_files(rig.state_dir).get(TC, set()))}")  # fmt: skip
+    left = [a.describe() for a in _plan_left(rig) if a.tenant == TC]
+    print(f"\nkilled the agent with {sorted(seen)} defined; its plan had left: {left}")
+    assert left, f"the kill landed after the agent had finished {TC}: not mid-plan"
 
     rig.agent.start()
     rig.wait_ready(TC, 2)
@@ -304,12 +324,13 @@ def test_agent_kill9_while_creating_and_libvirt_reconnect(rig: Rig) -> None:
                 ).stdout.split()[0]
             )
             os.kill(pid, signal.SIGKILL)
-            time.sleep(1)
+            gone = Path(f"/proc/{pid}")
+            th.wait_for("the killed libvirtd gone", lambda gone=gone: not gone.exists(), 10)
             subprocess.run(["libvirtd", "-d"], check=True, timeout=30)
             rig.conn = th.wait_for("libvirtd back", lambda: _reopen(), 30.0, 0.5)
         else:
             clients = th.wait_for(
-                "the agent's libvirt client", lambda: _agent_clients(rig.agent.pid), 20.0
+                "the agent's libvirt client", lambda: _agent_clients(rig.agent.pid), 20.0, 0.5
             )
             for client in clients:
                 subprocess.run(
@@ -318,7 +339,10 @@ def test_agent_kill9_while_creating_and_libvirt_reconnect(rig: Rig) -> None:
                     timeout=10,
                 )
         th.wait_for(
-            f"two agent heartbeats after {how}", lambda cut=cut: _heartbeat(rig) > cut + 2.5, 60.0
+            f"two agent heartbeats after {how}",
+            lambda cut=cut: _heartbeat(rig) > cut + 2.5,
+            60.0,
+            every=0.5,
         )
         rig.wait_ready(TC, 2)
         rig.wait_ready(TA, 3)
@@ -334,6 +358,19 @@ def test_agent_kill9_while_creating_and_libvirt_reconnect(rig: Rig) -> None:
     for name in (TA, TC):
         rig.wait_gone(name)
     assert th.state_files(rig.state_dir) == {}
+
+
+def _plan_left(rig: Rig) -> list[p.Action]:
+    """What the agent's plan still holds for its desired nodes, against libvirt and its
+    state dir as they are now."""
+    desired = [
+        TenantNode.from_json(n) for n in rig.server.api("GET", "/api/v1/hosts/h1/nodes").json()
+    ]
+    host = LibvirtHost(th.URI)
+    try:
+        return p.plan(desired, networks_for(desired), observe(host, StateDir(rig.state_dir)))
+    finally:
+        host.close()
 
 
 def _reopen() -> libvirt.virConnect | None:

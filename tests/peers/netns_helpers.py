@@ -5,12 +5,12 @@ namespaces have no route out, so no test packet can leave the machine (RECIPES.m
 Run as a script, this module is a tiny DHCPv4/PXE client (standard library only, no scapy):
 
     python netns_helpers.py IFACE MAC ARCH [--user-class iPXE] [--wait SECONDS]
-        [--boot-request SERVER --boot-item TYPE --ciaddr IP]
+        [--servers N] [--boot-request SERVER --boot-item TYPE --ciaddr IP]
 
 It broadcasts DHCPDISCOVER with option 60 `PXEClient:Arch:NNNNN:UNDI:002001`, option 93
 (client arch) and optionally option 77 (user class, sent raw as iPXE does), and prints each
-reply within --wait seconds as a JSON line: server (option 54), yiaddr, siaddr, file (header
-or option 67), option 60 and option 43 (hex). With --boot-request it sends a PXE boot-server
+reply within --wait seconds (or until N servers have replied) as a JSON line: server (option
+54), yiaddr, siaddr, file (header or option 67), option 60 and option 43 (hex). With --boot-request it sends a PXE boot-server
 DHCPREQUEST (option 43 sub-option 71 = boot item TYPE) from CIADDR:68 to SERVER:4011, as a PXE
 ROM does after a proxyDHCP menu. Linux lets it send from 0.0.0.0:68 with SO_BINDTODEVICE.
 """
@@ -81,10 +81,15 @@ class NetLab:
 
 @contextmanager
 def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
-    """Create the server namespace with its bridge; delete every namespace afterwards."""
+    """Create the server namespace with its bridge; delete every namespace afterwards, and
+    then nothing of the test is left (interfaces, namespaces, dnsmasq)."""
     lab = NetLab(
         server_ns=f"mayu-t{secrets.token_hex(3)}", prefix=f"10.77.{secrets.randbelow(150) + 100}"
     )
+    # imported here: this module also runs as a script in namespaces, without tests/ on path
+    from tests.support.leaks import assert_no_leaks, snapshot
+
+    before = snapshot(None)
     try:
         run(["ip", "netns", "add", lab.server_ns])
         lab.namespaces.append(lab.server_ns)
@@ -100,6 +105,7 @@ def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
     finally:
         for ns in reversed(lab.namespaces):
             run(["ip", "netns", "del", ns], check=False)
+    assert_no_leaks(before, snapshot(None))
 
 
 MAGIC = b"\x63\x82\x53\x63"
@@ -179,6 +185,7 @@ def main() -> None:
     parser.add_argument("arch", type=int)
     parser.add_argument("--user-class")
     parser.add_argument("--wait", type=float, default=3.0)
+    parser.add_argument("--servers", type=int, default=0, help="stop once N servers replied")
     parser.add_argument("--boot-request")
     parser.add_argument("--boot-item", type=int, default=0)
     parser.add_argument("--ciaddr", default="0.0.0.0")
@@ -208,6 +215,8 @@ def main() -> None:
     next_send = 0.0
     seen: set[tuple[object, ...]] = set()
     while (now := time.monotonic()) < deadline:
+        if args.servers and len({key[0] for key in seen}) >= args.servers:
+            return
         if now >= next_send:
             sock.sendto(packet, target)
             next_send = now + 1.0

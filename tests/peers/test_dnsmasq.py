@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +28,8 @@ from mayu_py.dhcp import (
 )
 from mayu_py.errors import ConfigError
 from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run
+from tests.support.peers import require_peers
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -37,8 +37,10 @@ HELPERS = Path(__file__).with_name("netns_helpers.py").resolve()
 CLIENT_MAC = "02:77:00:00:00:31"
 IPXE = Path("/usr/lib/ipxe")
 
-if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox"):
-    pytest.skip("needs root, dnsmasq and busybox", allow_module_level=True)
+
+@pytest.fixture(autouse=True, scope="module")
+def _peers() -> None:
+    require_peers("dnsmasq", "busybox", root=True)
 
 
 @pytest.fixture
@@ -110,8 +112,10 @@ def _first_menu_item(opt43_hex: str) -> int:
     raise AssertionError(f"no PXE menu in option 43 {opt43_hex}")
 
 
-def _probe(ns: str, ifname: str, arch: int, *extra: str, wait: float = 2.5) -> list[dict]:
-    argv = [sys.executable, str(HELPERS), ifname, CLIENT_MAC, str(arch), "--wait", str(wait)]
+def _probe(ns: str, ifname: str, arch: int, *extra: str, servers: int = 1) -> list[dict]:
+    """The replies of the first `servers` DHCP/PXE servers to answer (within 20 s)."""
+    argv = [sys.executable, str(HELPERS), ifname, CLIENT_MAC, str(arch), "--wait", "20"]
+    argv += ["--servers", str(servers)]
     proc = ns_run(ns, [*argv, *extra], timeout=30)
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
@@ -173,13 +177,17 @@ def test_full_mode_dynamic_range_tftp_and_ra(lab: NetLab, workdir: Path) -> None
             ],
         )
         assert out.read_bytes() == (IPXE / "undionly.kpxe").read_bytes()
+
         # The RA block is live: the client autoconfigures an fd77::/64 address (SLAAC).
-        deadline = time.monotonic() + 15
-        addrs = ""
-        while time.monotonic() < deadline and "fd77:" not in addrs:
-            addrs = ns_run(ns, ["ip", "-6", "addr", "show", "dev", ifname]).stdout
-            time.sleep(0.5)
-        assert "fd77:" in addrs, addrs
+        def addresses() -> str:
+            return ns_run(ns, ["ip", "-6", "addr", "show", "dev", ifname]).stdout
+
+        wait_for(
+            "an fd77::/64 address from our router advertisement",
+            lambda: "fd77:" in addresses(),
+            15,
+            every=0.5,
+        )
     finally:
         sup.stop()
 
@@ -191,10 +199,7 @@ def test_supervisor_restarts_killed_dnsmasq(lab: NetLab, workdir: Path) -> None:
         first = sup.pid
         assert first is not None and sup.restarts == 0
         os.kill(first, 9)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and (sup.pid in (None, first)):
-            time.sleep(0.05)
-        assert sup.pid not in (None, first)
+        wait_for("a restarted dnsmasq", lambda: sup.pid not in (None, first))
         assert sup.restarts == 1
         env = _udhcpc(ns, ifname, workdir, "-V", BIOS)
         assert env["ip"] == f"{lab.prefix}.50"
@@ -212,10 +217,8 @@ def test_start_reports_dnsmasq_startup_error_in_one_line(lab: NetLab, workdir: P
         f"dhcp-range={lab.prefix}.100,{lab.prefix}.199,1h\n"
     )
     sup = DnsmasqSupervisor(conf, netns=lab.server_ns)
-    started = time.monotonic()
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info:  # not a warning after the start-up timeout
         sup.start()
-    assert time.monotonic() - started < 5
     assert "unknown interface mayu-nope0" in info.value.message
     assert "\n" not in info.value.message
     assert sup.pid is None
@@ -266,7 +269,7 @@ def test_proxy_mode_beside_site_dhcp_server(lab: NetLab, workdir: Path) -> None:
     ns, ifname = lab.add_namespace(CLIENT_MAC)
     sup = _start(lab, workdir, DhcpConfig(mode="proxy", interface=BRIDGE))
     try:
-        bios = _probe(ns, ifname, 0)
+        bios = _probe(ns, ifname, 0, servers=2)
         by_server = {r["server"]: r for r in bios}
         site_offer, proxy_offer = by_server[f"{lab.prefix}.2"], by_server[lab.server_ip]
         assert site_offer["yiaddr"].startswith(f"{lab.prefix}.15")
@@ -287,7 +290,7 @@ def test_proxy_mode_beside_site_dhcp_server(lab: NetLab, workdir: Path) -> None:
             site_offer["yiaddr"],
         )
         assert [r["file"] for r in boot] == ["undionly.kpxe"]
-        offers = {r["server"]: r for r in _probe(ns, ifname, 0, "--user-class", "iPXE")}
+        offers = {r["server"]: r for r in _probe(ns, ifname, 0, "--user-class", "iPXE", servers=2)}
         ipxe_item = _first_menu_item(offers[lab.server_ip]["opt43"])
         ipxe_boot = _probe(
             ns,
@@ -306,7 +309,7 @@ def test_proxy_mode_beside_site_dhcp_server(lab: NetLab, workdir: Path) -> None:
         # UEFI: the proxy offer has no menu (dnsmasq's UEFI workaround), only next-server;
         # the client asks port 4011 for the service (types number the pxe-service lines
         # in order: 0x8001 is the BC_EFI "chainload iPXE EFI" one).
-        uefi = {r["server"]: r for r in _probe(ns, ifname, 7)}
+        uefi = {r["server"]: r for r in _probe(ns, ifname, 7, servers=2)}
         assert uefi[lab.server_ip]["siaddr"] == lab.server_ip
         assert uefi[lab.server_ip]["opt60"] == "PXEClient"
         efi_boot = _probe(

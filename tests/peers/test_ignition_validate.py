@@ -11,7 +11,11 @@ import pytest
 
 from mayu_py.kubernetes_releases import RELEASES
 from mayu_py.model import FileSpec
+from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer, sample_context
+from mayu_py.tenants import ImageInfo, parse_tenant, tenant_nodes
+from mayu_py.tenants.ignition import render_tenant_node
+from tests.support.tenants import acme
 
 pytestmark = pytest.mark.peer
 
@@ -37,6 +41,19 @@ def test_rendered_config_validates(tmp_path: Path, role: str, minor: str) -> Non
     result = validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "error" not in (result.stdout + result.stderr).lower()
+
+
+def test_tenant_node_configs_validate(tmp_path: Path) -> None:
+    """What the server serves and the Kubernetes source renders for every node of a tenant."""
+    tenant = parse_tenant(acme(), {"lab": ImageInfo("lab")}, [])
+    pki = ClusterPKI.load_or_create(tmp_path / "pki", tenant.name)
+    nodes = tenant_nodes(tenant)
+    assert {n.role for n in nodes} == {"master", "worker"}
+    for node in nodes:
+        path = tmp_path / f"{node.name}.ign"
+        path.write_bytes(render_tenant_node(tenant, node.name, pki, IgnitionRenderer()))
+        result = validate(path)
+        assert result.returncode == 0, (node.name, result.stdout + result.stderr)
 
 
 def test_validator_rejects_a_broken_config(tmp_path: Path) -> None:

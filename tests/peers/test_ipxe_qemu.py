@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningServer, start_server
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -32,12 +33,11 @@ def quick_server(tmp_path: Path) -> Iterator[RunningServer]:
 
 
 def _wait(what: str, check: Callable[[], bool], console: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, (
-            f"timed out waiting for {what}; console:\n{console.read_text(errors='replace')[-3000:]}"
-        )
-        time.sleep(0.5)
+    try:
+        wait_for(what, check, timeout, every=0.5)
+    except AssertionError as exc:
+        tail = console.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{exc}; console:\n{tail}") from None
 
 
 def test_ipxe_rom_waits_installs_then_boots_its_disk(

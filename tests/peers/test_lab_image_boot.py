@@ -11,7 +11,6 @@ import hashlib
 import http.server
 import json
 import queue
-import shutil
 import subprocess
 import threading
 import time
@@ -23,6 +22,9 @@ from typing import Any
 import pytest
 
 from mayu_py.images.lab import LabImage, build_lab_image
+from tests.support.leaks import assert_no_leaks, snapshot
+from tests.support.peers import require_peers
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -112,8 +114,7 @@ def server() -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> LabImage:
-    if shutil.which(QEMU) is None:
-        pytest.skip("qemu-system-x86 is not installed")
+    require_peers(QEMU)
     return build_lab_image(tmp_path_factory.mktemp("lab"))
 
 
@@ -137,8 +138,10 @@ class Boot:
 
 @pytest.fixture
 def boot(tmp_path: Path, image: LabImage) -> Iterator[Any]:
-    """boot(append, *qemu_args) starts a VM; every VM is killed when the test ends."""
+    """boot(append, *qemu_args) starts a VM; every VM is killed when the test ends, and then
+    nothing of it is left."""
     boots: list[Boot] = []
+    before = snapshot(None, markers=[str(tmp_path)])
 
     def start(append: str, *extra: str, serial_stdio: bool = False) -> Boot:
         console = tmp_path / f"console{len(boots)}.log"
@@ -162,6 +165,7 @@ def boot(tmp_path: Path, image: LabImage) -> Iterator[Any]:
             if b.proc.poll() is None:
                 b.proc.kill()
             b.proc.wait(timeout=10)
+    assert_no_leaks(before, snapshot(None, markers=[str(tmp_path)]))
 
 
 def _report_arg(server: Server) -> str:
@@ -226,7 +230,10 @@ def test_qemu_platform_reads_config_from_fw_cfg(server: Server, boot, tmp_path: 
     _assert_powered_off(b)
 
 
-@pytest.mark.parametrize("status", [404, 500])
+FETCH_RESULT = {404: "GET result: Not Found", 500: "GET result: Internal Server Error"}
+
+
+@pytest.mark.parametrize("status", list(FETCH_RESULT))
 def test_config_url_error_reports_failed(server: Server, boot, status: int) -> None:
     server.config_status = status
     config_url = f"http://10.0.2.2:{server.port}/ignition?mac=x&token=y"
@@ -235,9 +242,11 @@ def test_config_url_error_reports_failed(server: Server, boot, status: int) -> N
     _, _, body = _report(server, b)
     assert body["event"] == "failed", body
     assert body["details"]["stage"] == "fetch"
-    assert body["details"]["log"].strip()
+    log = body["details"]["log"]
+    assert f"GET http://10.0.2.2:{server.port}/ignition?mac=x&token=y: attempt #1" in log, log
+    assert FETCH_RESULT[status] in log, log
     if status == 404:
-        assert "404" in body["details"]["log"] or "not found" in body["details"]["log"].lower()
+        assert "CRITICAL : Ignition failed: resource not found" in log, log
     _assert_powered_off(b)
 
 
@@ -256,9 +265,12 @@ def test_stay_keeps_network_up_with_a_root_shell_on_the_console(
     _, _, body = _report(server, b)
     assert body["event"] == "installed"
     out.wait_for("MAYU-READY ip=10.0.2.15")
-    time.sleep(0.5)  # let the shell start reading the tty
-    out.send("ping -c1 -W1 10.0.2.15 && echo PING-$((40+2))\n")
-    out.wait_for("PING-42")
+    # a shell that does not read the tty yet drops what is typed: type until it answers
+    wait_for("a root shell on the console", lambda: out.ask("echo SH-$((40+2))", "SH-42"), 60)
+    # the network is still up: the guest fetches from the test server (the host, 10.0.2.2)
+    url = f"http://10.0.2.2:{server.port}/alive"
+    assert out.ask(f"wget -q -O /dev/null {url} && echo NET-$((40+2))", "NET-42", 30)
+    assert "GET /alive" in server.requests
     out.send("hostname; poweroff -f\n")
     _assert_powered_off(b)
     assert "node-a1" in out.text()
@@ -285,12 +297,22 @@ class _Console:
             return self._buf.decode(errors="replace")
 
     def wait_for(self, needle: str, timeout: float = BOOT_TIMEOUT) -> None:
+        if not self._seen(needle, timeout):
+            pytest.fail(f"{needle!r} not on the console within {timeout}s:\n{self.text()[-3000:]}")
+
+    def _seen(self, needle: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if needle in self.text():
-                return
+                return True
             time.sleep(0.1)
-        pytest.fail(f"{needle!r} not on the console within {timeout}s:\n{self.text()[-3000:]}")
+        return False
+
+    def ask(self, command: str, answer: str, timeout: float = 2.0) -> bool:
+        """Type command; did `answer` show up within timeout? (Type commands whose answer
+        differs from what they echo, e.g. `echo X-$((40+2))` answers X-42.)"""
+        self.send(command + "\n")
+        return self._seen(answer, timeout)
 
     def send(self, line: str) -> None:
         assert self._proc.stdin is not None

@@ -8,9 +8,9 @@ and cannot enter pytest's 0700 tmp_path.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,21 +26,16 @@ from mayu_py.errors import MayuError
 from mayu_py.images.base import BaseImages, install_base_image
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
 from mayu_py.virt.host import LibvirtHost
+from tests.support.crash import run_killed_after
+from tests.support.leaks import assert_no_leaks, snapshot
+from tests.support.libvirtd import URI, ensure_daemons
+from tests.support.peers import require_peers
 from tests.support.sources import StaticSource
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
-URI = "qemu:///system"
 TENANT = "peer-" + uuid.uuid4().hex[:6]
 CIDR, VNI = "10.231.0.0/24", 9231  # bridge mayu-t9231; nothing is sent to these addresses
-
-
-def _ensure_daemons() -> None:
-    if shutil.which("libvirtd") is None or shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("libvirtd or qemu-system-x86_64 not installed")
-    for daemon in ("virtlogd", "libvirtd"):
-        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
-            run([daemon, "-d"])
-    time.sleep(0.5)
 
 
 def _trivial_initrd(work: Path) -> Path:
@@ -66,8 +61,7 @@ def _base_image(work: Path, images_dir: Path) -> None:
         kernel, initrd, version = lab.kernel, lab.initrd, lab.version.replace("+", "-")
     except (ImportError, MayuError, OSError):
         kernels = sorted(Path("/boot").glob("vmlinuz-*"))
-        if not kernels:
-            pytest.skip("no kernel in /boot")
+        require_peers(files=kernels[-1:] or (Path("/boot/vmlinuz-*"),))
         kernel, initrd, version = kernels[-1], _trivial_initrd(work), "trivial"
     install_base_image(
         images_dir, "lab", version, kernel, initrd,
@@ -86,7 +80,7 @@ def _cleanup(host: LibvirtHost) -> None:
 
 @pytest.fixture(scope="module")
 def env():
-    _ensure_daemons()
+    ensure_daemons()
     work = Path(f"/var/tmp/mayu-peer-{uuid.uuid4().hex[:8]}")
     work.mkdir(mode=0o711)
     work.chmod(0o711)
@@ -100,6 +94,17 @@ def env():
         finally:
             host.close()
             shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(env) -> Iterator[None]:
+    """Whatever a test makes, its agent removes: domains, networks, bridges, taps, nwfilter
+    bindings, overlays and other state files, qemu and dnsmasq processes."""
+    host, work = env
+    states = [work / "state", work / "state-moved"]
+    before = snapshot(host.connection(), files=states, markers=[str(work)])
+    yield
+    assert_no_leaks(before, snapshot(host.connection(), files=states, markers=[str(work)]))
 
 
 def _nodes() -> list[TenantNode]:
@@ -128,17 +133,19 @@ def _ours(host: LibvirtHost) -> dict[str, str]:
     }
 
 
-def _agent(host: LibvirtHost, work: Path, source: StaticSource) -> Agent:
-    return Agent("peer", host, source, StateDir(work / "state"), BaseImages(work / "images"))
+def _agent(host: LibvirtHost, work: Path, source: StaticSource, state: str = "state") -> Agent:
+    return Agent("peer", host, source, StateDir(work / state), BaseImages(work / "images"))
 
 
-def _wait_for(path: Path, marker: bytes, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.is_file() and marker in path.read_bytes():
-            return True
-        time.sleep(1)
-    return False
+def _wait_ready(log: Path) -> None:
+    def ready() -> bool:
+        return log.is_file() and b"MAYU-READY" in log.read_bytes()
+
+    try:
+        wait_for(f"MAYU-READY in {log}", ready, 120, every=1.0)
+    except AssertionError:
+        print(log.read_bytes()[-2000:] if log.is_file() else b"no log")
+        raise
 
 
 def test_probe_picks_tcg_here(env) -> None:
@@ -165,9 +172,7 @@ def test_create_noop_delete_and_crash_recovery(env) -> None:
     assert _ours(host) == {n.name: n.uuid for n in nodes}
     net = observe(host, state).networks[f"mayu-tenant-{TENANT}"]
     assert net.active and net.bridge == f"mayu-t{VNI}"
-    assert _wait_for(state.log(nodes[0]), b"MAYU-READY", 120), state.log(nodes[0]).read_bytes()[
-        -2000:
-    ]
+    _wait_ready(state.log(nodes[0]))
 
     again = _agent(host, work, source).run_once()
     assert again.applied == []  # no redefine, no restart
@@ -180,12 +185,11 @@ def test_create_noop_delete_and_crash_recovery(env) -> None:
     assert f"mayu-tenant-{TENANT}" not in {n.facts.name for n in host.list_networks()}
     assert state.scan() == {}
 
-    # kill -9 half-way: a first agent applies half the plan, a new one must converge
+    # kill -9 half-way: a first agent dies after half its plan, a new one must converge
     source.nodes = nodes
     actions = p.plan(nodes, networks_for(nodes), observe(host, state))
-    first = _agent(host, work, source)
-    for action in actions[: len(actions) // 2]:
-        first.applier.apply(action)
+    half = len(actions) // 2
+    assert run_killed_after(_agent(host, work, source), half) == actions[half - 1]
     converge = _agent(host, work, source).run_once()
     assert converge.errors == {}
     assert _ours(host) == {n.name: n.uuid for n in nodes}
@@ -196,3 +200,27 @@ def test_create_noop_delete_and_crash_recovery(env) -> None:
     source.nodes = []
     _agent(host, work, source).run_once()
     assert _ours(host) == {} and state.scan() == {}
+
+
+def test_a_new_state_dir_replaces_domains_that_name_the_old_one(env) -> None:
+    """An agent restarted with another --state-dir, the old one gone, its node shut off: it
+    used to try to start the domain forever ("Unable to open file: <old dir>/...log")."""
+    host, work = env
+    node = _nodes()[0]
+    source = StaticSource([node])
+    old = StateDir(work / "state")
+    assert _agent(host, work, source).run_once().errors == {}
+    host.call("destroy", lambda c: c.lookupByName(node.name).destroy())
+    shutil.rmtree(old.root)
+    moved = StateDir(work / "state-moved")
+    result = _agent(host, work, source, "state-moved").run_once()
+    assert result.errors == {}, result.errors
+    assert result.states == {node.name: "running"}
+    assert _ours(host) == {node.name: node.uuid}  # the same domain, defined again
+    xml = host.domain_xml(node.name)
+    assert f"'{moved.log(node)}'" in xml and f"'{moved.overlay(node)}'" in xml
+    _wait_ready(moved.log(node))
+    assert _agent(host, work, source, "state-moved").run_once().applied == []
+    source.nodes = []
+    assert _agent(host, work, source, "state-moved").run_once().errors == {}
+    assert _ours(host) == {} and moved.scan() == {}

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,8 @@ import yaml
 
 from mayu_py.lab.netns import InNamespace
 from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run
+from tests.support.peers import require_peers
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -30,8 +30,10 @@ CLIENT_MAC = "02:77:00:00:00:41"
 PORT = 8080
 TOKEN = "serve-dhcp-test-token-0123456789abcdef"
 
-if os.geteuid() != 0 or not shutil.which("dnsmasq") or not shutil.which("busybox"):
-    pytest.skip("needs root, dnsmasq and busybox", allow_module_level=True)
+
+@pytest.fixture(autouse=True, scope="module")
+def _peers() -> None:
+    require_peers("dnsmasq", "busybox", root=True)
 
 
 @pytest.fixture
@@ -109,18 +111,23 @@ def _udhcpc(ns: str, ifname: str, workdir: Path, *extra: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
 
 
-def _dnsmasq_pids(ns: str) -> list[int]:
+def _processes(ns: str) -> dict[int, str]:
+    """pid -> command name of the live processes in namespace ns."""
     proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
-    pids = []
+    found = {}
     for pid in proc.stdout.split():
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        if comm == "dnsmasq" and stat.rpartition(")")[2].split()[0] != "Z":
-            pids.append(int(pid))
-    return pids
+        if stat.rpartition(")")[2].split()[0] != "Z":
+            found[int(pid)] = comm
+    return found
+
+
+def _dnsmasq_pids(ns: str) -> list[int]:
+    return sorted(pid for pid, comm in _processes(ns).items() if comm == "dnsmasq")
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
@@ -147,11 +154,7 @@ def test_serve_runs_dnsmasq_that_hands_ipxe_the_boot_url_and_stops_with_it(
     url = f"http://{lab.server_ip}:{PORT}"
     try:
         with InNamespace(lab.server_ns) as ns:
-            deadline = time.monotonic() + 30
-            while not ns.call(_healthz, url):
-                assert server.poll() is None, f"serve exited: {server.communicate()}"
-                assert time.monotonic() < deadline, "serve did not answer /healthz"
-                time.sleep(0.2)
+            _wait_healthy(ns, server, url)
             pids = _dnsmasq_pids(lab.server_ns)
             assert len(pids) == 1, pids
             conf = (tmp_path / "data" / "dhcp" / "dnsmasq.conf").read_text()
@@ -200,11 +203,11 @@ def test_bad_interface_stops_serve_with_one_line_naming_the_field(
 
 
 def _wait_healthy(ns: InNamespace, server: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while not ns.call(_healthz, url):
+    def healthy() -> bool:
         assert server.poll() is None, f"serve exited: {server.communicate()}"
-        assert time.monotonic() < deadline, "serve did not answer /healthz"
-        time.sleep(0.2)
+        return ns.call(_healthz, url)
+
+    wait_for("mayu serve to answer /healthz", healthy, 30, every=0.2)
 
 
 def test_dnsmasq_orphaned_by_a_killed_serve_is_replaced_on_restart(
@@ -218,16 +221,26 @@ def test_dnsmasq_orphaned_by_a_killed_serve_is_replaced_on_restart(
         with InNamespace(lab.server_ns) as ns:
             _wait_healthy(ns, first, url)
             [orphan] = _dnsmasq_pids(lab.server_ns)
-            os.kill(first.pid, signal.SIGKILL)  # the master only: dnsmasq survives it
+            # serve dies, master and workers (left alone, the workers would notice their
+            # master's death only up to 30 s later); its dnsmasq survives
+            os.kill(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
-            time.sleep(2)  # gunicorn's workers notice their master is gone and exit
-            assert orphan in _dnsmasq_pids(lab.server_ns), "nothing was orphaned"
+            for pid, comm in _processes(lab.server_ns).items():
+                if comm != "dnsmasq":
+                    os.kill(pid, signal.SIGKILL)
+            wait_for(
+                "serve's workers gone",
+                lambda: set(_processes(lab.server_ns).values()) == {"dnsmasq"},
+            )
+            assert _dnsmasq_pids(lab.server_ns) == [orphan], "nothing was orphaned"
             second = _serve(lab, tmp_path, config)
-            deadline = time.monotonic() + 30
-            while (pids := _dnsmasq_pids(lab.server_ns)) in ([orphan], []):
+
+            def replaced() -> list[int] | None:
                 assert second.poll() is None, second.communicate()
-                assert time.monotonic() < deadline, "the restarted serve kept the orphan"
-                time.sleep(0.2)
+                pids = _dnsmasq_pids(lab.server_ns)
+                return pids if pids not in ([orphan], []) else None
+
+            pids = wait_for("the restarted serve to replace the orphan", replaced, 30, every=0.2)
             assert orphan not in pids and len(pids) == 1, pids
             _wait_healthy(ns, second, url)
     finally:

@@ -181,3 +181,30 @@ def test_changed_network_address_is_recreated() -> None:
     net = dataclasses.replace(state.networks["mayu-tenant-acme"], gateway="10.99.0.1")
     actions = run(nodes, dataclasses.replace(state, networks={net.name: net}))
     assert kinds(actions) == ["RecreateNetwork acme"]
+
+
+def test_domain_defined_with_other_files_is_replaced() -> None:
+    """Its definition names another state dir's files (an agent restarted with a new
+    --state-dir): starting it would fail forever, so it is defined again like a changed spec."""
+    nodes = [dn("acme", 0, "master"), dn("acme", 0)]
+    state = converged(nodes)
+    for status in ("shutoff", "running"):
+        stale = dataclasses.replace(
+            state.domains["acme-worker-0"], state=status, files_current=False
+        )
+        actual = dataclasses.replace(state, domains={**state.domains, stale.name: stale})
+        assert kinds(run(nodes, actual)) == [
+            "DrainNode acme/acme-worker-0",
+            "DeleteDomain acme/acme-worker-0",
+            "DefineDomain acme/acme-worker-0",
+            "StartDomain acme/acme-worker-0",
+        ], status
+        missing = dataclasses.replace(actual, files={})
+        assert kinds(run(nodes, missing)) == [
+            "DrainNode acme/acme-worker-0",
+            "DeleteDomain acme/acme-worker-0",
+            "CreateOverlay acme/acme-worker-0",
+            "WriteIgnition acme/acme-worker-0",
+            "DefineDomain acme/acme-worker-0",
+            "StartDomain acme/acme-worker-0",
+        ]

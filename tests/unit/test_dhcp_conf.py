@@ -257,11 +257,3 @@ def test_prepare_tftp_root(tmp_path: Path) -> None:
     (source / "snponly.efi").unlink()
     with pytest.raises(ConfigError, match="snponly.efi is missing: install the ipxe package"):
         prepare_tftp_root(tmp_path / "tftp2", source=source)
-
-
-def test_prepare_tftp_root_from_the_ipxe_package(tmp_path: Path) -> None:
-    if not Path("/usr/lib/ipxe/undionly.kpxe").exists():
-        pytest.skip("ipxe package not installed")
-    root = prepare_tftp_root(tmp_path / "tftp")
-    assert (root / "ipxe.efi").read_bytes() == Path("/usr/lib/ipxe/ipxe.efi").read_bytes()
-    assert not (root / "ipxe.efi").is_symlink()

@@ -145,7 +145,7 @@ class ServerConfig(_Strict):
     provisioning_window_seconds: int = Field(default=900, ge=60)
     events_per_machine: int = Field(default=200, ge=10)
     alerts_kept: int = Field(default=1000, ge=10)
-    report_details_max_bytes: int = Field(default=4096, ge=256)
+    report_details_max_bytes: int = Field(default=16384, ge=256)
     # Serve configs with private keys over plain HTTP (no stub, no TLS): never in production.
     insecure_secrets_over_http: bool = False
     tls: TlsConfig = Field(default_factory=TlsConfig)

@@ -1,7 +1,8 @@
 """SIGKILL of `mayu serve` while registrations, Ignition fetches and reports are in flight.
 
 Everything the server acknowledged survives the kill: registered machines with their boot
-tokens, consumed tokens (and the certificates served with them, in the PKI cache), reports;
+tokens, spent tokens (the real config fetched over HTTPS, and the certificates served with it,
+in the PKI cache), reports made with a machine's report credential;
 requests cut off by the kill leave a consistent state; the store passes `PRAGMA
 integrity_check`. The test proves that requests were in flight when the kill landed.
 """
@@ -35,10 +36,18 @@ pytestmark = pytest.mark.peer
 THREADS = 6  # per kind of request
 PER_THREAD = 40  # machines a registering or fetching thread works through
 ACKS_BEFORE_KILL = 10  # of every kind: the kill lands while all three are going
-# Every machine is approved by one catch-all group: each registration gets a boot token.
-CONFIG = {"groups": [{"name": "all", "profile": "worker", "selector": {}}]}
+# Every machine is approved by one catch-all group: each registration gets a boot token. All
+# requests come from 127.0.0.1: discovery's per-source limit and event retention are lifted.
+CONFIG = {
+    "groups": [{"name": "all", "profile": "worker", "selector": {}}],
+    "server": {
+        "discovery": {"per_source_per_minute": 100_000, "per_minute": 100_000},
+        "events_per_machine": 100_000,
+    },
+}
 KUBELET_CRT = "/var/lib/kubelet/pki/kubelet.crt"
 KUBELET_KEY = "/var/lib/kubelet/pki/kubelet.key"
+REPORT_CREDENTIAL = "/etc/mayu/report.token"
 
 
 @dataclass
@@ -104,18 +113,25 @@ def _register(session: requests.Session, url: str, mac: str) -> str:
     return boot_token(_ok(session.get(f"{url}/ipxe", params={"mac": mac}, timeout=10)).text)
 
 
-def _fetch(session: requests.Session, url: str, mac: str, token: str) -> tuple[str, str]:
-    """GET /ignition with the boot token; the kubelet certificate and key it served."""
+def _config(session: requests.Session, server: RunningServer, mac: str, token: str) -> Any:
+    """The stub over HTTP, then the real config it names over HTTPS (spends the token)."""
     params = {"mac": mac, "token": token}
-    body = _ok(session.get(f"{url}/ignition", params=params, timeout=10)).json()
-    files = {f["path"]: f for f in body["storage"]["files"]}
+    stub = _ok(session.get(f"{server.url}/ignition", params=params, timeout=10)).json()
+    source = stub["ignition"]["config"]["merge"][0]["source"]
+    return _ok(session.get(source, verify=str(server.ca_file), timeout=10)).json()
+
+
+def _fetch(session: requests.Session, server: RunningServer, mac: str, token: str) -> Any:
+    """A machine's whole Ignition fetch; the kubelet certificate and key it served."""
+    files = {f["path"]: f for f in _config(session, server, mac, token)["storage"]["files"]}
     return file_text(files[KUBELET_CRT]), file_text(files[KUBELET_KEY])
 
 
-def _report(session: requests.Session, url: str, mac: str, token: str, n: int) -> int:
-    body = {"event": "installed", "details": {"n": n}}
-    params = {"mac": mac, "token": token}
-    _ok(session.post(f"{url}/report", params=params, json=body, timeout=10))
+def _report(session: requests.Session, url: str, mac: str, credential: str, n: int) -> int:
+    """A `running` report with the machine's report credential (as at every disk boot)."""
+    body = {"event": "running", "details": {"n": n}}
+    headers = {"Authorization": f"Bearer {credential}"}
+    _ok(session.post(f"{url}/report", params={"mac": mac}, json=body, headers=headers, timeout=10))
     return n
 
 
@@ -140,26 +156,28 @@ class Machines:
     """The boot tokens of the machines that fetch Ignition and that report."""
 
     fetching: list[list[tuple[str, str]]]  # per thread: (mac, token)
-    reporting: dict[str, str]  # mac -> token, one machine per thread
+    reporting: dict[str, str]  # mac -> report credential, one machine per thread
 
 
-def _prepare(url: str) -> Machines:
-    session = requests.Session()
+def _prepare(server: RunningServer) -> Machines:
+    url, session = server.url, requests.Session()
     fetching = [
         [(mac, _register(session, url, mac)) for mac in (_mac(2, t, n) for n in range(PER_THREAD))]
         for t in range(THREADS)
     ]
-    reporting = {
-        mac: _register(session, url, mac) for mac in (_mac(3, t, 0) for t in range(THREADS))
-    }
-    for mac, token in reporting.items():
-        params = {"mac": mac, "token": token}
-        _ok(session.post(f"{url}/report", params=params, json={"event": "booted"}, timeout=10))
+    reporting = {}
+    for mac in (_mac(3, t, 0) for t in range(THREADS)):
+        token = _register(session, url, mac)
+        files = {f["path"]: f for f in _config(session, server, mac, token)["storage"]["files"]}
+        reporting[mac] = file_text(files[REPORT_CREDENTIAL]).strip()
+        params, body = {"mac": mac, "token": token}, {"event": "installed"}
+        _ok(session.post(f"{url}/report", params=params, json=body, timeout=10))
     return Machines(fetching, reporting)
 
 
-def _hammer(url: str, machines: Machines, traffic: Traffic) -> list[threading.Thread]:
+def _hammer(server: RunningServer, machines: Machines, traffic: Traffic) -> list[threading.Thread]:
     """Registering, Ignition-fetching and reporting threads, each with machines of its own."""
+    url = server.url
 
     def registering(t: int) -> None:
         session = requests.Session()
@@ -171,14 +189,14 @@ def _hammer(url: str, machines: Machines, traffic: Traffic) -> list[threading.Th
     def fetching(t: int) -> None:
         session = requests.Session()
         for mac, token in machines.fetching[t]:
-            if not traffic.run("ignition", mac, partial(_fetch, session, url, mac, token)):
+            if not traffic.run("ignition", mac, partial(_fetch, session, server, mac, token)):
                 return
 
     def reporting(t: int) -> None:
         session = requests.Session()
-        mac, token = list(machines.reporting.items())[t]
+        mac, credential = list(machines.reporting.items())[t]
         n = 0
-        while traffic.run("report", mac, partial(_report, session, url, mac, token, n)):
+        while traffic.run("report", mac, partial(_report, session, url, mac, credential, n)):
             n += 1
 
     threads = [
@@ -198,8 +216,8 @@ def test_acknowledged_work_survives_sigkill(tmp_path: Path) -> None:
     kinds = ("register", "ignition", "report")
     threads: list[threading.Thread] = []
     try:
-        machines = _prepare(server.url)
-        threads = _hammer(server.url, machines, traffic)
+        machines = _prepare(server)
+        threads = _hammer(server, machines, traffic)
         wait_for(
             f"{ACKS_BEFORE_KILL} acknowledged requests of every kind",
             lambda: all(len(traffic.acked(k)) >= ACKS_BEFORE_KILL for k in kinds),
@@ -213,7 +231,8 @@ def test_acknowledged_work_survives_sigkill(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)
-    assert not [c for c in traffic.calls if c.refused], "the server refused a request"
+    refused = [(c.kind, c.mac, c.refused[:200]) for c in traffic.calls if c.refused]
+    assert not refused, f"the server refused requests: {refused[:5]}"
     cut = [c for c in traffic.calls if c.started < killed_at and c.reached and not c.acked]
     print(f"\nacknowledged: { {k: len(traffic.acked(k)) for k in kinds} }; cut off: {len(cut)}")
     assert {c.kind for c in cut} == set(kinds), f"not every kind was in flight: {cut}"
@@ -234,8 +253,13 @@ def test_acknowledged_work_survives_sigkill(tmp_path: Path) -> None:
 
 def _check_after_restart(server: RunningServer, machines: Machines, traffic: Traffic) -> None:
     def ignition(mac: str, token: str) -> int:
+        """200 when the token still fetches the machine's whole config, else the refusal."""
         params = {"mac": mac, "token": token}
-        return requests.get(f"{server.url}/ignition", params=params, timeout=30).status_code
+        stub = requests.get(f"{server.url}/ignition", params=params, timeout=30)
+        if stub.status_code != 200:
+            return stub.status_code
+        source = stub.json()["ignition"]["config"]["merge"][0]["source"]
+        return requests.get(source, verify=str(server.ca_file), timeout=30).status_code
 
     def state(mac: str) -> str:
         return str(_ok(server.api("GET", f"/api/v1/machines/{mac}")).json()["state"])
@@ -256,7 +280,8 @@ def _check_after_restart(server: RunningServer, machines: Machines, traffic: Tra
     # Reports: every acknowledged one is recorded.
     for mac in machines.reporting:
         events = _ok(server.api("GET", f"/api/v1/machines/{mac}")).json()["events"]
-        recorded = {e["details"].get("n") for e in events if e["cause"] == "report installed"}
+        running = "report running (report credential)"
+        recorded = {e["details"].get("n") for e in events if e["cause"] == running}
         sent = [c.data for c in traffic.acked("report") if c.mac == mac]
         assert sent, f"{mac} had no report acknowledged"
         missing = [n for n in sent if n not in recorded]

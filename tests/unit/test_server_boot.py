@@ -377,7 +377,7 @@ def test_report_body_limits(client: FlaskClient) -> None:
     token = m.token()
     q = {"mac": m.mac, "token": token}
     env = {"REMOTE_ADDR": m.address}
-    too_big = {"event": "failed", "details": {"log": "x" * 5000}}
+    too_big = {"event": "failed", "details": {"log": "x" * 20000}}
     response = client.post("/report", query_string=q, json=too_big, environ_base=env)
     assert response.status_code == 400
     huge = json.dumps({"event": "failed", "details": {"blob": "x" * (2 << 20)}})

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
+
+# How a transaction ended: committed; rolled back by its function (any error but these);
+# conflict (its function raised Conflict); busy (the write lock was not free in time); error
+# (the store is unusable: corrupt, read-only, unreachable).
+TxOutcome = Literal["committed", "rolled_back", "conflict", "busy", "error"]
+# Told the duration (seconds, from asking for the lock to the end) and outcome of every
+# transaction, after it ended (the server's metrics).
+TxObserver = Callable[[float, TxOutcome], None]
 
 
 class Tx(Protocol):
@@ -82,6 +90,10 @@ class Store(Protocol):
 
     def list_machines(self, state: str | None = None) -> list[Machine]: ...
 
+    def machine_counts(self) -> dict[str, int]:
+        """How many machines are in each state (states with none are left out)."""
+        ...
+
     def machines_with_role(self, role: str) -> list[Machine]: ...
 
     def alerts(self, limit: int = 100) -> list[Event]: ...
@@ -112,9 +124,14 @@ def inventory_path(data_dir: Path) -> Path:
     return data_dir / "inventory.sqlite3"
 
 
-def open_store(data_dir: Path, events_kept: int = 200, alerts_kept: int = 1000) -> Store:
+def open_store(
+    data_dir: Path,
+    events_kept: int = 200,
+    alerts_kept: int = 1000,
+    observer: TxObserver | None = None,
+) -> Store:
     """Open the default backend (SQLite) in data_dir; StoreUnavailable (one line) if it
     cannot be opened."""
     from mayu_py.store.sqlite import SqliteStore
 
-    return SqliteStore(inventory_path(data_dir), events_kept, alerts_kept)
+    return SqliteStore(inventory_path(data_dir), events_kept, alerts_kept, observer)

@@ -37,13 +37,21 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untype
 def test_restart_after_kill_and_log_forwarding(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="mayu_py.dhcp")
     binary = fake_dnsmasq(tmp_path, 'echo "dnsmasq[$$]: started, version fake" >&2; exec sleep 60')
-    sup = DnsmasqSupervisor(tmp_path / "c.conf", dnsmasq=binary, backoff_initial=0.05)
+    told: list[int] = []
+    sup = DnsmasqSupervisor(
+        tmp_path / "c.conf",
+        dnsmasq=binary,
+        backoff_initial=0.05,
+        on_restart=lambda: told.append(sup.restarts),
+    )
     sup.start()
     try:
         first = sup.pid
         assert first is not None
+        assert told == []
         os.kill(first, 9)
         assert wait_for(lambda: sup.pid not in (None, first))
+        assert wait_for(lambda: told == [1])  # the server's metrics hear of each restart
         assert sup.restarts == 1
         assert any(
             r.name == "mayu_py.dhcp.dnsmasq" and "started, version fake" in r.getMessage()

@@ -6,10 +6,11 @@ config and issues its certificates once), GET the stub's HTTPS source (the secre
 verified with the server CA; spends the token), POST /report installed. The same responses,
 pre-rendered, are then served by nginx (HTTP and HTTPS) as the ceiling. Prints machines/s,
 p50/p99 per endpoint, errors, peak RSS of the server (master + workers) and the ratio to nginx.
-With --scrape S, a Prometheus-like client GETs /metrics every S seconds during the storm.
+With --scrape S, a Prometheus-like client GETs /metrics every S seconds during the storm, from
+the HTTPS listener (as docs/monitoring.md advises; `--scrape-plain`: from the plain one).
 
     .venv/bin/python bench/boot_storm.py [--machines 1000] [--concurrency 200] [--workers 2]
-        [--threads 1] [--scrape 1]
+        [--threads 1] [--scrape 1 [--scrape-plain]]
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ async def _storm(
 class Scraper(threading.Thread):
     """GETs /metrics every `interval` seconds, like Prometheus; keeps the latencies."""
 
-    def __init__(self, url: str, token: str, interval: float) -> None:
+    def __init__(self, url: str, token: str, interval: float, ca: Path) -> None:
         super().__init__(daemon=True)
-        self.url, self.token, self.interval = url, token, interval
+        self.url, self.token, self.interval, self.ca = url, token, interval, ca
         self.latencies: list[float] = []
         self.failures = 0
         self.stop = threading.Event()
@@ -152,7 +153,9 @@ class Scraper(threading.Thread):
         while not self.stop.wait(self.interval):
             start = time.perf_counter()
             try:
-                ok = requests.get(f"{self.url}/metrics", headers=headers, timeout=10).ok
+                ok = requests.get(
+                    f"{self.url}/metrics", headers=headers, timeout=10, verify=str(self.ca)
+                ).ok
             except requests.RequestException:
                 ok = False
             self.latencies.append(time.perf_counter() - start)
@@ -248,6 +251,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help=">1: gthread workers")
     parser.add_argument("--scrape", type=float, help="GET /metrics every SCRAPE seconds")
+    parser.add_argument("--scrape-plain", action="store_true", help="scrape the HTTP listener")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mayu-bench-"))
@@ -260,7 +264,10 @@ def main() -> None:
     ca = ssl.create_default_context(cafile=str(server.ca_file))
     sampler = RssSampler(server.process.pid)
     sampler.start()
-    scraper = Scraper(server.url, server.token, args.scrape) if args.scrape else None
+    scraper = None
+    if args.scrape:
+        at = server.url if args.scrape_plain else server.tls_url
+        scraper = Scraper(at, server.token, args.scrape, server.ca_file)
     if scraper:
         scraper.start()
     try:
@@ -309,7 +316,7 @@ def main() -> None:
     print(f"\npeak RSS of mayu serve (master + workers): {sampler.peak_kib / 1024:.0f} MiB")
     if scraper and scraper.latencies:
         print(
-            f"/metrics scraped {len(scraper.latencies)} times during the storm, "
+            f"/metrics scraped ({scraper.url}) {len(scraper.latencies)} times during the storm, "
             f"{scraper.failures} failed, median {statistics.median(scraper.latencies) * 1000:.0f}"
             f" ms, max {max(scraper.latencies) * 1000:.0f} ms"
         )

@@ -7,7 +7,8 @@ nginx remains possible (point it at the plain listener and set server.tls.public
 The child is a fresh interpreter (`python -m mayu_py.cli.tls_listener`: safe beside the
 parent's threads) that reads the parent's settings on stdin and the admin token from its
 environment, dies with its parent (PR_SET_PDEATHSIG), and is restarted with backoff if it
-exits on its own.
+exits on its own. It inherits the parent's metrics directory (PROMETHEUS_MULTIPROC_DIR), so
+/metrics on either listener reports both.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mayu_py.cli.wsgi import GunicornServer, die_with_parent
 from mayu_py.config import Settings
 from mayu_py.errors import ConfigError
 from mayu_py.server.boot import TLS_ENVIRON_KEY
+from mayu_py.server.metrics import forget_dead_processes
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def _mark_tls(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
 def _child(settings: Settings, token: str, workers: int, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     configure_logging(False)
+    forget_dead_processes()  # a restart: the previous listener's live gauges
     app, tls = build_app(settings, token)
     app.wsgi_app = _mark_tls(app.wsgi_app)  # type: ignore[method-assign]
     options = {

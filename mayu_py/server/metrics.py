@@ -5,7 +5,8 @@ with workers, and dnsmasq's supervisor in the first master. prometheus-client's 
 mode keeps each process's values in mmap files under one directory shared by both servers
 (`<data-dir>/metrics`, emptied when `mayu serve` starts), so a scrape of /metrics on either
 listener merges every file and reports the whole server. A worker that exits has its live
-gauges dropped (gunicorn's child_exit); its counters and histograms stay in the sums.
+gauges dropped (gunicorn's child_exit; a restarted HTTPS listener sweeps its predecessor's);
+its counters and histograms stay in the sums.
 
 Without that directory (an in-process app, unit tests) the values live in this process, in
 the `ServerMetrics`' own registry. `mayu_machines` is not kept anywhere: it is counted from the
@@ -73,6 +74,18 @@ def forget_worker(pid: int) -> None:
     """A worker exited: drop its live gauges (gunicorn's child_exit hook, in the master)."""
     if os.environ.get(MULTIPROC_ENV):
         mark_process_dead(pid)
+
+
+def forget_dead_processes() -> None:
+    """Drop the live gauges of processes that are gone without a gunicorn master to reap them
+    (the HTTPS listener's old master and workers, when it is restarted)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            mark_process_dead(int(pid))
 
 
 def multiprocess() -> bool:

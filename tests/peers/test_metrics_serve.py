@@ -82,11 +82,24 @@ def store_events(server: RunningServer) -> list[dict[str, Any]]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def is_tls_listener(pid: int) -> bool:
+    return b"tls_listener" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def workers_of(server: RunningServer) -> list[int]:
     """The gunicorn workers of the plain listener (children of serve, not the HTTPS child)."""
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-    pids = [int(p) for p in children.read_text().split()]
-    return [p for p in pids if b"tls_listener" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return [p for p in children(server.process.pid) if not is_tls_listener(p)]
+
+
+def wait_gone(paths: list[Path], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while any(p.exists() for p in paths):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
 
 
 def test_counters_match_the_store_on_both_listeners(server: RunningServer) -> None:
@@ -145,10 +158,10 @@ def test_a_dead_workers_live_gauges_go_and_its_counts_stay(server: RunningServer
     assert live, sorted(os.listdir(directory))
     victim = live[0]
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while (directory / f"gauge_livesum_{victim}.db").exists():
-        assert time.monotonic() < deadline, "child_exit did not drop the dead worker's gauges"
-        time.sleep(0.1)
+    wait_gone(
+        [directory / f"gauge_livesum_{victim}.db"],
+        "child_exit did not drop the dead worker's gauges",
+    )
     assert (directory / f"counter_{victim}.db").exists()
     after = scrape(server.url, server.token)
     ipxe_ok = {"endpoint": "boot.machine_boot_script", "method": "GET", "status": "200"}
@@ -157,6 +170,31 @@ def test_a_dead_workers_live_gauges_go_and_its_counts_stay(server: RunningServer
         before, "mayu_http_requests_total", **ipxe_ok
     )
     assert value(after, "mayu_http_requests_in_progress") == 1  # this scrape only
+
+
+def test_a_restarted_https_listener_sweeps_its_predecessors_gauges(
+    server: RunningServer,
+) -> None:
+    for _ in range(4):
+        scrape(server.tls_url, server.token, server.ca_file)
+    (listener,) = [p for p in children(server.process.pid) if is_tls_listener(p)]
+    directory = server.data_dir / "metrics"
+    old = [listener, *children(listener)]
+    stale = [directory / f"gauge_livesum_{p}.db" for p in old]
+    assert any(p.exists() for p in stale), sorted(os.listdir(directory))
+    os.kill(listener, signal.SIGKILL)  # its workers follow (PR_SET_PDEATHSIG)
+    wait_gone(stale, "the restarted HTTPS listener left its predecessor's live gauges")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            after = scrape(server.tls_url, server.token, server.ca_file)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "the HTTPS listener did not come back"
+            time.sleep(0.2)
+    assert value(after, "mayu_http_requests_in_progress") == 1  # this scrape only
+    scrapes = {"endpoint": "monitoring.metrics", "method": "GET", "status": "200"}
+    assert value(after, "mayu_http_requests_total", **scrapes) == 4  # the old ones still count
 
 
 def test_a_new_server_starts_from_zero(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ from mayu_py.cli.wsgi import GunicornServer, die_with_parent
 from mayu_py.config import Settings
 from mayu_py.errors import ConfigError
 from mayu_py.server.boot import TLS_ENVIRON_KEY
-from mayu_py.server.metrics import forget_dead_processes
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,6 @@ def _mark_tls(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
 def _child(settings: Settings, token: str, workers: int, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     configure_logging(False)
-    forget_dead_processes()  # a restart: the previous listener's live gauges
     app, tls = build_app(settings, token)
     app.wsgi_app = _mark_tls(app.wsgi_app)  # type: ignore[method-assign]
     options = {

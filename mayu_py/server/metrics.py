@@ -5,8 +5,8 @@ with workers, and dnsmasq's supervisor in the first master. prometheus-client's 
 mode keeps each process's values in mmap files under one directory shared by both servers
 (`<data-dir>/metrics`, emptied when `mayu serve` starts), so a scrape of /metrics on either
 listener merges every file and reports the whole server. A worker that exits has its live
-gauges dropped (gunicorn's child_exit; a restarted HTTPS listener sweeps its predecessor's);
-its counters and histograms stay in the sums.
+gauges dropped (gunicorn's child_exit; a scrape drops those of any other process that is gone,
+such as a killed HTTPS listener's); its counters and histograms stay in the sums.
 
 Without that directory (an in-process app, unit tests) the values live in this process, in
 the `ServerMetrics`' own registry. `mayu_machines` is not kept anywhere: it is counted from the
@@ -76,16 +76,13 @@ def forget_worker(pid: int) -> None:
         mark_process_dead(pid)
 
 
-def forget_dead_processes() -> None:
-    """Drop the live gauges of processes that are gone without a gunicorn master to reap them
-    (the HTTPS listener's old master and workers, when it is restarted)."""
-    directory = os.environ.get(MULTIPROC_ENV)
-    if not directory:
-        return
-    for path in Path(directory).glob("gauge_live*_*.db"):
+def _forget_dead_processes(directory: Path) -> None:
+    """Drop the live gauges of processes that are gone without a gunicorn master that could
+    tell (the HTTPS listener's master and workers, when it was killed and restarted)."""
+    for path in directory.glob("gauge_live*_*.db"):
         pid = path.stem.rpartition("_")[2]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            mark_process_dead(int(pid))
+            path.unlink(missing_ok=True)  # another worker's scrape may be sweeping too
 
 
 def multiprocess() -> bool:
@@ -212,6 +209,7 @@ class ServerMetrics:
     def exposition(self, store: Store) -> bytes:
         """The text format of every metric of this server (all processes when multiprocess)."""
         if multiprocess():
+            _forget_dead_processes(Path(os.environ[MULTIPROC_ENV]))
             values = CollectorRegistry()
             MultiProcessCollector(values)
             source = _Sources(values, _MachineStates(store))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from mayu_py.errors import Conflict, NotFound
 from mayu_py.server.metrics import ServerMetrics
@@ -18,9 +17,9 @@ from mayu_py.store import sqlite as sqlite_store
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite import SqliteStore
 from tests.support.flask_app import AUTH, Machine, approve, file_of, make_app, set_clock
+from tests.support.prometheus import Samples, parse, value
 
 METRICS_TOKEN = "scrape-only-token-0123456789abcdef-0123"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture
@@ -33,15 +32,7 @@ def scrape(client: FlaskClient, token: str = METRICS_TOKEN) -> Samples:
     response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200, response.data
     assert response.content_type.startswith("text/plain; version=0.0.4")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.get_data(as_text=True))
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return parse(response.get_data(as_text=True))
 
 
 @pytest.mark.parametrize(
@@ -198,12 +189,8 @@ def test_server_metrics_count_store_failures_by_reason(tmp_path: Path) -> None:
     for outcome in ("committed", "rolled_back", "conflict", "busy", "busy"):
         metrics.store_transaction(0.001, outcome)  # type: ignore[arg-type]
     store = SqliteStore(tmp_path / "s.sqlite3")
-    s = {
-        (x.name, tuple(x.labels.items())): x.value
-        for family in text_string_to_metric_families(metrics.exposition(store).decode())
-        for x in family.samples
-    }
-    assert s[("mayu_store_transaction_duration_seconds_count", ())] == 5
-    assert s[("mayu_store_transaction_failures_total", (("reason", "busy"),))] == 2
-    assert s[("mayu_store_transaction_failures_total", (("reason", "conflict"),))] == 1
+    s = parse(metrics.exposition(store).decode())
+    assert value(s, "mayu_store_transaction_duration_seconds_count") == 5
+    assert value(s, "mayu_store_transaction_failures_total", reason="busy") == 2
+    assert value(s, "mayu_store_transaction_failures_total", reason="conflict") == 1
     assert ("mayu_store_transaction_failures_total", (("reason", "rolled_back"),)) not in s

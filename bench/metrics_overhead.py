@@ -15,6 +15,7 @@ overhead, and what one scrape of /metrics costs.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,7 @@ class _Loop:
         from tests.support.flask_app import ADMIN_TOKEN, Machine
 
         self.machine, self.token = Machine, ADMIN_TOKEN
-        work = Path(tempfile.mkdtemp(prefix="mayu-overhead-"))
+        self.work = work = Path(tempfile.mkdtemp(prefix="mayu-overhead-"))
         try:
             from mayu_py.server import metrics
         except ImportError:  # the tree before the instrumentation
@@ -78,10 +79,13 @@ def _worker(tree: Path) -> None:
     """Answer `batch N` and `scrape` lines on stdin with one number each on stdout."""
     loop = _Loop(tree)
     print("instrumented" if loop.instrumented else "plain", flush=True)
-    for line in sys.stdin:
-        verb, _, arg = line.partition(" ")
-        figure = loop.batch(int(arg)) if verb == "batch" else loop.scrape()
-        print(f"{figure:.4f}", flush=True)
+    try:
+        for line in sys.stdin:
+            verb, _, arg = line.partition(" ")
+            figure = loop.batch(int(arg)) if verb == "batch" else loop.scrape()
+            print(f"{figure:.4f}", flush=True)
+    finally:
+        shutil.rmtree(loop.work, ignore_errors=True)
 
 
 class _Worker:

@@ -148,6 +148,8 @@ class ServerConfig(_Strict):
     report_details_max_bytes: int = Field(default=16384, ge=256)
     # Serve configs with private keys over plain HTTP (no stub, no TLS): never in production.
     insecure_secrets_over_http: bool = False
+    # A scrape-only bearer token for /metrics (the admin token works too); env MAYU_METRICS_TOKEN.
+    metrics_token: str | None = Field(default=None, min_length=32)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
 
@@ -280,6 +282,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "MAYU_ASSETS_ROOT": ("assets", "root"),
     "MAYU_DHCP": ("dhcp", "mode"),
     "MAYU_STORE": ("store", "url"),
+    "MAYU_METRICS_TOKEN": ("server", "metrics_token"),
 }
 
 

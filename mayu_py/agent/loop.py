@@ -18,6 +18,7 @@ from pathlib import Path
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import networks_for
+from mayu_py.agent.metrics import AgentMetrics
 from mayu_py.agent.plan import (
     Action,
     DeleteDomain,
@@ -76,9 +77,11 @@ class Agent:
         domain_type: str = "qemu",
         address: str = "",
         drain: DrainHook | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.host_name = host_name
         self.host = host
+        self.metrics = metrics or AgentMetrics(lambda: host.reconnects)
         self.source = source
         self.state_dir = state_dir
         self.address = address
@@ -97,6 +100,16 @@ class Agent:
     def run_once(self) -> ReconcileResult:
         """One full pass; raises only when desired or actual state cannot be read at all, or
         on a temporary error (a peer is gone: the whole pass is retried later)."""
+        with self.metrics.reconcile_duration.time():
+            try:
+                result = self._reconcile()
+            except MayuError:
+                self.metrics.reconciles.labels("abandoned").inc()
+                raise
+        self.metrics.reconciles.labels("completed").inc()
+        return result
+
+    def _reconcile(self) -> ReconcileResult:
         desired = self.source.desired_nodes()
         actual = observe(self.host, self.state_dir)
         actions = plan(desired, networks_for(desired), actual)
@@ -108,7 +121,7 @@ class Agent:
                 continue
             try:
                 self._before(action, actual, wanted, result)
-                self.applier.apply(action)
+                self._apply(action)
                 result.applied.append(action)
                 self._after(action, wanted, result)
             except MayuError as exc:
@@ -119,10 +132,20 @@ class Agent:
                 result.errors[key] = exc.message
                 failed.add(key)
         after = observe(self.host, self.state_dir) if actions else actual
+        self.metrics.observed(after)
         self._report(desired, after, result)
         by_name = {n.name: n for n in desired}
         self._booting = {name: by_name[name] for name in result.booting}
         return result
+
+    def _apply(self, action: Action) -> None:
+        kind = type(action).__name__
+        try:
+            self.applier.apply(action)
+        except MayuError:
+            self.metrics.actions.labels(kind, "failed").inc()
+            raise
+        self.metrics.actions.labels(kind, "succeeded").inc()
 
     def _before(
         self, action: Action, actual: ActualState, wanted: set[str], out: ReconcileResult
@@ -277,6 +300,7 @@ class AgentOptions:
     interval: float = 30.0
     once: bool = False  # reconcile once and return
     address: str = ""  # the address this host registers with (its route to the server)
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint
 
 
 def run_agent(options: AgentOptions, source: DesiredSource) -> None:
@@ -285,6 +309,8 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     if not options.once:
         start_event_loop()
     host = LibvirtHost(options.libvirt_uri)
+    metrics = AgentMetrics(lambda: host.reconnects)
+    exporter = metrics.serve(options.metrics_listen) if options.metrics_listen else None
     state = StateDir(options.state_dir)
     state.ensure()
     images = BaseImages(options.images_dir)
@@ -298,7 +324,7 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     )
     agent = Agent(
         options.host_name, host, source, state, images,
-        domain_type=domain_type, address=options.address,
+        domain_type=domain_type, address=options.address, metrics=metrics,
     )  # fmt: skip
     try:
         if options.once:
@@ -307,5 +333,7 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
         else:
             agent.run_forever(options.interval)
     finally:
+        if exporter is not None:
+            exporter.shutdown()
         source.close()
         host.close()

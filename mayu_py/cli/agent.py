@@ -53,6 +53,11 @@ import click
 )
 @click.option("--interval", default=30.0, show_default=True, help="Periodic resync, seconds.")
 @click.option("--once", is_flag=True, help="Reconcile once and exit.")
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (no auth: a management address).",
+)
 def agent(
     host_name: str,
     libvirt_uri: str,
@@ -64,6 +69,7 @@ def agent(
     kubeconfig: str | None,
     interval: float,
     once: bool,
+    metrics_listen: str | None,
 ) -> None:
     """Reconcile the tenant clusters assigned to this host."""
     from mayu_py.agent.loop import AgentOptions, run_agent
@@ -98,6 +104,7 @@ def agent(
         interval=interval,
         once=once,
         address=address,
+        metrics_listen=metrics_listen,
     )
     run_agent(options, source)
 

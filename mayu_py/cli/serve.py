@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from mayu_py.cli.tls_listener import TlsListener
 from mayu_py.cli.wsgi import GunicornServer, server_options
 from mayu_py.config import Settings, load_settings
 from mayu_py.dhcp import resolve_dhcp
+from mayu_py.server.metrics import ServerMetrics, metrics_dir, use_multiprocess_dir
 from mayu_py.store import inventory_path
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,11 @@ def serve(
     check_bindable(settings.server.listen, "server.listen")
     check_bindable(settings.server.tls_listen, "server.tls.listen")
     token = admin_token(settings)
-    app, server_tls = build_app(settings, token.value)
+    # Both gunicorn servers (and the HTTPS one's restarts) share this directory: /metrics on
+    # either listener reports the whole server.
+    use_multiprocess_dir(metrics_dir(settings.data_path), clean=True)
+    metrics = ServerMetrics()
+    app, server_tls = build_app(settings, token.value, metrics)
     if settings.server.insecure_secrets_over_http:
         log.warning(
             "server.insecure_secrets_over_http is on: configs with private keys go over plain "
@@ -72,7 +78,7 @@ def serve(
     tls = TlsListener(settings, token.value, workers, server_tls.ca_pem)
     tls.start()
     try:
-        supervisor = start_dhcp(settings)
+        supervisor = start_dhcp(settings, metrics.dnsmasq_restarts.inc)
     except BaseException:
         tls.stop()
         raise
@@ -109,10 +115,10 @@ def serve(
     sys.exit(0)
 
 
-def start_dhcp(settings: Settings):  # type: ignore[no-untyped-def]
+def start_dhcp(settings: Settings, on_restart: Callable[[], object]):  # type: ignore[no-untyped-def]
     """Start the supervised dnsmasq when --dhcp is proxy or full; None when off."""
     if settings.dhcp.mode == "off":
         return None
     from mayu_py.dhcp.service import start_supervised_dnsmasq
 
-    return start_supervised_dnsmasq(settings, Path(settings.data_dir))
+    return start_supervised_dnsmasq(settings, Path(settings.data_dir), on_restart)

@@ -20,6 +20,7 @@ from mayu_py.errors import ConfigError
 from mayu_py.pki import server_tls
 from mayu_py.pki.server_tls import ServerTls
 from mayu_py.server.app import create_app
+from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.tokens import check_admin_token, load_or_create_admin_token
 from mayu_py.store import open_store
 
@@ -98,9 +99,11 @@ def load_tls(settings: Settings) -> ServerTls:
     return server_tls.load_or_create(settings.data_path / "pki" / "server", tls_names(settings))
 
 
-def build_app(settings: Settings, token: str) -> tuple[Flask, ServerTls]:
+def build_app(
+    settings: Settings, token: str, metrics: ServerMetrics | None = None
+) -> tuple[Flask, ServerTls]:
     """Open the store and build the app (it closes its start-up connection: workers open
-    their own)."""
+    their own); the store reports its transactions to the app's metrics."""
     data = settings.data_path
     try:
         data.mkdir(parents=True, exist_ok=True)
@@ -109,10 +112,17 @@ def build_app(settings: Settings, token: str) -> tuple[Flask, ServerTls]:
         raise ConfigError(f"config error at data_dir: {data}: {exc.strerror}") from None
     check_paths(settings)
     server = settings.server
-    store = open_store(data, server.events_per_machine, server.alerts_kept, settings.store)
+    metrics = metrics or ServerMetrics()
+    store = open_store(
+        data,
+        server.events_per_machine,
+        server.alerts_kept,
+        settings.store,
+        observer=metrics.store_transaction,
+    )
     tls = load_tls(settings)
     full = settings.dhcp.mode == "full"
     lease_of = LeaseBook(lease_file(data)).address_of if full else None
-    app = create_app(settings, store, token, tls, lease_of)
+    app = create_app(settings, store, token, tls, lease_of, metrics)
     store.close()
     return app, tls

@@ -7,7 +7,8 @@ nginx remains possible (point it at the plain listener and set server.tls.public
 The child is a fresh interpreter (`python -m mayu_py.cli.tls_listener`: safe beside the
 parent's threads) that reads the parent's settings on stdin and the admin token from its
 environment, dies with its parent (PR_SET_PDEATHSIG), and is restarted with backoff if it
-exits on its own.
+exits on its own. It inherits the parent's metrics directory (PROMETHEUS_MULTIPROC_DIR), so
+/metrics on either listener reports both.
 """
 
 from __future__ import annotations

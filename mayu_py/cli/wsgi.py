@@ -10,6 +10,8 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from mayu_py.server.metrics import forget_worker
+
 
 def server_options(bind: str, workers: int, proc_name: str, **extra: Any) -> dict[str, Any]:
     """gunicorn settings both listeners share; `extra` adds or overrides."""
@@ -40,6 +42,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         # Workers die with their master: a SIGKILLed server leaves no worker holding its port.
         self.cfg.set("post_fork", lambda _arbiter, worker: die_with_parent(worker.ppid))
+        # Metrics: a dead worker's live gauges (requests in progress) leave the sums.
+        self.cfg.set("child_exit", lambda _arbiter, worker: forget_worker(worker.pid))
         for key, value in self._options.items():
             self.cfg.set(key, value)
 

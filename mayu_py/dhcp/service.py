@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mayu_py.config import Settings
@@ -76,8 +77,11 @@ def stop_stale_dnsmasq(pid_file: Path, conf_file: Path) -> None:
             time.sleep(0.1)
 
 
-def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSupervisor:
-    """Validate `settings.dhcp`, write dnsmasq's files and start it; the caller stops it."""
+def start_supervised_dnsmasq(
+    settings: Settings, data_dir: Path, on_restart: Callable[[], object] | None = None
+) -> DnsmasqSupervisor:
+    """Validate `settings.dhcp`, write dnsmasq's files and start it; the caller stops it.
+    `on_restart` is called after each restart of dnsmasq."""
     plan = resolve_dhcp(settings.dhcp)
     workdir = dhcp_dir(data_dir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +97,7 @@ def start_supervised_dnsmasq(settings: Settings, data_dir: Path) -> DnsmasqSuper
     conf_file = workdir / "dnsmasq.conf"
     stop_stale_dnsmasq(workdir / "dnsmasq.pid", conf_file)
     atomic_write(conf_file, conf, 0o644)
-    supervisor = DnsmasqSupervisor(conf_file)
+    supervisor = DnsmasqSupervisor(conf_file, on_restart=on_restart)
     supervisor.start()
     log.info(
         "dhcp %s on %s (%s), boot URL %s",

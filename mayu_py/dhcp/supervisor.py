@@ -12,6 +12,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mayu_py.command import in_namespace, run
@@ -64,7 +65,8 @@ class _Child:
 
 
 class DnsmasqSupervisor:
-    """Keep one dnsmasq running on `conf_file` until stop()."""
+    """Keep one dnsmasq running on `conf_file` until stop(); `on_restart` is called after each
+    restart (the server counts them)."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class DnsmasqSupervisor:
         backoff_max: float = 30.0,
         stable_after: float = 30.0,
         startup_timeout: float = 5.0,
+        on_restart: Callable[[], object] | None = None,
     ) -> None:
         self.conf_file = Path(conf_file)
         self.netns = netns
@@ -89,6 +92,7 @@ class DnsmasqSupervisor:
         self._child: _Child | None = None
         self._monitor: threading.Thread | None = None
         self._restarts = 0
+        self._on_restart = on_restart
 
     @property
     def argv(self) -> list[str]:
@@ -199,6 +203,8 @@ class DnsmasqSupervisor:
                     continue
                 self._restarts += 1
                 log.info("dnsmasq restarted (pid %s, restart %d)", new.proc.pid, self._restarts)
+                if self._on_restart is not None:
+                    self._on_restart()
                 break
 
     def stop(self, timeout: float = 5.0) -> None:

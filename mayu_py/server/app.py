@@ -11,13 +11,14 @@ from mayu_py.pki import ClusterPKI
 from mayu_py.pki.server_tls import ServerTls
 from mayu_py.pki.server_tls import load_or_create as load_or_create_server_tls
 from mayu_py.render import IgnitionRenderer
-from mayu_py.server import api, boot, health, tenants_api
+from mayu_py.server import api, boot, health, monitoring, tenants_api
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
 from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.hosts import HostService
 from mayu_py.server.machines import MachineService
+from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.store import Store
@@ -29,12 +30,15 @@ def create_app(
     admin_token: str,
     server_tls: ServerTls | None = None,
     lease_of: Callable[[str], str | None] | None = None,
+    metrics: ServerMetrics | None = None,
 ) -> Flask:
     """Build the WSGI app. The renderer's templates are checked here: a bad one stops start-up.
 
     `server_tls` defaults to the server's own CA under <data-dir>/pki/server (created when
     missing) for a listener on server.listen; `lease_of` (full DHCP) names the address our
-    dnsmasq leased to a MAC: boot tokens are bound to it."""
+    dnsmasq leased to a MAC: boot tokens are bound to it. `metrics` are the ones the store
+    reports its transactions to (`mayu serve`), else the app gets its own."""
+    metrics = metrics or ServerMetrics()
     if server_tls is None:
         host = settings.server.listen.rpartition(":")[0].strip("[]")
         server_tls = load_or_create_server_tls(settings.data_path / "pki" / "server", [host])
@@ -46,7 +50,7 @@ def create_app(
     root = settings.assets_root
     root.mkdir(parents=True, exist_ok=True)
     provisioner = Provisioner(settings, store, renderer, pki)
-    tenants = TenantService(settings, store, renderer)
+    tenants = TenantService(settings, store, renderer, metrics=metrics)
     hosts = HostService(store, on_revoke=lambda tx, _host: tenants.place_nodes(tx))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
@@ -54,18 +58,21 @@ def create_app(
     app.extensions["mayu"] = Services(
         settings=settings,
         store=store,
-        boot=BootService(settings, store, lease_of),
-        delivery=Delivery(settings, store, provisioner, hosts, server_tls.ca_pem),
+        boot=BootService(settings, store, lease_of, metrics=metrics),
+        delivery=Delivery(settings, store, provisioner, hosts, server_tls.ca_pem, metrics=metrics),
         machines=MachineService(settings, store),
         provisioner=provisioner,
         tenants=tenants,
         hosts=hosts,
         assets_root=root,
         admin_token=admin_token,
+        metrics=metrics,
     )
+    monitoring.instrument(app, metrics)
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(tenants_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(monitoring.bp)
     register_error_handlers(app)
     return app

@@ -37,6 +37,15 @@ def require_admin_token() -> None:
     g.principal = Principal(admin=True)
 
 
+def require_metrics_token() -> None:
+    """Refuse (401) a scrape without the admin token or `server.metrics_token`."""
+    presented = _presented_token().encode()
+    svc = services()
+    accepted = (svc.admin_token, svc.settings.server.metrics_token)
+    if not any(t and hmac.compare_digest(presented, t.encode()) for t in accepted):
+        raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
+
+
 def require_admin_or_agent() -> None:
     """Accept the admin token or any valid agent token; endpoints narrow agents further."""
     token = _presented_token()

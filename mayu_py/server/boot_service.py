@@ -34,6 +34,7 @@ from mayu_py.model import (
 )
 from mayu_py.server.addresses import same_address
 from mayu_py.server.matching import match_group
+from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.tokens import new_token, token_hash
 from mayu_py.store import Store, Tx
 
@@ -96,11 +97,13 @@ class BootService:
         store: Store,
         lease_of: Callable[[str], str | None] | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.lease_of = lease_of  # full DHCP: the address our dnsmasq leased to a MAC
         self.clock = clock
+        self.metrics = metrics or ServerMetrics()
 
     def answer(self, identity: Identity, source: str | None) -> BootAnswer:
         """The boot answer for a machine presenting `identity` from address `source`."""
@@ -115,6 +118,8 @@ class BootService:
         answer = self.store.atomically(lambda tx: self._decide(tx, identity, source, lease, token))
         if answer is None:
             raise NotFound("unknown machine", {"mac": identity.mac, "policy": "deny"})
+        if answer.kind == BootKind.INSTALL:
+            self.metrics.tokens_issued.inc()
         return answer
 
     # -- the read-only path: no transaction, no write ---------------------------------------

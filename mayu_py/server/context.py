@@ -12,6 +12,7 @@ from mayu_py.server.boot_service import BootService
 from mayu_py.server.delivery import Delivery
 from mayu_py.server.hosts import HostService
 from mayu_py.server.machines import MachineService
+from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.store import Store
@@ -29,6 +30,7 @@ class Services:
     hosts: HostService
     assets_root: Path
     admin_token: str
+    metrics: ServerMetrics
 
 
 def services() -> Services:

@@ -38,6 +38,7 @@ from mayu_py.model import (
 from mayu_py.server.addresses import same_address
 from mayu_py.server.hosts import HostService, new_agent_token
 from mayu_py.server.matching import match_group
+from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.scripts import url_mac
 from mayu_py.server.tokens import new_token, token_hash, token_matches
@@ -67,6 +68,7 @@ class Delivery:
         hosts: HostService,
         server_ca_pem: str,
         clock: Callable[[], float] = time.time,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -74,6 +76,7 @@ class Delivery:
         self.hosts = hosts
         self.server_ca_pem = server_ca_pem
         self.clock = clock
+        self.metrics = metrics or ServerMetrics()
 
     # -- Ignition ---------------------------------------------------------------------------
 
@@ -150,6 +153,7 @@ class Delivery:
         body = self.store.atomically(txn)
         if body is None:
             raise self._refuse(machine.id, "ignition-refused", "boot token already spent", source)
+        self.metrics.tokens_consumed.inc()
         return body
 
     def _pending(
@@ -174,9 +178,10 @@ class Delivery:
                 mac, "ignition-refused", "machine no longer matches its group", source
             )
         credential, agent = new_token(), new_agent_token(machine.node_name)
-        body = self.provisioner.secret_config(
-            machine, group, urls, credential, agent, self.server_ca_pem
-        )
+        with self.metrics.render.labels("machine").time():
+            body = self.provisioner.secret_config(
+                machine, group, urls, credential, agent, self.server_ca_pem
+            )
         rendered = PendingConfig(
             machine_id=mac,
             token_hash=machine.token_hash or "",
@@ -221,17 +226,17 @@ class Delivery:
             )
         target = REPORT_EVENTS[event]
 
-        def txn(tx: Tx) -> tuple[Machine | None, str]:
+        def txn(tx: Tx) -> tuple[Machine | None, str, MachineState | None]:
             now = self.clock()
             machine = tx.get_machine(mac)
             if machine is None:
-                return None, "unknown machine"
+                return None, "unknown machine", None
             by_token = token is not None and self._window_ok(
                 machine, token, None, now, spent_ok=True
             )
             by_credential = token_matches(credential, machine.report_hash)
             if not (by_token or by_credential):
-                return None, "report with invalid credentials"
+                return None, "report with invalid credentials", None
             if not transition_allowed(machine.state, target):
                 tx.add_event(
                     Event(
@@ -245,7 +250,7 @@ class Delivery:
                         details,
                     )  # fmt: skip
                 )
-                return machine, "illegal"
+                return machine, "illegal", None
             moved = replace(machine, state=target, updated=now)
             if event in WINDOW_CLOSING_REPORTS:
                 moved = moved.closed_window()
@@ -265,9 +270,9 @@ class Delivery:
                 )  # fmt: skip
             )
             tx.put_machine(moved)
-            return moved, ""
+            return moved, "", machine.state
 
-        machine, why = self.store.atomically(txn)
+        machine, why, before = self.store.atomically(txn)
         if machine is None:
             raise self._refuse(mac, "report-refused", why, source)
         if why == "illegal":
@@ -275,7 +280,22 @@ class Delivery:
                 f"illegal transition {machine.state} -> {target}",
                 {"id": mac, "from": str(machine.state), "to": str(target)},
             )
+        if target == MachineState.RUNNING and before != MachineState.RUNNING:
+            self._provisioned(machine)
         return machine
+
+    def _provisioned(self, machine: Machine) -> None:
+        """Observe how long the machine took from its latest approval or reinstall (its last
+        move to configured) to running."""
+        started = next(
+            (
+                e.time
+                for e in reversed(self.store.events(machine.id))
+                if e.to_state == MachineState.CONFIGURED
+            ),
+            machine.created,
+        )
+        self.metrics.provisioning.observe(max(machine.updated - started, 0.0))
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -326,5 +346,6 @@ class Delivery:
                 tx.add_event(event)
 
         self.store.atomically(record)
+        self.metrics.tokens_refused.labels(kind.removesuffix("-refused")).inc()
         log.info("%s mac=%s source=%s: %s", kind, mac, source, why)
         return _refused()

@@ -19,6 +19,7 @@ from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, NotFound, Unprocessable
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
+from mayu_py.server.metrics import ServerMetrics
 from mayu_py.store import Store, Tx
 from mayu_py.tenants import (
     HostInfo,
@@ -45,11 +46,13 @@ class TenantService:
         store: Store,
         renderer: IgnitionRenderer,
         clock: Callable[[], float] = time.time,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.renderer = renderer
         self.clock = clock
+        self.metrics = metrics or ServerMetrics()
 
     # -- tenants ------------------------------------------------------------------------
 
@@ -127,7 +130,10 @@ class TenantService:
     def node_ignition(self, tenant_name: str, node_name: str) -> bytes:
         """A tenant node's Ignition, with certificates from the tenant's own PKI."""
         tenant = self._record(self.store, tenant_name).tenant
-        return render_tenant_node(tenant, node_name, self.tenant_pki(tenant.name), self.renderer)
+        with self.metrics.render.labels("tenant_node").time():
+            return render_tenant_node(
+                tenant, node_name, self.tenant_pki(tenant.name), self.renderer
+            )
 
     def host_of(self, tenant: str, node: str) -> str | None:
         """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""

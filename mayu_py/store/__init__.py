@@ -14,13 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from mayu_py.config import StoreConfig
 from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
+
+# How a transaction ended: committed; rolled back by its function (any error but these);
+# conflict (its function raised Conflict); busy (the write lock was not free in time); error
+# (the store is unusable: corrupt, read-only, unreachable).
+TxOutcome = Literal["committed", "rolled_back", "conflict", "busy", "error"]
+# Told the duration (seconds, from asking for the lock to the end) and outcome of every
+# transaction, after it ended (the server's metrics).
+TxObserver = Callable[[float, TxOutcome], None]
 
 
 class Tx(Protocol):
@@ -84,6 +92,10 @@ class Store(Protocol):
 
     def list_machines(self, state: str | None = None) -> list[Machine]: ...
 
+    def machine_counts(self) -> dict[str, int]:
+        """How many machines are in each state (states with none are left out)."""
+        ...
+
     def machines_with_role(self, role: str) -> list[Machine]: ...
 
     def alerts(self, limit: int = 100) -> list[Event]: ...
@@ -119,9 +131,11 @@ def open_store(
     events_kept: int = 200,
     alerts_kept: int = 1000,
     config: StoreConfig | None = None,
+    observer: TxObserver | None = None,
 ) -> Store:
     """Open the store `config.url` names (default: SQLite in data_dir); ConfigError for a
-    malformed URL, StoreUnavailable (one line) if it cannot be opened."""
+    malformed URL, StoreUnavailable (one line) if it cannot be opened. `observer` is told
+    each transaction's outcome and duration (metrics)."""
     from mayu_py.store.url import SqliteLocation, parse_store_url
 
     config = config or StoreConfig()
@@ -132,7 +146,7 @@ def open_store(
     if isinstance(location, SqliteLocation):
         from mayu_py.store.sqlite import SqliteStore
 
-        return SqliteStore(location.path, events_kept, alerts_kept)
+        return SqliteStore(location.path, events_kept, alerts_kept, observer)
     from mayu_py.store.etcd import EtcdStore
 
     return EtcdStore(
@@ -142,4 +156,5 @@ def open_store(
         request_timeout=config.request_timeout_seconds,
         unavailable_after=config.unavailable_after_seconds,
         max_attempts=config.max_attempts,
+        observer=observer,
     )

@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from mayu_py.errors import Conflict
 from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
+from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreContention, StoreUnavailable
 from mayu_py.store.etcd_gateway import EtcdGateway, SnapshotGone
 from mayu_py.store.etcd_keys import KeyLayout, last_segment
@@ -231,6 +233,17 @@ class EtcdTx:
         self.txn.put(self.keys.probe, {"time": time.time()})
 
 
+def _outcome(exc: BaseException) -> TxOutcome:
+    """How a transaction that raised `exc` ended (for the observer)."""
+    if isinstance(exc, Conflict):
+        return "conflict"
+    if isinstance(exc, StoreContention):
+        return "busy"
+    if isinstance(exc, StoreUnavailable):
+        return "error"
+    return "rolled_back"
+
+
 class EtcdStore:
     """The HA Store backend: one etcd cluster, every record under `location.prefix`."""
 
@@ -243,8 +256,10 @@ class EtcdStore:
         request_timeout: float = 5.0,
         unavailable_after: float = 15.0,
         max_attempts: int = 8,
+        observer: TxObserver | None = None,
     ) -> None:
         self.location = location
+        self._observer = observer
         self.keys = KeyLayout(location.prefix)
         self.events_kept = events_kept
         self.alerts_kept = alerts_kept
@@ -274,6 +289,18 @@ class EtcdStore:
         return EtcdTx(txn, self.keys, self.events_kept, self.alerts_kept)
 
     def atomically(self, fn: Callable[[EtcdTx], T]) -> T:
+        if self._observer is None:
+            return self._transaction(fn)
+        started = time.perf_counter()
+        try:
+            result = self._transaction(fn)
+        except BaseException as exc:
+            self._observer(time.perf_counter() - started, _outcome(exc))
+            raise
+        self._observer(time.perf_counter() - started, "committed")
+        return result
+
+    def _transaction(self, fn: Callable[[EtcdTx], T]) -> T:
         for attempt in range(1, self.max_attempts + 1):
             tx = self._tx()
             try:
@@ -306,6 +333,9 @@ class EtcdStore:
         entries = self._read(lambda tx: tx.txn.scan(*self.keys.machines))
         machines = [machine_of(e.data) for e in entries]
         return [m for m in machines if state is None or str(m.state) == state]
+
+    def machine_counts(self) -> dict[str, int]:
+        return dict(Counter(str(m.state) for m in self.list_machines()))
 
     def machines_with_role(self, role: str) -> list[Machine]:
         machines = self._read(lambda tx: tx.machines_with_role(role))

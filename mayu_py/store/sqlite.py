@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mayu_py.errors import Conflict
 from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.tenants import HostInfo, TenantRecord
 
@@ -158,6 +160,16 @@ def _event_from_row(row: tuple[Any, ...]) -> Event:
         details=json.loads(details),
         seq=seq,
     )
+
+
+def _outcome(exc: BaseException) -> TxOutcome:
+    """How a transaction that raised `exc` ended."""
+    if isinstance(exc, Conflict):
+        return "conflict"
+    if isinstance(exc, StoreUnavailable):
+        code = getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF
+        return "busy" if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) else "error"
+    return "rolled_back"
 
 
 def _event_values(event: Event) -> tuple[Any, ...]:
@@ -407,10 +419,17 @@ class _SqliteTx:
 class SqliteStore:
     """The default Store backend: one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path, events_kept: int = 200, alerts_kept: int = 1000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        events_kept: int = 200,
+        alerts_kept: int = 1000,
+        observer: TxObserver | None = None,
+    ) -> None:
         self.path = Path(path)
         self.events_kept = events_kept
         self.alerts_kept = alerts_kept
+        self._observer = observer
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -465,6 +484,18 @@ class SqliteStore:
         return _SqliteTx(conn, self.events_kept, self.alerts_kept)
 
     def atomically(self, fn: Callable[[_SqliteTx], T]) -> T:
+        if self._observer is None:
+            return self._transaction(fn)
+        started = time.perf_counter()
+        try:
+            result = self._transaction(fn)
+        except BaseException as exc:
+            self._observer(time.perf_counter() - started, _outcome(exc))
+            raise
+        self._observer(time.perf_counter() - started, "committed")
+        return result
+
+    def _transaction(self, fn: Callable[[_SqliteTx], T]) -> T:
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -494,6 +525,10 @@ class SqliteStore:
             f"SELECT {_MACHINE_COLUMNS} FROM machines {where} ORDER BY id", args
         )
         return [_machine_from_row(r) for r in rows.fetchall()]
+
+    def machine_counts(self) -> dict[str, int]:
+        rows = self._connect().execute("SELECT state, COUNT(*) FROM machines GROUP BY state")
+        return {state: int(count) for state, count in rows.fetchall()}
 
     def machines_with_role(self, role: str) -> list[Machine]:
         rows = self._connect().execute(

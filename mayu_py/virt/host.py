@@ -126,6 +126,7 @@ class LibvirtHost:
         self._backoff_s = backoff_s
         self._sleep = sleep
         self._conn: libvirt.virConnect | None = None
+        self.reconnects = 0  # lost connections replaced by a new one (the agent's metrics)
         self._lifecycle: list[Callable[[str, int], None]] = []
         libvirt.registerErrorHandler(_silence, None)
 
@@ -187,6 +188,7 @@ class LibvirtHost:
                 if attempt == 1 and not _alive(conn):
                     log.warning("libvirt connection lost during %s: %s; reconnecting", op, exc)
                     self._conn = None
+                    self.reconnects += 1
                     continue
                 raise translate(op, exc) from exc
         raise PeerUnavailable(f"{op}: libvirt connection lost twice")

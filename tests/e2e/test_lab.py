@@ -38,6 +38,7 @@ from mayu_py.store import Tx, inventory_path, open_store
 from tests.e2e import tenant_helpers as th
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
+from tests.support.prometheus import assert_matches_store, parse, value
 
 pytestmark = pytest.mark.e2e
 
@@ -253,6 +254,14 @@ def test_lab_boots_three_machines_and_a_tenant_and_down_removes_everything(lab: 
     machines = topo.lab_machines(MACHINES)
     with InNamespace(state.namespace) as ns:
         client = LabClient(ns, state.url, state.token)
+        # /metrics after the lab run: the counters match the events in the store.
+        samples = parse(client.get_text("/metrics"))
+        events = client.call("GET", "/api/v1/events").json()["items"]
+        for m in machines:
+            events += client.machine(m.mac)["events"]
+        assert_matches_store(samples, events)
+        assert value(samples, "mayu_boot_tokens_consumed_total") >= MACHINES
+        assert value(samples, "mayu_machines", state="installed") == MACHINES
         for m in machines:
             record = client.machine(m.mac)
             assert record["state"] == "installed"
@@ -343,6 +352,9 @@ def test_dnsmasq_killed_during_the_boot_is_restarted_and_machines_finish(lab: La
     assert up.returncode == 0, f"{out}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
     assert "all 2 machine(s) installed" in out
     assert re.search(r"dnsmasq restarted \(pid \d+, restart 1\)", lab.serve_log())
+    with InNamespace(topo.NAMESPACE) as ns:
+        metrics = LabClient(ns, lab.state().url, lab.state().token).get_text("/metrics")
+    assert value(parse(metrics), "mayu_dnsmasq_restarts_total") == 1
 
 
 def test_ctrl_c_during_up_tears_everything_down(lab: Lab) -> None:

@@ -17,15 +17,18 @@ from pathlib import Path
 
 import libvirt
 import pytest
+import requests
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import networks_for
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
+from mayu_py.agent.metrics import AgentMetrics
 from mayu_py.agent.statedir import StateDir
 from mayu_py.api_client import ApiError
 from mayu_py.command import run
+from mayu_py.errors import ConfigError, PeerUnavailable
 from mayu_py.files import TMP_SUFFIX
 from mayu_py.images.base import BaseImages, install_base_image
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
@@ -34,6 +37,7 @@ from mayu_py.virt.ownership import NS, NS_PREFIX
 from tests.support.crash import run_killed_after
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
+from tests.support.prometheus import Samples, parse, value
 from tests.support.sources import StaticSource
 from tests.support.tenants import tenant_doc as support_tenant_doc
 from tests.support.wait import wait_for
@@ -442,3 +446,54 @@ def test_a_temporary_error_is_retried_after_a_short_delay(rig: Rig) -> None:
 def test_a_permanent_error_waits_for_the_next_interval(rig: Rig) -> None:
     first, second = _passes(rig, 0.5, ApiError("GET ...: 403 forbidden", 403))
     assert second - first >= 0.5
+
+
+def _scrape(port: int) -> Samples:
+    response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert response.status_code == 200
+    return parse(response.text)
+
+
+def test_metrics_endpoint_counts_passes_actions_domains_and_reconnects(rig: Rig) -> None:
+    metrics = AgentMetrics(lambda: rig.host.reconnects)
+    agent = Agent("h1", rig.host, rig.source, rig.state, rig.images, metrics=metrics)
+    exporter = metrics.serve("127.0.0.1:0")
+    port = exporter.server_port
+    try:
+        nodes = desired(ACME)
+        rig.source.nodes = [nodes[0], dataclasses.replace(nodes[1], image="nope"), nodes[2]]
+        assert set(agent.run_once().errors) == {nodes[1].name}
+        rig.source.fail_next = [PeerUnavailable("the server is gone")]
+        with pytest.raises(PeerUnavailable):
+            agent.run_once()
+        s = _scrape(port)
+        assert value(s, "mayu_agent_reconciles_total", outcome="completed") == 1
+        assert value(s, "mayu_agent_reconciles_total", outcome="abandoned") == 1
+        assert value(s, "mayu_agent_reconcile_duration_seconds_count") == 2
+        define = {"kind": "DefineDomain", "outcome": "succeeded"}
+        assert value(s, "mayu_agent_actions_total", **define) == 2
+        failed = [k for k, v in s.items() if k[0] == "mayu_agent_actions_total" and v and
+                  ("outcome", "failed") in k[1]]  # fmt: skip
+        assert len(failed) == 1  # the broken node's first action, nothing after it
+        assert value(s, "mayu_agent_domains", state="running") == 2  # not the foreign one
+        assert ("mayu_agent_domains", (("state", "shutoff"),)) in s  # every state, 0 or not
+        assert value(s, "mayu_agent_domains", state="shutoff") == 0
+        assert ("mayu_agent_libvirt_reconnects_total", ()) in s
+        assert value(s, "mayu_agent_libvirt_reconnects_total") == 0
+
+        rig.host.connection().close()  # the daemon dropped us
+        rig.host.list_domains()
+        assert value(_scrape(port), "mayu_agent_libvirt_reconnects_total") == 1
+        with pytest.raises(ConfigError, match="cannot bind"):
+            AgentMetrics(lambda: 0).serve(f"127.0.0.1:{port}")
+    finally:
+        exporter.shutdown()
+        exporter.server_close()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+
+
+@pytest.mark.parametrize("listen", ["9100", "127.0.0.1:http", ""])
+def test_metrics_listen_must_be_host_port(listen: str) -> None:
+    with pytest.raises(ConfigError, match="is not HOST:PORT"):
+        AgentMetrics(lambda: 0).serve(listen)

@@ -99,6 +99,17 @@ def _get(url: str) -> str:
     return response.text
 
 
+def _restarts(url: str) -> float:
+    session = requests.Session()
+    session.trust_env = False
+    response = session.get(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
+    response.raise_for_status()
+    line = next(ln for ln in response.text.splitlines() if ln.startswith("mayu_dnsmasq_restarts"))
+    return float(line.split()[-1])
+
+
 def _udhcpc(ns: str, ifname: str, workdir: Path, *extra: str) -> dict[str, str]:
     """Run busybox udhcpc once; the environment its script saw on `bound`."""
     env_file = workdir / "udhcpc.env"
@@ -176,6 +187,11 @@ def test_serve_runs_dnsmasq_that_hands_ipxe_the_boot_url_and_stops_with_it(
             # A plain PXE ROM (no iPXE user class) is told to chainload iPXE over TFTP.
             plain = _udhcpc(client_ns, ifname, tmp_path, "-V", "PXEClient:Arch:00000:UNDI:002001")
             assert plain["boot_file"] == "undionly.kpxe"
+            # A dnsmasq that dies is restarted, and /metrics (any worker) counts it.
+            assert ns.call(_restarts, url) == 0
+            os.kill(pids[0], signal.SIGKILL)
+            wait_for("the dnsmasq restart counted", lambda: ns.call(_restarts, url) == 1, 30)
+            assert _dnsmasq_pids(lab.server_ns) not in ([], pids)
     finally:
         out, err = _stop(server)
     left = _dnsmasq_pids(lab.server_ns)

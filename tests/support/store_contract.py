@@ -51,6 +51,18 @@ def test_put_get_list(store: Store) -> None:
     assert [m.id for m in store.machines_with_role("controller")] == ["52:54:00:00:00:01"]
 
 
+def test_machine_counts_by_state(store: Store) -> None:
+    assert store.machine_counts() == {}
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        for i, state in enumerate(["running", "running", "failed", "discovered"]):
+            machine = _machine(f"52:54:00:00:01:0{i}")
+            tx.put_machine(replace(machine, state=MachineState(state)))
+
+    store.atomically(txn)
+    assert store.machine_counts() == {"running": 2, "failed": 1, "discovered": 1}
+
+
 def test_failed_transaction_leaves_nothing(store: Store) -> None:
     def txn(tx):  # type: ignore[no-untyped-def]
         tx.put_machine(_machine("52:54:00:00:00:03"))

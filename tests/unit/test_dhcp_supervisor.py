@@ -35,13 +35,21 @@ def fake_dnsmasq(tmp_path: Path, body: str) -> str:
 def test_restart_after_kill_and_log_forwarding(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="mayu_py.dhcp")
     binary = fake_dnsmasq(tmp_path, f"import os\n{STARTED}\ntime.sleep(60)")
-    sup = DnsmasqSupervisor(tmp_path / "c.conf", dnsmasq=binary, backoff_initial=0.05)
+    told: list[int] = []
+    sup = DnsmasqSupervisor(
+        tmp_path / "c.conf",
+        dnsmasq=binary,
+        backoff_initial=0.05,
+        on_restart=lambda: told.append(sup.restarts),
+    )
     sup.start()
     try:
         first = sup.pid
         assert first is not None
+        assert told == []
         os.kill(first, 9)
         second = wait_for("a restarted dnsmasq", lambda: sup.pid not in (None, first) and sup.pid)
+        wait_for("the restart reported to the metrics", lambda: told == [1])
         assert sup.restarts == 1
 
         def forwarded() -> list[str]:

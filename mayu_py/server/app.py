@@ -6,17 +6,19 @@ from collections.abc import Callable
 
 from flask import Flask
 
+from mayu_py.bmc.sealing import PasswordSealer
 from mayu_py.config import Settings
 from mayu_py.pki import ClusterPKI
 from mayu_py.pki.server_tls import ServerTls
 from mayu_py.pki.server_tls import load_or_create as load_or_create_server_tls
 from mayu_py.render import IgnitionRenderer
-from mayu_py.server import api, boot, health, tenants_api
+from mayu_py.server import api, boot, health, power_api, tenants_api
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
 from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.machines import MachineService
+from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.server.tokens import load_or_create_key
@@ -44,6 +46,7 @@ def create_app(
         settings.data_path / "pki" / settings.cluster.name, settings.cluster.name
     )
     agent_key = load_or_create_key(settings.data_path / "agent.key")
+    power = power_service(settings, store)
     root = settings.assets_root
     root.mkdir(parents=True, exist_ok=True)
     provisioner = Provisioner(settings, store, renderer, pki, agent_key)
@@ -54,8 +57,9 @@ def create_app(
         settings=settings,
         store=store,
         boot=BootService(settings, store, lease_of),
-        delivery=Delivery(settings, store, provisioner, server_tls.ca_pem),
-        machines=MachineService(settings, store),
+        delivery=Delivery(settings, store, provisioner, server_tls.ca_pem, power),
+        machines=MachineService(settings, store, power),
+        power=power,
         provisioner=provisioner,
         tenants=TenantService(settings, store, renderer),
         assets_root=root,
@@ -65,6 +69,13 @@ def create_app(
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(tenants_api.bp)
+    app.register_blueprint(power_api.bp)
     app.register_blueprint(health.bp)
     register_error_handlers(app)
     return app
+
+
+def power_service(settings: Settings, store: Store) -> PowerService:
+    """BMC power on this data dir: passwords sealed with <data-dir>/bmc.key (0600)."""
+    sealer = PasswordSealer(load_or_create_key(settings.data_path / "bmc.key"))
+    return PowerService(store, sealer, settings.data_path)

@@ -11,6 +11,7 @@ from mayu_py.config import Settings
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.delivery import Delivery
 from mayu_py.server.machines import MachineService
+from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.store import Store
@@ -23,6 +24,7 @@ class Services:
     boot: BootService
     delivery: Delivery
     machines: MachineService
+    power: PowerService
     provisioner: Provisioner
     tenants: TenantService
     assets_root: Path

@@ -4,9 +4,10 @@ Nothing outside this package writes SQL (or, later, talks to etcd). Every read-m
 through `Store.atomically(fn)`, where `fn` receives a `Tx` and runs inside one transaction: the
 SQLite backend serialises writers with BEGIN IMMEDIATE; an etcd backend can run the same `fn`
 as a software transaction (compare mod-revisions of what it read, retry on conflict).
-Records come and go typed (`Machine`, `Event`, `TenantRecord`, `HostInfo`); how they are kept
-(columns, JSON) is the backend's business. A transaction function only reads and writes the
-store: anything irreversible outside it (removing files) happens after `atomically` returns.
+Records come and go typed (`Machine`, `Event`, `TenantRecord`, `HostInfo`, `StoredBmc`,
+`BmcAction`); how they are kept (columns, JSON) is the backend's business. A transaction
+function only reads and writes the store: anything irreversible outside it (removing files)
+happens after `atomically` returns.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.model import Event, Machine, PendingConfig
 from mayu_py.tenants import HostInfo, TenantRecord
 
@@ -38,7 +40,9 @@ class Tx(Protocol):
 
     def expired_windows(self, now: float, limit: int) -> list[Machine]: ...
 
-    def stale_discovered(self, before: float, limit: int) -> list[str]: ...
+    def stale_discovered(self, before: float, limit: int) -> list[str]:
+        """Discovered machines not seen since `before` (never one an operator gave a BMC)."""
+        ...
 
     def add_event(self, event: Event) -> None: ...
 
@@ -61,6 +65,22 @@ class Tx(Protocol):
     def list_hosts(self) -> list[HostInfo]: ...
 
     def put_host(self, host: HostInfo) -> None: ...
+
+    def get_bmc(self, machine_id: str) -> StoredBmc | None: ...
+
+    def put_bmc(self, bmc: StoredBmc) -> None: ...
+
+    def delete_bmc(self, machine_id: str) -> None: ...
+
+    def add_action(self, action: BmcAction) -> BmcAction: ...
+
+    def get_action(self, action_id: int) -> BmcAction | None: ...
+
+    def update_action(self, action: BmcAction) -> None: ...
+
+    def open_actions(self, limit: int) -> list[BmcAction]: ...
+
+    def machine_actions(self, machine_id: str, limit: int) -> list[BmcAction]: ...
 
 
 class Store(Protocol):
@@ -85,6 +105,12 @@ class Store(Protocol):
     def get_tenant(self, name: str) -> TenantRecord | None: ...
 
     def list_hosts(self) -> list[HostInfo]: ...
+
+    def get_bmc(self, machine_id: str) -> StoredBmc | None: ...
+
+    def get_action(self, action_id: int) -> BmcAction | None: ...
+
+    def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]: ...
 
     def ping(self) -> None: ...
 

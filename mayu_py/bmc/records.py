@@ -60,11 +60,11 @@ class Step:
 
     @property
     def words(self) -> str:
-        """How messages name the step: `power cycle`, `next boot pxe`, `power status`."""
+        """How messages name the step: `power cycle`, `boot device pxe`, `power status`."""
         if self.power is not None:
             return f"power {self.power}"
         if self.device is not None:
-            return f"next boot {self.device}"
+            return f"boot device {self.device}"
         return "power status"
 
     @property

@@ -131,7 +131,7 @@ def _report(ctx: click.Context, action: dict[str, Any], output: str | None) -> N
     elif "power_seconds" in result:
         click.echo(f"{who}: {action['action']} acknowledged, machine {result['state']} ({took})")
     else:
-        click.echo(f"{who}: next boot {result['device']} ({took})")
+        click.echo(f"{who}: boot device {result['device']} ({took})")
 
 
 def _wait_options(fn: Any) -> Any:
@@ -212,7 +212,7 @@ def reinstall(ctx: click.Context, machine_id: str, wait: bool, timeout: float) -
                 "power-cycle the machine by hand"
             ) from None
         state = done["result"]["state"]
-        click.echo(f"{who}: next boot pxe, power cycle acknowledged (machine {state})")
+        click.echo(f"{who}: boot device pxe, power cycle acknowledged (machine {state})")
     if wait:
         machine = follow_machine(client, who, last_seq, timeout)
         click.echo(f"{who}: {machine['state']}")

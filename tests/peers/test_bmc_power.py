@@ -207,7 +207,7 @@ def test_power_and_boot_device_through_mayuctl(
     disk = acted(serve, "bootdev", mac, "disk")
     assert persistent_boot(dom) == "hd" and disk["result"]["persistent"] is True
     elapsed(disk)
-    assert "next boot pxe" in ok(serve, "bootdev", mac, "pxe")
+    assert "boot device pxe" in ok(serve, "bootdev", mac, "pxe")
     assert persistent_boot(dom) == "network"
 
     before = running_id(dom)
@@ -346,7 +346,7 @@ def test_emulator_killed_mid_reinstall_fails_clearly_and_a_retry_succeeds(
     out, err = command.communicate(timeout=60)
     line = one_line_error(subprocess.CompletedProcess(command.args, command.returncode, out, err))
     print(f"BMC-TIMING {protocol} emulator killed mid-reinstall: {line}")
-    assert f"BMC {lab.coords[protocol].label}: next boot pxe:" in line
+    assert f"BMC {lab.coords[protocol].label}: boot device pxe:" in line
     assert "not done: power cycle" in line and "the reinstall is recorded" in line
     shown = machine(serve, mac)
     assert shown is not None and shown["state"] == "configured"

@@ -193,10 +193,10 @@ def test_power_actions_are_202_then_acknowledged_events(
     assert [(e["kind"], e["cause"].split(" (")[0]) for e in recorded] == [
         ("power-requested", "power on requested"),
         ("power-acknowledged", "power on acknowledged: machine on"),
-        ("bootdev-requested", "next boot pxe requested"),
+        ("bootdev-requested", "boot device pxe requested"),
         ("power-requested", "power cycle requested"),
         ("power-requested", "power off requested"),
-        ("bootdev-acknowledged", "next boot pxe acknowledged: persistent"),
+        ("bootdev-acknowledged", "boot device pxe acknowledged: persistent"),
         ("power-acknowledged", "power cycle acknowledged: machine on"),
         ("power-acknowledged", "power off acknowledged: machine off"),
     ]  # a status read is no event; requests are recorded when made, outcomes when known
@@ -360,7 +360,7 @@ def test_reinstall_with_a_dead_bmc_keeps_the_record_consistent_and_retries(
     installed_machine(client)
     set_bmc(client)
     bmc = fake_of(client, fleet)
-    bmc.fail = BmcUnreachable("redfish x", "next boot pxe: unreachable (Connection refused)")
+    bmc.fail = BmcUnreachable("redfish x", "boot device pxe: unreachable (Connection refused)")
     first = client.post(f"/api/v1/machines/{MAC}/reinstall", headers=AUTH).get_json()
     runner(client, fleet).run_pending()
     failed = action_of(client, first["action"]["id"])

@@ -56,7 +56,12 @@ def follow_action(
 
 
 def event_line(event: dict[str, Any]) -> str:
-    return f"{local_time(event['time'])}  {event['kind']:<22} {event['cause']}  [{event['source']}]"
+    """One event on one line: time, kind, cause, the state change, source."""
+    moved = f" ({event['from']} -> {event['to']})" if event["from"] != event["to"] else ""
+    return (
+        f"{local_time(event['time'])}  {event['kind']:<22} {event['cause']}{moved}  "
+        f"[{event['source']}]"
+    )
 
 
 def follow_machine(
@@ -68,7 +73,7 @@ def follow_machine(
 ) -> dict[str, Any]:
     """Print the machine's events after `after_seq` until it is `running` (returned);
     FollowError when it fails or `timeout` passes first."""
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     start = time.monotonic()
     seen = after_seq
     machine: dict[str, Any] = {}

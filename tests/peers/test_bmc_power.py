@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pytest
 import requests
 
 from mayu_py.bmc.coordinates import BmcProtocol
+from mayu_py.server.provisioning import REPORT_CREDENTIAL_FILE
 from tests.conftest import BIN, RunningServer, free_port, start_server
 from tests.support.bmc_lab import (
     PASSWORD,
@@ -40,6 +42,7 @@ from tests.support.bmc_lab import (
     running_id,
 )
 from tests.support.boot import enroll, fetch_config, ipxe, register
+from tests.support.flask_app import file_of
 
 pytestmark = pytest.mark.peer
 PREFIX = "mayu-bmcwire"
@@ -114,6 +117,18 @@ def set_bmc(
     assert json.loads(shown)["address"] == (address or coords.address)
 
 
+@contextmanager
+def bmc_set_to(
+    serve: RunningServer, lab: BmcLab, protocol: BmcProtocol, **wrong: str
+) -> Iterator[None]:
+    """The machine's BMC set with a wrong address or password, then right again."""
+    set_bmc(serve, lab, protocol, **wrong)
+    try:
+        yield
+    finally:
+        set_bmc(serve, lab, protocol)
+
+
 def acted(serve: RunningServer, *args: str) -> dict[str, Any]:
     """Run a power or bootdev command with -o json; the finished action."""
     action = json.loads(ok(serve, "-o", "json", *args))
@@ -149,6 +164,15 @@ def make_running(serve: RunningServer, mac: str) -> None:
     fetch_config(serve.url, mac, token, serve.ca_file)
     report(serve, mac, token, "installed")
     ok(serve, "boot-complete", mac)
+
+
+def running_from_disk(serve: RunningServer, lab: BmcLab, protocol: BmcProtocol) -> None:
+    """The machine is `running` in the inventory, powered on, booting its disk."""
+    mac = lab.macs[protocol]
+    set_bmc(serve, lab, protocol)
+    make_running(serve, mac)
+    acted(serve, "power", "on", mac)
+    acted(serve, "bootdev", mac, "disk")
 
 
 def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
@@ -236,14 +260,11 @@ def test_wrong_password_fails_in_one_line(
 ) -> None:
     mac, dom = lab.macs[protocol], lab.domains[protocol]
     power_off_directly(dom)
-    set_bmc(serve, lab, protocol, password="not-" + PASSWORD)
-    try:
+    with bmc_set_to(serve, lab, protocol, password="not-" + PASSWORD):
         line = one_line_error(ctl(serve, "power", "on", mac))
-        assert "authentication failed" in line and line.startswith(f"mayuctl: {mac}: ")
-        assert not dom.isActive()
-        assert events(serve, mac)[-1]["kind"] == "power-failed"
-    finally:
-        set_bmc(serve, lab, protocol)
+    assert "authentication failed" in line and line.startswith(f"mayuctl: {mac}: ")
+    assert not dom.isActive()
+    assert events(serve, mac)[-1]["kind"] == "power-failed"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -256,16 +277,13 @@ def test_unreachable_bmc_fails_in_one_line(
         if protocol is BmcProtocol.REDFISH
         else f"127.0.0.1:{free_udp_port()}"
     )
-    set_bmc(serve, lab, protocol, address=closed)
-    try:
+    with bmc_set_to(serve, lab, protocol, address=closed):
         start = time.monotonic()
         line = one_line_error(ctl(serve, "power", "status", mac))
         spent = time.monotonic() - start
-        print(f"BMC-TIMING {protocol} unreachable, mayuctl exit: {spent:.3f} s ({line})")
-        assert ("unreachable" in line) or ("no IPMI session" in line), line
-        assert spent < 6.0
-    finally:
-        set_bmc(serve, lab, protocol)
+    print(f"BMC-TIMING {protocol} unreachable, mayuctl exit: {spent:.3f} s ({line})")
+    assert ("unreachable" in line) or ("no IPMI session" in line), line
+    assert spent < 6.0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -273,10 +291,7 @@ def test_reinstall_sets_pxe_cycles_and_disk_comes_back_once_installed(
     serve: RunningServer, lab: BmcLab, protocol: BmcProtocol
 ) -> None:
     mac, dom = lab.macs[protocol], lab.domains[protocol]
-    set_bmc(serve, lab, protocol)
-    make_running(serve, mac)
-    acted(serve, "power", "on", mac)
-    acted(serve, "bootdev", mac, "disk")  # a running machine boots its disk
+    running_from_disk(serve, lab, protocol)
     before, seen = running_id(dom), len(events(serve, mac))
 
     out = ok(serve, "reinstall", mac)
@@ -319,10 +334,7 @@ def test_emulator_killed_mid_reinstall_fails_clearly_and_a_retry_succeeds(
     serve: RunningServer, lab: BmcLab, protocol: BmcProtocol
 ) -> None:
     mac, dom = lab.macs[protocol], lab.domains[protocol]
-    set_bmc(serve, lab, protocol)
-    make_running(serve, mac)
-    acted(serve, "power", "on", mac)
-    acted(serve, "bootdev", mac, "disk")
+    running_from_disk(serve, lab, protocol)
     emulator = lab.emulator(protocol)
     pgid = emulator.pid
     assert pgid is not None
@@ -399,3 +411,48 @@ def test_the_boot_plane_answers_while_bmc_calls_wait(serve: RunningServer, lab: 
     assert started[-1] - started[0] < 1.0, "the eight calls ran in parallel"
     assert max(posts) < 0.5 and max(boots) < 0.5
     assert len(boots) >= 20
+
+
+def test_reinstall_wait_follows_the_machine_until_running(
+    serve: RunningServer, lab: BmcLab
+) -> None:
+    protocol = BmcProtocol.REDFISH
+    mac, dom = lab.macs[protocol], lab.domains[protocol]
+    running_from_disk(serve, lab, protocol)
+    env = {**os.environ, "MAYU_URL": serve.url, "MAYU_TOKEN": serve.token}
+    command = subprocess.Popen(
+        [str(BIN / "mayuctl"), "reinstall", mac, "--wait", "--timeout", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for("the power cycle", lambda: events(serve, mac)[-1]["kind"] == "power-acknowledged")
+        # The machine installs: boot token, config, `installed`; boots its disk: `running`,
+        # reported with the credential its config carried.
+        token = register(serve.url, mac)
+        config = fetch_config(serve.url, mac, token, serve.ca_file)
+        report(serve, mac, token, "installed")
+        wait_for("boot from disk again", lambda: persistent_boot(dom) == "hd")
+        credential = file_of(config, REPORT_CREDENTIAL_FILE).strip()
+        running = requests.post(
+            f"{serve.url}/report", params={"mac": mac}, json={"event": "running"},
+            headers={"Authorization": f"Bearer {credential}"}, timeout=10,
+        )  # fmt: skip
+        assert running.ok, running.text
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 0, err
+    print(out)
+    lines = out.strip().splitlines()
+    assert lines[-1] == f"{mac}: running"
+    shown = [line.split()[2] for line in lines if LOCAL_TIME.match(line)]
+    for kind in ("bootdev-acknowledged", "power-acknowledged", "token-issued",
+                 "bootdev-requested", "transition"):  # fmt: skip
+        assert kind in shown, out
+    assert shown.index("token-issued") > shown.index("power-acknowledged")
+
+    slow = ctl(serve, "reinstall", mac, "--wait", "--timeout", "2")
+    assert "still configured after 2 s" in one_line_error(slow)
+    assert "power cycle acknowledged" in slow.stdout
+    power_off_directly(dom)

@@ -262,9 +262,9 @@ def test_wrong_password_fails_in_one_line(
     power_off_directly(dom)
     with bmc_set_to(serve, lab, protocol, password="not-" + PASSWORD):
         line = one_line_error(ctl(serve, "power", "on", mac))
+        assert events(serve, mac)[-1]["kind"] == "power-failed"
     assert "authentication failed" in line and line.startswith(f"mayuctl: {mac}: ")
     assert not dom.isActive()
-    assert events(serve, mac)[-1]["kind"] == "power-failed"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -110,6 +110,38 @@ class AdminClient:
         """One machine with its events."""
         return self.call("GET", f"/api/v1/machines/{machine_id}").json()
 
+    def events(self, machine_id: str) -> list[dict[str, Any]]:
+        """A machine's events, oldest first."""
+        return list(self.call("GET", f"/api/v1/machines/{machine_id}/events").json()["items"])
+
+    def reinstall(self, machine_id: str) -> dict[str, Any]:
+        """Provision again; with a BMC the answer's `action` is the queued BMC action."""
+        return self.call("POST", f"/api/v1/machines/{machine_id}/reinstall").json()
+
+    # -- BMC ----------------------------------------------------------------------------
+
+    def set_bmc(self, machine_id: str, coordinates: dict[str, Any]) -> dict[str, Any]:
+        """Set a machine's BMC (protocol, address, username, password, ...); the answer
+        never holds the password."""
+        return self.call("PUT", f"/api/v1/machines/{machine_id}/bmc", json=coordinates).json()
+
+    def power(self, machine_id: str, action: str) -> dict[str, Any]:
+        """Queue power on|off|cycle|status; returns the queued action (follow with `action`)."""
+        body = {"action": action}
+        return self.call("POST", f"/api/v1/machines/{machine_id}/power", json=body).json()["action"]
+
+    def boot_device(self, machine_id: str, device: str) -> dict[str, Any]:
+        """Queue next boot pxe|disk; returns the queued action."""
+        body = {"device": device}
+        path = f"/api/v1/machines/{machine_id}/bootdev"
+        return self.call("POST", path, json=body).json()["action"]
+
+    def action(self, action_id: int) -> dict[str, Any]:
+        """A BMC action as it is now (state queued, running, done or failed)."""
+        return self.call("GET", f"/api/v1/actions/{action_id}").json()
+
+    # -- tenants ------------------------------------------------------------------------
+
     def tenants(self) -> list[dict[str, Any]]:
         """Every TenantCluster with its status."""
         return list(self.call("GET", "/api/v1/tenants").json()["items"])

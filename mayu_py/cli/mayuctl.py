@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import click
 import yaml
 
 from mayu_py.api_client import AdminClient
+from mayu_py.cli import mayuctl_power
+from mayu_py.cli.ctl_common import OUTPUT, client_of, fmt_of, output_option
 from mayu_py.cli.entry import run
-from mayu_py.cli.output import emit
+from mayu_py.cli.output import emit, with_local_times
 
 MACHINE_COLUMNS = ["id", "hostname", "state", "ip", "uuid", "serial", "profile", "labels"]
 EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "source", "cause", "details"]
 TENANT_COLUMNS = ["name", "phase", "masters", "workers", "generation"]
 
-OUTPUT = click.Choice(["table", "json", "yaml"])
 DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def output_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """-o/--output on a subcommand, falling back to the group's --output."""
-    return click.option("-o", "--output", "output", type=OUTPUT, default=None)(fn)
-
-
-def _fmt(ctx: click.Context, output: str | None) -> str:
-    return output or ctx.obj["output"]
+_fmt = fmt_of
+_client = client_of
 
 
 @click.group()
@@ -49,8 +42,13 @@ def cli(
     ctx.obj = {"output": output, "client": client}
 
 
-def _client(ctx: click.Context) -> AdminClient:
-    return ctx.obj["client"]
+for _command in (
+    mayuctl_power.bmc,
+    mayuctl_power.power,
+    mayuctl_power.bootdev,
+    mayuctl_power.reinstall,
+):
+    cli.add_command(_command)
 
 
 @cli.command("list")
@@ -77,7 +75,7 @@ def show(ctx: click.Context, machine_id: str, output: str | None) -> None:
     events = machine.pop("events")
     emit(machine, fmt)
     click.echo()
-    emit(events, fmt, EVENT_COLUMNS)
+    emit(with_local_times(events), fmt, EVENT_COLUMNS)
 
 
 @cli.command("set")
@@ -118,23 +116,15 @@ def approve(
     emit(machine, _fmt(ctx, output))
 
 
-@cli.command("reinstall")
-@click.argument("machine_id")
-@click.pass_context
-def reinstall(ctx: click.Context, machine_id: str) -> None:
-    """Provision a machine again: a new window opens at its next network boot."""
-    answer = _client(ctx).request("POST", f"/api/v1/machines/{machine_id}/reinstall")
-    click.echo(f"{answer['id']}: {answer['state']}; {answer['next']}")
-
-
 @cli.command("events")
 @click.argument("machine_id")
 @output_option
 @click.pass_context
 def events(ctx: click.Context, machine_id: str, output: str | None) -> None:
     """A machine's events: time, event, source, detail."""
-    items = _client(ctx).request("GET", f"/api/v1/machines/{machine_id}/events")["items"]
-    emit(items, _fmt(ctx, output), EVENT_COLUMNS)
+    items = _client(ctx).events(machine_id)
+    fmt = _fmt(ctx, output)
+    emit(with_local_times(items) if fmt == "table" else items, fmt, EVENT_COLUMNS)
 
 
 @cli.command("delete")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
@@ -42,3 +43,18 @@ def _table(data: Any, columns: list[str] | None) -> Table:
     for key, value in data.items():
         table.add_row(key, _cell(value))
     return table
+
+
+def local_time(seconds: float | None) -> str:
+    """An epoch time as local `YYYY-MM-DD HH:MM:SS.mmm` (what a table shows)."""
+    if seconds is None:
+        return "-"
+    whole = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+    return f"{whole}.{int(seconds * 1000) % 1000:03d}"
+
+
+def with_local_times(
+    items: list[dict[str, Any]], keys: tuple[str, ...] = ("time",)
+) -> list[dict[str, Any]]:
+    """Items for a table: their epoch times as local times (JSON and YAML keep the numbers)."""
+    return [item | {k: local_time(item[k]) for k in keys if k in item} for item in items]

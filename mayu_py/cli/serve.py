@@ -1,5 +1,5 @@
 """`mayu serve`: the provisioning server (boot plane + admin plane) on plain HTTP and HTTPS,
-optionally with dnsmasq."""
+its BMC runner, optionally with dnsmasq."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from mayu_py.cli.bmc_runner import BmcRunnerProcess
 from mayu_py.cli.serving import admin_token, build_app, check_bindable
 from mayu_py.cli.tls_listener import TlsListener
 from mayu_py.cli.wsgi import GunicornServer, server_options
@@ -76,15 +77,19 @@ def serve(
             "HTTP to anyone holding a boot token; never use this outside a lab"
         )
     tls = TlsListener(settings, token.value, workers, server_tls.ca_pem)
+    runner = BmcRunnerProcess(settings)
     tls.start()
     try:
+        runner.start()
         supervisor = start_dhcp(settings, metrics.dnsmasq_restarts.inc)
     except BaseException:
+        runner.stop()
         tls.stop()
         raise
 
     def on_exit(_arbiter: Any) -> None:
         # Runs in the gunicorn master only: a worker exiting must not stop dnsmasq.
+        runner.stop()
         tls.stop()
         if supervisor is not None:
             supervisor.stop()

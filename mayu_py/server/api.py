@@ -7,9 +7,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from mayu_py.errors import BadRequest
+from mayu_py.model import canonical_mac
 from mayu_py.server.auth import require_admin_token
 from mayu_py.server.context import services
 from mayu_py.server.jsonbody import json_body
+from mayu_py.server.power import public_bmc
+from mayu_py.server.power_api import accepted
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(require_admin_token)
@@ -35,15 +38,20 @@ def show_machine(machine_id: str) -> Response:
     svc = services()
     machine = svc.machines.get(machine_id)
     body = machine.to_json()
+    bmc = svc.store.get_bmc(machine.id)
+    body["bmc"] = public_bmc(bmc) if bmc else None
     body["events"] = [e.to_json() for e in svc.store.events(machine.id)]
     return jsonify(body)
 
 
 @bp.get("/machines/<machine_id>/events")
 def machine_events(machine_id: str) -> Response:
+    """A machine's events; also of a MAC that has a BMC but never booted yet."""
     svc = services()
-    machine = svc.machines.get(machine_id)
-    return jsonify({"items": [e.to_json() for e in svc.store.events(machine.id)]})
+    mac = canonical_mac(machine_id)
+    if not svc.power.known(mac):
+        svc.machines.get(mac)
+    return jsonify({"items": [e.to_json() for e in svc.store.events(mac)]})
 
 
 @bp.patch("/machines/<machine_id>")
@@ -74,11 +82,14 @@ def approve_machine(machine_id: str) -> Response:
 
 @bp.post("/machines/<machine_id>/reinstall")
 def reinstall_machine(machine_id: str) -> tuple[Response, int]:
-    machine = services().machines.reinstall(machine_id, request.remote_addr)
-    body = machine.to_json() | {
-        "next": "power-cycle the machine: it provisions again at its next network boot"
-    }
-    return jsonify(body), 202
+    """202: the machine provisions again at its next network boot. With a BMC the answer
+    carries the queued action (next boot PXE, power cycle) and its Location."""
+    machine, action = services().machines.reinstall(machine_id, request.remote_addr)
+    if action is None:
+        next_step = "power-cycle the machine: it provisions again at its next network boot"
+        return jsonify(machine.to_json() | {"next": next_step, "action": None}), 202
+    next_step = "the BMC sets the next boot to PXE and power-cycles the machine"
+    return accepted(action, machine.to_json() | {"next": next_step})
 
 
 @bp.post("/machines/<machine_id>/boot-complete")

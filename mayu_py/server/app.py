@@ -6,12 +6,13 @@ from collections.abc import Callable
 
 from flask import Flask
 
+from mayu_py.bmc.sealing import PasswordSealer
 from mayu_py.config import Settings
 from mayu_py.pki import ClusterPKI
 from mayu_py.pki.server_tls import ServerTls
 from mayu_py.pki.server_tls import load_or_create as load_or_create_server_tls
 from mayu_py.render import IgnitionRenderer
-from mayu_py.server import api, boot, health, monitoring, tenants_api
+from mayu_py.server import api, boot, health, monitoring, power_api, tenants_api
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
@@ -19,8 +20,10 @@ from mayu_py.server.errors import register_error_handlers
 from mayu_py.server.hosts import HostService
 from mayu_py.server.machines import MachineService
 from mayu_py.server.metrics import ServerMetrics
+from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
+from mayu_py.server.tokens import load_or_create_key
 from mayu_py.store import Store
 
 
@@ -47,6 +50,7 @@ def create_app(
     pki = ClusterPKI.load_or_create(
         settings.data_path / "pki" / settings.cluster.name, settings.cluster.name
     )
+    power = power_service(settings, store)
     root = settings.assets_root
     root.mkdir(parents=True, exist_ok=True)
     provisioner = Provisioner(settings, store, renderer, pki)
@@ -59,8 +63,11 @@ def create_app(
         settings=settings,
         store=store,
         boot=BootService(settings, store, lease_of, metrics=metrics),
-        delivery=Delivery(settings, store, provisioner, hosts, server_tls.ca_pem, metrics=metrics),
-        machines=MachineService(settings, store),
+        delivery=Delivery(
+            settings, store, provisioner, hosts, server_tls.ca_pem, power, metrics=metrics
+        ),
+        machines=MachineService(settings, store, power),
+        power=power,
         provisioner=provisioner,
         tenants=tenants,
         hosts=hosts,
@@ -72,7 +79,14 @@ def create_app(
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(tenants_api.bp)
+    app.register_blueprint(power_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(monitoring.bp)
     register_error_handlers(app)
     return app
+
+
+def power_service(settings: Settings, store: Store) -> PowerService:
+    """BMC power on this data dir: passwords sealed with <data-dir>/bmc.key (0600)."""
+    sealer = PasswordSealer(load_or_create_key(settings.data_path / "bmc.key"))
+    return PowerService(store, sealer, settings.data_path)

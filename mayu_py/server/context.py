@@ -13,6 +13,7 @@ from mayu_py.server.delivery import Delivery
 from mayu_py.server.hosts import HostService
 from mayu_py.server.machines import MachineService
 from mayu_py.server.metrics import ServerMetrics
+from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.store import Store
@@ -25,6 +26,7 @@ class Services:
     boot: BootService
     delivery: Delivery
     machines: MachineService
+    power: PowerService
     provisioner: Provisioner
     tenants: TenantService
     hosts: HostService

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from mayu_py.bmc.records import BmcAction
 from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, Conflict, Forbidden
 from mayu_py.model import (
@@ -39,6 +40,7 @@ from mayu_py.server.addresses import same_address
 from mayu_py.server.hosts import HostService, new_agent_token
 from mayu_py.server.matching import match_group
 from mayu_py.server.metrics import ServerMetrics
+from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.scripts import url_mac
 from mayu_py.server.tokens import new_token, token_hash, token_matches
@@ -67,6 +69,7 @@ class Delivery:
         provisioner: Provisioner,
         hosts: HostService,
         server_ca_pem: str,
+        power: PowerService | None = None,
         clock: Callable[[], float] = time.time,
         metrics: ServerMetrics | None = None,
     ) -> None:
@@ -75,6 +78,7 @@ class Delivery:
         self.provisioner = provisioner
         self.hosts = hosts
         self.server_ca_pem = server_ca_pem
+        self.power = power
         self.clock = clock
         self.metrics = metrics or ServerMetrics()
 
@@ -218,13 +222,16 @@ class Delivery:
         details: dict[str, Any],
         source: str | None,
     ) -> Machine:
-        """Apply a phone-home event of the machine the credential belongs to."""
+        """Apply a phone-home event of the machine the credential belongs to. `installed`
+        after a reinstall that set PXE through the BMC queues "boot from disk" again."""
         mac = self._mac(mac_raw)
         if event not in REPORT_EVENTS:
             raise BadRequest(
                 "unknown report event", {"event": event[:64], "allowed": sorted(REPORT_EVENTS)}
             )
         target = REPORT_EVENTS[event]
+
+        queued: list[BmcAction] = []  # what the transaction queued for the BMC runner
 
         def txn(tx: Tx) -> tuple[Machine | None, str, MachineState | None]:
             now = self.clock()
@@ -270,9 +277,14 @@ class Delivery:
                 )  # fmt: skip
             )
             tx.put_machine(moved)
+            if event == "installed" and self.power is not None:
+                action = self.power.queue_disk_after_install(tx, mac, now)
+                queued[:] = [action] if action else []
             return moved, "", machine.state
 
         machine, why, before = self.store.atomically(txn)
+        if queued and self.power is not None:
+            self.power.ring()
         if machine is None:
             raise self._refuse(mac, "report-refused", why, source)
         if why == "illegal":

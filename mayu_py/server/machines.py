@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from mayu_py.bmc.records import BmcAction
 from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, Conflict, NotFound
 from mayu_py.model import (
@@ -26,6 +27,7 @@ from mayu_py.model import (
 )
 from mayu_py.server.boot_service import ROLE_LABEL, approve, expire_windows
 from mayu_py.server.matching import match_group
+from mayu_py.server.power import PowerService
 from mayu_py.store import Store, Tx
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,16 @@ def check_label(key: str, value: str) -> None:
 class MachineService:
     """The inventory's rules for operators, on top of a Store."""
 
-    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        power: PowerService | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.settings = settings
         self.store = store
+        self.power = power
         self.clock = clock
 
     def get(self, machine_id: str) -> Machine:
@@ -119,12 +128,13 @@ class MachineService:
             )
         return machine
 
-    def reinstall(self, machine_id: str, source: str | None) -> Machine:
+    def reinstall(self, machine_id: str, source: str | None) -> tuple[Machine, BmcAction | None]:
         """Open a new provisioning window at the machine's next network boot: back to
-        configured, outstanding token and report credential revoked."""
+        configured, outstanding token and report credential revoked. With a BMC, the same
+        transaction queues its action: next boot PXE, then a power cycle."""
         mac = canonical_mac(machine_id)
 
-        def txn(tx: Tx) -> Machine:
+        def txn(tx: Tx) -> tuple[Machine, BmcAction | None]:
             now = self.clock()
             machine = self._existing(tx, mac)
             if machine.state not in REINSTALLABLE:
@@ -151,9 +161,13 @@ class MachineService:
                 )  # fmt: skip
             )
             tx.put_machine(moved)
-            return moved
+            action = self.power.queue_reinstall(tx, mac, source, now) if self.power else None
+            return moved, action
 
-        return self.store.atomically(txn)
+        machine, action = self.store.atomically(txn)
+        if action is not None and self.power is not None:
+            self.power.ring()
+        return machine, action
 
     def delete(self, machine_id: str, source: str | None) -> Machine:
         """Forget a machine with its events and credentials (it is discovered anew if it

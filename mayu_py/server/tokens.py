@@ -60,3 +60,15 @@ def load_or_create_admin_token(path: Path) -> tuple[str, bool]:
 
 
 AGENT_TOKEN_FILE = "/etc/mayu/agent.token"
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """A 32-byte server secret kept in a 0600 file (the BMC passwords' sealing key)."""
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    key = secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+    return key

@@ -5,9 +5,10 @@ through `Store.atomically(fn)`, where `fn` receives a `Tx` and runs inside one t
 SQLite backend serialises writers with BEGIN IMMEDIATE; the etcd backend runs the same `fn`
 as an optimistic transaction (compare mod-revisions of what it read, run `fn` again on
 conflict), so `fn` may run more than once and must not act outside the store.
-Records come and go typed (`Machine`, `Event`, `TenantRecord`, `HostInfo`); how they are kept
-(columns, JSON) is the backend's business. A transaction function only reads and writes the
-store: anything irreversible outside it (removing files) happens after `atomically` returns.
+Records come and go typed (`Machine`, `Event`, `TenantRecord`, `HostInfo`, `StoredBmc`,
+`BmcAction`); how they are kept (columns, JSON) is the backend's business. A transaction
+function only reads and writes the store: anything irreversible outside it (removing files)
+happens after `atomically` returns.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
+from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.config import StoreConfig
 from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
 from mayu_py.tenants import HostInfo, TenantRecord
@@ -48,7 +50,9 @@ class Tx(Protocol):
 
     def expired_windows(self, now: float, limit: int) -> list[Machine]: ...
 
-    def stale_discovered(self, before: float, limit: int) -> list[str]: ...
+    def stale_discovered(self, before: float, limit: int) -> list[str]:
+        """Discovered machines not seen since `before` (never one an operator gave a BMC)."""
+        ...
 
     def add_event(self, event: Event) -> None: ...
 
@@ -81,6 +85,22 @@ class Tx(Protocol):
     def list_hosts(self) -> list[HostInfo]: ...
 
     def put_host(self, host: HostInfo) -> None: ...
+
+    def get_bmc(self, machine_id: str) -> StoredBmc | None: ...
+
+    def put_bmc(self, bmc: StoredBmc) -> None: ...
+
+    def delete_bmc(self, machine_id: str) -> None: ...
+
+    def add_action(self, action: BmcAction) -> BmcAction: ...
+
+    def get_action(self, action_id: int) -> BmcAction | None: ...
+
+    def update_action(self, action: BmcAction) -> None: ...
+
+    def open_actions(self, limit: int) -> list[BmcAction]: ...
+
+    def machine_actions(self, machine_id: str, limit: int) -> list[BmcAction]: ...
 
 
 class Store(Protocol):
@@ -115,6 +135,12 @@ class Store(Protocol):
     def get_tenant(self, name: str) -> TenantRecord | None: ...
 
     def list_hosts(self) -> list[HostInfo]: ...
+
+    def get_bmc(self, machine_id: str) -> StoredBmc | None: ...
+
+    def get_action(self, action_id: int) -> BmcAction | None: ...
+
+    def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]: ...
 
     def ping(self) -> None: ...
 

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
 from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreUnavailable
+from mayu_py.store.sqlite_bmc import BmcRows
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
@@ -111,6 +113,31 @@ MIGRATIONS: tuple[str, ...] = (
         updated REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE bmcs (
+        machine_id TEXT PRIMARY KEY,
+        settings TEXT NOT NULL,
+        sealed_password TEXT NOT NULL,
+        disk_after_install INTEGER NOT NULL DEFAULT 0,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE bmc_actions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        machine_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        requested REAL NOT NULL,
+        cause TEXT NOT NULL,
+        source TEXT,
+        started REAL,
+        finished REAL,
+        result TEXT NOT NULL DEFAULT '{}',
+        error TEXT,
+        error_kind TEXT
+    );
+    CREATE INDEX bmc_actions_open ON bmc_actions(state, id);
+    CREATE INDEX bmc_actions_machine ON bmc_actions(machine_id, id);
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -185,7 +212,7 @@ def _event_values(event: Event) -> tuple[Any, ...]:
     )
 
 
-class _SqliteTx:
+class _SqliteTx(BmcRows):
     """The Tx protocol over one open transaction."""
 
     def __init__(self, conn: sqlite3.Connection, events_kept: int, alerts_kept: int) -> None:
@@ -239,6 +266,8 @@ class _SqliteTx:
             ("machines", "id"),
             ("events", "machine_id"),
             ("pending_configs", "machine_id"),
+            ("bmcs", "machine_id"),
+            ("bmc_actions", "machine_id"),
         ):
             self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (machine_id,))
 
@@ -273,7 +302,8 @@ class _SqliteTx:
 
     def stale_discovered(self, before: float, limit: int) -> list[str]:
         rows = self._conn.execute(
-            "SELECT id FROM machines WHERE state = ? AND updated < ? LIMIT ?",
+            "SELECT id FROM machines WHERE state = ? AND updated < ? "
+            "AND id NOT IN (SELECT machine_id FROM bmcs) LIMIT ?",
             (str(MachineState.DISCOVERED), before, limit),
         ).fetchall()
         return [r[0] for r in rows]
@@ -571,6 +601,15 @@ class SqliteStore:
 
     def list_hosts(self) -> list[HostInfo]:
         return self._tx(self._connect()).list_hosts()
+
+    def get_bmc(self, machine_id: str) -> StoredBmc | None:
+        return self._tx(self._connect()).get_bmc(machine_id)
+
+    def get_action(self, action_id: int) -> BmcAction | None:
+        return self._tx(self._connect()).get_action(action_id)
+
+    def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
+        return self._tx(self._connect()).machine_actions(machine_id, limit)
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store can commit a write right now."""

@@ -1,169 +1,53 @@
 """mayu_py.bmc against the real emulators (sushy-emulator, vbmcd) on real libvirt domains.
 
-Two persistent TCG domains `mayu-bmc-test-1/2` (32 MiB, a 16 MiB qcow2 disk, a virtio NIC
-without option ROM on an isolated libvirt network whose bridge has no address): SeaBIOS
-finds nothing to boot and idles, no packet leaves. Domain 1 has a Redfish BMC, domain 2 an
-IPMI one, both started by mayu_py.lab.bmc_emulators. Every effect is checked through libvirt:
-domain state and id, and the boot order of the persistent (and live) XML. Run under
-`flock /tmp/mayu-vm.lock`; `-s` prints how long each power action took to be acknowledged.
+The domains `mayu-bmc-test-1/2` and their BMCs come from tests/support/bmc_lab.py (domain 1
+Redfish, domain 2 IPMI). Every effect is checked through libvirt: domain state and id, and
+the boot order of the persistent (and live) XML. Run under `flock /tmp/mayu-vm.lock`; `-s`
+prints how long each power action took to be acknowledged.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import signal
-import socket
 import time
 import uuid
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import replace
 
 import libvirt
 import pytest
 
-from mayu_py.bmc.base import Bmc, BootDevice, PowerState
+from mayu_py.bmc.base import BootDevice, PowerState
 from mayu_py.bmc.client import connect
 from mayu_py.bmc.coordinates import BmcCoordinates, BmcProtocol
 from mayu_py.bmc.errors import BmcAuthFailed, BmcError, BmcSystemNotFound, BmcUnreachable
-from mayu_py.command import run
 from mayu_py.lab.bmc_emulators import IpmiEmulators, RedfishEmulator, _group_alive
 from mayu_py.pki import x509 as pki
 from tests.conftest import free_port
-from tests.e2e.tenant_helpers import URI, ensure_daemons, make_workdir
+from tests.support.bmc_lab import (
+    PASSWORD,
+    PROTOCOLS,
+    USER,
+    BmcLab,
+    bmc_lab,
+    free_udp_port,
+    live_boot,
+    persistent_boot,
+    power_off_directly,
+    running_id,
+    timed,
+)
 
 pytestmark = pytest.mark.peer
 PREFIX = "mayu-bmc-test"
-NETWORK = f"{PREFIX}-net"
-USER = "mayu-admin"
-PASSWORD = "pw-" + secrets.token_hex(6)
-PROTOCOLS = [BmcProtocol.REDFISH, BmcProtocol.IPMI]
 ACK_BOUND = 5.0  # a power action acknowledged within (target 3 s; headroom for a busy host)
-
-NETWORK_XML = f"""<network><name>{NETWORK}</name><bridge name='mayubmct0' stp='off'/></network>"""
-DOMAIN_XML = """<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>32</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/><boot dev='hd'/></os>
-  <features><acpi/><tcg><tb-cache unit='MiB'>8</tb-cache></tcg></features>
-  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
-    <interface type='network'><source network='{network}'/><model type='virtio'/>
-      <rom enabled='no'/></interface>
-    <memballoon model='none'/>
-  </devices>
-</domain>"""
-
-
-@dataclass
-class BmcLab:
-    conn: libvirt.virConnect
-    work: Path
-    domains: dict[BmcProtocol, libvirt.virDomain]
-    coords: dict[BmcProtocol, BmcCoordinates]
-    redfish: RedfishEmulator
-    ipmi: IpmiEmulators
-
-    def bmc(self, protocol: BmcProtocol) -> Bmc:
-        return connect(self.coords[protocol])
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _remove_leftovers(conn: libvirt.virConnect) -> None:
-    """Our domains and network, also those of an earlier run that was killed."""
-    for dom in conn.listAllDomains():
-        if dom.name().startswith(PREFIX):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-    for net in conn.listAllNetworks():
-        if net.name() == NETWORK:
-            if net.isActive():
-                net.destroy()
-            net.undefine()
-
-
-def _define(conn: libvirt.virConnect, work: Path, index: int) -> libvirt.virDomain:
-    disk = work / f"{PREFIX}-{index}.qcow2"
-    run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"])
-    return conn.defineXML(DOMAIN_XML.format(name=f"{PREFIX}-{index}", disk=disk, network=NETWORK))
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[BmcLab]:
-    ensure_daemons()
-    conn = libvirt.open(URI)
-    work = make_workdir(PREFIX)
-    emulators: list[RedfishEmulator | IpmiEmulators] = []
-    try:
-        _remove_leftovers(conn)
-        conn.networkDefineXML(NETWORK_XML).create()
-        redfish_dom, ipmi_dom = _define(conn, work, 1), _define(conn, work, 2)
-        redfish = RedfishEmulator(
-            work / "redfish", listen_ip="127.0.0.1", port=free_port(), username=USER,
-            password=PASSWORD, allowed=[redfish_dom.UUIDString()],
-        )  # fmt: skip
-        emulators.append(redfish)
-        redfish.start()
-        ipmi = IpmiEmulators(work / "ipmi", control_port=free_port())
-        emulators.append(ipmi)
-        ipmi_coords = ipmi.add_domain(
-            ipmi_dom.name(), address="127.0.0.1", port=free_udp_port(), username=USER,
-            password=PASSWORD,
-        )  # fmt: skip
-        ipmi.start()
-        yield BmcLab(
-            conn, work,
-            {BmcProtocol.REDFISH: redfish_dom, BmcProtocol.IPMI: ipmi_dom},
-            {BmcProtocol.REDFISH: redfish.coordinates(redfish_dom.UUIDString()),
-             BmcProtocol.IPMI: ipmi_coords},
-            redfish, ipmi,
-        )  # fmt: skip
-    finally:
-        for emulator in emulators:
-            emulator.stop()
-        _remove_leftovers(conn)
-        conn.close()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def first_boot_device(xml: str) -> str:
-    """'network' or 'hd': the first entry of <os><boot dev>, else the lowest <boot order>."""
-    tree = ET.fromstring(xml)
-    boots = tree.findall("os/boot")
-    if boots:
-        return boots[0].get("dev", "")
-    ordered = [
-        (int(dev.find("boot").get("order", "0")), "network" if dev.tag == "interface" else "hd")
-        for dev in tree.find("devices")
-        if dev.find("boot") is not None
-    ]
-    return min(ordered)[1] if ordered else ""
-
-
-def persistent_boot(dom: libvirt.virDomain) -> str:
-    return first_boot_device(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-
-
-def live_boot(dom: libvirt.virDomain) -> str:
-    return first_boot_device(dom.XMLDesc(0))
-
-
-def timed(label: str, call: Callable[[], object]) -> object:
-    start = time.monotonic()
-    result = call()
-    print(f"BMC-TIMING {label}: {time.monotonic() - start:.3f} s")
-    return result
+    with bmc_lab(PREFIX, "mayubmct0", 0xB1) as built:
+        yield built
 
 
 def check_one_line(err: BmcError, coords: BmcCoordinates) -> None:
@@ -171,16 +55,6 @@ def check_one_line(err: BmcError, coords: BmcCoordinates) -> None:
     assert "\n" not in text and "Traceback" not in text
     assert coords.password not in text and PASSWORD not in text
     assert text.startswith(f"BMC {coords.label}: ")
-
-
-def running_id(dom: libvirt.virDomain) -> int:
-    """The domain's current id (a virDomain keeps the id it was looked up with)."""
-    return dom.connect().lookupByUUID(dom.UUID()).ID()
-
-
-def power_off_directly(dom: libvirt.virDomain) -> None:
-    if dom.isActive():
-        dom.destroy()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -49,7 +49,7 @@ def services_of(client: FlaskClient) -> Services:
 
 def set_clock(client: FlaskClient, clock: Callable[[], float]) -> None:
     svc = services_of(client)
-    for service in (svc.boot, svc.delivery, svc.machines):
+    for service in (svc.boot, svc.delivery, svc.machines, svc.power):
         service.clock = clock
 
 

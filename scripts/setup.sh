@@ -11,6 +11,7 @@ APT_PACKAGES=(
   dnsmasq-base ignition busybox-static linux-image-amd64 cpio kmod
   libvirt-daemon-system libvirt-dev libxml2-utils
   iproute2 iptables nginx-light wrk openssl curl tftp-hpa procps psmisc gnupg gpgv
+  syslinux syslinux-common mtools dosfstools grub-efi-amd64-bin
 )
 
 missing=()

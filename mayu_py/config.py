@@ -90,7 +90,14 @@ class InstallConfig(_Strict):
 
     tool: Literal["lab", "flatcar-install", "coreos-installer"]
     disk: str = Field(default=FIRST_DISK, pattern=rf"^({FIRST_DISK}|/dev/[A-Za-z0-9._/:-]+)$")
-    image: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    image: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+    @field_validator("image")
+    @classmethod
+    def _inside_the_assets(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value.split("/"):
+            raise ValueError("install.image: a path under the assets, without '..'")
+        return value
 
     @model_validator(mode="after")
     def _tool_needs(self) -> InstallConfig:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from mayu_py.command import run
 from mayu_py.errors import ConfigError
+from mayu_py.images.disk import DISK_CMDLINE
 from mayu_py.images.lab import (
     LabImage,
     LabInputs,
@@ -61,9 +64,36 @@ def test_outputs_and_version(built: LabImage) -> None:
     # Atomic writes leave no temporaries behind.
     assert sorted(p.name for p in built.kernel.parent.iterdir()) == [
         ".build-id",
+        "disk.img",
+        "disk.img.sha256",
         "initrd.img",
         "vmlinuz",
     ]
+    assert built.disk == built.kernel.parent / "disk.img"
+    assert built.disk_sha256 == hashlib.sha256(built.disk.read_bytes()).hexdigest()
+    sums = (built.kernel.parent / "disk.img.sha256").read_text()
+    assert sums == f"{built.disk_sha256}  disk.img\n"  # sha256sum -c format
+
+
+@needs_packages
+def test_disk_image_boots_both_ways_into_the_disk_path(built: LabImage, tmp_path: Path) -> None:
+    assert built.disk is not None
+    disk = str(built.disk)
+    listing = run(["mdir", "-a", "-b", "-i", disk, "::/"]).stdout.split()
+    assert {"::/vmlinuz", "::/initrd.img", "::/syslinux.cfg", "::/ldlinux.sys"} <= set(listing)
+    assert "MAYUBOOT" in run(["mlabel", "-s", "-i", disk, "::"]).stdout
+    for name, source in (("vmlinuz", built.kernel), ("initrd.img", built.initrd)):
+        run(["mcopy", "-i", disk, f"::/{name}", tmp_path / name])
+        assert (tmp_path / name).read_bytes() == source.read_bytes(), name
+    syslinux = run(["mtype", "-i", disk, "::/syslinux.cfg"]).stdout
+    assert f"APPEND {DISK_CMDLINE}" in syslinux and "INITRD /initrd.img" in syslinux
+    run(["mcopy", "-i", disk, "::/EFI/BOOT/BOOTX64.EFI", tmp_path / "BOOTX64.EFI"])
+    loader = (tmp_path / "BOOTX64.EFI").read_bytes()
+    assert loader[:2] == b"MZ"  # a PE image, what UEFI firmware runs from the removable path
+    assert b"mayu.boot=disk" in loader  # grub.cfg is inside the standalone GRUB
+    # Room for the installer's files (the machine's Ignition config).
+    free = re.search(r"([\d ]+) bytes free", run(["mdir", "-i", disk, "::/"]).stdout)
+    assert free and int(free.group(1).replace(" ", "")) >= 2 << 20
 
 
 @needs_packages
@@ -87,6 +117,10 @@ def test_initrd_contents(built: LabImage) -> None:
     for tool in ("useradd", "usermod", "groupadd", "setfiles"):
         assert entries[f"usr/sbin/{tool}"][0] & 0o111, tool
     assert "usr/share/mayu/udhcpc.script" in entries
+    assert (
+        entries["usr/share/mayu/mayu-disk-lib"][1]
+        == (LabInputs().recipe_dir / "mayu-disk-lib").read_bytes()
+    )
 
     ldd = run(["ldd", IGNITION]).stdout
     libs = [w for w in ldd.split() if w.startswith("/")]
@@ -98,7 +132,8 @@ def test_initrd_contents(built: LabImage) -> None:
     kdir = f"lib/modules/{built.kernel_version}"
     modules = {Path(n).name for n in entries if n.startswith(kdir) and n.endswith(".ko")}
     for m in ("virtio_ring", "virtio", "virtio_pci", "virtio_pci_modern_dev", "failover",
-              "net_failover", "virtio_net", "qemu_fw_cfg"):  # fmt: skip
+              "net_failover", "virtio_net", "qemu_fw_cfg", "virtio_blk", "fat", "vfat",
+              "nls_cp437", "nls_ascii", "nls_utf8"):  # fmt: skip
         assert f"{m}.ko" in modules, m
     dep = entries[f"{kdir}/modules.dep"][1].decode()
     virtio_net = next(line for line in dep.splitlines() if "/virtio_net.ko:" in line)
@@ -107,10 +142,12 @@ def test_initrd_contents(built: LabImage) -> None:
 
 @needs_packages
 def test_rebuild_with_unchanged_inputs_is_a_noop(built: LabImage) -> None:
-    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (built.kernel, built.initrd)}
+    assert built.disk is not None
+    outputs = (built.kernel, built.initrd, built.disk)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in outputs}
     again = build_lab_image(built.kernel.parent)
     assert again == built
-    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (built.kernel, built.initrd)}
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in outputs}
     assert after == before
 
 

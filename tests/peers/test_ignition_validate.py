@@ -8,13 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mayu_py.kubernetes_releases import RELEASES
 from mayu_py.model import FileSpec
 from mayu_py.render import IgnitionRenderer, sample_context
 from mayu_py.render.ignition import file_text
-from tests.support.flask_app import AUTH, Machine, make_app
+from tests.support.install_profiles import approved_machine, install_profiles_client
 
 pytestmark = pytest.mark.peer
 
@@ -69,25 +68,13 @@ def test_example_validates_and_is_current(path: Path) -> None:
     )
 
 
-INSTALL_PROFILES = EXAMPLES / "install-profiles.yaml"
-
-
 @pytest.mark.parametrize("os_label", ["fcos", "flatcar", "lab"])
 def test_install_profiles_serve_valid_configs(tmp_path: Path, os_label: str) -> None:
     """What each install-to-disk profile of docs/examples/install-profiles.yaml hands out
     validates: the stub (for Fedora CoreOS, what coreos-installer writes to the disk), the
     real config, and for Flatcar the installed system's config inside it."""
-    example = yaml.safe_load(INSTALL_PROFILES.read_text())
-    overrides = {("profiles",): example["profiles"], ("groups",): example["groups"]}
-    client = make_app(tmp_path, overrides).test_client()
-    machine = Machine(client, "52-54-00-00-0e-01")
-    machine.ipxe()
-    approved = client.post(
-        f"/api/v1/machines/{machine.mac}/approve",
-        headers=AUTH,
-        json={"role": "worker", "labels": {"os": os_label}},
-    )
-    assert approved.status_code == 200, approved.data
+    client = install_profiles_client(tmp_path)
+    machine = approved_machine(client, "52-54-00-00-0e-01", os_label)
     token = machine.token()
     configs = {"stub": machine.stub(token).data, "real": machine.secret(token).data}
     real = json.loads(configs["real"])

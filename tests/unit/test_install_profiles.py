@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from flask.testing import FlaskClient
 from pydantic import ValidationError
 
@@ -17,28 +16,14 @@ from mayu_py.config import InstallConfig
 from mayu_py.render import IgnitionRenderer, sample_context
 from mayu_py.render.ignition import file_text
 from tests.support.boot import boot_token
-from tests.support.flask_app import AUTH, Machine, approve, make_app
+from tests.support.flask_app import Machine, approve, make_app
+from tests.support.install_profiles import approved_machine, install_profiles_client
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "install-profiles.yaml"
 SERVER = "http://localhost"  # the test client's host URL
 
 
-def _client(tmp_path: Path) -> FlaskClient:
-    example = yaml.safe_load(EXAMPLE.read_text())
-    overrides = {("profiles",): example["profiles"], ("groups",): example["groups"]}
-    return make_app(tmp_path, overrides).test_client()
-
-
 def _install_script(client: FlaskClient, mac: str, os_label: str) -> str:
-    machine = Machine(client, mac)
-    machine.ipxe()
-    response = client.post(
-        f"/api/v1/machines/{mac}/approve",
-        headers=AUTH,
-        json={"role": "worker", "labels": {"os": os_label}},
-    )
-    assert response.status_code == 200, response.data
-    status, script = machine.ipxe()
+    status, script = approved_machine(client, mac, os_label).ipxe()
     assert status == 200, script
     return script
 
@@ -57,7 +42,7 @@ def _arg(args: list[str], key: str) -> str:
 def test_fedora_coreos_installs_from_its_kernel_arguments_with_the_stub_url(
     tmp_path: Path,
 ) -> None:
-    client = _client(tmp_path)
+    client = install_profiles_client(tmp_path)
     mac = "52-54-00-00-0f-01"
     script = _install_script(client, mac, "fcos")
     args = _kernel_args(script)
@@ -85,7 +70,7 @@ def test_fedora_coreos_installs_from_its_kernel_arguments_with_the_stub_url(
 
 
 def test_flatcar_boots_pxe_with_the_stub_and_the_install_disk(tmp_path: Path) -> None:
-    client = _client(tmp_path)
+    client = install_profiles_client(tmp_path)
     mac = "52-54-00-00-0f-02"
     script = _install_script(client, mac, "flatcar")
     args = _kernel_args(script)
@@ -100,7 +85,7 @@ def test_flatcar_boots_pxe_with_the_stub_and_the_install_disk(tmp_path: Path) ->
 
 
 def test_lab_installs_its_disk_image_from_the_assets(tmp_path: Path) -> None:
-    client = _client(tmp_path)
+    client = install_profiles_client(tmp_path)
     mac = "52-54-00-00-0f-03"
     args = _kernel_args(_install_script(client, mac, "lab"))
     assert _arg(args, "mayu.install") == "first"

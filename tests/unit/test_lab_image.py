@@ -10,7 +10,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from mayu_py.cli.images import build_lab
 from mayu_py.command import run
 from mayu_py.errors import ConfigError
 from mayu_py.images.disk import DISK_CMDLINE
@@ -191,3 +193,11 @@ def test_missing_kernel_is_a_config_error_naming_the_package(tmp_path: Path) -> 
     inputs = LabInputs(boot_dir=tmp_path, modules_root=tmp_path)
     with pytest.raises(ConfigError, match="linux-image-amd64"):
         build_lab_image(tmp_path / "out", inputs=inputs)
+
+
+@needs_packages
+def test_cli_build_lab_names_the_disk_image_and_its_checksum(built: LabImage) -> None:
+    result = CliRunner().invoke(build_lab, ["--out", str(built.kernel.parent)])
+    assert result.exit_code == 0, result.output
+    assert f"disk {built.disk} sha256 {built.disk_sha256}\n" in result.output
+    assert f"version {built.version}\n" in result.output

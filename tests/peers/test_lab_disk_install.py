@@ -85,11 +85,14 @@ def _reports(server: RunningServer, event: str) -> list[dict[str, Any]]:
     return [e for e in _events(server) if e["cause"].startswith(f"report {event} ")]
 
 
-def _pxe_install(server: RunningServer, tmp_path: Path, vms: list[Vm], disk: Path) -> Vm:
+def _pxe_install(
+    server: RunningServer, tmp_path: Path, vms: list[Vm], disk: Path, firmware: str = "bios"
+) -> Vm:
     """Power on a machine with `disk` that network-boots first, approve it when it shows
     up, and return the running VM."""
     port = server.url.rsplit(":", 1)[1]
-    spec = VmSpec(tmp_path, MAC, disk=disk, bootfile=f"http://{GUEST_HOST}:{port}/boot.ipxe")
+    bootfile = f"http://{GUEST_HOST}:{port}/boot.ipxe"
+    spec = VmSpec(tmp_path, MAC, disk=disk, firmware=firmware, memory_mib=512, bootfile=bootfile)
     vm = Vm(spec, "pxe")
     vms.append(vm)
     vm.wait_for_text("waiting for approval")
@@ -130,14 +133,15 @@ def test_the_disk_image_boots_to_init(
     print(f"\n{firmware}: qemu start -> MAYU-READY from the bare disk image {seconds:.1f} s")
 
 
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_install_reboot_and_run_from_disk(
-    assets: tuple[Path, LabImage], tmp_path: Path, vms: list[Vm]
+    assets: tuple[Path, LabImage], tmp_path: Path, vms: list[Vm], firmware: str
 ) -> None:
     root, image = assets
     server = _serve(tmp_path, root)
     try:
         disk = blank_disk(tmp_path / "machine.qcow2", "256M")
-        vm = _pxe_install(server, tmp_path, vms, disk)
+        vm = _pxe_install(server, tmp_path, vms, disk, firmware)
         vm.wait("the running report", lambda: bool(_reports(server, "running")), timeout=300)
         installed, running = _reports(server, "installed"), _reports(server, "running")
         to_running = running[0]["time"] - vm.started
@@ -171,14 +175,18 @@ def test_install_reboot_and_run_from_disk(
         assert {"/etc/mayu/report.token", "/etc/mayu/report-url"} <= paths
 
         # Floor: the same installed disk booted directly (no network boot at all).
-        direct = Vm(VmSpec(tmp_path, MAC, disk=disk), "direct")
+        direct = Vm(VmSpec(tmp_path, MAC, disk=disk, firmware=firmware, memory_mib=512), "direct")
         vms.append(direct)
         direct.wait("a second running report", lambda: len(_reports(server, "running")) == 2)
         floor = _reports(server, "running")[1]["time"] - direct.started
         assert [e["kind"] for e in _events(server)].count("token-issued") == 1
+        phases = ", ".join(
+            f"{e['kind'] if e['kind'] != 'transition' else e['to']} {e['time'] - vm.started:.1f}"
+            for e in _events(server)[:6]
+        )
         print(
-            f"\nqemu start -> running: {to_running:.1f} s through PXE, install and reboot;"
-            f" {floor:.1f} s booting the installed disk directly"
+            f"\n{firmware}: qemu start -> running: {to_running:.1f} s through PXE, install and"
+            f" reboot ({phases}); {floor:.1f} s booting the installed disk directly"
         )
     finally:
         server.kill()

@@ -13,6 +13,14 @@ from pathlib import Path
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# OVMF's own PXE and HTTP boot clients (OvmfPkg/RUNTIME_CONFIG.md): the NIC's iPXE ROM is
+# the network boot here; after iPXE `exit`s to boot the disk, OVMF would otherwise try each
+# of these first, DHCPv6 and HTTP boot timing out for minutes under TCG.
+OVMF_NETWORK_BOOT_OFF = [
+    arg
+    for knob in ("IPv4PXESupport", "IPv6PXESupport", "IPv4Support", "IPv6Support")
+    for arg in ("-fw_cfg", f"name=opt/org.tianocore/{knob},string=no")
+]
 
 
 @dataclass
@@ -40,6 +48,7 @@ class VmSpec:
                 "-machine", "q35",
                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+                *OVMF_NETWORK_BOOT_OFF,
             ]  # fmt: skip
         else:
             argv += ["-machine", "pc,graphics=off"]  # SeaBIOS and iPXE print on the serial port

@@ -72,14 +72,54 @@ class ClusterConfig(_Strict):
         return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
 
+FIRST_DISK = "first"
+
+
+class InstallConfig(_Strict):
+    """Install to disk with the OS's own installer instead of running from RAM.
+
+    - `lab`: the lab image's installer writes the disk image `image` (a path under the
+      assets, e.g. lab/disk.img, checked against `<image>.sha256`) to `disk`.
+    - `flatcar-install`: the PXE-booted Flatcar runs `flatcar-install -d DISK -i CONFIG`
+      (profile template flatcar-install.yaml.j2).
+    - `coreos-installer`: the Fedora CoreOS live system installs from its kernel arguments
+      `coreos.inst.install_dev` and `coreos.inst.ignition_url`.
+
+    `disk` is a device path, or `first`: the machine's first disk (not for coreos-installer,
+    whose install_dev is mandatory)."""
+
+    tool: Literal["lab", "flatcar-install", "coreos-installer"]
+    disk: str = Field(default=FIRST_DISK, pattern=rf"^({FIRST_DISK}|/dev/[A-Za-z0-9._/:-]+)$")
+    image: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+    @field_validator("image")
+    @classmethod
+    def _inside_the_assets(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value.split("/"):
+            raise ValueError("install.image: a path under the assets, without '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _tool_needs(self) -> InstallConfig:
+        if self.tool == "lab" and self.image is None:
+            raise ValueError("install.image: the lab installer needs its disk image (lab/disk.img)")
+        if self.tool != "lab" and self.image is not None:
+            raise ValueError(f"install.image: {self.tool} brings its own image; leave it out")
+        if self.tool == "coreos-installer" and self.disk == FIRST_DISK:
+            raise ValueError("install.disk: coreos-installer needs a device such as /dev/sda")
+        return self
+
+
 class Profile(_Strict):
-    """What a machine boots (kernel, initrd, args) and how it is configured (template, role)."""
+    """What a machine boots (kernel, initrd, args), how it is configured (template, role)
+    and, with `install`, how it installs to disk."""
 
     kernel: str
     initrd: list[str]
     args: list[str] = Field(default_factory=list)
     ignition_template: str
     role: Literal["controller", "worker"]
+    install: InstallConfig | None = None
 
 
 class Group(_Strict):

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-dev libxml2-utils
   iproute2 iptables nginx-light wrk openssl curl tftp-hpa procps psmisc gnupg gpgv
   prometheus
+  syslinux syslinux-common mtools dosfstools grub-efi-amd64-bin
 )
 
 missing=()

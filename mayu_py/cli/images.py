@@ -37,13 +37,15 @@ def build_lab(
     kernel_version: str | None,
     tenant_images: Path | None,
 ) -> None:
-    """Build the lab node image (Debian kernel + busybox initramfs + real Ignition)."""
+    """Build the lab node image (Debian kernel + busybox initramfs + real Ignition) and the
+    bootable disk image the lab installer writes (disk.img, disk.img.sha256)."""
     if out is None:
         settings = load_settings(config_file, {("data_dir",): data_dir})
         out = settings.assets_root / "lab"
     image = build_lab_image(out, kernel_version)
     click.echo(f"kernel {image.kernel}")
     click.echo(f"initrd {image.initrd}")
+    click.echo(f"disk {image.disk} sha256 {image.disk_sha256}")
     click.echo(f"version {image.version}")
     if tenant_images is not None:
         base = install_lab_base_image(tenant_images, image.kernel, image.initrd, image.version)

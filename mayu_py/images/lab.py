@@ -6,6 +6,10 @@ its `ldd` libraries, the virtio/fw_cfg kernel modules with a modules.dep, and th
 script). It is packed as a reproducible newc cpio (owner 0:0, mtime 0, sorted) and gzipped,
 so unchanged inputs give identical bytes; a hash of every input is kept in `.build-id`
 beside the outputs and a rebuild with the same hash touches nothing.
+
+Beside kernel and initrd goes the bootable disk image the lab installer writes to a
+machine's disk (`disk.img` and `disk.img.sha256`, see disk.py), built from the same kernel and
+initrd, so one build id versions all three.
 """
 
 from __future__ import annotations
@@ -19,24 +23,35 @@ import os
 import re
 import stat
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mayu_py.command import run
 from mayu_py.errors import ConfigError
 from mayu_py.files import atomic_copy, atomic_write, file_digest
+from mayu_py.images.disk import (
+    DISK_NAME,
+    SHA256_SUFFIX,
+    build_boot_disk,
+    read_sha256_file,
+    recipe_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
 # Bump when the layout of the image changes in a way the input hash cannot see.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 BUILD_ID_FILE = ".build-id"
 KERNEL_NAME = "vmlinuz"
 INITRD_NAME = "initrd.img"
 
 # Loaded by /init (modprobe resolves the rest from modules.dep); Ignition's qemu platform
-# runs `modprobe qemu_fw_cfg` itself.
-MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "qemu_fw_cfg")
+# runs `modprobe qemu_fw_cfg` itself. vfat and the code pages its mount needs (the kernel's
+# defaults: codepage 437, iocharset ascii, utf8) serve the disk install and the disk boot.
+MODULES = (
+    "virtio_pci", "virtio_net", "virtio_blk", "qemu_fw_cfg",
+    "vfat", "nls_cp437", "nls_ascii", "nls_utf8",
+)  # fmt: skip
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +64,7 @@ RECIPE_FILES = {
     "setfiles": ("usr/sbin/setfiles", 0o755),
     "mayu-passwd-lib": ("usr/sbin/mayu-passwd-lib", 0o644),
     "udhcpc.script": ("usr/share/mayu/udhcpc.script", 0o755),
+    "mayu-disk-lib": ("usr/share/mayu/mayu-disk-lib", 0o644),
 }
 
 DIRECTORIES = (
@@ -59,13 +75,16 @@ DIRECTORIES = (
 
 @dataclass(frozen=True)
 class LabImage:
-    """The built image: paths of kernel and initrd, and a version naming this exact build."""
+    """The built image: kernel, initrd, the bootable disk image made of both (and its
+    sha256), and a version naming this exact build."""
 
     kernel: Path
     initrd: Path
     version: str
     kernel_version: str = ""
     build_id: str = ""
+    disk: Path | None = None
+    disk_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,10 +165,12 @@ def build_lab_image(
         version=f"{kver}+{build_id[:12]}",
         kernel_version=kver,
         build_id=build_id,
+        disk=out_dir / DISK_NAME,
     )
-    if _up_to_date(out_dir, build_id):
+    recorded_disk = _up_to_date(out_dir, build_id)
+    if recorded_disk:
         log.debug("lab image in %s is up to date (%s)", out_dir, image.version)
-        return image
+        return replace(image, disk_sha256=recorded_disk)
 
     log.info("building lab image %s into %s", image.version, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,12 +179,13 @@ def build_lab_image(
         tree.add_file(f"lib/modules/{kver}/modules.dep", modules_dep)
         atomic_write(image.initrd, _gzip(_cpio(tree)), 0o644)
     atomic_copy(kernel, image.kernel, 0o644)
+    disk = build_boot_disk(image.kernel, image.initrd, out_dir / DISK_NAME)
     atomic_write(
         out_dir / BUILD_ID_FILE,
         json.dumps({"build_id": build_id, "version": image.version}) + "\n",
         0o644,
     )
-    return image
+    return replace(image, disk_sha256=disk.sha256)
 
 
 def _require(path: Path, what: str) -> None:
@@ -171,17 +193,21 @@ def _require(path: Path, what: str) -> None:
         raise ConfigError(f"lab image: {path} is missing ({what})")
 
 
-def _up_to_date(out_dir: Path, build_id: str) -> bool:
+def _up_to_date(out_dir: Path, build_id: str) -> str | None:
+    """The disk image's recorded sha256 when every output of build_id is in place."""
     try:
         recorded = json.loads((out_dir / BUILD_ID_FILE).read_text())
     except (OSError, ValueError):
-        return False
-    return (
+        return None
+    if not (
         isinstance(recorded, dict)
         and recorded.get("build_id") == build_id
         and (out_dir / KERNEL_NAME).is_file()
         and (out_dir / INITRD_NAME).is_file()
-    )
+        and (out_dir / DISK_NAME).is_file()
+    ):
+        return None
+    return read_sha256_file(out_dir / f"{DISK_NAME}{SHA256_SUFFIX}")
 
 
 # ---- what goes in ---------------------------------------------------------------------------
@@ -268,7 +294,7 @@ def _modules_dep(tmp: Path, tree: _Tree, kver: str, busybox: Path) -> bytes:
 
 def _build_id(kver: str, kernel: Path, tree: _Tree) -> str:
     h = hashlib.sha256()
-    h.update(f"builder {BUILDER_VERSION}\nkernel {kver}\n".encode())
+    h.update(f"builder {BUILDER_VERSION}\nkernel {kver}\ndisk {recipe_fingerprint()}\n".encode())
     h.update(file_digest(kernel).encode())
     for path in sorted(tree.files):
         mode, source = tree.files[path]

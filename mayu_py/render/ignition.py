@@ -2,7 +2,10 @@
 
 Templates write YAML that maps 1:1 onto the spec, with two conveniences resolved here:
 `contents: {inline: "text"}` (and the same in `append` entries) becomes a base64 `data:` URL,
-and a top-level `x-mayu` mapping carries instructions to the renderer (removed from the output).
+and a top-level `x-mayu` mapping carries instructions to the renderer (removed from the output):
+`static_manifests: true` (the node's static pod manifests as files) and `install_target:
+{template, path}` (an installer's config: the named template's whole config for the same node,
+as the JSON file `path`, for the OS installer to write to disk).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ SPEC_TOP_LEVEL = frozenset({"ignition", "kernelArguments", "passwd", "storage", 
 EXTENSION_KEY = "x-mayu"
 # libyaml's safe loader when present: 10x faster than the pure-Python one on the hot path.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-EXTENSION_OPTIONS = frozenset({"static_manifests"})
+EXTENSION_OPTIONS = frozenset({"static_manifests", "install_target"})
 
 
 def parse_output(name: str, text: str) -> dict[str, Any]:

@@ -56,11 +56,35 @@ class IgnitionRenderer:
         self, template: str, context: RenderContext, files: Iterable[FileSpec] = ()
     ) -> dict[str, Any]:
         """The Ignition config for `context` from `template`, with `files` appended."""
+        return self._render(template, context, list(files), may_install=True)
+
+    def _render(
+        self, template: str, context: dict[str, Any], files: list[FileSpec], may_install: bool
+    ) -> dict[str, Any]:
         text = render_text(self._templates, template, _template_context(context))
         document = parse_output(template, text)
         options = take_extensions(template, document)
         extra = self.static_manifests(context) if options.get("static_manifests") else []
+        if "install_target" in options:
+            if not may_install:
+                raise RenderError(f"template {template}: an install target cannot install")
+            extra.append(self._install_target(template, options["install_target"], context, files))
         return assemble(template, document, [*extra, *files])
+
+    def _install_target(
+        self, template: str, target: Any, context: dict[str, Any], files: list[FileSpec]
+    ) -> FileSpec:
+        """The config of the installed system (template `target.template`, same context and
+        files) as the 0600 JSON file `target.path` of an installer's config."""
+        if not isinstance(target, dict) or set(target) != {"template", "path"}:
+            raise RenderError(f"template {template}: install_target needs template and path")
+        name, path = target["template"], target["path"]
+        if name not in self.template_names():
+            raise RenderError(f"template {template}: install_target {name!r} is not a template")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise RenderError(f"template {template}: install_target path must be absolute")
+        config = self._render(name, context, files, may_install=False)
+        return FileSpec(path, 0o600, json.dumps(config, separators=(",", ":")))
 
     def render_json(
         self, template: str, context: RenderContext, files: Iterable[FileSpec] = ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 
-from mayu_py.config import Profile
+from mayu_py.config import InstallConfig, Profile
 from mayu_py.model import Machine
 
 # iPXE's ${platform} on UEFI; anything else (pcbios) boots the disk with sanboot.
@@ -52,14 +52,42 @@ def install_script(
     args = [
         *(f"initrd={name}" for name in initrd_names),
         *profile.args,
-        f"ignition.config.url={base_url}/ignition?{query}",
-        f"mayu.report={base_url}/report?{query}",
+        *config_args(
+            profile.install, f"{base_url}/ignition?{query}", f"{base_url}/report?{query}", asset_url
+        ),
     ]
     lines = ["#!ipxe", f"echo mayu: installing {machine.node_name} ({machine.mac})"]
     lines.append(f"kernel {asset_url}/{profile.kernel} {' '.join(args)}")
     lines.extend(f"initrd {asset_url}/{path}" for path in profile.initrd)
     lines.append("boot")
     return "\n".join(lines) + "\n"
+
+
+def config_args(
+    install: InstallConfig | None, stub_url: str, report_url: str, asset_url: str
+) -> list[str]:
+    """Kernel arguments naming the machine's Ignition stub, where it reports and, for an
+    install to disk, what the OS's installer writes where.
+
+    Fedora CoreOS: the live system's coreos-installer reads `coreos.inst.install_dev` and
+    `coreos.inst.ignition_url` (https://coreos.github.io/coreos-installer/getting-started/,
+    "Kernel command line options for coreos-installer running as a service"; it fetches an
+    http:// URL with `--insecure-ignition`) and embeds what it fetched in the installed
+    system. That must be the stub, and the live system must not run Ignition on it: the
+    installed system's first boot merges the real config over HTTPS and spends the token.
+    Flatcar: `ignition.config.url` as in "Booting Flatcar Container Linux via iPXE"
+    (https://www.flatcar.org/docs/latest/installing/bare-metal/booting-with-ipxe/; the
+    profile adds `flatcar.first_boot=1`), and `mayu.install=DISK` for the unit that runs
+    flatcar-install. The lab image: `mayu.install=DISK mayu.image=URL`
+    (qemu_images/lab/README.md)."""
+    if install is not None and install.tool == "coreos-installer":
+        return [f"coreos.inst.install_dev={install.disk}", f"coreos.inst.ignition_url={stub_url}"]
+    args = [f"ignition.config.url={stub_url}", f"mayu.report={report_url}"]
+    if install is not None:
+        args.append(f"mayu.install={install.disk}")
+    if install is not None and install.image is not None:
+        args.append(f"mayu.image={asset_url}/{install.image}")
+    return args
 
 
 def local_boot_script(machine: Machine, platform: str | None) -> str:

@@ -13,8 +13,10 @@ from mayu_py.kubernetes_releases import RELEASES
 from mayu_py.model import FileSpec
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer, sample_context
+from mayu_py.render.ignition import file_text
 from mayu_py.tenants import ImageInfo, parse_tenant, tenant_nodes
 from mayu_py.tenants.ignition import render_tenant_node
+from tests.support.install_profiles import approved_machine, install_profiles_client
 from tests.support.tenants import acme
 
 pytestmark = pytest.mark.peer
@@ -81,3 +83,22 @@ def test_example_validates_and_is_current(path: Path) -> None:
         f"{path} is stale; regenerate it from IgnitionRenderer().render('{role}.yaml.j2', "
         f"sample_context('{role}')) as indented JSON"
     )
+
+
+@pytest.mark.parametrize("os_label", ["fcos", "flatcar", "lab"])
+def test_install_profiles_serve_valid_configs(tmp_path: Path, os_label: str) -> None:
+    """What each install-to-disk profile of docs/examples/install-profiles.yaml hands out
+    validates: the stub (for Fedora CoreOS, what coreos-installer writes to the disk), the
+    real config, and for Flatcar the installed system's config inside it."""
+    client = install_profiles_client(tmp_path)
+    machine = approved_machine(client, "52-54-00-00-0e-01", os_label)
+    token = machine.token()
+    configs = {"stub": machine.stub(token).data, "real": machine.secret(token).data}
+    real = json.loads(configs["real"])
+    if os_label == "flatcar":
+        configs["install.ign"] = file_text(real, "/etc/mayu/install.ign").encode()
+    for name, body in configs.items():
+        path = tmp_path / f"{name}.ign"
+        path.write_bytes(body)
+        result = validate(path)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"

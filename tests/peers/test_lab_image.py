@@ -4,13 +4,18 @@ rebuilds are cached."""
 from __future__ import annotations
 
 import gzip
+import hashlib
+import re
 import shutil
 import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from mayu_py.cli.images import build_lab
 from mayu_py.command import run
+from mayu_py.images.disk import DISK_CMDLINE
 from mayu_py.images.lab import LabImage, LabInputs, build_lab_image
 from tests.support.peers import require_peers
 
@@ -23,7 +28,16 @@ pytestmark = pytest.mark.peer
 def _packages() -> None:
     """ignition, busybox-static and linux-image-amd64 (a kernel with its modules)."""
     kernel = max(Path("/boot").glob("vmlinuz-*"), default=Path("/boot/vmlinuz-*"))
-    require_peers("cpio", "zcat", "ldd", "modinfo", files=(IGNITION, Path("/bin/busybox"), kernel))
+    require_peers(
+        "cpio",
+        "zcat",
+        "ldd",
+        "modinfo",
+        "mdir",
+        "mcopy",
+        "syslinux",
+        files=(IGNITION, Path("/bin/busybox"), kernel),
+    )
 
 
 def _cpio_entries(initrd: Path) -> dict[str, tuple[int, bytes]]:
@@ -58,9 +72,35 @@ def test_outputs_and_version(built: LabImage) -> None:
     # Atomic writes leave no temporaries behind.
     assert sorted(p.name for p in built.kernel.parent.iterdir()) == [
         ".build-id",
+        "disk.img",
+        "disk.img.sha256",
         "initrd.img",
         "vmlinuz",
     ]
+    assert built.disk == built.kernel.parent / "disk.img"
+    assert built.disk_sha256 == hashlib.sha256(built.disk.read_bytes()).hexdigest()
+    sums = (built.kernel.parent / "disk.img.sha256").read_text()
+    assert sums == f"{built.disk_sha256}  disk.img\n"  # sha256sum -c format
+
+
+def test_disk_image_boots_both_ways_into_the_disk_path(built: LabImage, tmp_path: Path) -> None:
+    assert built.disk is not None
+    disk = str(built.disk)
+    listing = run(["mdir", "-a", "-b", "-i", disk, "::/"]).stdout.split()
+    assert {"::/vmlinuz", "::/initrd.img", "::/syslinux.cfg", "::/ldlinux.sys"} <= set(listing)
+    assert "MAYUBOOT" in run(["mlabel", "-s", "-i", disk, "::"]).stdout
+    for name, source in (("vmlinuz", built.kernel), ("initrd.img", built.initrd)):
+        run(["mcopy", "-i", disk, f"::/{name}", tmp_path / name])
+        assert (tmp_path / name).read_bytes() == source.read_bytes(), name
+    syslinux = run(["mtype", "-i", disk, "::/syslinux.cfg"]).stdout
+    assert f"APPEND {DISK_CMDLINE}" in syslinux and "INITRD /initrd.img" in syslinux
+    run(["mcopy", "-i", disk, "::/EFI/BOOT/BOOTX64.EFI", tmp_path / "BOOTX64.EFI"])
+    loader = (tmp_path / "BOOTX64.EFI").read_bytes()
+    assert loader[:2] == b"MZ"  # a PE image, what UEFI firmware runs from the removable path
+    assert b"mayu.boot=disk" in loader  # grub.cfg is inside the standalone GRUB
+    # Room for the installer's files (the machine's Ignition config).
+    free = re.search(r"([\d ]+) bytes free", run(["mdir", "-i", disk, "::/"]).stdout)
+    assert free and int(free.group(1).replace(" ", "")) >= 2 << 20
 
 
 def test_initrd_contents(built: LabImage) -> None:
@@ -83,6 +123,10 @@ def test_initrd_contents(built: LabImage) -> None:
     for tool in ("useradd", "usermod", "groupadd", "setfiles"):
         assert entries[f"usr/sbin/{tool}"][0] & 0o111, tool
     assert "usr/share/mayu/udhcpc.script" in entries
+    assert (
+        entries["usr/share/mayu/mayu-disk-lib"][1]
+        == (LabInputs().recipe_dir / "mayu-disk-lib").read_bytes()
+    )
 
     ldd = run(["ldd", IGNITION]).stdout
     libs = [w for w in ldd.split() if w.startswith("/")]
@@ -94,7 +138,8 @@ def test_initrd_contents(built: LabImage) -> None:
     kdir = f"lib/modules/{built.kernel_version}"
     modules = {Path(n).name for n in entries if n.startswith(kdir) and n.endswith(".ko")}
     for m in ("virtio_ring", "virtio", "virtio_pci", "virtio_pci_modern_dev", "failover",
-              "net_failover", "virtio_net", "qemu_fw_cfg"):  # fmt: skip
+              "net_failover", "virtio_net", "qemu_fw_cfg", "virtio_blk", "fat", "vfat",
+              "nls_cp437", "nls_ascii", "nls_utf8"):  # fmt: skip
         assert f"{m}.ko" in modules, m
     dep = entries[f"{kdir}/modules.dep"][1].decode()
     virtio_net = next(line for line in dep.splitlines() if "/virtio_net.ko:" in line)
@@ -102,10 +147,12 @@ def test_initrd_contents(built: LabImage) -> None:
 
 
 def test_rebuild_with_unchanged_inputs_is_a_noop(built: LabImage) -> None:
-    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (built.kernel, built.initrd)}
+    assert built.disk is not None
+    outputs = (built.kernel, built.initrd, built.disk)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in outputs}
     again = build_lab_image(built.kernel.parent)
     assert again == built
-    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (built.kernel, built.initrd)}
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in outputs}
     assert after == before
 
 
@@ -130,3 +177,10 @@ def test_a_lost_output_is_rebuilt(tmp_path: Path, built: LabImage) -> None:
     (out / "initrd.img").unlink()
     image = build_lab_image(out)
     assert image.initrd.read_bytes() == built.initrd.read_bytes()
+
+
+def test_cli_build_lab_names_the_disk_image_and_its_checksum(built: LabImage) -> None:
+    result = CliRunner().invoke(build_lab, ["--out", str(built.kernel.parent)])
+    assert result.exit_code == 0, result.output
+    assert f"disk {built.disk} sha256 {built.disk_sha256}\n" in result.output
+    assert f"version {built.version}\n" in result.output

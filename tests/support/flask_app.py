@@ -117,8 +117,11 @@ class Machine:
         return json.loads(secret.data)
 
 
-def approve(client: FlaskClient, mac: str, role: str = "worker") -> Any:
-    return client.post(f"/api/v1/machines/{mac}/approve", headers=AUTH, json={"role": role})
+def approve(
+    client: FlaskClient, mac: str, role: str = "worker", labels: dict[str, str] | None = None
+) -> Any:
+    body = {"role": role} | ({"labels": labels} if labels else {})
+    return client.post(f"/api/v1/machines/{mac}/approve", headers=AUTH, json=body)
 
 
 def events(client: FlaskClient, mac: str) -> list[dict[str, Any]]:

@@ -81,7 +81,11 @@ def custom(tmp_path: Path, **templates: str) -> IgnitionRenderer:
 def test_default_dirs_hold_the_shipped_templates() -> None:
     assert (default_templates_dir() / "controller.yaml.j2").is_file()
     assert (default_manifests_dir() / "etcd.yaml.j2").is_file()
-    assert IgnitionRenderer().template_names() == ["controller.yaml.j2", "worker.yaml.j2"]
+    assert IgnitionRenderer().template_names() == [
+        "controller.yaml.j2",
+        "flatcar-install.yaml.j2",
+        "worker.yaml.j2",
+    ]
 
 
 def test_controller_config_structure(renderer: IgnitionRenderer, context: RenderContext) -> None:
@@ -341,13 +345,18 @@ def test_yaml_error_names_template_and_output_line(tmp_path: Path, context: Rend
         ("- a\n", "must be a YAML mapping"),
         ("storage:\n  files: [{path: /a, mode: '0644'}]\n", "mode must be an integer"),
         ("storage:\n  files: [{path: /a, contents: {inline: 1}}]\n", "must be a string"),
+        ("x-mayu: {install_target: {template: x.yaml.j2}}\n", "needs template and path"),
+        ("x-mayu: {install_target: {template: no.yaml.j2, path: /t}}\n", "is not a template"),
+        ("x-mayu: {install_target: {template: t.yaml.j2, path: t.ign}}\n", "must be absolute"),
+        ("x-mayu: {install_target: {template: x.yaml.j2, path: /t}}\n", "cannot install"),
     ],
 )
 def test_malformed_output_is_refused(
     tmp_path: Path, context: RenderContext, text: str, message: str
 ) -> None:
+    renderer = custom(tmp_path, **{"x.yaml.j2": text, "t.yaml.j2": "storage: {}\n"})
     with pytest.raises(RenderError, match=message):
-        custom(tmp_path, **{"x.yaml.j2": text}).render("x.yaml.j2", context)
+        renderer.render("x.yaml.j2", context)
 
 
 def test_check_templates_reports_a_broken_template(tmp_path: Path) -> None:

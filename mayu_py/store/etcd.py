@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, PendingConfig, User
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreContention, StoreUnavailable
 from mayu_py.store.etcd_gateway import EtcdGateway, SnapshotGone
@@ -36,6 +36,7 @@ from mayu_py.store.etcd_records import (
     pending_of,
 )
 from mayu_py.store.etcd_txn import OptimisticTxn
+from mayu_py.store.etcd_users import UserRecords
 from mayu_py.store.url import EtcdLocation
 from mayu_py.tenants import HostInfo, TenantRecord
 
@@ -55,7 +56,7 @@ BACKOFF_CAP_S = 0.25
 PING_TIMEOUT_S = 1.0
 
 
-class EtcdTx:
+class EtcdTx(UserRecords):
     """The Tx protocol over one optimistic transaction."""
 
     def __init__(
@@ -377,6 +378,12 @@ class EtcdStore:
 
     def list_hosts(self) -> list[HostInfo]:
         return self._read(lambda tx: tx.list_hosts())
+
+    def get_user(self, name: str) -> User | None:
+        return self._read(lambda tx: tx.get_user(name))
+
+    def list_users(self) -> list[User]:
+        return self._read(lambda tx: tx.list_users())
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the cluster can commit a write within ~2 s."""

@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig, User
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite_bmc import BmcRows
+from mayu_py.store.sqlite_users import UserRows
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
@@ -138,6 +139,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX bmc_actions_open ON bmc_actions(state, id);
     CREATE INDEX bmc_actions_machine ON bmc_actions(machine_id, id);
     """,
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -212,7 +221,7 @@ def _event_values(event: Event) -> tuple[Any, ...]:
     )
 
 
-class _SqliteTx(BmcRows):
+class _SqliteTx(BmcRows, UserRows):
     """The Tx protocol over one open transaction."""
 
     def __init__(self, conn: sqlite3.Connection, events_kept: int, alerts_kept: int) -> None:
@@ -610,6 +619,12 @@ class SqliteStore:
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
         return self._tx(self._connect()).machine_actions(machine_id, limit)
+
+    def get_user(self, name: str) -> User | None:
+        return self._tx(self._connect()).get_user(name)
+
+    def list_users(self) -> list[User]:
+        return self._tx(self._connect()).list_users()
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store can commit a write right now."""

@@ -142,7 +142,7 @@ def _error(exc: MayuError) -> Response:
         "error.html",
         exc.status,
         title=_phrase(exc.status),
-        status=exc.status,
+        code=exc.status,
         message=exc.message,
         detail=exc.detail,
         machine_id=machine_id,

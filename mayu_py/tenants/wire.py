@@ -6,6 +6,8 @@ with `from_json`, so both ends share one definition of each message.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,11 @@ from mayu_py.errors import BadRequest
 from mayu_py.tenants.states import REPORTED_STATES, NodeState
 
 MAX_MESSAGE = 500
+MAX_CPUS = 4096
+MAX_MEMORY_MIB = 1 << 24  # 16 TiB
+MAX_GENERATION = (1 << 31) - 1
+_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 @dataclass(frozen=True)
@@ -34,17 +41,16 @@ class HostRegistration:
 
     @classmethod
     def from_json(cls, body: Any) -> HostRegistration:
+        """Read a heartbeat body; BadRequest for a missing field, a wrong type, or a name,
+        address or capacity out of bounds."""
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
-        try:
-            return cls(
-                name=str(body["name"]),
-                cpus=int(body["cpus"]),
-                memory_mib=int(body["memory_mib"]),
-                address=str(body.get("address") or ""),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadRequest("host needs name, cpus, memory_mib", {"error": str(exc)}) from exc
+        return cls(
+            name=_host_name(body.get("name"), "name"),
+            cpus=_integer(body.get("cpus"), "cpus", 1, MAX_CPUS),
+            memory_mib=_integer(body.get("memory_mib"), "memory_mib", 1, MAX_MEMORY_MIB),
+            address=_address(body.get("address"), "address") or "",
+        )
 
 
 @dataclass(frozen=True)
@@ -71,19 +77,49 @@ class NodeReport:
 
     @classmethod
     def from_json(cls, tenant: str, node: str, body: Any) -> NodeReport:
-        """Read a report body; BadRequest for a state an agent may not report."""
+        """Read a report body; BadRequest for a state an agent may not report or a field of
+        the wrong type."""
         if not isinstance(body, dict) or body.get("state") not in REPORTED_STATES:
             raise BadRequest("state must be one of " + ", ".join(REPORTED_STATES))
-        try:
-            generation = int(body.get("generation") or 0)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest("generation must be an integer", {"error": str(exc)}) from exc
+        host, message, generation = body.get("host"), body.get("message"), body.get("generation")
+        if message is not None and not isinstance(message, str):
+            raise BadRequest("message must be a string", {"field": "message"})
         return cls(
             tenant=tenant,
             node=node,
             state=NodeState(body["state"]),
-            ip=str(body["ip"]) if body.get("ip") else None,
-            host=str(body["host"]) if body.get("host") else None,
-            message=str(body.get("message") or "")[:MAX_MESSAGE],
-            generation=generation,
+            ip=_address(body.get("ip"), "ip"),
+            host=_host_name(host, "host") if host else None,
+            message=(message or "")[:MAX_MESSAGE],
+            generation=0
+            if generation is None
+            else _integer(generation, "generation", 0, MAX_GENERATION),
         )
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    """A JSON integer (not a boolean, not a float) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(
+            f"{name} must be an integer from {low} to {high}", {"field": name, "min": low}
+        )
+    return value
+
+
+def _host_name(value: Any, name: str) -> str:
+    """An RFC 1123 host name, matched as a whole."""
+    if not isinstance(value, str) or len(value) > 253 or not _HOST_NAME.fullmatch(value):
+        raise BadRequest(f"{name} must be a host name", {"field": name})
+    return value
+
+
+def _address(value: Any, name: str) -> str | None:
+    """An IP address in text form, or None for null or an empty string."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, str) and value == value.strip():
+            return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    raise BadRequest(f"{name} must be an IP address", {"field": name})

@@ -171,6 +171,30 @@ def mutated(draw: st.DrawFn, doc: Any) -> Any:
     return replaced(doc, path, draw(hostile_json()))
 
 
+class StoreCopy:
+    """A copy of a SQLite store, put back with SQLite's backup API (the live file stays open
+    in the app, which sees the restored content at its next transaction)."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self._copy = sqlite3.connect(":memory:")
+        source = sqlite3.connect(db)
+        try:
+            source.backup(self._copy)
+        finally:
+            source.close()
+
+    def restore(self) -> None:
+        live = sqlite3.connect(self.db)
+        try:
+            self._copy.backup(live)
+        finally:
+            live.close()
+
+    def close(self) -> None:
+        self._copy.close()
+
+
 TABLES = ("machines", "events", "alerts", "pending_configs", "tenants", "hosts")
 # Refusals leave an audit record: the operator sees who tried what. Nothing else may change.
 AUDIT_KINDS = frozenset(

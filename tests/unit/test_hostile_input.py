@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from mayu_py.store import inventory_path
 from tests.support.flask_app import AUTH, Machine, approve, file_of, make_app, services_of
 from tests.support.hostile import (
     REMOVE,
+    StoreCopy,
     changes,
     hostile_json,
     hostile_text,
@@ -59,20 +59,12 @@ class World:
 
     client: FlaskClient
     db: Path
-    seed: sqlite3.Connection
+    seed: StoreCopy
     seeded: dict[str, list[tuple[Any, ...]]]
     boot_token: str
     boot_address: str
     credential: str
     agent_token: str
-
-    def restore(self) -> None:
-        """Put the store back as it was seeded (SQLite backup into the live file)."""
-        live = sqlite3.connect(self.db)
-        try:
-            self.seed.backup(live)
-        finally:
-            live.close()
 
     def secret(self, text: str) -> str:
         """`text` with $admin, $token, $credential and $agent replaced by the real ones."""
@@ -123,10 +115,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     client = make_app(tmp).test_client()
     values = _seed(client)
     db = inventory_path(tmp / "data")
-    seed = sqlite3.connect(":memory:")
-    source = sqlite3.connect(db)
-    source.backup(seed)
-    source.close()
+    seed = StoreCopy(db)
     yield World(client, db, seed, snapshot(db), **values)
     seed.close()
 
@@ -351,7 +340,7 @@ def calls(draw: st.DrawFn, world: World, endpoint: Endpoint, target: str) -> Cal
 
 def check(world: World, call: Call) -> None:
     """Send `call` on the seeded store; assert the properties."""
-    world.restore()
+    world.seed.restore()
     environ: dict[str, Any] = {"REMOTE_ADDR": world.boot_address}
     if call.tls:
         environ[TLS_ENVIRON_KEY] = True

@@ -268,8 +268,10 @@ def test_no_secret_for_a_discovered_machine(site_name: str, request: pytest.Fixt
 
 def test_no_secret_for_a_running_machine(full: Site) -> None:
     victim = full.enrolled("02:77:00:00:02:01", 12)
-    full.provision(victim)
+    credential = file_of(full.provision(victim), REPORT_TOKEN).strip()
+    assert full.report(victim, victim.mac, "running", credential=credential).status_code == 200
     before = inventory(full.server)
+    assert before["machines"][victim.mac]["state"] == "running"
     script = full.ipxe(full.attacker, victim.mac)
     assert script.status_code == 200 and "kernel" not in script.text
     no_secret(script)

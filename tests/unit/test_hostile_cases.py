@@ -314,3 +314,17 @@ def test_report_refusals_do_not_tell_known_from_unknown(client: FlaskClient) -> 
         answers.append((response.status_code, response.get_json()))
     assert answers[0] == answers[1] == answers[2]
     assert answers[0][0] == 403
+
+
+def test_a_flood_of_refused_requests_keeps_the_machines_history(tmp_path: Path) -> None:
+    client = make_app(tmp_path, {("server", "events_per_machine"): 10}).test_client()
+    victim = Machine(client, "52-54-00-00-00-01")
+    victim.ipxe()
+    approve(client, victim.mac)
+    attacker = Machine(client, victim.mac, address="10.0.0.66")
+    for _ in range(30):
+        assert attacker.stub("x" * 32).status_code == 403
+        assert attacker.report("failed", credential="y" * 32).status_code == 403
+    kinds = [e["kind"] for e in events(client, victim.mac)]
+    assert kinds[:2] == ["discovered", "transition"]  # not pushed out by the flood
+    assert len(kinds) == 2 + 10

@@ -169,6 +169,22 @@ def test_event_and_alert_retention(tmp_path: Path) -> None:
     assert [e.cause for e in store.alerts()] == ["alert 4", "alert 3"]
 
 
+def test_refusals_cannot_push_a_machines_history_out(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "r.sqlite3", events_kept=3)
+    mac = "52:54:00:00:00:0a"
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        for i in range(3):
+            tx.add_event(Event(mac, float(i), "transition", f"step {i}"))
+        for i in range(50):
+            tx.add_event(Event(mac, 10.0 + i, "ignition-refused", f"flood {i}"))
+
+    store.atomically(txn)
+    causes = [e.cause for e in store.events(mac)]
+    assert causes == ["step 0", "step 1", "step 2", "flood 47", "flood 48", "flood 49"]
+
+
 def test_tenants_and_hosts_records(store: Store) -> None:
     tenant = parse_tenant(acme(), {"lab": ImageInfo("lab")}, [])
     report = NodeReport("acme", "acme-master-0", NodeState.READY, "10.100.0.10", "h1", "", 1)

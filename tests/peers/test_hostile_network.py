@@ -320,6 +320,8 @@ def test_full_dhcp_window_is_bound_to_the_leased_address(full: Site) -> None:
         response = fetch(full.attacker, victim.mac, token)
         assert response.status_code == 403
         no_secret(response)
+    for event in ("failed", "installed"):
+        assert full.report(full.attacker, victim.mac, event, token=token).status_code == 403
     new = unchanged_but_refusals(before, inventory(full.server))
     assert any(e["kind"] == "alert" and f"leased to {victim.address}" in e["cause"] for e in new)
     full.provision(victim, token)
@@ -335,6 +337,8 @@ def test_proxy_second_requester_inside_the_window_is_refused_and_alerted(proxy: 
         response = fetch(proxy.attacker, victim.mac, token)
         assert response.status_code == 403
         no_secret(response)
+    for event in ("failed", "installed"):
+        assert proxy.report(proxy.attacker, victim.mac, event, token=token).status_code == 403
     new = unchanged_but_refusals(before, inventory(proxy.server))
     alerts = [e for e in new if e["kind"] == "alert"]
     assert alerts and alerts[0]["source"] == proxy.attacker.address

@@ -328,3 +328,14 @@ def test_a_flood_of_refused_requests_keeps_the_machines_history(tmp_path: Path) 
     kinds = [e["kind"] for e in events(client, victim.mac)]
     assert kinds[:2] == ["discovered", "transition"]  # not pushed out by the flood
     assert len(kinds) == 2 + 10
+
+
+def test_a_sniffed_boot_token_reports_nothing_from_another_address(client: FlaskClient) -> None:
+    victim = Machine(client, "52-54-00-00-00-01")
+    victim.ipxe()
+    approve(client, victim.mac)
+    token = victim.token()  # it travels in the iPXE script and kernel line, over plain HTTP
+    attacker = Machine(client, victim.mac, address="10.0.0.66")
+    for event in ("failed", "booted", "installed"):
+        refused(client, 403, lambda event=event: attacker.report(event, token=token))
+    assert victim.report("booted", token=token).status_code == 200

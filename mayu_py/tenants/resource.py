@@ -18,8 +18,8 @@ from mayu_py.tenants.states import NodeState, Phase
 API_VERSION = "mayu.io/v1alpha1"
 KIND = "TenantCluster"
 MAX_VNI = 16_777_215  # 24 bits; `mayu-t<vni>` stays within the 15-character bridge limit
-QUANTITY_PATTERN = r"^[0-9]{1,15}(Ki|Mi|Gi|Ti|k|M|G|T)?$"
-_QUANTITY = re.compile(r"([0-9]{1,15})(Ki|Mi|Gi|Ti|k|M|G|T)?")
+QUANTITY_PATTERN = r"^([0-9]{1,15})(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+_QUANTITY = re.compile(QUANTITY_PATTERN)
 # One line (no CR, LF or NUL): a key with a newline would add lines to authorized_keys.
 SSH_KEY_PATTERN = r"^[^\r\n\x00]+$"
 MAX_SSH_KEY = 16384

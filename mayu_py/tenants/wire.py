@@ -89,7 +89,7 @@ class NodeReport:
             node=node,
             state=NodeState(body["state"]),
             ip=_address(body.get("ip"), "ip"),
-            host=_host_name(host, "host") if host else None,
+            host=None if host is None or host == "" else _host_name(host, "host"),
             message=(message or "")[:MAX_MESSAGE],
             generation=0
             if generation is None
@@ -101,7 +101,8 @@ def _integer(value: Any, name: str, low: int, high: int) -> int:
     """A JSON integer (not a boolean, not a float) within [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadRequest(
-            f"{name} must be an integer from {low} to {high}", {"field": name, "min": low}
+            f"{name} must be an integer from {low} to {high}",
+            {"field": name, "min": low, "max": high},
         )
     return value
 

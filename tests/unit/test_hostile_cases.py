@@ -156,6 +156,8 @@ def test_tenant_kubernetes_version_must_be_supported(client: FlaskClient, versio
         ("ip", "10.100.0.10\n"),
         ("ip", "not-an-ip"),
         ("host", ["h1"]),
+        ("host", []),
+        ("host", 0),
         ("host", "h1\n"),
         ("message", {"a": 1}),
         ("generation", "1"),

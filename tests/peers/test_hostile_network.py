@@ -389,30 +389,33 @@ def test_full_dhcp_a_named_controller_mac_from_another_address_changes_nothing(f
 
 
 def test_no_agent_host_and_no_tenant_nodes_without_a_token(full: Site) -> None:
-    heartbeat = {"name": "h1", "cpus": 4, "memory_mib": 8192, "address": "10.0.0.5"}
-    assert full.server.api("POST", "/api/v1/hosts", json=heartbeat).status_code == 200
+    """A running machine is an agent host (its agent token came in its config) with a tenant
+    placed on it; the attacker, without a token of its own, gets none of it."""
+    host = full.enrolled("02:77:00:00:09:01", 19)
+    config = full.provision(host)
+    credential = file_of(config, REPORT_TOKEN).strip()
+    assert full.report(host, host.mac, "running", credential=credential).status_code == 200
+    name = f"node-{host.mac.replace(':', '')}"
+    agent = {"Authorization": "Bearer " + file_of(config, "/etc/mayu/agent.token").strip()}
+    heartbeat = {"name": name, "cpus": 4, "memory_mib": 8192, "address": host.address}
+    url = full.server.url
+    assert host.request("POST", f"{url}/api/v1/hosts", json=heartbeat, headers=agent).ok
     doc = tenant_doc("acme", "10.100.0.0/24", 100)
     assert full.server.api("POST", "/api/v1/tenants", json=doc).status_code == 201
     before = inventory(full.server)
-    greedy = {
-        "name": "attacker",
-        "cpus": 4096,
-        "memory_mib": 1 << 24,
-        "address": full.attacker.address,
-    }
-    forged = {"Authorization": "Bearer attacker." + "0" * 64}
-    for headers in ({}, forged):
-        url = full.server.url
-        assert (
-            full.attacker.request(
-                "POST", f"{url}/api/v1/hosts", json=greedy, headers=headers
-            ).status_code
-            == 401
-        )
+    assert {n["host"] for n in before["tenants"][0]["status"]["nodes"]} == {name}
+    greedy = {"name": "attacker", "cpus": 4096, "memory_mib": 1 << 24}
+    for headers in ({}, {"Authorization": "Bearer attacker." + "0" * 64}):
+        for body in (greedy, heartbeat):
+            response = full.attacker.request(
+                "POST", f"{url}/api/v1/hosts", json=body, headers=headers
+            )
+            assert response.status_code == 401
         for path in (
-            "/api/v1/hosts/h1/nodes",
+            f"/api/v1/hosts/{name}/nodes",
             "/api/v1/hosts/attacker/nodes",
             "/api/v1/tenants/acme/nodes/acme-master-0/ignition",
+            "/api/v1/tenants/acme/kubeconfig",
         ):
             response = full.attacker.get(url + path, headers=headers)
             assert response.status_code == 401, path

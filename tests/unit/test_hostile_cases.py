@@ -16,32 +16,45 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mayu_py.store import inventory_path
-from tests.support.flask_app import AUTH, Machine, approve, events, make_app
+from tests.support.flask_app import AUTH, Machine, approve, events, file_of, make_app
 from tests.support.hostile import StoreCopy, changes, deep, snapshot
 from tests.support.tenants import tenant_doc
 
 ACME = tenant_doc("acme", "10.100.0.0/24", 100)
-HOST = {"name": "h1", "cpus": 4, "memory_mib": 8192, "address": "10.0.0.5"}
-STATUS = {"state": "running", "ip": "10.100.0.10", "host": "h1", "message": "", "generation": 1}
+AGENT_HOST = "node-5254000000f0"  # a running machine of the base store: an agent host
+HOST = {"name": AGENT_HOST, "cpus": 4, "memory_mib": 8192, "address": "10.0.0.5"}
+STATUS = {
+    "state": "running",
+    "ip": "10.100.0.10",
+    "host": AGENT_HOST,
+    "message": "",
+    "generation": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    """One app for the module; each test starts from its empty store."""
+    """One app for the module; each test starts from its base store: one running machine."""
     tmp = tmp_path_factory.mktemp("cases")
     app = make_app(tmp)
-    empty = StoreCopy(inventory_path(tmp / "data"))
-    app.config["empty store"] = empty
+    client = app.test_client()
+    host = Machine(client, "52-54-00-00-00-f0", address="10.0.0.5")
+    host.ipxe()
+    approve(client, host.mac)
+    credential = file_of(host.provision(), "/etc/mayu/report.token").strip()
+    assert host.report("running", credential=credential).status_code == 200
+    base = StoreCopy(inventory_path(tmp / "data"))
+    app.config["base store"] = base
     yield app
-    empty.close()
+    base.close()
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    empty: StoreCopy = app.config["empty store"]
-    empty.restore()
+    base: StoreCopy = app.config["base store"]
+    base.restore()
     client = app.test_client()
-    client.db = empty.db  # type: ignore[attr-defined]
+    client.db = base.db  # type: ignore[attr-defined]
     return client
 
 

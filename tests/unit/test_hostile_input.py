@@ -26,7 +26,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mayu_py.server.boot import TLS_ENVIRON_KEY
-from mayu_py.server.tokens import agent_token
 from mayu_py.store import inventory_path
 from tests.support.flask_app import AUTH, Machine, approve, file_of, make_app, services_of
 from tests.support.hostile import (
@@ -90,14 +89,15 @@ def _seed(client: FlaskClient) -> dict[str, str]:
     running = Machine(client, RUNNING, address="10.0.0.23")
     running.ipxe()
     approve(client, running.mac)
-    credential = file_of(running.provision(), "/etc/mayu/report.token").strip()
+    config = running.provision()
+    credential = file_of(config, "/etc/mayu/report.token").strip()
     assert running.report("running", credential=credential).status_code == 200
-    host = {"name": "h1", "cpus": 8, "memory_mib": 16384, "address": "10.0.0.23"}
+    host = {"name": HOST, "cpus": 8, "memory_mib": 16384, "address": "10.0.0.23"}
     assert client.post("/api/v1/hosts", headers=AUTH, json=host).status_code == 200
     for name, cidr, vni in (("acme", "10.100.0.0/24", 100), ("old", "10.101.0.0/24", 101)):
         created = client.post("/api/v1/tenants", headers=AUTH, json=tenant_doc(name, cidr, vni))
         assert created.status_code == 201, created.get_json()
-    report = {"state": "running", "ip": "10.101.0.10", "host": "h1", "generation": 1}
+    report = {"state": "running", "ip": "10.101.0.10", "host": HOST, "generation": 1}
     url = "/api/v1/tenants/old/nodes/old-master-0/status"
     assert client.put(url, headers=AUTH, json=report).status_code == 200
     assert client.delete("/api/v1/tenants/old", headers=AUTH).status_code == 202
@@ -105,7 +105,7 @@ def _seed(client: FlaskClient) -> dict[str, str]:
         "boot_token": token,
         "boot_address": configured.address,
         "credential": credential,
-        "agent_token": agent_token(svc.agent_key, "h1"),
+        "agent_token": file_of(config, "/etc/mayu/agent.token").strip(),
     }
 
 
@@ -124,6 +124,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 M = "/api/v1/machines"
 T = "/api/v1/tenants"
+HOST = "node-525400000003"  # the running machine: an agent host with its agent token
 DISCOVERED, CONFIGURED, RUNNING, UNKNOWN = (
     "52-54-00-00-00-01",
     "52-54-00-00-00-02",
@@ -221,7 +222,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         body={
             "state": "running",
             "ip": "10.100.0.10",
-            "host": "h1",
+            "host": HOST,
             "message": "m",
             "generation": 2,
         },
@@ -229,10 +230,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "heartbeat": Endpoint(
         "POST",
         "/api/v1/hosts",
-        body={"name": "h1", "cpus": 4, "memory_mib": 8192, "address": "10.0.0.5"},
+        body={"name": HOST, "cpus": 4, "memory_mib": 8192, "address": "10.0.0.5"},
         authorization="Bearer $agent",
     ),
-    "host nodes": Endpoint("GET", "/api/v1/hosts/{host}/nodes", {"host": ["h1", "h2"]}),
+    "host nodes": Endpoint("GET", "/api/v1/hosts/{host}/nodes", {"host": [HOST, "h2"]}),
     "anything": Endpoint("GET", "/{a}/{b}", {"a": ["api", "ipxe"], "b": ["v1", "x"]}, body={}),
 }
 

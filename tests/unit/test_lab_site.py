@@ -84,9 +84,15 @@ def test_the_server_gives_each_machine_its_named_profile_in_any_boot_order(
     machines = topo.lab_machines(4)
     config = serve_config(machines, "full", tmp_path / "data", None)
     settings = load_settings(_settings(tmp_path, config), environ={})
-    client = create_app(settings, open_store(settings.data_path), TOKEN).test_client()
+    leases = {m.mac: m.ip for m in machines}  # full DHCP: each asks from its leased address
+    app = create_app(settings, open_store(settings.data_path), TOKEN, lease_of=leases.get)
+    client = app.test_client()
     for m in reversed(machines):  # lab4 asks first
-        response = client.get("/ipxe", query_string={"mac": m.mac, "uuid": m.uuid})
+        response = client.get(
+            "/ipxe",
+            query_string={"mac": m.mac, "uuid": m.uuid},
+            environ_base={"REMOTE_ADDR": m.ip},
+        )
         assert response.status_code == 200, response.get_data(as_text=True)
     listed = client.get("/api/v1/machines", headers={"Authorization": f"Bearer {TOKEN}"})
     profiles = {m["mac"]: (m["profile"], m["state"]) for m in listed.get_json()["items"]}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mayu_py.bmc.records import ActionKind, ActionState, BmcAction, StoredBmc
+from mayu_py.model import Event
 from mayu_py.store import Store
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
@@ -144,3 +145,19 @@ def test_discovered_machines_with_a_bmc_are_never_stale(store: Store) -> None:
     assert store.atomically(lambda tx: tx.stale_discovered(10.0, 10)) == [mac]
     store.atomically(lambda tx: tx.put_bmc(StoredBmc(mac, {}, "v1:x")))
     assert store.atomically(lambda tx: tx.stale_discovered(10.0, 10)) == []
+
+
+def test_refusals_cannot_push_a_machines_history_out(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "r.sqlite3", events_kept=3)
+    mac = "52:54:00:00:00:0a"
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        for i in range(3):
+            tx.add_event(Event(mac, float(i), "transition", f"step {i}"))
+        for i in range(50):
+            tx.add_event(Event(mac, 10.0 + i, "ignition-refused", f"flood {i}"))
+
+    store.atomically(txn)
+    causes = [e.cause for e in store.events(mac)]
+    assert causes == ["step 0", "step 1", "step 2", "flood 47", "flood 48", "flood 49"]

@@ -25,7 +25,7 @@ from tests.support.tenants import acme
 
 pytestmark = pytest.mark.peer
 
-TOKEN = "lab-client-test-token"
+TOKEN = "lab-client-test-token-0123456789abcdef"
 URL = f"http://127.0.0.1:{free_port()}"  # free here, so nothing answers outside the namespace
 
 

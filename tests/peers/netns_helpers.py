@@ -85,6 +85,11 @@ class NetLab:
         return ns, peer_end
 
 
+# Labs still open in this process: a lab's leak check is not about another lab's namespaces
+# (a test may hold two sites at once, one opened after the other).
+_OPEN_LABS: list[NetLab] = []
+
+
 @contextmanager
 def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
     """Create the server namespace with its bridge; delete every namespace afterwards, and
@@ -93,9 +98,10 @@ def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
         server_ns=f"mayu-t{secrets.token_hex(3)}", prefix=f"10.77.{secrets.randbelow(150) + 100}"
     )
     # imported here: this module also runs as a script in namespaces, without tests/ on path
-    from tests.support.leaks import assert_no_leaks, snapshot
+    from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 
     before = snapshot(None)
+    _OPEN_LABS.append(lab)
     try:
         run(["ip", "netns", "add", lab.server_ns])
         lab.namespaces.append(lab.server_ns)
@@ -113,9 +119,14 @@ def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
         run([*s, "link", "set", BRIDGE, "up"])
         yield lab
     finally:
+        _OPEN_LABS.remove(lab)
         for ns in reversed(lab.namespaces):
             run(["ip", "netns", "del", ns], check=False)
-    assert_no_leaks(before, snapshot(None))
+    after = snapshot(None)
+    others = {ns for other in _OPEN_LABS for ns in other.namespaces}
+    kind = "network namespace"
+    objects = {**after.objects, kind: after.objects.get(kind, frozenset()) - others}
+    assert_no_leaks(before, Snapshot(objects))
 
 
 def udhcpc(ns: str, ifname: str, workdir: Path, *extra: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """`mayu lab up`: the steps of one run, in order.
 
 Build the lab image into the asset root, create the namespace with its bridge, start `mayu
-serve --dhcp full` inside it on 10.77.0.1:8080 (`--dhcp proxy`: first a second namespace with
+serve --dhcp full` inside it on 10.77.0.1:8080 and (HTTPS, secrets) 10.77.0.1:8443, so the
+server's certificate names 10.77.0.1 (`--dhcp proxy`: first a second namespace with
 the site's own DHCP server, a plain dnsmasq on a veth into the bridge, and `mayu serve --dhcp
 proxy`, which only adds boot information), one tap and one qemu per machine, then watch
 (`watch`) until every machine installed during this run, or the timeout. Then level 2: the lab

@@ -393,6 +393,12 @@ def test_dnsmasq_killed_during_the_boot_is_restarted_and_machines_finish(lab: La
     assert re.search(r"dnsmasq restarted \(pid \d+, restart 1\)", lab.serve_log())
 
 
+def _interruptible() -> None:
+    """A terminal's Ctrl-C reaches `up` even when the test runs from a background job (which
+    starts its children with SIGINT ignored, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_up_tears_everything_down(lab: Lab) -> None:
     up = subprocess.Popen(
         [str(BIN / "mayu"), "lab", *lab.up_args(1)],
@@ -400,6 +406,7 @@ def test_ctrl_c_during_up_tears_everything_down(lab: Lab) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=lab.env,
+        preexec_fn=_interruptible,
     )
     try:
         deadline = time.monotonic() + 60

@@ -44,7 +44,7 @@ from tests.support.hostile import (
 from tests.support.tenants import tenant_doc
 
 # Per endpoint part; MAYU_FUZZ_EXAMPLES=500 explores further (CI keeps the default).
-EXAMPLES = int(os.environ.get("MAYU_FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("MAYU_FUZZ_EXAMPLES", "10"))
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,

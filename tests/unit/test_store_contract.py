@@ -58,7 +58,10 @@ def test_sqlite_refuses_newer_schema(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage", "locked"])
-def test_sqlite_unusable_store_is_one_clear_error(tmp_path: Path, damage: str) -> None:
+def test_sqlite_unusable_store_is_one_clear_error(
+    tmp_path: Path, damage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mayu_py.store.sqlite.BUSY_TIMEOUT_SECONDS", 0.2)  # locked: give up soon
     path = tmp_path / "inv.sqlite3"
     SqliteStore(path).close()
     blocker = None

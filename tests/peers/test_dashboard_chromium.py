@@ -175,6 +175,22 @@ def test_operator_in_chromium(server: RunningServer) -> None:
         assert forged == 403
         assert machine_state(server, SPARE) == "discovered"
 
+        # An agent host's first heartbeat shows on the open hosts page.
+        driver.get(f"{base}/ui/hosts")
+        assert text_of(driver, "host-dash-host") is None
+        approved_host = server.api("POST", "/api/v1/hosts/dash-host/approve")
+        assert approved_host.status_code == 201, approved_host.text
+        beat = requests.post(
+            f"{server.url}/api/v1/hosts",
+            json={"name": "dash-host", "cpus": 4, "memory_mib": 8192},
+            headers={"Authorization": f"Bearer {approved_host.json()['token']}"},
+            timeout=10,
+        )
+        assert beat.status_code == 200, beat.text
+        shown = wait_for("the host", lambda: text_of(driver, "host-dash-host"))
+        assert "alive" in shown and "CPUs 0 / 4" in shown and "8192" in shown, shown
+        screenshot(driver, ARTIFACTS / "05-hosts.png")
+
         # Every resource the pages loaded came from the server itself (no CDN).
         origins = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name);"

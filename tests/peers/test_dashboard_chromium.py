@@ -3,9 +3,9 @@ Debian's chromedriver, against a live `mayu serve` on its HTTPS listener (defaul
 unknown machines are discovered, not approved). Machines are played by the test's own HTTP
 requests (the /ipxe, /ignition and /report conversation). A person logs in with their token,
 watches machines change state without a reload, approves one and reinstalls another; the
-events name them; a wrong token and an action without the CSRF token are refused; every
-resource the browser loaded came from the server itself. Screenshots go to
-artifacts/dashboard/ (git-ignored)."""
+events name them; a wrong token and an action without the CSRF token are refused; an agent
+host's first heartbeat shows on the open hosts page; every resource the browser loaded came
+from the server itself. Screenshots go to artifacts/dashboard/ (git-ignored)."""
 
 from __future__ import annotations
 

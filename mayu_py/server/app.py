@@ -12,7 +12,7 @@ from mayu_py.pki import ClusterPKI
 from mayu_py.pki.server_tls import ServerTls, server_dir
 from mayu_py.pki.server_tls import load_or_create as load_or_create_server_tls
 from mayu_py.render import IgnitionRenderer
-from mayu_py.server import api, boot, health, monitoring, power_api, tenants_api
+from mayu_py.server import api, boot, docs, health, monitoring, power_api, tenants_api
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
@@ -66,7 +66,7 @@ def create_app(
         delivery=Delivery(
             settings, store, provisioner, hosts, server_tls.ca_pem, power, metrics=metrics
         ),
-        machines=MachineService(settings, store, power),
+        machines=MachineService(settings, store, hosts, pki.forget_node, power),
         power=power,
         provisioner=provisioner,
         tenants=tenants,
@@ -82,6 +82,7 @@ def create_app(
     app.register_blueprint(power_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(monitoring.bp)
+    app.register_blueprint(docs.bp)
     register_error_handlers(app)
     return app
 

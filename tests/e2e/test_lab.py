@@ -33,6 +33,7 @@ from mayu_py.lab.processes import running
 from mayu_py.lab.state import LabState, VmRecord
 from mayu_py.model import Event, Machine
 from mayu_py.server.provisioning import REPORT_CREDENTIAL_FILE
+from mayu_py.server.tokens import AGENT_TOKEN_FILE
 from mayu_py.store import Tx, inventory_path, open_store
 from tests.e2e import lab_machine as lm
 from tests.e2e import tenant_helpers as th
@@ -350,9 +351,13 @@ def test_lab_provisions_three_machines_then_boots_them_local_and_reinstalls_one(
         os.kill(pid, signal.SIGKILL)
 
 
+FRESH_EACH_PROVISIONING = {REPORT_CREDENTIAL_FILE, AGENT_TOKEN_FILE}
+
+
 def _assert_ignition_wrote(config: dict[str, Any], reported: dict[str, dict[str, Any]]) -> None:
     """Every file of the config is among the reported ones with its mode, size and SHA-256;
-    the report credential is fresh for every provisioning, so only its mode and size match."""
+    the report credential and the agent token are fresh for every provisioning, so only their
+    mode and size match."""
     files = config["storage"]["files"]
     assert files, "the config writes no files"
     assert {f["path"] for f in files} <= set(reported), sorted(reported)
@@ -362,11 +367,11 @@ def _assert_ignition_wrote(config: dict[str, Any], reported: dict[str, dict[str,
         got = reported[f["path"]]
         assert content is not None, f["path"]
         assert (int(got["mode"], 8), got["size"]) == (f["mode"], len(content)), f["path"]
-        if f["path"] == REPORT_CREDENTIAL_FILE:
+        if f["path"] in FRESH_EACH_PROVISIONING:
             continue
         assert got["sha256"] == hashlib.sha256(content).hexdigest(), f["path"]
         compared += 1
-    assert compared == len(files) - 1, (compared, len(files))
+    assert compared == len(files) - len(FRESH_EACH_PROVISIONING), (compared, len(files))
 
 
 def _dnsmasq_in_lab() -> set[int]:

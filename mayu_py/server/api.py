@@ -50,16 +50,22 @@ def machine_operation(
     Operation(
         "List machines: by state, by label selector, a page at a time",
         MACHINES,
-        {200: Reply(MachinePage)},
+        {
+            200: Reply(MachinePage, headers={"ETag": "send it back as If-None-Match"}),
+            304: Reply(description="Unchanged since the ETag given in If-None-Match"),
+        },
         query=MachineList,
     )
 )
 def list_machines() -> Response:
+    """With an ETag: a watcher polling an unchanged inventory gets a 304."""
     query = query_of(MachineList)
     machines, token = services().machines.list(
         query.state, query.selector, query.limit, query.continue_
     )
-    return jsonify({"items": [m.to_json() for m in machines], "continue": token})
+    response = jsonify({"items": [m.to_json() for m in machines], "continue": token})
+    response.add_etag()
+    return response.make_conditional(request)
 
 
 @bp.get("/machines/<machine_id>")
@@ -190,7 +196,7 @@ def list_groups() -> Response:
     Operation(
         "The admin kubeconfig of the level-1 cluster",
         ("config",),
-        {200: Reply({"type": "string"}, "kubeconfig", media=YAML)},
+        {200: Reply({"type": "object"}, "kubeconfig (a YAML document)", media=YAML)},
     )
 )
 def admin_kubeconfig() -> Response:

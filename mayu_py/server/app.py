@@ -56,7 +56,7 @@ def create_app(
     provisioner = Provisioner(settings, store, renderer, pki)
     tenants = TenantService(settings, store, renderer, metrics=metrics)
     hosts = HostService(store, on_revoke=lambda tx, _host: tenants.place_nodes(tx))
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no route but the described ones
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["mayu"] = Services(

@@ -176,10 +176,9 @@ def resolve_asset(root: Path, relative: str) -> Path:
                 {"type": "string"}, "Part of the file (Range)", media="application/octet-stream"
             ),  # fmt: skip
             304: Reply(description="Not modified"),
-            416: Reply(description="Range not satisfiable"),
         },
         auth="none",
-        errors=(404,),
+        errors=(404, 416),
         head=True,
     )
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory, url_for
@@ -96,12 +97,30 @@ def docs_page() -> Response:
 
 
 @bp.get("/docs/init.js")
+@operation(
+    Operation(
+        "The script that starts Swagger UI on this description",
+        DOCS,
+        {200: Reply({"type": "string"}, media="text/javascript")},
+        auth="none",
+    )
+)
 def docs_init() -> Response:
     script = INIT.format(spec=json.dumps(url_for("docs.openapi_json")))
     return Response(script, mimetype="text/javascript")
 
 
 @bp.get("/docs/<name>")
+@operation(
+    Operation(
+        "Swagger UI's own files, served from the swagger-ui-py package",
+        DOCS,
+        {200: Reply({"type": "string"}, media=("text/css", "text/javascript", "image/png"))},
+        auth="none",
+        errors=(404,),
+        path_patterns={"name": "^(" + "|".join(re.escape(a) for a in ASSETS) + ")$"},
+    )
+)
 def docs_asset(name: str) -> Response:
     if name not in ASSETS:
         raise NotFound("no such docs file", {"name": name[:64]})

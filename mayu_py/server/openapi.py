@@ -33,8 +33,15 @@ _ERRORS = {
     405: "Method not allowed here",
     409: "Conflicts with the object's current state",
     413: "Body larger than server.max_body_bytes",
+    416: "The Range asked for lies outside the file",
     422: "Well-formed, but invalid: `context` maps each bad field to its message",
+    500: "A bug in the server (logged there; `context` names the error class)",
     503: "The inventory store is unavailable (retry later)",
+}
+# gunicorn answers a request line over its limit itself, before the app: its own HTML page.
+URI_TOO_LONG = {
+    "description": "The request line is longer than gunicorn takes (gunicorn's own page)",
+    "content": {"text/html": {"schema": {"type": "string"}}},
 }
 SECURITY_SCHEMES = {
     "adminToken": "The operator's admin token (<data-dir>/admin.token or MAYU_TOKEN).",
@@ -182,7 +189,9 @@ def _responses(
     responses: dict[str, Any] = {
         str(status): _reply(reply, schema_of) for status, reply in op.replies.items()
     }
-    errors = set(op.errors) | {503}
+    errors = set(op.errors) | {500, 503}
+    if has_parameters:
+        responses["414"] = URI_TOO_LONG
     if op.body is not None or has_parameters:
         errors |= {400, op.invalid}
     if op.body is not None:
@@ -201,7 +210,8 @@ def _reply(reply: Reply, schema_of: dict[type[BaseModel], dict[str, Any]]) -> di
     answer: dict[str, Any] = {"description": reply.description}
     if reply.model is not None:
         schema = schema_of[reply.model] if isinstance(reply.model, type) else reply.model
-        answer["content"] = {reply.media: {"schema": schema}}
+        medias = (reply.media,) if isinstance(reply.media, str) else reply.media
+        answer["content"] = {media: {"schema": schema} for media in medias}
     if reply.headers:
         answer["headers"] = {
             name: {"description": text, "schema": {"type": "string"}}

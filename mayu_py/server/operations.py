@@ -31,11 +31,11 @@ JSON = "application/json"
 
 @dataclass(frozen=True)
 class Reply:
-    """One answer of an operation: its model (None: no body), media type, headers, links."""
+    """One answer of an operation: its model (None: no body), media type(s), headers, links."""
 
     model: Any = None
     description: str = "OK"
-    media: str = JSON
+    media: str | tuple[str, ...] = JSON
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
     # name -> (operationId, {parameter: runtime expression}) for OpenAPI links
     links: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)

@@ -27,7 +27,10 @@ Mac = Annotated[str, Field(pattern=MAC_PATTERN, examples=["52-54-00-12-34-56"])]
 Hostname = Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]
 LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN, max_length=LABEL_KEY_MAX)]
 LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
-Labels = dict[LabelKey, LabelValue]
+# additionalProperties false: a key that is no label name is refused, not left unconstrained.
+Labels = Annotated[
+    dict[LabelKey, LabelValue], Field(json_schema_extra={"additionalProperties": False})
+]
 Epoch = Annotated[float, Field(description="seconds since the Unix epoch (UTC)")]
 LABEL_NAMES = {"pattern": LABEL_KEY_PATTERN, "maxLength": LABEL_KEY_MAX}
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, RootModel
 
+from mayu_py.errors import NotFound
 from mayu_py.model import HOSTNAME_PATTERN
 from mayu_py.server.auth import require_admin, require_admin_or_agent, require_host
 from mayu_py.server.context import services
@@ -262,11 +264,14 @@ def revoke_host(host: str) -> Response:
             304: Reply(description="Unchanged since the ETag given in If-None-Match"),
         },
         auth="agent-of-host",
+        errors=(404,),
         path_patterns=BY_HOST,
     )
 )
 def host_nodes(host: str) -> Response:
     """The host's desired nodes; with an ETag, so an agent's frequent check costs a 304."""
+    if not re.fullmatch(HOSTNAME_PATTERN, host):
+        raise NotFound("no such host: not a host name", {"host": host[:64]})
     require_host(host)
     response = jsonify(services().tenants.desired_for_host(host))
     response.add_etag()

@@ -76,7 +76,7 @@ def test_mayuctl_over_https_with_the_server_ca(server: RunningServer) -> None:
     [
         (("show", "52-54-00-99-99-99"), "no such machine"),
         (("show", "not-a-mac"), "malformed MAC"),
-        (("set", "52-54-00-99-99-98", "state", "flying"), "unknown state"),
+        (("set", "52-54-00-99-99-98", "state", "flying"), "invalid body: state"),
         (("approve", "52-54-00-99-99-98", "--role", "boss"), "Invalid value"),
         (("approve", "52-54-00-99-99-97", "--role", "worker"), "no such machine"),
         (("reinstall", "52-54-00-99-99-98"), "approved, not reinstalled"),

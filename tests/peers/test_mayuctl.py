@@ -63,7 +63,7 @@ def test_mayuctl_over_https_with_the_server_ca(server: RunningServer) -> None:
     server.url, plain = server.tls_url, server.url
     try:
         untrusted = server.mayuctl("list")
-        assert untrusted.returncode == 2 and "cannot reach" in untrusted.stderr
+        assert untrusted.returncode == 1 and "cannot reach" in untrusted.stderr
         trusted = server.mayuctl("--ca-file", str(server.ca_file), "list", "-o", "json")
         assert trusted.returncode == 0, trusted.stderr
         assert json.loads(trusted.stdout)[0]["id"] == "52:54:00:20:00:03"

@@ -33,6 +33,7 @@ bp.before_request(require_admin_token)
 
 MACHINES = ("machines",)
 BY_MAC = {"machine_id": MAC_PATTERN}
+FIRST_MACHINE = {"machine_id": "$response.body#/items/0/id"}
 YAML = "application/yaml"
 
 
@@ -51,7 +52,14 @@ def machine_operation(
         "List machines: by state, by label selector, a page at a time",
         MACHINES,
         {
-            200: Reply(MachinePage, headers={"ETag": "send it back as If-None-Match"}),
+            200: Reply(
+                MachinePage,
+                headers={"ETag": "send it back as If-None-Match"},
+                links={
+                    "ShowFirstMachine": ("api.show_machine", FIRST_MACHINE),
+                    "FirstMachineEvents": ("api.machine_events", FIRST_MACHINE),
+                },
+            ),
             304: Reply(description="Unchanged since the ETag given in If-None-Match"),
         },
         query=MachineList,

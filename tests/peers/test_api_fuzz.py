@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -76,6 +77,32 @@ def _fuzz(op: APIOperation, mode: GenerationMode, server: RunningServer) -> list
         # No invalid request exists for an operation without parameters or body.
         assert mode is GenerationMode.NEGATIVE, f"{op.label}: no valid request generated"
     return failures
+
+
+def test_linked_operations_in_sequence(live: RunningServer) -> None:
+    """Stateful: the description's links (a listed machine shown, a created tenant shown, a
+    queued BMC action followed) walked in short sequences, every answer checked."""
+    api = schemathesis.openapi.from_url(f"{live.url}/api/v1/openapi.json")
+    auth = {"Authorization": f"Bearer {live.token}"}
+
+    workflow = api.as_state_machine()
+    declared = [name for name in vars(workflow) if "ShowFirstMachine" in name]
+    assert declared, "the description's links are not among the workflow's transitions"
+
+    class Linked(workflow):  # type: ignore[misc,valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"headers": auth, "timeout": 30}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):  # type: ignore[no-untyped-def]
+            del additional_checks
+            case.validate_response(
+                response, excluded_checks=[positive_data_acceptance], transport_kwargs=kwargs
+            )
+            assert response.status_code < 500, response.text
+
+    started = time.monotonic()
+    Linked.run(settings=RUN.__class__(RUN, max_examples=20, stateful_step_count=4))
+    assert time.monotonic() - started < BUDGET_S / 2
 
 
 def test_every_operation_conforms_and_none_fails(live: RunningServer) -> None:

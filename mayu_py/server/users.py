@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 
 from mayu_py.errors import BadRequest, Conflict, NotFound
-from mayu_py.model import Event, User
+from mayu_py.model import USER_NAME_PATTERN, Event, User
 from mayu_py.server.tokens import token_hash, token_matches
 from mayu_py.store import Store, Tx
 
 TOKEN_PREFIX = "user."
-_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_NAME = re.compile(USER_NAME_PATTERN)
 
 
 def check_user_name(name: object) -> str:

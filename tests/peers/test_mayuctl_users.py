@@ -62,7 +62,10 @@ def test_users_add_list_rotate_remove(server: RunningServer) -> None:
 
 @pytest.mark.parametrize(
     ("args", "needle"),
-    [(("add", "Alice"), "lower-case"), (("rotate-token", "nobody"), "nobody")],
+    [
+        (("add", "Alice"), "name: String should match pattern"),
+        (("rotate-token", "nobody"), "nobody"),
+    ],
 )
 def test_user_errors_are_one_line_exit_2(
     server: RunningServer, args: tuple[str, ...], needle: str

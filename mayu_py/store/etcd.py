@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
+from mayu_py.model import REFUSAL_EVENTS, AgentCredential, Event, Machine, PendingConfig
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreContention, StoreUnavailable
 from mayu_py.store.etcd_bmc import BmcKeys
@@ -150,15 +150,22 @@ class EtcdTx(BmcKeys):
     # -- events and alerts ------------------------------------------------------------------
 
     def add_event(self, event: Event) -> None:
-        """Record an event of a machine; only its newest `events_kept` are kept."""
+        """Record an event of a machine; only its newest `events_kept` are kept, counted
+        apart for refusals (REFUSAL_EVENTS) and for the rest, so refusals anyone can cause
+        never push the machine's own history out. The counter holds the next number in each
+        budget (`next`, `refusals`) and the machine's event order (`order`, the seq)."""
         counter_key = self.keys.event_seq(event.machine_id)
         counter = self.txn.get(counter_key) or {"next": 1}
-        seq = counter["next"]
-        self.txn.put(self.keys.event(event.machine_id, seq), event_data(event, seq))
-        self.txn.put(counter_key, {"next": seq + 1})
-        oldest_kept = seq + 1 - self._events_kept
+        budget = "refusals" if event.kind in REFUSAL_EVENTS else "next"
+        refusal = budget == "refusals"
+        seq = counter.get("order", counter["next"])
+        number_ = counter.get(budget, 1)
+        self.txn.put(self.keys.event(event.machine_id, number_, refusal), event_data(event, seq))
+        self.txn.put(counter_key, counter | {budget: number_ + 1, "order": seq + 1})
+        oldest_kept = number_ + 1 - self._events_kept
         if oldest_kept > 1:
-            self.txn.delete_range(*self.keys.events_before(event.machine_id, oldest_kept))
+            range_ = self.keys.events_before(event.machine_id, oldest_kept, refusal)
+            self.txn.delete_range(*range_)
 
     def add_alert(self, event: Event) -> None:
         """Record an event about no enrolled machine; only the newest `alerts_kept` are
@@ -363,8 +370,9 @@ class EtcdStore:
         ]
 
     def events(self, machine_id: str) -> list[Event]:
+        """Both budgets of a machine's events, in the order they were recorded."""
         entries = self._read(lambda tx: tx.txn.scan(*self.keys.events(machine_id)))
-        return [event_of(e.data) for e in entries]
+        return sorted((event_of(e.data) for e in entries), key=lambda e: e.seq or 0)
 
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         return self._read(lambda tx: tx.get_pending_config(machine_id))

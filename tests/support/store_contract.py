@@ -279,6 +279,32 @@ def test_pending_config_of_realistic_size(store: Store) -> None:
     assert store.get_pending_config(mac) == pending
 
 
+def test_refusals_cannot_push_a_machines_history_out(open_backend: OpenBackend) -> None:
+    store = open_backend(events_kept=3)
+    mac = "52:54:00:00:00:0a"
+
+    def history(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        for i in range(3):
+            tx.add_event(Event(mac, float(i), "transition", f"step {i}"))
+
+    def flood(first: int) -> Callable[[Tx], None]:
+        def txn(tx: Tx) -> None:
+            for i in range(first, first + 10):
+                tx.add_event(Event(mac, 10.0 + i, "ignition-refused", f"flood {i}"))
+
+        return txn
+
+    store.atomically(history)
+    for first in range(0, 50, 10):  # each refused request is its own transaction
+        store.atomically(flood(first))
+    store.atomically(lambda tx: tx.add_event(Event(mac, 99.0, "transition", "step 3")))
+    causes = [e.cause for e in store.events(mac)]
+    assert causes == ["step 1", "step 2", "flood 47", "flood 48", "flood 49", "step 3"]
+    seqs = [e.seq for e in store.events(mac)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
 def test_many_events_stay_bounded_and_ordered(open_backend: OpenBackend) -> None:
     store = open_backend(events_kept=10)
     mac = "52:54:00:00:02:06"

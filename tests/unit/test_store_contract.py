@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mayu_py.model import Event
 from mayu_py.store import Store
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
@@ -77,18 +76,3 @@ def test_sqlite_unusable_store_is_one_clear_error(
             blocker.rollback()
             blocker.close()
 
-
-def test_refusals_cannot_push_a_machines_history_out(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "r.sqlite3", events_kept=3)
-    mac = "52:54:00:00:00:0a"
-
-    def txn(tx):  # type: ignore[no-untyped-def]
-        tx.put_machine(_machine(mac))
-        for i in range(3):
-            tx.add_event(Event(mac, float(i), "transition", f"step {i}"))
-        for i in range(50):
-            tx.add_event(Event(mac, 10.0 + i, "ignition-refused", f"flood {i}"))
-
-    store.atomically(txn)
-    causes = [e.cause for e in store.events(mac)]
-    assert causes == ["step 0", "step 1", "step 2", "flood 47", "flood 48", "flood 49"]

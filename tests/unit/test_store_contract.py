@@ -75,4 +75,3 @@ def test_sqlite_unusable_store_is_one_clear_error(
         if blocker is not None:
             blocker.rollback()
             blocker.close()
-

@@ -56,6 +56,11 @@ class Tx(Protocol):
 
     def add_event(self, event: Event) -> None: ...
 
+    def restore_event(self, event: Event) -> None:
+        """Record an event from a backup keeping its `seq`, unless the machine already has
+        an event at or after it (so restoring twice changes nothing)."""
+        ...
+
     def add_alert(self, event: Event) -> None: ...
 
     def put_pending_config(self, pending: PendingConfig) -> None: ...
@@ -94,6 +99,10 @@ class Tx(Protocol):
 
     def add_action(self, action: BmcAction) -> BmcAction: ...
 
+    def restore_action(self, action: BmcAction) -> None:
+        """Keep an action from a backup under its own id (later ids follow it)."""
+        ...
+
     def get_action(self, action_id: int) -> BmcAction | None: ...
 
     def update_action(self, action: BmcAction) -> None: ...
@@ -105,6 +114,8 @@ class Tx(Protocol):
 
 class Store(Protocol):
     """The inventory: machines with their event history, tenant clusters, agent hosts."""
+
+    alerts_kept: int  # how many alerts `alerts` can list
 
     def atomically(self, fn: Callable[[Tx], T]) -> T: ...
 
@@ -141,6 +152,14 @@ class Store(Protocol):
     def get_action(self, action_id: int) -> BmcAction | None: ...
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]: ...
+
+    def bmc_ids(self) -> list[str]:
+        """Every machine id with a BMC record (also machines not seen yet), in order."""
+        ...
+
+    def action_ids(self) -> list[int]:
+        """Every BMC action's id, in order (backups)."""
+        ...
 
     def ping(self) -> None: ...
 

@@ -154,14 +154,27 @@ class EtcdTx(BmcKeys):
         apart for refusals (REFUSAL_EVENTS) and for the rest, so refusals anyone can cause
         never push the machine's own history out. The counter holds the next number in each
         budget (`next`, `refusals`) and the machine's event order (`order`, the seq)."""
-        counter_key = self.keys.event_seq(event.machine_id)
-        counter = self.txn.get(counter_key) or {"next": 1}
+        counter = self._event_counter(event.machine_id)
+        self._record_event(event, counter.get("order", counter["next"]), counter)
+
+    def restore_event(self, event: Event) -> None:
+        assert event.seq is not None
+        counter = self._event_counter(event.machine_id)
+        if counter.get("order", counter["next"]) <= event.seq:
+            self._record_event(event, event.seq, counter)
+
+    def _event_counter(self, machine_id: str) -> dict[str, int]:
+        counter: dict[str, int] = self.txn.get(self.keys.event_seq(machine_id)) or {"next": 1}
+        return counter
+
+    def _record_event(self, event: Event, seq: int, counter: dict[str, int]) -> None:
         budget = "refusals" if event.kind in REFUSAL_EVENTS else "next"
         refusal = budget == "refusals"
-        seq = counter.get("order", counter["next"])
         number_ = counter.get(budget, 1)
         self.txn.put(self.keys.event(event.machine_id, number_, refusal), event_data(event, seq))
-        self.txn.put(counter_key, counter | {budget: number_ + 1, "order": seq + 1})
+        self.txn.put(
+            self.keys.event_seq(event.machine_id), counter | {budget: number_ + 1, "order": seq + 1}
+        )
         oldest_kept = number_ + 1 - self._events_kept
         if oldest_kept > 1:
             range_ = self.keys.events_before(event.machine_id, oldest_kept, refusal)
@@ -403,6 +416,14 @@ class EtcdStore:
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
         return self._read(lambda tx: tx.machine_actions(machine_id, limit))
+
+    def bmc_ids(self) -> list[str]:
+        entries = self._read(lambda tx: tx.txn.scan(*self.keys.bmcs, keys_only=True))
+        return [last_segment(e.key) for e in entries]
+
+    def action_ids(self) -> list[int]:
+        entries = self._read(lambda tx: tx.txn.scan(*self.keys.actions, keys_only=True))
+        return [int(last_segment(e.key)) for e in entries]
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the cluster can commit a write within ~2 s."""

@@ -137,6 +137,14 @@ class KeyLayout:
         return self.key("bmcs", segment(machine_id))
 
     @property
+    def bmcs(self) -> Range:
+        return self.under("bmcs")
+
+    @property
+    def actions(self) -> Range:
+        return self.under("bmc-actions")
+
+    @property
     def action_seq(self) -> str:
         return self.key("bmc-action-seq")
 

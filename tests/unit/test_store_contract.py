@@ -16,17 +16,26 @@ from tests.support.store_contract import *  # noqa: F403
 from tests.support.store_contract import _machine
 
 
-@pytest.fixture
-def open_backend(tmp_path: Path) -> Iterator[Callable[..., Store]]:
+def _opener(path: Path) -> Iterator[Callable[..., Store]]:
     opened: list[SqliteStore] = []
 
     def open_(events_kept: int = 200, alerts_kept: int = 1000) -> Store:
-        opened.append(SqliteStore(tmp_path / "inv.sqlite3", events_kept, alerts_kept))
+        opened.append(SqliteStore(path, events_kept, alerts_kept))
         return opened[-1]
 
     yield open_
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def open_backend(tmp_path: Path) -> Iterator[Callable[..., Store]]:
+    yield from _opener(tmp_path / "inv.sqlite3")
+
+
+@pytest.fixture
+def empty_backend(tmp_path: Path) -> Iterator[Callable[..., Store]]:
+    yield from _opener(tmp_path / "other.sqlite3")
 
 
 def test_sqlite_schema_is_versioned_and_reopens(tmp_path: Path) -> None:

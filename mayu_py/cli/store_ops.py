@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 
 from mayu_py.config import Settings, load_settings
+from mayu_py.errors import ConfigError
 from mayu_py.store import Store, open_store
 from mayu_py.store.transfer import migrate, restore, write_backup
+from mayu_py.store.url import SqliteLocation, parse_store_url
 
 
 def _settings(config_file: str | None, data_dir: str | None) -> Settings:
@@ -20,9 +22,13 @@ def _settings(config_file: str | None, data_dir: str | None) -> Settings:
 
 
 @contextmanager
-def _opened(settings: Settings, url: str | None) -> Iterator[Store]:
-    """The store `url` names (default: the configured one), closed afterwards."""
+def _opened(settings: Settings, url: str | None, existing: bool = False) -> Iterator[Store]:
+    """The store `url` names (default: the configured one), closed afterwards; `existing`:
+    an SQLite file that is not there is an error (not a new, empty store)."""
     config = settings.store if url is None else settings.store.model_copy(update={"url": url})
+    location = parse_store_url(config.url) if config.url else None
+    if existing and isinstance(location, SqliteLocation) and not location.path.is_file():
+        raise ConfigError(f"store {config.url}: no such SQLite file")
     server = settings.server
     store = open_store(settings.data_path, server.events_per_machine, server.alerts_kept, config)
     try:
@@ -53,7 +59,10 @@ def store_migrate(
 ) -> None:
     """Copy every record from one store to another and verify it (idempotent)."""
     settings = _settings(config_file, data_dir)
-    with _opened(settings, source_url) as source, _opened(settings, target_url) as target:
+    with (
+        _opened(settings, source_url, existing=True) as source,
+        _opened(settings, target_url) as target,
+    ):
         summary = migrate(source, target)
     click.echo(f"migrated and verified: {summary.describe()}")
 
@@ -68,7 +77,7 @@ def store_backup(
 ) -> None:
     """Write every record of the store to a file (JSON lines, mode 0600)."""
     settings = _settings(config_file, data_dir)
-    with _opened(settings, store_url) as opened:
+    with _opened(settings, store_url, existing=True) as opened:
         summary = write_backup(opened, Path(output))
     click.echo(f"backed up to {output}: {summary.describe()}")
 

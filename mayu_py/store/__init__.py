@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.config import StoreConfig
@@ -91,6 +91,12 @@ class Tx(Protocol):
 
     def put_host(self, host: HostInfo) -> None: ...
 
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        """A named record every replica shares (the CAs, docs/store.md)."""
+        ...
+
+    def put_shared(self, name: str, record: dict[str, Any]) -> None: ...
+
     def get_bmc(self, machine_id: str) -> StoredBmc | None: ...
 
     def put_bmc(self, bmc: StoredBmc) -> None: ...
@@ -152,6 +158,10 @@ class Store(Protocol):
     def get_action(self, action_id: int) -> BmcAction | None: ...
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]: ...
+
+    def get_shared(self, name: str) -> dict[str, Any] | None: ...
+
+    def shared_names(self) -> list[str]: ...
 
     def bmc_ids(self) -> list[str]:
         """Every machine id with a BMC record (also machines not seen yet), in order."""

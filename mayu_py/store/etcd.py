@@ -45,7 +45,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-AGENTS, HOSTS, TENANTS = "agents", "hosts", "tenants"
+AGENTS, HOSTS, TENANTS, SHARED = "agents", "hosts", "tenants", "shared"
 # A sweep (expired windows, stale discoveries) hands out at most this many records per
 # transaction, however many it is asked for: the transaction that acts on them then stays
 # under etcd's default --max-txn-ops of 128 (each record costs ~6 operations); the rest
@@ -257,6 +257,12 @@ class EtcdTx(BmcKeys):
     def put_host(self, host: HostInfo) -> None:
         self._put_record(HOSTS, host.name, host.to_json())
 
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._get_record(SHARED, name)
+
+    def put_shared(self, name: str, record: dict[str, Any]) -> None:
+        self._put_record(SHARED, name, record)
+
     def probe(self) -> None:
         """A write that proves the cluster can commit (readiness)."""
         self.txn.put(self.keys.probe, {"time": time.time()})
@@ -416,6 +422,13 @@ class EtcdStore:
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
         return self._read(lambda tx: tx.machine_actions(machine_id, limit))
+
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._read(lambda tx: tx.get_shared(name))
+
+    def shared_names(self) -> list[str]:
+        entries = self._read(lambda tx: tx.txn.scan(*self.keys.records(SHARED), keys_only=True))
+        return [last_segment(e.key) for e in entries]
 
     def bmc_ids(self) -> list[str]:
         entries = self._read(lambda tx: tx.txn.scan(*self.keys.bmcs, keys_only=True))

@@ -145,6 +145,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX bmc_actions_open ON bmc_actions(state, id);
     CREATE INDEX bmc_actions_machine ON bmc_actions(machine_id, id);
     """,
+    """
+    CREATE TABLE shared (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -469,6 +472,12 @@ class _SqliteTx(BmcRows):
     def put_host(self, host: HostInfo) -> None:
         self._put_record("hosts", host.name, host.to_json())
 
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._get_record("shared", name)
+
+    def put_shared(self, name: str, record: dict[str, Any]) -> None:
+        self._put_record("shared", name, record)
+
     def _get_record(self, table: str, name: str) -> dict[str, Any] | None:
         row = self._conn.execute(f"SELECT record FROM {table} WHERE name = ?", (name,)).fetchone()
         return json.loads(row[0]) if row else None
@@ -648,6 +657,13 @@ class SqliteStore:
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
         return self._tx(self._connect()).machine_actions(machine_id, limit)
+
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._tx(self._connect()).get_shared(name)
+
+    def shared_names(self) -> list[str]:
+        rows = self._connect().execute("SELECT name FROM shared ORDER BY name")
+        return [r[0] for r in rows.fetchall()]
 
     def bmc_ids(self) -> list[str]:
         rows = self._connect().execute("SELECT machine_id FROM bmcs ORDER BY machine_id")

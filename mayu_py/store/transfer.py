@@ -70,6 +70,10 @@ def records(store: Store) -> Iterator[Record]:
         yield _record("host", host.to_json())
     for tenant in store.list_tenants():
         yield _record("tenant", tenant.to_json())
+    for name in store.shared_names():
+        shared = store.get_shared(name)
+        if shared is not None:
+            yield _record("shared", {"name": name, "record": shared})
     for machine_id in store.bmc_ids():
         bmc = store.get_bmc(machine_id)
         if bmc is not None:
@@ -89,6 +93,7 @@ _WRITERS: dict[str, Callable[[Tx, dict[str, Any]], None]] = {
     "agent": lambda tx, d: tx.put_agent_credential(credential_of(d)),
     "host": lambda tx, d: tx.put_host(HostInfo.from_json(d)),
     "tenant": lambda tx, d: tx.put_tenant(TenantRecord.from_json(d)),
+    "shared": lambda tx, d: tx.put_shared(d["name"], d["record"]),
     "bmc": lambda tx, d: tx.put_bmc(bmc_of(d)),
     "action": lambda tx, d: tx.restore_action(action_of(d)),
     "alert": lambda tx, d: tx.add_alert(event_of(d)),

@@ -4,9 +4,10 @@
 A store's content is a stream of records, each `{"kind": K, "data": D}` with D the record's
 every field as JSON (etcd_records): machines (each followed by its pending config and its
 events, which keep their `seq`), agent credentials, hosts, tenants, shared records (the
-replicas' CAs, private keys sealed), BMCs, BMC actions (which keep their id) and alerts (oldest first; their `seq` is the backend's own and is left out).
-A backup file is that stream as JSON lines after one header line, mode 0600 (it holds token
-hashes, sealed BMC passwords and pending secret configs).
+replicas' CAs, private keys sealed), BMCs, BMC actions (which keep their id) and alerts
+(oldest first; their `seq` is the backend's own and is left out). A backup file is that
+stream as JSON lines after one header line, mode 0600 (it holds token hashes, sealed BMC
+passwords and pending secret configs).
 
 Loading is idempotent: every record is written under its own key and an event is only
 added after its machine's newest, so loading the same stream twice changes nothing. A

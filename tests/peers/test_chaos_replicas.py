@@ -2,7 +2,8 @@
 etcd cluster; mid-storm one replica and one etcd member are killed with SIGKILL. Machines
 move to the replica that answers, as a load balancer would send them. Afterwards every
 acknowledged registration, token consumption and report is in the store, and no boot
-token was accepted twice (not during the storm, not when tried again afterwards)."""
+token was accepted twice (not during the storm, not when tried again afterwards); the
+killed replica, started again, answers as the survivor does."""
 
 from __future__ import annotations
 
@@ -160,6 +161,10 @@ def test_a_storm_survives_a_killed_replica_and_etcd_member(tmp_path: Path) -> No
                 f"{survivor.url}/ignition", params={"mac": mac, "token": token}, timeout=30
             )
             assert again.status_code == 403, (mac, again.status_code)
+        # the killed replica comes back on its data dir and answers as the survivor does
+        replicas[0] = start_server(tmp_path / "a", config=config, workers=1)
+        for path in ("/api/v1/machines", f"/api/v1/machines/{sorted(machines)[0]}"):
+            assert replicas[0].api("GET", path).json() == survivor.api("GET", path).json()
     finally:
         for server in replicas:
             server.kill(signal.SIGKILL)

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,18 @@ def replica_key_path(settings: Settings) -> Path:
     return Path(configured) if configured else settings.data_path / KEY_FILE
 
 
+def ca_paths(pki_dir: str) -> list[str]:
+    """A cluster's CA files (ClusterPKI) under `pki_dir`, relative to the data dir."""
+    ca = f"{pki_dir}/ca"
+    return [f"{ca}/{name}.{ext}" for name in CA_NAMES for ext in ("crt", "key")] + [
+        f"{ca}/sa.key",
+        f"{ca}/sa.pub",
+    ]
+
+
 def shared_paths(settings: Settings) -> list[str]:
-    """The files (relative to the data dir) every replica shares."""
-    ca = f"pki/{settings.cluster.name}/ca"
-    paths = [f"{ca}/{name}.{ext}" for name in CA_NAMES for ext in ("crt", "key")]
-    paths += [f"{ca}/sa.key", f"{ca}/sa.pub", "bmc.key"]
+    """The level-1 files (relative to the data dir) every replica shares."""
+    paths = [*ca_paths(f"pki/{settings.cluster.name}"), "bmc.key"]
     tls = settings.server.tls
     if not (tls.cert_file and tls.key_file and tls.ca_file):  # else the operator's CA
         paths += ["pki/server/ca.crt", "pki/server/ca.key"]
@@ -127,48 +135,74 @@ def _create_locally(settings: Settings) -> None:
         load_or_create_ca(server_dir(data))
 
 
-def _publish(store: Store, settings: Settings, key: ReplicaKey, missing: list[str]) -> None:
-    """Add our copy of the files the store lacks; files another replica added first win."""
-    ours = {path: _entry(key, path, (settings.data_path / path).read_bytes()) for path in missing}
+class SharedFiles:
+    """Files of one data dir that every replica shares through shared records of the store
+    (the level-1 set above, and each tenant cluster's CAs)."""
 
-    def txn(tx: Tx) -> None:
-        record = tx.get_shared(RECORD) or {"files": {}, "key": key.fingerprint}
-        added = {p: e for p, e in ours.items() if p not in record["files"]}
-        if added:
-            tx.put_shared(RECORD, record | {"files": record["files"] | added})
+    def __init__(self, store: Store, data_path: Path, key: ReplicaKey) -> None:
+        self.store = store
+        self.data_path = data_path
+        self.key = key
 
-    store.atomically(txn)
+    def sync(self, name: str, paths: list[str], create: Callable[[], object]) -> None:
+        """Make the data dir hold record `name`'s files, publishing ours (made by `create`
+        when missing) for those of `paths` the record lacks (idempotent)."""
+        record = self.store.get_shared(name)
+        if record is not None and record.get("key") != self.key.fingerprint:
+            raise ConfigError(
+                f"the replica key {self.key.origin} is not the one the store's shared keys are "
+                "sealed with: every replica needs the same replica key file (docs/store.md)"
+            )
+        missing = sorted(set(paths) - set((record or {}).get("files", {})))
+        if missing:
+            create()
+            self._publish(name, missing)
+            record = self.store.get_shared(name)
+            assert record is not None
+        changed = self._write_locally(record["files"])
+        if changed:
+            log.info("took the replicas' shared files from the store: %s", ", ".join(changed))
+
+    def forget(self, name: str) -> None:
+        self.store.atomically(lambda tx: tx.delete_shared(name))
+
+    def _publish(self, name: str, missing: list[str]) -> None:
+        """Add our copy of the files the record lacks; files another replica added first
+        win."""
+        key = self.key
+        ours = {path: _entry(key, path, (self.data_path / path).read_bytes()) for path in missing}
+
+        def txn(tx: Tx) -> None:
+            record = tx.get_shared(name) or {"files": {}, "key": key.fingerprint}
+            added = {p: e for p, e in ours.items() if p not in record["files"]}
+            if added:
+                tx.put_shared(name, record | {"files": record["files"] | added})
+
+        self.store.atomically(txn)
+
+    def _write_locally(self, files: dict[str, Any]) -> list[str]:
+        """Write the store's files over the data dir's copy; returns the paths that changed."""
+        changed = []
+        for path, entry in sorted(files.items()):
+            content = _content(self.key, path, entry)
+            target = self.data_path / path
+            if not target.exists() or target.read_bytes() != content:
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                atomic_write(target, content, PRIVATE_MODE if _private(path) else PUBLIC_MODE)
+                changed.append(path)
+        return changed
 
 
-def _write_locally(settings: Settings, key: ReplicaKey, files: dict[str, Any]) -> list[str]:
-    """Write the store's files over the data dir's copy; returns the paths that changed."""
-    changed = []
-    for path, entry in sorted(files.items()):
-        content = _content(key, path, entry)
-        target = settings.data_path / path
-        if not target.exists() or target.read_bytes() != content:
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            atomic_write(target, content, PRIVATE_MODE if _private(path) else PUBLIC_MODE)
-            changed.append(path)
-    return changed
+def shared_files(store: Store, settings: Settings) -> SharedFiles:
+    """The shared files of this replica's data dir, with its replica key (created when the
+    store holds no shared files yet)."""
+    may_create = store.get_shared(RECORD) is None
+    key = ReplicaKey.load(replica_key_path(settings), may_create=may_create)
+    return SharedFiles(store, settings.data_path, key)
 
 
 def sync_replica_files(store: Store, settings: Settings) -> None:
-    """Make the data dir hold the store's shared files, publishing ours for those the store
-    lacks (idempotent; run at every start-up before the PKI is loaded)."""
-    record = store.get_shared(RECORD)
-    key = ReplicaKey.load(replica_key_path(settings), may_create=record is None)
-    if record is not None and record.get("key") != key.fingerprint:
-        raise ConfigError(
-            f"the replica key {key.origin} is not the one the store's shared keys are sealed "
-            "with: every replica needs the same replica key file (docs/store.md)"
-        )
-    missing = sorted(set(shared_paths(settings)) - set((record or {}).get("files", {})))
-    if missing:
-        _create_locally(settings)
-        _publish(store, settings, key, missing)
-        record = store.get_shared(RECORD)
-        assert record is not None
-    changed = _write_locally(settings, key, record["files"])
-    if changed:
-        log.info("took the replicas' shared files from the store: %s", ", ".join(changed))
+    """Make the data dir hold the level-1 shared files (run at every start-up before the PKI
+    is loaded)."""
+    shared = shared_files(store, settings)
+    shared.sync(RECORD, shared_paths(settings), lambda: _create_locally(settings))

@@ -263,6 +263,9 @@ class EtcdTx(BmcKeys):
     def put_shared(self, name: str, record: dict[str, Any]) -> None:
         self._put_record(SHARED, name, record)
 
+    def delete_shared(self, name: str) -> None:
+        self.txn.delete(self.keys.record(SHARED, name))
+
     def probe(self) -> None:
         """A write that proves the cluster can commit (readiness)."""
         self.txn.put(self.keys.probe, {"time": time.time()})

@@ -478,6 +478,9 @@ class _SqliteTx(BmcRows):
     def put_shared(self, name: str, record: dict[str, Any]) -> None:
         self._put_record("shared", name, record)
 
+    def delete_shared(self, name: str) -> None:
+        self._conn.execute("DELETE FROM shared WHERE name = ?", (name,))
+
     def _get_record(self, table: str, name: str) -> dict[str, Any] | None:
         row = self._conn.execute(f"SELECT record FROM {table} WHERE name = ?", (name,)).fetchone()
         return json.loads(row[0]) if row else None

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 
 from mayu_py.config import Settings, load_settings
 from mayu_py.errors import ConfigError
@@ -20,6 +21,8 @@ from mayu_py.pki.x509 import authority_key_id, key_id, load_certificate
 from mayu_py.server.replica_files import RECORD, shared_paths, sync_replica_files
 from mayu_py.store import Store
 from mayu_py.store.sqlite import SqliteStore
+from tests.support.flask_app import AUTH, make_app, services_of
+from tests.support.tenants import acme
 
 
 def _settings(tmp_path: Path, name: str, **store: str) -> Settings:
@@ -97,3 +100,24 @@ def test_a_wrong_replica_key_is_one_line(tmp_path: Path, store: Store, case: str
     assert {"missing": "does not exist", "other": "not the one", "readable": "chmod 600"}.get(
         case, "not a replica key"
     ) in info.value.message
+
+
+def test_replicas_share_each_tenant_clusters_cas(tmp_path: Path) -> None:
+    store_url = f"sqlite:{tmp_path / 'shared.sqlite3'}"
+
+    def replica(name: str) -> FlaskClient:
+        overrides = {("data_dir",): str(tmp_path / name), ("store", "url"): store_url}
+        return make_app(tmp_path, overrides).test_client()
+
+    first = replica("a")
+    created = first.post("/api/v1/tenants", headers=AUTH, json=acme())
+    assert created.status_code == 201, created.data
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "replica.key", tmp_path / "b" / "replica.key")
+    second = replica("b")
+    pems = [services_of(c).tenants.tenant_pki("acme").ca_certificate_pem for c in (second, first)]
+    assert pems[0] == pems[1]
+    key = "tenants/acme/pki/ca/kubernetes.key"
+    assert (tmp_path / "a" / key).read_bytes() == (tmp_path / "b" / key).read_bytes()
+    record = services_of(first).store.get_shared("tenant-pki:acme")
+    assert record is not None and "PRIVATE KEY" not in json.dumps(record)

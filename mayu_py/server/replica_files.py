@@ -1,7 +1,8 @@
 """What every replica of `mayu serve` must share and a data dir alone would keep apart: the
 cluster's CAs and service-account key, the server CA machines pin, and bmc.key (which seals
-BMC passwords). They live in the store as one shared record (`replica-files`); the data dir
-holds a copy, a cache written from the store at start-up.
+BMC passwords), in the shared record `replica-files`; each tenant cluster's CAs, in
+`tenant-pki:<name>` (TenantService syncs it before using them). The data dir holds a copy,
+a cache written from the store (at start-up for the first).
 
 Private keys are sealed in the store with AES-256-GCM under the replica key: 32 bytes (hex)
 in a 0600 file every replica is given (`store.replica_key_file`, default

@@ -493,3 +493,13 @@ def test_backup_restore_and_migrate_keep_every_record(
     action = BmcAction(mac, ActionKind.POWER_OFF, 9.0, "operator")
     added = target.atomically(lambda tx: tx.add_action(action))
     assert (added.id or 0) > max(source.action_ids())
+
+
+def test_shared_records(store: Store) -> None:
+    record = {"files": {"ca.crt": {"data": "QQ=="}}, "key": "abc"}
+    store.atomically(lambda tx: tx.put_shared("tenant-pki:a/b", record))
+    store.atomically(lambda tx: tx.put_shared("replica-files", record | {"key": "x"}))
+    assert store.get_shared("tenant-pki:a/b") == record
+    assert store.shared_names() == ["replica-files", "tenant-pki:a/b"]
+    store.atomically(lambda tx: tx.delete_shared("tenant-pki:a/b"))
+    assert store.get_shared("tenant-pki:a/b") is None and store.shared_names() == ["replica-files"]

@@ -3,11 +3,11 @@
 
 A store's content is a stream of records, each `{"kind": K, "data": D}` with D the record's
 every field as JSON (etcd_records): machines (each followed by its pending config and its
-events, which keep their `seq`), agent credentials, hosts, tenants, shared records (the
-replicas' CAs, private keys sealed), BMCs, BMC actions (which keep their id) and alerts
-(oldest first; their `seq` is the backend's own and is left out). A backup file is that
-stream as JSON lines after one header line, mode 0600 (it holds token hashes, sealed BMC
-passwords and pending secret configs).
+events, which keep their `seq`), agent credentials, users (token hashes), hosts, tenants,
+shared records (the replicas' CAs, private keys sealed), BMCs, BMC actions (which keep
+their id) and alerts (oldest first; their `seq` is the backend's own and is left out). A
+backup file is that stream as JSON lines after one header line, mode 0600 (it holds token
+hashes, sealed BMC passwords and pending secret configs).
 
 Loading is idempotent: every record is written under its own key and an event is only
 added after its machine's newest, so loading the same stream twice changes nothing. A
@@ -26,10 +26,12 @@ from typing import IO, Any
 
 from mayu_py.errors import ConfigError
 from mayu_py.files import replacing
+from mayu_py.model import User
 from mayu_py.store import Store, Tx
 from mayu_py.store.etcd_records import (
     action_data,
     action_of,
+    asdict,
     bmc_data,
     bmc_of,
     credential_data,
@@ -67,6 +69,8 @@ def records(store: Store) -> Iterator[Record]:
             yield _record("event", event_data(event, event.seq))
     for credential in store.list_agent_credentials():
         yield _record("agent", credential_data(credential))
+    for user in store.list_users():
+        yield _record("user", asdict(user))
     for host in store.list_hosts():
         yield _record("host", host.to_json())
     for tenant in store.list_tenants():
@@ -92,6 +96,7 @@ _WRITERS: dict[str, Callable[[Tx, dict[str, Any]], None]] = {
     "pending": lambda tx, d: tx.put_pending_config(pending_of(d)),
     "event": lambda tx, d: tx.restore_event(event_of(d)),
     "agent": lambda tx, d: tx.put_agent_credential(credential_of(d)),
+    "user": lambda tx, d: tx.put_user(User(**d)),
     "host": lambda tx, d: tx.put_host(HostInfo.from_json(d)),
     "tenant": lambda tx, d: tx.put_tenant(TenantRecord.from_json(d)),
     "shared": lambda tx, d: tx.put_shared(d["name"], d["record"]),

@@ -5,7 +5,7 @@ host, a tenant, BMCs (one of a machine not seen yet) with actions, and alerts.""
 from __future__ import annotations
 
 from mayu_py.bmc.records import ActionKind, ActionState, BmcAction, StoredBmc
-from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig, User
 from mayu_py.store import Store, Tx
 from mayu_py.tenants import HostInfo, ImageInfo, TenantRecord, parse_tenant
 from tests.support.tenants import acme
@@ -57,6 +57,7 @@ def fill(store: Store, machines: int, events_each: int = 3) -> None:
 
     def others(tx: Tx) -> None:
         tx.put_agent_credential(AgentCredential("h1", "hash-1", "operator", False, 1.0, 2.0))
+        tx.put_user(User("alice", "hash-alice", 1.0, 2.0))
         tx.put_host(HostInfo("h1", 2, 4096, 7.0, "192.0.2.5"))
         tx.put_shared("replica-files", {"files": {"ca.crt": {"mode": 420, "data": "QQ=="}}})
         tx.put_tenant(TenantRecord(tenant, {"acme-master-0": "h1"}, {}))

@@ -16,7 +16,7 @@ import pytest
 
 from mayu_py.bmc.records import ACTIONS_KEPT, ActionKind, ActionState, BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig, User
 from mayu_py.store import Store, Tx
 from mayu_py.store.transfer import Summary, migrate, records, restore, write_backup
 from mayu_py.tenants import (
@@ -208,6 +208,32 @@ def test_agent_credentials(store: Store) -> None:
     store.atomically(lambda tx: tx.put_agent_credential(revoked))
     assert store.list_agent_credentials() == [revoked]
     assert store.get_agent_credential("h2") is None
+
+
+def test_users(open_backend: OpenBackend) -> None:
+    """Users are named records: put replaces, a transaction reads its own writes, a listing is
+    in name order, delete forgets, and another store on the same data sees the same."""
+    store, other = open_backend(), open_backend()
+    alice, bob = User("alice", "hash-a", 1.0, 1.0), User("bob", "hash-b", 2.0, 2.0)
+    assert store.get_user("alice") is None and store.list_users() == []
+
+    def add_both(tx: Tx) -> list[User]:
+        tx.put_user(bob)
+        tx.put_user(alice)
+        return tx.list_users()
+
+    assert store.atomically(add_both) == [alice, bob]
+    rotated = replace(alice, token_hash="hash-a2", updated=3.0)
+    store.atomically(lambda tx: tx.put_user(rotated))
+    assert other.get_user("alice") == rotated
+    assert store.atomically(lambda tx: tx.get_user("alice")) == rotated
+
+    def remove_bob(tx: Tx) -> User | None:
+        tx.delete_user("bob")
+        return tx.get_user("bob")
+
+    assert store.atomically(remove_bob) is None
+    assert other.list_users() == [rotated] and other.get_user("bob") is None
 
 
 def test_index_follows_changes(store: Store) -> None:
@@ -474,6 +500,7 @@ def test_backup_restore_and_migrate_keep_every_record(
     fill(source, 40, events_each=5)
     summary = Summary.of(records(source))
     assert summary.counts["machine"] == 40 and summary.counts["event"] == 200
+    assert summary.counts["user"] == 1 and summary.counts["shared"] == 1
     assert write_backup(source, tmp_path / "backup.jsonl") == summary
     assert (tmp_path / "backup.jsonl").stat().st_mode & 0o777 == 0o600
     target = empty_backend()

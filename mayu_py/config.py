@@ -208,6 +208,10 @@ class StoreConfig(_Strict):
     certificate below or as `?ca=&cert=&key=` in the URL). See docs/store.md."""
 
     url: str | None = None
+    # The 32-byte key (hex, 0600) that seals the private keys every replica shares in the
+    # store (the CAs, bmc.key); default <data_dir>/replica.key, created by the first replica.
+    # Every replica needs the same file; losing it loses those keys (docs/store.md).
+    replica_key_file: str | None = None
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None

@@ -10,6 +10,7 @@ from mayu_py.cli.images import images
 from mayu_py.cli.lab import lab
 from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serve import serve
+from mayu_py.cli.store_ops import store
 
 
 @click.group()
@@ -23,6 +24,7 @@ cli.add_command(serve)
 cli.add_command(lab)
 cli.add_command(images)
 cli.add_command(agent)
+cli.add_command(store)
 
 
 @cli.group()

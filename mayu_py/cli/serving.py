@@ -21,6 +21,7 @@ from mayu_py.pki import server_tls
 from mayu_py.pki.server_tls import ServerTls
 from mayu_py.server.app import create_app
 from mayu_py.server.metrics import ServerMetrics
+from mayu_py.server.replica_files import sync_replica_files
 from mayu_py.server.tokens import check_admin_token, load_or_create_admin_token
 from mayu_py.store import open_store
 
@@ -120,6 +121,7 @@ def build_app(
         settings.store,
         observer=metrics.store_transaction,
     )
+    sync_replica_files(store, settings)  # the CAs every replica shares, before loading them
     tls = load_tls(settings)
     full = settings.dhcp.mode == "full"
     lease_of = LeaseBook(lease_file(data)).address_of if full else None

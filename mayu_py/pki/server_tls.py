@@ -20,9 +20,11 @@ from mayu_py.pki.identity import is_ip
 from mayu_py.pki.x509 import (
     Authority,
     LeafSpec,
+    authority_key_id,
     certificate_pem,
     create_authority,
     issue,
+    key_id,
     load_certificate,
     load_private_key,
     private_key_pem,
@@ -64,12 +66,19 @@ def load_or_create(directory: Path, names: list[str]) -> ServerTls:
         )
         cert_path, key_path = directory / "tls.crt", directory / "tls.key"
         current = files.read_text(cert_path)
-        if current is None or not _still_good(current, spec):
+        if current is None or not _still_good(current, spec, authority):
             certificate, key = issue(spec, authority, utcnow())
             atomic_write(key_path, private_key_pem(key), 0o600)
             atomic_write(cert_path, certificate_pem(certificate), 0o644)
             log.info("issued the HTTPS serving certificate for %s", ", ".join(sorted(names)))
     return ServerTls(cert_path, key_path, certificate_pem(authority.certificate))
+
+
+def load_or_create_ca(directory: Path) -> None:
+    """The server CA alone (created when missing); its serving certificate comes later."""
+    files.ensure_private_dir(directory)
+    with files.exclusive_lock(directory):
+        _authority(directory)
 
 
 def operator_supplied(cert_file: str, key_file: str, ca_file: str) -> ServerTls:
@@ -102,7 +111,10 @@ def _authority(directory: Path) -> Authority:
     return authority
 
 
-def _still_good(cert_text: str, spec: LeafSpec) -> bool:
+def _still_good(cert_text: str, spec: LeafSpec, authority: Authority) -> bool:
+    """Fresh, for the same names, and issued by the CA in use (a replica that adopted the
+    store's CA issues its serving certificate again)."""
     certificate = load_certificate(cert_text)
     fresh = certificate.not_valid_after_utc - utcnow() > RENEW_BEFORE
-    return fresh and LeafSpec.of(certificate, spec.ca) == spec
+    ours = authority_key_id(certificate) == key_id(authority.certificate)
+    return fresh and ours and LeafSpec.of(certificate, spec.ca) == spec

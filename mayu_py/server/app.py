@@ -31,6 +31,7 @@ from mayu_py.server.machines import MachineService
 from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
+from mayu_py.server.replica_files import shared_files
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.server.tokens import load_or_create_key
 from mayu_py.server.ui import dashboard
@@ -65,7 +66,8 @@ def create_app(
     root = settings.assets_root
     root.mkdir(parents=True, exist_ok=True)
     provisioner = Provisioner(settings, store, renderer, pki)
-    tenants = TenantService(settings, store, renderer, metrics=metrics)
+    shared = shared_files(store, settings)
+    tenants = TenantService(settings, store, renderer, metrics=metrics, shared=shared)
     hosts = HostService(store, on_revoke=lambda tx, _host: tenants.place_nodes(tx))
     app = Flask(__name__, static_folder=None)  # no route but the described ones
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes

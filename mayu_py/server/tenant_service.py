@@ -20,6 +20,7 @@ from mayu_py.errors import BadRequest, Conflict, NotFound, Unprocessable
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
 from mayu_py.server.metrics import ServerMetrics
+from mayu_py.server.replica_files import SharedFiles, ca_paths
 from mayu_py.store import Store, Tx
 from mayu_py.tenants import (
     HostInfo,
@@ -47,8 +48,11 @@ class TenantService:
         renderer: IgnitionRenderer,
         clock: Callable[[], float] = time.time,
         metrics: ServerMetrics | None = None,
+        shared: SharedFiles | None = None,
     ) -> None:
         self.settings = settings
+        # A tenant's CAs are shared by the replicas through the store (replica_files).
+        self.shared = shared
         self.store = store
         self.renderer = renderer
         self.clock = clock
@@ -147,7 +151,15 @@ class TenantService:
         return self._record(self.store, tenant).assignments.get(node)
 
     def tenant_pki(self, name: str) -> ClusterPKI:
-        return ClusterPKI.load_or_create(self._pki_dir(name), name)
+        directory = self._pki_dir(name)
+        if self.shared is not None:
+            relative = str(directory.relative_to(self.settings.data_path))
+            self.shared.sync(
+                _shared_name(name),
+                ca_paths(relative),
+                lambda: ClusterPKI.load_or_create(directory, name),
+            )
+        return ClusterPKI.load_or_create(directory, name)
 
     def admin_kubeconfig(self, name: str) -> str:
         tenant = self._record(self.store, name).tenant
@@ -235,4 +247,11 @@ class TenantService:
         return self.settings.data_path / "tenants" / name
 
     def _forget_pki(self, name: str) -> None:
+        if self.shared is not None:
+            self.shared.forget(_shared_name(name))
         shutil.rmtree(self._tenant_dir(name), ignore_errors=True)
+
+
+def _shared_name(tenant: str) -> str:
+    """The store's shared record of a tenant's CAs."""
+    return f"tenant-pki:{tenant}"

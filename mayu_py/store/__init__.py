@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.config import StoreConfig
@@ -56,6 +56,11 @@ class Tx(Protocol):
 
     def add_event(self, event: Event) -> None: ...
 
+    def restore_event(self, event: Event) -> None:
+        """Record an event from a backup keeping its `seq`, unless the machine already has
+        an event at or after it (so restoring twice changes nothing)."""
+        ...
+
     def add_alert(self, event: Event) -> None: ...
 
     def put_pending_config(self, pending: PendingConfig) -> None: ...
@@ -86,6 +91,14 @@ class Tx(Protocol):
 
     def put_host(self, host: HostInfo) -> None: ...
 
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        """A named record every replica shares (the CAs, docs/store.md)."""
+        ...
+
+    def put_shared(self, name: str, record: dict[str, Any]) -> None: ...
+
+    def delete_shared(self, name: str) -> None: ...
+
     def get_bmc(self, machine_id: str) -> StoredBmc | None: ...
 
     def put_bmc(self, bmc: StoredBmc) -> None: ...
@@ -93,6 +106,10 @@ class Tx(Protocol):
     def delete_bmc(self, machine_id: str) -> None: ...
 
     def add_action(self, action: BmcAction) -> BmcAction: ...
+
+    def restore_action(self, action: BmcAction) -> None:
+        """Keep an action from a backup under its own id (later ids follow it)."""
+        ...
 
     def get_action(self, action_id: int) -> BmcAction | None: ...
 
@@ -114,6 +131,8 @@ class Tx(Protocol):
 class Store(Protocol):
     """The inventory: machines with their event history, tenant clusters, agent hosts,
     operators (users)."""
+
+    alerts_kept: int  # how many alerts `alerts` can list
 
     def atomically(self, fn: Callable[[Tx], T]) -> T: ...
 
@@ -150,6 +169,18 @@ class Store(Protocol):
     def get_action(self, action_id: int) -> BmcAction | None: ...
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]: ...
+
+    def get_shared(self, name: str) -> dict[str, Any] | None: ...
+
+    def shared_names(self) -> list[str]: ...
+
+    def bmc_ids(self) -> list[str]:
+        """Every machine id with a BMC record (also machines not seen yet), in order."""
+        ...
+
+    def action_ids(self) -> list[int]:
+        """Every BMC action's id, in order (backups)."""
+        ...
 
     def get_user(self, name: str) -> User | None: ...
 

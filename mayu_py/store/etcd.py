@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, PendingConfig, User
+from mayu_py.model import REFUSAL_EVENTS, AgentCredential, Event, Machine, PendingConfig, User
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreContention, StoreUnavailable
 from mayu_py.store.etcd_bmc import BmcKeys
@@ -46,7 +46,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-AGENTS, HOSTS, TENANTS = "agents", "hosts", "tenants"
+AGENTS, HOSTS, TENANTS, SHARED = "agents", "hosts", "tenants", "shared"
 # A sweep (expired windows, stale discoveries) hands out at most this many records per
 # transaction, however many it is asked for: the transaction that acts on them then stays
 # under etcd's default --max-txn-ops of 128 (each record costs ~6 operations); the rest
@@ -151,15 +151,35 @@ class EtcdTx(BmcKeys, UserRecords):
     # -- events and alerts ------------------------------------------------------------------
 
     def add_event(self, event: Event) -> None:
-        """Record an event of a machine; only its newest `events_kept` are kept."""
-        counter_key = self.keys.event_seq(event.machine_id)
-        counter = self.txn.get(counter_key) or {"next": 1}
-        seq = counter["next"]
-        self.txn.put(self.keys.event(event.machine_id, seq), event_data(event, seq))
-        self.txn.put(counter_key, {"next": seq + 1})
-        oldest_kept = seq + 1 - self._events_kept
+        """Record an event of a machine; only its newest `events_kept` are kept, counted
+        apart for refusals (REFUSAL_EVENTS) and for the rest, so refusals anyone can cause
+        never push the machine's own history out. The counter holds the next number in each
+        budget (`next`, `refusals`) and the machine's event order (`order`, the seq)."""
+        counter = self._event_counter(event.machine_id)
+        self._record_event(event, counter.get("order", counter["next"]), counter)
+
+    def restore_event(self, event: Event) -> None:
+        assert event.seq is not None
+        counter = self._event_counter(event.machine_id)
+        if counter.get("order", counter["next"]) <= event.seq:
+            self._record_event(event, event.seq, counter)
+
+    def _event_counter(self, machine_id: str) -> dict[str, int]:
+        counter: dict[str, int] = self.txn.get(self.keys.event_seq(machine_id)) or {"next": 1}
+        return counter
+
+    def _record_event(self, event: Event, seq: int, counter: dict[str, int]) -> None:
+        budget = "refusals" if event.kind in REFUSAL_EVENTS else "next"
+        refusal = budget == "refusals"
+        number_ = counter.get(budget, 1)
+        self.txn.put(self.keys.event(event.machine_id, number_, refusal), event_data(event, seq))
+        self.txn.put(
+            self.keys.event_seq(event.machine_id), counter | {budget: number_ + 1, "order": seq + 1}
+        )
+        oldest_kept = number_ + 1 - self._events_kept
         if oldest_kept > 1:
-            self.txn.delete_range(*self.keys.events_before(event.machine_id, oldest_kept))
+            range_ = self.keys.events_before(event.machine_id, oldest_kept, refusal)
+            self.txn.delete_range(*range_)
 
     def add_alert(self, event: Event) -> None:
         """Record an event about no enrolled machine; only the newest `alerts_kept` are
@@ -237,6 +257,15 @@ class EtcdTx(BmcKeys, UserRecords):
 
     def put_host(self, host: HostInfo) -> None:
         self._put_record(HOSTS, host.name, host.to_json())
+
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._get_record(SHARED, name)
+
+    def put_shared(self, name: str, record: dict[str, Any]) -> None:
+        self._put_record(SHARED, name, record)
+
+    def delete_shared(self, name: str) -> None:
+        self.txn.delete(self.keys.record(SHARED, name))
 
     def probe(self) -> None:
         """A write that proves the cluster can commit (readiness)."""
@@ -364,8 +393,9 @@ class EtcdStore:
         ]
 
     def events(self, machine_id: str) -> list[Event]:
+        """Both budgets of a machine's events, in the order they were recorded."""
         entries = self._read(lambda tx: tx.txn.scan(*self.keys.events(machine_id)))
-        return [event_of(e.data) for e in entries]
+        return sorted((event_of(e.data) for e in entries), key=lambda e: e.seq or 0)
 
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         return self._read(lambda tx: tx.get_pending_config(machine_id))
@@ -402,6 +432,21 @@ class EtcdStore:
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
         return self._read(lambda tx: tx.machine_actions(machine_id, limit))
+
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._read(lambda tx: tx.get_shared(name))
+
+    def shared_names(self) -> list[str]:
+        entries = self._read(lambda tx: tx.txn.scan(*self.keys.records(SHARED), keys_only=True))
+        return [last_segment(e.key) for e in entries]
+
+    def bmc_ids(self) -> list[str]:
+        entries = self._read(lambda tx: tx.txn.scan(*self.keys.bmcs, keys_only=True))
+        return [last_segment(e.key) for e in entries]
+
+    def action_ids(self) -> list[int]:
+        entries = self._read(lambda tx: tx.txn.scan(*self.keys.actions, keys_only=True))
+        return [int(last_segment(e.key)) for e in entries]
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the cluster can commit a write within ~2 s."""

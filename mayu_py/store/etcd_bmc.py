@@ -65,6 +65,13 @@ class BmcKeys:
         self._write_action(added)
         return added
 
+    def restore_action(self, action: BmcAction) -> None:
+        assert action.id is not None
+        counter = self.txn.get(self.keys.action_seq) or {"next": 1}
+        if counter["next"] <= action.id:
+            self.txn.put(self.keys.action_seq, {"next": action.id + 1})
+        self._write_action(action)
+
     def _trim_finished(self, machine_id: str) -> None:
         entries = self.txn.scan(*self.keys.machine_actions(machine_id), descending=True)
         finished = [e for e in entries if ActionState(e.data) in FINISHED]

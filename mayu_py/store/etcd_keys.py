@@ -78,14 +78,20 @@ class KeyLayout:
     def event_seq(self, machine_id: str) -> str:
         return self.key("machine-data", segment(machine_id), "seq")
 
-    def event(self, machine_id: str, seq: int) -> str:
-        return self.key("machine-data", segment(machine_id), "events", number(seq))
+    def event(self, machine_id: str, number_: int, refusal: bool = False) -> str:
+        """An event by its number in its budget: refusals (`events/r/<n>`, which sort after
+        every other event key) are counted and trimmed apart from the rest (`events/<n>`)."""
+        budget = ("r", number(number_)) if refusal else (number(number_),)
+        return self.key("machine-data", segment(machine_id), "events", *budget)
 
     def events(self, machine_id: str) -> Range:
+        """Every event of a machine, both budgets."""
         return self.under("machine-data", segment(machine_id), "events")
 
-    def events_before(self, machine_id: str, seq: int) -> Range:
-        return self.events(machine_id)[0], self.event(machine_id, seq)
+    def events_before(self, machine_id: str, number_: int, refusal: bool = False) -> Range:
+        """The events of one budget numbered below `number_`."""
+        start = self.event(machine_id, 0, refusal)
+        return start, self.event(machine_id, number_, refusal)
 
     # -- alerts and named records -----------------------------------------------------------
 
@@ -129,6 +135,14 @@ class KeyLayout:
 
     def bmc(self, machine_id: str) -> str:
         return self.key("bmcs", segment(machine_id))
+
+    @property
+    def bmcs(self) -> Range:
+        return self.under("bmcs")
+
+    @property
+    def actions(self) -> Range:
+        return self.under("bmc-actions")
 
     @property
     def action_seq(self) -> str:

@@ -155,6 +155,9 @@ MIGRATIONS: tuple[str, ...] = (
         updated REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE shared (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -337,6 +340,32 @@ class _SqliteTx(BmcRows, UserRows):
             "details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             _event_values(event),
         )
+        self._trim_events(event)
+
+    def restore_event(self, event: Event) -> None:
+        """Events are numbered across machines here: an event keeps its number when no
+        other has it and it is above the machine's newest (a backup of SQLite), else it gets
+        the next one (a backup of etcd, numbered per machine; the order stays)."""
+        conn = self._conn
+        if conn.execute(
+            "SELECT 1 FROM events WHERE machine_id = ? AND time = ? AND kind = ? AND cause = ?",
+            (event.machine_id, event.time, event.kind, event.cause),
+        ).fetchone():
+            return
+        newest = conn.execute(
+            "SELECT MAX(seq) FROM events WHERE machine_id = ?", (event.machine_id,)
+        ).fetchone()[0]
+        taken = (newest or 0) >= (event.seq or 0) or conn.execute(
+            "SELECT 1 FROM events WHERE seq = ?", (event.seq,)
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO events (seq, machine_id, time, kind, cause, source, from_state, "
+            "to_state, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (None if taken else event.seq, *_event_values(event)),
+        )
+        self._trim_events(event)
+
+    def _trim_events(self, event: Event) -> None:
         same_budget = f"kind {'IN' if event.kind in REFUSAL_EVENTS else 'NOT IN'} {_REFUSALS}"
         self._conn.execute(
             f"DELETE FROM events WHERE machine_id = ? AND {same_budget} AND seq <= (SELECT seq "
@@ -452,6 +481,15 @@ class _SqliteTx(BmcRows, UserRows):
 
     def put_host(self, host: HostInfo) -> None:
         self._put_record("hosts", host.name, host.to_json())
+
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._get_record("shared", name)
+
+    def put_shared(self, name: str, record: dict[str, Any]) -> None:
+        self._put_record("shared", name, record)
+
+    def delete_shared(self, name: str) -> None:
+        self._conn.execute("DELETE FROM shared WHERE name = ?", (name,))
 
     def _get_record(self, table: str, name: str) -> dict[str, Any] | None:
         row = self._conn.execute(f"SELECT record FROM {table} WHERE name = ?", (name,)).fetchone()
@@ -632,6 +670,21 @@ class SqliteStore:
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
         return self._tx(self._connect()).machine_actions(machine_id, limit)
+
+    def get_shared(self, name: str) -> dict[str, Any] | None:
+        return self._tx(self._connect()).get_shared(name)
+
+    def shared_names(self) -> list[str]:
+        rows = self._connect().execute("SELECT name FROM shared ORDER BY name")
+        return [r[0] for r in rows.fetchall()]
+
+    def bmc_ids(self) -> list[str]:
+        rows = self._connect().execute("SELECT machine_id FROM bmcs ORDER BY machine_id")
+        return [r[0] for r in rows.fetchall()]
+
+    def action_ids(self) -> list[int]:
+        rows = self._connect().execute("SELECT id FROM bmc_actions ORDER BY id")
+        return [int(r[0]) for r in rows.fetchall()]
 
     def get_user(self, name: str) -> User | None:
         return self._tx(self._connect()).get_user(name)

@@ -103,6 +103,14 @@ class BmcRows:
         )
         return BmcAction(**{**action.__dict__, "id": cursor.lastrowid})
 
+    def restore_action(self, action: BmcAction) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO bmc_actions ({_ACTION_COLUMNS}) VALUES ("
+            + ", ".join("?" * 12)
+            + ")",
+            (action.id, *_action_values(action)),
+        )
+
     def get_action(self, action_id: int) -> BmcAction | None:
         row = self._conn.execute(
             f"SELECT {_ACTION_COLUMNS} FROM bmc_actions WHERE id = ?", (action_id,)

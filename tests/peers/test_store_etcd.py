@@ -31,7 +31,15 @@ pytestmark = pytest.mark.peer
 
 @pytest.fixture
 def open_backend(etcd_cluster: EtcdCluster) -> Iterator[Callable[..., Store]]:
-    location = _location(etcd_cluster)
+    yield from _opener(_location(etcd_cluster))
+
+
+@pytest.fixture
+def empty_backend(etcd_cluster: EtcdCluster) -> Iterator[Callable[..., Store]]:
+    yield from _opener(_location(etcd_cluster))
+
+
+def _opener(location: EtcdLocation) -> Iterator[Callable[..., Store]]:
     opened: list[EtcdStore] = []
 
     def open_(events_kept: int = 200, alerts_kept: int = 1000) -> Store:

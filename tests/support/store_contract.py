@@ -1,7 +1,8 @@
 """One contract suite for every Store backend. A tier imports it (`from
 tests.support.store_contract import *`) and defines `open_backend(events_kept, alerts_kept)`,
 a fixture that opens a new store on the same data each time it is called (SQLite: one file;
-etcd: one key prefix on a real cluster) and closes them all at teardown."""
+etcd: one key prefix on a real cluster) and closes them all at teardown, and
+`empty_backend()`, which opens another, empty store of the same backend."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from mayu_py.bmc.records import ACTIONS_KEPT, ActionKind, ActionState, BmcAction
 from mayu_py.errors import Conflict
 from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig, User
 from mayu_py.store import Store, Tx
+from mayu_py.store.transfer import Summary, migrate, records, restore, write_backup
 from mayu_py.tenants import (
     HostInfo,
     ImageInfo,
@@ -25,6 +28,7 @@ from mayu_py.tenants import (
     TenantRecord,
     parse_tenant,
 )
+from tests.support.inventory import fill, mac_of
 from tests.support.tenants import acme
 
 OpenBackend = Callable[..., Store]
@@ -305,6 +309,32 @@ def test_pending_config_of_realistic_size(store: Store) -> None:
     assert store.get_pending_config(mac) == pending
 
 
+def test_refusals_cannot_push_a_machines_history_out(open_backend: OpenBackend) -> None:
+    store = open_backend(events_kept=3)
+    mac = "52:54:00:00:00:0a"
+
+    def history(tx):  # type: ignore[no-untyped-def]
+        tx.put_machine(_machine(mac))
+        for i in range(3):
+            tx.add_event(Event(mac, float(i), "transition", f"step {i}"))
+
+    def flood(first: int) -> Callable[[Tx], None]:
+        def txn(tx: Tx) -> None:
+            for i in range(first, first + 10):
+                tx.add_event(Event(mac, 10.0 + i, "ignition-refused", f"flood {i}"))
+
+        return txn
+
+    store.atomically(history)
+    for first in range(0, 50, 10):  # each refused request is its own transaction
+        store.atomically(flood(first))
+    store.atomically(lambda tx: tx.add_event(Event(mac, 99.0, "transition", "step 3")))
+    causes = [e.cause for e in store.events(mac)]
+    assert causes == ["step 1", "step 2", "flood 47", "flood 48", "flood 49", "step 3"]
+    seqs = [e.seq for e in store.events(mac)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
 def test_many_events_stay_bounded_and_ordered(open_backend: OpenBackend) -> None:
     store = open_backend(events_kept=10)
     mac = "52:54:00:00:02:06"
@@ -461,3 +491,42 @@ def test_discovered_machines_with_a_bmc_are_never_stale(store: Store) -> None:
     assert store.atomically(lambda tx: tx.stale_discovered(10.0, 10)) == [mac]
     store.atomically(lambda tx: tx.put_bmc(StoredBmc(mac, {}, "v1:x")))
     assert store.atomically(lambda tx: tx.stale_discovered(10.0, 10)) == []
+
+
+def test_backup_restore_and_migrate_keep_every_record(
+    open_backend: OpenBackend, empty_backend: OpenBackend, tmp_path: Path
+) -> None:
+    source = open_backend()
+    fill(source, 40, events_each=5)
+    summary = Summary.of(records(source))
+    assert summary.counts["machine"] == 40 and summary.counts["event"] == 200
+    assert summary.counts["user"] == 1 and summary.counts["shared"] == 1
+    assert write_backup(source, tmp_path / "backup.jsonl") == summary
+    assert (tmp_path / "backup.jsonl").stat().st_mode & 0o777 == 0o600
+    target = empty_backend()
+    for _ in range(2):  # a second restore changes nothing
+        assert restore(target, tmp_path / "backup.jsonl") == summary
+        assert Summary.of(records(target)) == summary
+    assert migrate(source, target) == summary  # already there: verified, nothing added
+    mac = mac_of(7)
+    assert target.events(mac) == source.events(mac)
+    assert [replace(a, seq=None) for a in target.alerts()] == [
+        replace(a, seq=None) for a in source.alerts()
+    ]
+    # what is added after a restore follows what was restored
+    last = source.events(mac)[-1].seq or 0
+    target.atomically(lambda tx: tx.add_event(Event(mac, 9e9, "transition", "after")))
+    assert (target.events(mac)[-1].seq or 0) > last
+    action = BmcAction(mac, ActionKind.POWER_OFF, 9.0, "operator")
+    added = target.atomically(lambda tx: tx.add_action(action))
+    assert (added.id or 0) > max(source.action_ids())
+
+
+def test_shared_records(store: Store) -> None:
+    record = {"files": {"ca.crt": {"data": "QQ=="}}, "key": "abc"}
+    store.atomically(lambda tx: tx.put_shared("tenant-pki:a/b", record))
+    store.atomically(lambda tx: tx.put_shared("replica-files", record | {"key": "x"}))
+    assert store.get_shared("tenant-pki:a/b") == record
+    assert store.shared_names() == ["replica-files", "tenant-pki:a/b"]
+    store.atomically(lambda tx: tx.delete_shared("tenant-pki:a/b"))
+    assert store.get_shared("tenant-pki:a/b") is None and store.shared_names() == ["replica-files"]

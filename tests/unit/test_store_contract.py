@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mayu_py.model import Event
 from mayu_py.store import Store
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
@@ -17,17 +16,26 @@ from tests.support.store_contract import *  # noqa: F403
 from tests.support.store_contract import _machine
 
 
-@pytest.fixture
-def open_backend(tmp_path: Path) -> Iterator[Callable[..., Store]]:
+def _opener(path: Path) -> Iterator[Callable[..., Store]]:
     opened: list[SqliteStore] = []
 
     def open_(events_kept: int = 200, alerts_kept: int = 1000) -> Store:
-        opened.append(SqliteStore(tmp_path / "inv.sqlite3", events_kept, alerts_kept))
+        opened.append(SqliteStore(path, events_kept, alerts_kept))
         return opened[-1]
 
     yield open_
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def open_backend(tmp_path: Path) -> Iterator[Callable[..., Store]]:
+    yield from _opener(tmp_path / "inv.sqlite3")
+
+
+@pytest.fixture
+def empty_backend(tmp_path: Path) -> Iterator[Callable[..., Store]]:
+    yield from _opener(tmp_path / "other.sqlite3")
 
 
 def test_sqlite_schema_is_versioned_and_reopens(tmp_path: Path) -> None:
@@ -76,19 +84,3 @@ def test_sqlite_unusable_store_is_one_clear_error(
         if blocker is not None:
             blocker.rollback()
             blocker.close()
-
-
-def test_refusals_cannot_push_a_machines_history_out(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "r.sqlite3", events_kept=3)
-    mac = "52:54:00:00:00:0a"
-
-    def txn(tx):  # type: ignore[no-untyped-def]
-        tx.put_machine(_machine(mac))
-        for i in range(3):
-            tx.add_event(Event(mac, float(i), "transition", f"step {i}"))
-        for i in range(50):
-            tx.add_event(Event(mac, 10.0 + i, "ignition-refused", f"flood {i}"))
-
-    store.atomically(txn)
-    causes = [e.cause for e in store.events(mac)]
-    assert causes == ["step 0", "step 1", "step 2", "flood 47", "flood 48", "flood 49"]

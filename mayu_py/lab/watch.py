@@ -38,9 +38,13 @@ class Outcome(Enum):
         }[self]
 
 
-def installed_since(events: Iterable[dict[str, Any]], since: float) -> bool:
-    """True when an event at or after `since` moved the machine to installed or running."""
-    return any(e.get("to") in DONE_STATES and float(e.get("time") or 0) >= since for e in events)
+def installed_since(
+    events: Iterable[dict[str, Any]], since: float, done_states: Iterable[str] = DONE_STATES
+) -> bool:
+    """True when an event at or after `since` moved the machine to one of `done_states`
+    (installed or running)."""
+    done = set(done_states)
+    return any(e.get("to") in done and float(e.get("time") or 0) >= since for e in events)
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,12 @@ EMPTY = Snapshot({}, frozenset())
 class Watcher:
     """Polls the lab server and remembers which machines installed during this run."""
 
-    def __init__(self, client: LabClient, since: float) -> None:
+    def __init__(
+        self, client: LabClient, since: float, done_states: tuple[str, ...] = DONE_STATES
+    ) -> None:
         self.client = client
         self.since = since
+        self.done_states = done_states  # `--vms libvirt`: running (from its disk)
         self._installed: set[str] = set()
 
     def poll(self, with_tenants: bool) -> Snapshot:
@@ -77,9 +84,10 @@ class Watcher:
         says done, until an event of this run confirms it."""
         machines = self.client.machines()
         for mac, record in machines.items():
-            if mac in self._installed or record.get("state") not in DONE_STATES:
+            if mac in self._installed or record.get("state") not in self.done_states:
                 continue
-            if installed_since(self.client.machine(mac).get("events") or [], self.since):
+            events = self.client.machine(mac).get("events") or []
+            if installed_since(events, self.since, self.done_states):
                 self._installed.add(mac)
         tenants = self.client.tenants() if with_tenants else None
         return Snapshot(machines, frozenset(self._installed), tenants)

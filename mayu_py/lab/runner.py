@@ -49,11 +49,11 @@ from mayu_py.lab.site import serve_config, site_dnsmasq_conf
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, Phase, state_path, work_dir
 from mayu_py.lab.teardown import lab_down
 from mayu_py.lab.watch import (
-    DONE_STATES,
     EMPTY,
     Outcome,
     Snapshot,
     Watcher,
+    done_states,
     judge,
     to_reboot,
 )
@@ -287,7 +287,7 @@ class Lab:
         """Poll until the stage ends: every machine installed during this run, and once
         level 2 started also every tenant Ready; or the agent exited; or the deadline."""
         assert self.client is not None and self.state is not None and self.fleet is not None
-        done = ("running",) if self.opts.libvirt else DONE_STATES
+        done = done_states(self.opts.vms)
         watcher = Watcher(self.client, since=self.state.created, done_states=done)
         names = [t.name for t in self.tenants]
         snapshot = EMPTY

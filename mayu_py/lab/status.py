@@ -17,7 +17,7 @@ from mayu_py.lab.api import LabClient
 from mayu_py.lab.processes import running
 from mayu_py.lab.state import LabState, state_path
 from mayu_py.lab.teardown import KEPT, REMOVED
-from mayu_py.lab.watch import EMPTY, Watcher
+from mayu_py.lab.watch import EMPTY, Watcher, done_states
 from mayu_py.pki import server_tls
 from mayu_py.virt.host import LibvirtHost
 
@@ -48,7 +48,8 @@ def lab_status(console: Console | None = None) -> int:
     snapshot = EMPTY
     with netns.InNamespace(state.namespace) as ns:
         try:
-            watcher = Watcher(LabClient(ns, state.url, state.token), since=state.created)
+            client = LabClient(ns, state.url, state.token)
+            watcher = Watcher(client, state.created, done_states(state.vm_driver))
             snapshot = watcher.poll(with_tenants=bool(state.tenants))
         except Exception as exc:  # noqa: BLE001 - shown, the rest of the status still helps
             console.print(f"server at {state.url} not answering: {exc}")

@@ -19,6 +19,12 @@ from mayu_py.lab.state import Phase, VmRecord
 
 MAX_BOOTS = 4
 DONE_STATES = ("installed", "running")
+DISK_DONE_STATES = ("running",)  # `--vms libvirt`: installed, rebooted, running from disk
+
+
+def done_states(vm_driver: str) -> tuple[str, ...]:
+    """What counts as done for a lab of these VMs."""
+    return DISK_DONE_STATES if vm_driver == "libvirt" else DONE_STATES
 
 
 class Outcome(Enum):
@@ -54,6 +60,7 @@ class Snapshot:
     machines: dict[str, dict[str, Any]]  # the server's records, by MAC
     installed: frozenset[str]  # MACs whose machine installed during this run
     tenants: list[dict[str, Any]] | None = None  # None: level 2 is not watched
+    done_states: tuple[str, ...] = DONE_STATES  # what counts as done (`installed`)
 
     def all_installed(self, machines: Iterable[topo.LabMachine]) -> bool:
         return all(m.mac in self.installed for m in machines)
@@ -90,7 +97,7 @@ class Watcher:
             if installed_since(events, self.since, self.done_states):
                 self._installed.add(mac)
         tenants = self.client.tenants() if with_tenants else None
-        return Snapshot(machines, frozenset(self._installed), tenants)
+        return Snapshot(machines, frozenset(self._installed), tenants, self.done_states)
 
 
 def to_reboot(records: Iterable[VmRecord], installed: frozenset[str]) -> list[VmRecord]:

@@ -90,8 +90,10 @@ def domain_xml(m: topo.LabMachine, accel: str, disk: Path, console_log: Path) ->
     _sub(nic, "source", bridge=topo.ROOT_BRIDGE)
     # Debian's iPXE ROM carries the modern virtio id only (RECIPES.md 1: disable-legacy=on).
     _sub(nic, "model", type="virtio-non-transitional")
-    serial = _sub(devices, "serial", type="pty")
-    _sub(serial, "log", file=str(console_log), append="on")
+    # A file, written by virtlogd, which always reads: an unread pty can stall the guest's
+    # UART (a userspace write to the console blocked one of 8 machines at boot).
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=str(console_log), append="on")
     _sub(devices, "memballoon", model="none")
     meta = DomainMeta(
         tenant=topo.LAB_DOMAIN_OWNER,

@@ -155,7 +155,8 @@ def main_libvirt(counts: list[int], accel: str, work: Path, env: dict[str, str])
         wall = time.monotonic() - started
         try:
             if up.returncode != 0:
-                raise SystemExit(f"mayu lab up --vms libvirt --machines {n} failed:\n{up.stdout}")
+                print(f"N={n}: mayu lab up --vms libvirt failed:\n{up.stdout[-2000:]}", flush=True)
+                continue
             state = LabState.load(work / "state.json")
             assert state is not None
             accel = state.accel

@@ -99,6 +99,11 @@ def _refuse_if_up() -> None:
             f"{state.phase}, `mayu lab up` pid {state.up_pid}, state file {state_path()}): "
             f"run `mayu lab down --data-dir {state.data_dir}` first"
         )
+    if Path(f"/sys/class/net/{topo.ROOT_BRIDGE}").exists():
+        raise ConfigError(
+            f"a lab is already up (host bridge {topo.ROOT_BRIDGE} exists, no state file "
+            f"{state_path()}): run `mayu lab down` first"
+        )
     for namespace in (topo.NAMESPACE, topo.SITE_NAMESPACE):
         if netns.exists(namespace):
             raise ConfigError(

@@ -11,11 +11,8 @@ Run under `flock /tmp/mayu-vm.lock`.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,37 +25,26 @@ from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR
 from mayu_py.lab.netns import InNamespace
 from mayu_py.virt.ownership import NS
 from tests.e2e import tenant_helpers as th
+from tests.e2e import test_lab as lab_suite
 from tests.e2e.lab_machine import history, tokens_issued
-from tests.e2e.test_lab import Lab, _mayu_names, _snapshot, _wait
-from tests.support.leaks import assert_no_leaks
+from tests.e2e.test_lab import Lab, _mayu_names, _wait
 from tests.support.peers import require_peers
 
 pytestmark = pytest.mark.e2e
 
 M = topo.LabMachine(1)
 FOREIGN = f"{topo.DOMAIN_PREFIX}labvirt-foreign"  # our prefix, not our mark: must survive
+# The lab suite's fixture: a fresh lab dir; afterwards `down` twice, no leak (domains,
+# interfaces, namespaces, processes), no machine record, no state file left.
+lab = lab_suite.lab
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
+@pytest.fixture(autouse=True, scope="module")
+def _peers() -> None:
     require_peers(
         "qemu-system-x86_64", "dnsmasq", "libvirtd", "mtype", root=True,
         files=(Path(SUSHY_EMULATOR),),
     )  # fmt: skip
-    th.ensure_daemons()
-    assert topo.NAMESPACE not in _mayu_names(), "a lab is already up"
-    workdir = Path(tempfile.mkdtemp(prefix="mayu-labvirt-e2e-"))
-    workdir.chmod(0o755)  # dnsmasq (nobody) reads the TFTP root; qemu the disks below it
-    lab = Lab(workdir)
-    before = _snapshot(lab)
-    try:
-        yield lab
-    finally:
-        down = lab.mayu("down", "--data-dir", str(lab.data_dir), timeout=120)
-        after = _snapshot(lab)
-        shutil.rmtree(workdir, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
-        assert_no_leaks(before, after)
 
 
 def _reports(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

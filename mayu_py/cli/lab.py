@@ -16,7 +16,7 @@ from mayu_py.lab.runner import UpOptions, lab_up
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState
 from mayu_py.lab.status import lab_status
 from mayu_py.lab.teardown import lab_down
-from mayu_py.lab.topology import MAX_TENANTS, VM_DRIVERS
+from mayu_py.lab.topology import BMC_PROTOCOLS, MAX_TENANTS, VM_DRIVERS
 
 DATA_DIR = click.Path(file_okay=False, path_type=Path)
 
@@ -84,6 +84,13 @@ def lab() -> None:
     help="libvirt: the machines are libvirt domains, each with a Redfish BMC (sushy-emulator) "
     "that powers it on; they install to their disks and boot from them (BIOS only).",
 )
+@click.option(
+    "--bmc",
+    type=click.Choice(list(BMC_PROTOCOLS)),
+    default="redfish",
+    show_default=True,
+    help="--vms libvirt: each machine's BMC, Redfish (sushy-emulator) or IPMI (vbmc).",
+)
 def up(
     machines: int,
     accel: str,
@@ -94,6 +101,7 @@ def up(
     firmware: str,
     dhcp: str,
     vms: str,
+    bmc: str,
 ) -> None:
     """Start the lab, boot MACHINES VMs until every one is installed, then run a `mayu agent`
     and TENANTS tenant clusters until every tenant is Ready (or the timeout)."""
@@ -107,6 +115,7 @@ def up(
         data_dir=data_dir.resolve(),
         config_file=config_file,
         vms=vms,
+        bmc=bmc,
     )
     code = lab_up(opts)
     if code:

@@ -1,6 +1,6 @@
 """`--vms libvirt`: the lab's machines as libvirt domains, powered on through their BMCs.
 
-`start` defines every machine's domain (lab.domains), starts the Redfish emulator for them
+`start` defines every machine's domain (lab.domains), starts the BMC emulator for them
 and registers each machine's BMC with the server (lab.bmcs); `boot` powers a machine on
 through the server's BMC runner, the way `mayuctl power on` does. A domain restarts by
 itself when its guest reboots (the installer's reboot into the disk), so nothing is booted
@@ -21,7 +21,7 @@ from mayu_py.virt.host import LibvirtHost
 
 
 class LibvirtFleet(Fleet):
-    """One libvirt domain and one Redfish system per lab machine."""
+    """One libvirt domain and one BMC (Redfish system or IPMI BMC) per lab machine."""
 
     def __init__(self, state: LabState, work: Path, client: LabClient) -> None:
         super().__init__(state, work)
@@ -34,12 +34,12 @@ class LibvirtFleet(Fleet):
             domains.define_machine(self.host, m, self.state.accel, self.work)
             self.record(m)
         self.state.save()
-        emulator = bmcs.start_redfish(self.work, machines)
+        emulator, coordinates = bmcs.start(self.work, machines, self.state.bmc_protocol)
         self.state.bmc_pid = emulator.pid
         self.state.bmc_log = str(emulator.log_file)
         self.state.save()
-        for m in machines:
-            bmcs.register(self.client, emulator, m)
+        for mac, coords in coordinates.items():
+            bmcs.register(self.client, mac, coords)
 
     def boot(self, m: topo.LabMachine) -> None:
         """Power the machine on through its BMC."""

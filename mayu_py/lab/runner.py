@@ -40,7 +40,7 @@ from mayu_py.images.lab import LabImage, build_lab_image
 from mayu_py.lab import display, netns, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
-from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR
+from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR, VBMCD
 from mayu_py.lab.fleet import Fleet
 from mayu_py.lab.inventory import forget_lab_machines
 from mayu_py.lab.libvirt_fleet import LibvirtFleet
@@ -75,6 +75,7 @@ class UpOptions:
     firmware: str = "bios"  # or uefi: OVMF's own PXE client, TFTP ipxe.efi, then iPXE
     dhcp: str = "full"  # or proxy: the site's DHCP server assigns addresses, we add boot info
     vms: str = "qemu"  # or libvirt: domains with a Redfish BMC each, installed to disk
+    bmc: str = "redfish"  # libvirt: or ipmi (vbmc)
 
     @property
     def libvirt(self) -> bool:
@@ -115,8 +116,10 @@ def _refuse_if_up() -> None:
 def _check_libvirt_vms(opts: UpOptions) -> None:
     if opts.firmware != "bios":
         raise ConfigError("--vms libvirt: only --firmware bios so far (UEFI: --vms qemu)")
-    if shutil.which(SUSHY_EMULATOR) is None:
+    if opts.bmc == "redfish" and shutil.which(SUSHY_EMULATOR) is None:
         raise ConfigError("sushy-emulator not found: pip install sushy-tools")
+    if opts.bmc == "ipmi" and shutil.which(VBMCD) is None:
+        raise ConfigError("vbmcd not found: pip install virtualbmc")
     tenants.check_libvirt()
 
 
@@ -200,6 +203,7 @@ class Lab:
             dhcp=self.opts.dhcp,
             firmware=self.opts.firmware,
             vm_driver=self.opts.vms,
+            bmc_protocol=self.opts.bmc,
         )
         self.state.save()  # before anything exists: `down` works from here on
         netns.create_network()
@@ -268,8 +272,8 @@ class Lab:
         if isinstance(self.fleet, LibvirtFleet):
             self.fleet.start(self.machines)
             self.console.print(
-                f"{len(self.machines)} libvirt domain(s) on {topo.ROOT_BRIDGE}, Redfish BMCs at "
-                f"http://{topo.BMC_IP}:{topo.BMC_PORT} in {topo.NAMESPACE} (pid "
+                f"{len(self.machines)} libvirt domain(s) on {topo.ROOT_BRIDGE}, "
+                f"{self.opts.bmc} BMCs on {topo.BMC_IP} in {topo.NAMESPACE} (pid "
                 f"{self.fleet.state.bmc_pid}); powering on through the BMCs"
             )
         for m in self.machines:

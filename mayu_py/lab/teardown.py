@@ -64,7 +64,7 @@ def _stop_processes(state: LabState, own: int) -> list[str]:
         # SIGTERM first: serve stops its dnsmasq on the way out.
         stop([state.serve_pid or 0], 10.0)
         done.append(f"stopped mayu serve (pid {state.serve_pid})")
-    if running(state.bmc_pid, "sushy-emulator"):
+    if running(state.bmc_pid, "sushy-emulator") or running(state.bmc_pid, "vbmcd"):
         stop([state.bmc_pid or 0], 5.0)
         done.append(f"stopped the lab's BMC emulator (pid {state.bmc_pid})")
     if running(state.site_dhcp_pid, "dnsmasq"):

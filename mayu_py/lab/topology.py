@@ -41,7 +41,10 @@ NS_VETH = "mayu-labv1"  # the namespace's end, on BRIDGE
 DOMAIN_PREFIX = "mayu-lab-"
 LAB_DOMAIN_OWNER = "mayu-lab"  # the `tenant` of the lab's domain metadata
 BMC_IP = "127.0.0.1"  # inside NAMESPACE: reachable from the server's BMC runner only
-BMC_PORT = 8000
+BMC_PORT = 8000  # Redfish (sushy-emulator), TCP
+BMC_PROTOCOLS = ("redfish", "ipmi")
+IPMI_CONTROL_PORT = 8001  # vbmcd's own control port, TCP
+IPMI_PORT_BASE = 6230  # machine N's IPMI BMC: UDP IPMI_PORT_BASE + N
 BMC_USER = "lab-admin"
 
 # Level 2: the lab's agent and its demo tenants. Tenant subnets exist only on the isolated

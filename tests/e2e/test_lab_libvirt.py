@@ -4,7 +4,8 @@ veth'd into the lab namespace; its Redfish BMC (sushy-emulator, libvirt driver) 
 server's inventory and powers it on. It PXE-boots, installs to its disk, reboots, boots from
 the disk with its own report credential (no second token) and reports `running`; powered off
 and on through the BMC it boots from its disk again; `mayu lab ctl reinstall` through Redfish
-rewrites the disk with exactly one new token. `mayu lab down` finds and removes the domain,
+rewrites the disk with exactly one new token; with `--bmc ipmi` (vbmc) the same install and
+reinstall through IPMI. `mayu lab down` finds and removes the domain,
 disk, emulator, bridge and veth without the state file, and nothing else.
 Run under `flock /tmp/mayu-vm.lock`.
 """
@@ -23,6 +24,7 @@ from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR
 from mayu_py.lab.netns import InNamespace
+from mayu_py.lab.state import LabState
 from mayu_py.virt.ownership import NS
 from tests.e2e import tenant_helpers as th
 from tests.e2e import test_lab as lab_suite
@@ -113,48 +115,71 @@ def _undefine_foreign() -> bool:
         conn.close()
 
 
-def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -> None:
-    up_args = lab.up_args(1, timeout=300)
+def _up(lab: Lab, bmc: str) -> tuple[LabState, Path]:
+    """`mayu lab up --vms libvirt --bmc BMC` with one machine; (state, the machine's disk)."""
     started = time.monotonic()
-    up = lab.mayu(*up_args, "--vms", "libvirt", timeout=420)
-    print(f"\nmayu lab up --vms libvirt (1 machine): {time.monotonic() - started:.1f} s")
+    up = lab.mayu(*lab.up_args(1, timeout=300), "--vms", "libvirt", "--bmc", bmc, timeout=420)
+    print(f"\nmayu lab up --vms libvirt --bmc {bmc}: {time.monotonic() - started:.1f} s")
     assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{lab.serve_log()[-3000:]}"
     assert "all 1 machine(s) running from disk" in up.stdout
     _host_side_has_no_lab_address()
     state = lab.state()
-    assert state.vm_driver == "libvirt" and state.bmc_pid
-    disk = lab.data_dir / "lab" / "machines" / f"{M.name}.qcow2"
+    assert state.vm_driver == "libvirt" and state.bmc_protocol == bmc and state.bmc_pid
+    return state, lab.data_dir / "lab" / "machines" / f"{M.name}.qcow2"
 
+
+def _installed_and_running_from_disk(lab: Lab, client: LabClient, disk: Path) -> str:
+    """Powered on through the BMC -> PXE -> install -> reboot -> disk -> running, one token;
+    the install id (also the marker on the disk)."""
+    events = client.events(M.mac)
+    kinds = [k for k, _, _ in history(events)]
+    assert kinds[:3] == ["bmc-set", "power-requested", "power-acknowledged"], kinds
+    assert tokens_issued(events) == 1
+    (installed,) = _reports(events, "installed")
+    (running,) = _reports(events, "running")
+    assert installed["cause"] == "report installed (boot token)"
+    assert running["cause"] == "report running (report credential)"
+    assert installed["details"]["install"]["disk"] == "/dev/vda"
+    assert running["details"]["boot"] == "disk"
+    install_id = installed["details"]["install"]["install_id"]
+    assert running["details"]["install_id"] == install_id
+    on = next(e for e in events if e["kind"] == "power-acknowledged")
+    print(f"BMC power-on acknowledged -> running: {running['time'] - on['time']:.1f} s")
+    console = lab.console(M)
+    assert console.count("mayu: installing") == 1, console[-3000:]
+    assert console.count("MAYU: mode disk") == 1
+    assert _disk_marker(disk, lab.workdir) == install_id
+    return install_id
+
+
+def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before: str) -> None:
+    """`reinstall --wait` through the BMC: PXE, one new token, a new install on the disk."""
+    seen = len(client.events(M.mac))
+    started = time.monotonic()
+    _ctl(lab, "reinstall", M.mac, "--wait", "--timeout", "300", timeout=360)
+    print(f"reinstall --wait: {time.monotonic() - started:.1f} s")
+    new = client.events(M.mac)[seen:]
+    assert tokens_issued(new) == 1, history(new)
+    (reinstalled,) = _reports(new, "installed")
+    install_id = reinstalled["details"]["install"]["install_id"]
+    assert install_id != before
+    assert _reports(new, "running")[-1]["details"]["install_id"] == install_id
+    assert _disk_marker(disk, lab.workdir) == install_id  # the first install's marker: gone
+
+
+def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -> None:
+    state, disk = _up(lab, "redfish")
     with InNamespace(topo.NAMESPACE) as ns:
         client = LabClient(ns, state.url, state.token)
         bmc = client.request("GET", f"/api/v1/machines/{M.mac}/bmc")
         assert bmc["protocol"] == "redfish" and bmc["system_id"] == M.uuid
         assert "password" not in bmc
-
-        # Powered on through Redfish -> PXE -> install -> reboot -> disk -> running.
-        events = client.events(M.mac)
-        kinds = [k for k, _, _ in history(events)]
-        assert kinds[:3] == ["bmc-set", "power-requested", "power-acknowledged"], kinds
-        assert tokens_issued(events) == 1
-        (installed,) = _reports(events, "installed")
-        (running,) = _reports(events, "running")
-        assert installed["cause"] == "report installed (boot token)"
-        assert running["cause"] == "report running (report credential)"
-        assert installed["details"]["install"]["disk"] == "/dev/vda"
-        assert running["details"]["boot"] == "disk"
-        first_id = installed["details"]["install"]["install_id"]
-        assert running["details"]["install_id"] == first_id
-        on = next(e for e in events if e["kind"] == "power-acknowledged")
-        print(f"Redfish power-on acknowledged -> running: {running['time'] - on['time']:.1f} s")
-        console = lab.console(M)
-        assert console.count("mayu: installing") == 1, console[-3000:]
-        assert console.count("MAYU: mode disk") == 1
-        assert _disk_marker(disk, lab.workdir) == first_id
+        first_id = _installed_and_running_from_disk(lab, client, disk)
 
         # Off and on through the BMC: it boots from its disk again, no token.
         assert "power-off acknowledged, machine off" in _ctl(lab, "power", "off", M.mac)
         assert _domain_state(M.domain) == libvirt.VIR_DOMAIN_SHUTOFF
-        seen = len(events)
+        seen = len(client.events(M.mac))
         assert "power-on acknowledged, machine on" in _ctl(lab, "power", "on", M.mac)
         _wait(
             lab,
@@ -167,17 +192,7 @@ def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -
         assert again["details"]["boot"] == "disk" and again["details"]["install_id"] == first_id
         assert tokens_issued(events) == 1
 
-        # Reinstall through Redfish: PXE, one new token, a new install on the disk.
-        seen = len(events)
-        _ctl(lab, "reinstall", M.mac, "--wait", "--timeout", "300", timeout=360)
-        events = client.events(M.mac)
-        new = events[seen:]
-        assert tokens_issued(new) == 1, history(new)
-        (reinstalled,) = _reports(new, "installed")
-        second_id = reinstalled["details"]["install"]["install_id"]
-        assert second_id != first_id
-        assert _reports(new, "running")[-1]["details"]["install_id"] == second_id
-        assert _disk_marker(disk, lab.workdir) == second_id  # the first install's marker: gone
+        _reinstall_rewrites_the_disk(lab, client, disk, first_id)
 
     # down without the state file (as after a SIGKILLed `up`): by ownership and by name.
     _define_foreign()
@@ -196,3 +211,14 @@ def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -
         assert not any(n.startswith("mayu-lab") for n in _mayu_names())
     finally:
         assert _undefine_foreign(), "down removed a domain that is not the lab's"
+
+
+def test_an_ipmi_machine_installs_and_reinstalls_through_vbmc(lab: Lab) -> None:
+    state, disk = _up(lab, "ipmi")
+    with InNamespace(topo.NAMESPACE) as ns:
+        client = LabClient(ns, state.url, state.token)
+        bmc = client.request("GET", f"/api/v1/machines/{M.mac}/bmc")
+        assert bmc["protocol"] == "ipmi" and bmc["ipmi_cipher_suite"] == 3
+        assert "password" not in bmc
+        first_id = _installed_and_running_from_disk(lab, client, disk)
+        _reinstall_rewrites_the_disk(lab, client, disk, first_id)

@@ -8,7 +8,14 @@ boots the same kernel + initrd N at a time with `qemu -kernel`, the same machine
 config over fw_cfg and no network boot (qemu user networking with restrict=on: nothing
 leaves the machine), up to the console line the image prints when it would report.
 
-    .venv/bin/python bench/lab_boot.py [--machines 1,4,8] [--accel tcg]
+    .venv/bin/python bench/lab_boot.py [--machines 1,4,8] [--accel tcg] [--vms libvirt]
+
+`--vms libvirt` (issue 10): the machines are libvirt domains powered on through their Redfish
+BMCs; per machine, power-on (the lab's BMC request) to `running` through PXE, the install to
+disk, the reboot and the boot from disk, and the time of `mayu lab ctl reinstall --wait` of
+lab1 through Redfish. The floor boots a copy of an installed disk N at a time with plain qemu
+(no network boot, user networking with restrict=on) up to the console line where the image
+would report `running`.
 
 Needs root; uses the lab's namespace mayu-lab (no lab may be up).
 """
@@ -36,6 +43,7 @@ from tests.e2e.lab_machine import provision_as  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FLOOR_MARK = "MAYU: done in"
+DISK_FLOOR_MARK = "MAYU: report built"
 
 
 def lab(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -44,14 +52,14 @@ def lab(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.Com
     )
 
 
-def installed_times(state: LabState) -> list[float]:
-    """Per machine: installed event time - the lab's first qemu start."""
+def installed_times(state: LabState, done_state: str = "installed") -> list[float]:
+    """Per machine: the first `done_state` event's time - the lab's first power-on."""
     times = []
     with InNamespace(state.namespace) as ns:
         client = LabClient(ns, state.url, state.token)
         for vm in state.vms:
             events = client.machine(vm.mac)["events"]
-            done = [e["time"] for e in events if e["to"] == "installed"]
+            done = [e["time"] for e in events if e["to"] == done_state]
             assert done and vm.first_started, (vm, events)
             times.append(done[0] - vm.first_started)
     return times
@@ -86,24 +94,94 @@ def floor(n: int, kernel: Path, initrd: Path, config: Path, accel: str, work: Pa
             "-append", "console=ttyS0 quiet mayu.after=poweroff",
         ]  # fmt: skip
         procs.append((time.time(), console, subprocess.Popen(argv, stdout=subprocess.DEVNULL)))
+    return wait_for_marks(procs, FLOOR_MARK)
+
+
+def wait_for_marks(
+    procs: list[tuple[float, Path, subprocess.Popen[bytes]]], mark: str
+) -> list[float]:
+    """Seconds from each VM's start to `mark` on its console; then every VM is ended."""
     times: dict[int, float] = {}
     deadline = time.time() + 300
-    while len(times) < n and time.time() < deadline:
+    while len(times) < len(procs) and time.time() < deadline:
         for i, (start, console, _) in enumerate(procs):
-            if (
-                i not in times
-                and console.exists()
-                and FLOOR_MARK in console.read_text(errors="replace")
-            ):
+            if i not in times and console.exists() and mark in console.read_text(errors="replace"):
                 times[i] = time.time() - start
         time.sleep(0.05)
     for _, _, proc in procs:
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert len(times) == n, f"only {len(times)} of {n} floor VMs finished"
+        proc.kill()
+        proc.wait(timeout=30)
+    assert len(times) == len(procs), f"only {len(times)} of {len(procs)} floor VMs got there"
     return list(times.values())
+
+
+def disk_floor(n: int, installed: Path, accel: str, work: Path) -> list[float]:
+    """N boots at once of overlays on an installed disk, to where the image would report."""
+    procs = []
+    for i in range(n):
+        overlay, console = work / f"disk-floor-{n}-{i}.qcow2", work / f"disk-floor-{n}-{i}.log"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(installed),
+             str(overlay)], check=True,
+        )  # fmt: skip
+        argv = [
+            "qemu-system-x86_64", "-accel", accel, "-m", "512", "-smp", "1",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-netdev", "user,id=n0,restrict=on",
+            "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:78:01:{i + 1:02x},disable-legacy=on,romfile=",
+        ]  # fmt: skip
+        procs.append((time.time(), console, subprocess.Popen(argv, stdout=subprocess.DEVNULL)))
+    return wait_for_marks(procs, DISK_FLOOR_MARK)
+
+
+def reinstall_seconds(state: LabState, env: dict[str, str]) -> float:
+    """`mayu lab ctl reinstall MAC --wait` of lab1 through its Redfish BMC."""
+    started = time.monotonic()
+    done = lab("ctl", "reinstall", state.vms[0].mac, "--wait", "--timeout", "400", env=env)
+    assert done.returncode == 0, done.stderr
+    return time.monotonic() - started
+
+
+def main_libvirt(counts: list[int], accel: str, work: Path, env: dict[str, str]) -> None:
+    """`--vms libvirt`: power-on -> running through the disk install, the reinstall, the floor."""
+    data = work / "data"
+    installed = work / "installed.qcow2"
+    rows = []
+    for n in counts:
+        started = time.monotonic()
+        up = lab("up", "--vms", "libvirt", "--machines", str(n), "--accel", accel,
+                 "--data-dir", str(data), "--tenants", "0", env=env)  # fmt: skip
+        wall = time.monotonic() - started
+        try:
+            if up.returncode != 0:
+                print(f"N={n}: mayu lab up --vms libvirt failed:\n{up.stdout[-2000:]}", flush=True)
+                continue
+            state = LabState.load(work / "state.json")
+            assert state is not None
+            accel = state.accel
+            times = installed_times(state, "running")
+            if not installed.exists():
+                disk = data / "lab" / "machines" / "lab1.qcow2"
+                subprocess.run(["qemu-img", "convert", "-U", "-O", "qcow2", str(disk),
+                                str(installed)], check=True)  # fmt: skip
+            again = reinstall_seconds(state, env)
+        finally:
+            lab("down", env=env)
+        rows.append((n, times, again, wall))
+        print(f"N={n}: power-on -> running through install {fmt(times)}, reinstall of lab1 "
+              f"{again:.1f} s (lab up {wall:.0f} s)", flush=True)  # fmt: skip
+    print()
+    print("| N | power-on -> running: median | max | reinstall (lab1) | floor (installed disk, "
+          "qemu): median | max |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for n, times, again, _ in rows:
+        base = disk_floor(n, installed, accel, work)
+        print(
+            f"| {n} | {statistics.median(times):.1f} s | {max(times):.1f} s | {again:.1f} s | "
+            f"{statistics.median(base):.1f} s | {max(base):.1f} s |",
+            flush=True,
+        )
 
 
 def fmt(times: list[float]) -> str:
@@ -114,11 +192,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", default="1,4,8", help="comma-separated N values")
     parser.add_argument("--accel", default="tcg", choices=["tcg", "kvm", "auto"])
+    parser.add_argument("--vms", default="qemu", choices=["qemu", "libvirt"])
     args = parser.parse_args()
     counts = [int(x) for x in args.machines.split(",")]
     work = Path(tempfile.mkdtemp(prefix="mayu-lab-bench-"))
     work.chmod(0o755)  # dnsmasq drops to nobody and reads the TFTP root under it
     env = {**os.environ, "MAYU_LAB_STATE": str(work / "state.json")}
+    if args.vms == "libvirt":
+        main_libvirt(counts, args.accel, work, env)
+        return
     data = work / "data"
     rows = []
     config_path = work / "floor.ign"

@@ -16,7 +16,7 @@ from mayu_py.lab.runner import UpOptions, lab_up
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState
 from mayu_py.lab.status import lab_status
 from mayu_py.lab.teardown import lab_down
-from mayu_py.lab.topology import MAX_TENANTS
+from mayu_py.lab.topology import BMC_PROTOCOLS, MAX_TENANTS, VM_DRIVERS
 
 DATA_DIR = click.Path(file_okay=False, path_type=Path)
 
@@ -76,6 +76,21 @@ def lab() -> None:
     help="proxy: a site DHCP server (namespace mayu-lab-site) assigns addresses and "
     "`mayu serve --dhcp proxy` adds only boot information.",
 )
+@click.option(
+    "--vms",
+    type=click.Choice(list(VM_DRIVERS)),
+    default="qemu",
+    show_default=True,
+    help="libvirt: the machines are libvirt domains, each with a Redfish BMC (sushy-emulator) "
+    "that powers it on; they install to their disks and boot from them (BIOS only).",
+)
+@click.option(
+    "--bmc",
+    type=click.Choice(list(BMC_PROTOCOLS)),
+    default="redfish",
+    show_default=True,
+    help="--vms libvirt: each machine's BMC, Redfish (sushy-emulator) or IPMI (vbmc).",
+)
 def up(
     machines: int,
     accel: str,
@@ -85,6 +100,8 @@ def up(
     tenants: int,
     firmware: str,
     dhcp: str,
+    vms: str,
+    bmc: str,
 ) -> None:
     """Start the lab, boot MACHINES VMs until every one is installed, then run a `mayu agent`
     and TENANTS tenant clusters until every tenant is Ready (or the timeout)."""
@@ -97,6 +114,8 @@ def up(
         timeout=timeout,
         data_dir=data_dir.resolve(),
         config_file=config_file,
+        vms=vms,
+        bmc=bmc,
     )
     code = lab_up(opts)
     if code:

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from mayu_py.lab.state import VmRecord
-from mayu_py.lab.watch import DONE_STATES, Snapshot
+from mayu_py.lab.watch import Snapshot
 
 _STYLE = {
     "installed": "green",
@@ -44,9 +44,9 @@ class Row:
     elapsed: str
 
 
-def _state(vm: VmRecord, record: dict[str, Any], installed: frozenset[str]) -> str:
+def _state(vm: VmRecord, record: dict[str, Any], snapshot: Snapshot) -> str:
     state = record.get("state") or ("powered on" if vm.started else "not started")
-    if state in DONE_STATES and vm.mac not in installed:
+    if state in snapshot.done_states and vm.mac not in snapshot.installed:
         return f"{state} (earlier run)"
     return str(state)
 
@@ -57,7 +57,7 @@ def rows(vms: list[VmRecord], snapshot: Snapshot, qemu: dict[int, str]) -> list[
     result = []
     for vm in vms:
         record = snapshot.machines.get(vm.mac, {})
-        state = _state(vm, record, snapshot.installed)
+        state = _state(vm, record, snapshot)
         since = vm.first_started or now
         result.append(
             Row(

@@ -1,8 +1,12 @@
 """The lab network: namespace, bridge and taps; and running Python code inside the namespace.
 
-Nothing is created in the host's namespace. Code that talks to lab addresses (the admin
-API, the boot plane) runs on a worker thread that has joined the namespace with setns(2),
-which changes only that thread's network namespace, so it cannot reach anything outside.
+Nothing with an address is created in the host's namespace. `--vms libvirt` adds an
+address-less bridge there (libvirt puts its domains' taps in the host's namespace) and a veth
+pair from it into the lab bridge (`link_host_bridge`, RECIPES.md 12).
+
+Code that talks to lab addresses (the admin API, the boot plane) runs on a worker thread that
+has joined the namespace with setns(2), which changes only that thread's network namespace,
+so it cannot reach anything outside.
 """
 
 from __future__ import annotations
@@ -43,6 +47,30 @@ def add_tap(name: str, namespace: str = topo.NAMESPACE) -> None:
     n = ["ip", "-n", namespace]
     run([*n, "tuntap", "add", "dev", name, "mode", "tap"])
     run([*n, "link", "set", name, "master", topo.BRIDGE, "up"])
+
+
+def link_host_bridge(namespace: str = topo.NAMESPACE) -> None:
+    """The host's lab bridge (no address, no IPv6: no SLAAC from the lab's router
+    advertisements) and the veth pair joining it to the lab bridge in the namespace."""
+    run(["ip", "link", "add", topo.ROOT_BRIDGE, "type", "bridge", "forward_delay", "0"])
+    run(["ip", "link", "add", topo.ROOT_VETH, "type", "veth", "peer", "name", topo.NS_VETH,
+         "netns", namespace])  # fmt: skip
+    for link in (topo.ROOT_BRIDGE, topo.ROOT_VETH):
+        run(["sysctl", "-q", "-w", f"net.ipv6.conf.{link}.disable_ipv6=1"])
+    run(["ip", "link", "set", topo.ROOT_VETH, "master", topo.ROOT_BRIDGE, "up"])
+    run(["ip", "link", "set", topo.ROOT_BRIDGE, "up"])
+    run(["ip", "-n", namespace, "link", "set", topo.NS_VETH, "master", topo.BRIDGE, "up"])
+
+
+def unlink_host_bridge() -> list[str]:
+    """Delete the host's lab bridge and veth end when they exist (the veth explicitly: `ip
+    netns del` leaves it while a process of the namespace is still exiting); a line each."""
+    done = []
+    for link, what in ((topo.ROOT_VETH, "veth pair"), (topo.ROOT_BRIDGE, "host bridge")):
+        if Path(f"/sys/class/net/{link}").exists():
+            run(["ip", "link", "del", link], check=False)
+            done.append(f"deleted {what} {link}")
+    return done
 
 
 def create_site(namespace: str = topo.SITE_NAMESPACE, lab: str = topo.NAMESPACE) -> None:

@@ -38,6 +38,11 @@ def lab_restart(names: Sequence[str]) -> list[str]:
     state = LabState.load()
     if state is None or not netns.exists(state.namespace):
         raise ConfigError(f"no lab is up (no state file {state_path()} or namespace)")
+    if state.vm_driver == "libvirt":
+        raise ConfigError(
+            "the lab's machines are libvirt domains with BMCs: power-cycle them through the "
+            "BMC, e.g. `mayu lab ctl power cycle MAC`"
+        )
     if state.up_pid and running(state.up_pid, "lab"):
         raise ConfigError(
             f"`mayu lab up` (pid {state.up_pid}) still runs and owns the VMs: wait until it ends"

@@ -10,6 +10,11 @@ image becomes the tenant base image `lab`, a `mayu agent` starts inside the name
 tenants are created through the admin API, and up waits until every tenant is Ready. Ctrl-C
 or SIGTERM tears everything down. Server, dnsmasq, agent and tenant VMs stay up after
 success, for `status` and for more boots.
+
+`--vms libvirt`: the machines are libvirt domains on the host's address-less lab bridge,
+joined to the namespace's by a veth pair, each with a Redfish BMC (lab.libvirt_fleet); the
+lab's profiles install to disk, `up` powers the machines on through their BMCs and waits
+until each one is `running` from its disk.
 """
 
 from __future__ import annotations
@@ -35,13 +40,23 @@ from mayu_py.images.lab import LabImage, build_lab_image
 from mayu_py.lab import display, netns, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
+from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR, VBMCD
 from mayu_py.lab.fleet import Fleet
 from mayu_py.lab.inventory import forget_lab_machines
+from mayu_py.lab.libvirt_fleet import LibvirtFleet
 from mayu_py.lab.processes import child_env, log_tail, spawn
 from mayu_py.lab.site import serve_config, site_dnsmasq_conf
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, Phase, state_path, work_dir
 from mayu_py.lab.teardown import lab_down
-from mayu_py.lab.watch import EMPTY, Outcome, Snapshot, Watcher, judge, to_reboot
+from mayu_py.lab.watch import (
+    EMPTY,
+    Outcome,
+    Snapshot,
+    Watcher,
+    done_states,
+    judge,
+    to_reboot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +74,12 @@ class UpOptions:
     tenants: int = 1
     firmware: str = "bios"  # or uefi: OVMF's own PXE client, TFTP ipxe.efi, then iPXE
     dhcp: str = "full"  # or proxy: the site's DHCP server assigns addresses, we add boot info
+    vms: str = "qemu"  # or libvirt: domains with a Redfish BMC each, installed to disk
+    bmc: str = "redfish"  # libvirt: or ipmi (vbmc)
+
+    @property
+    def libvirt(self) -> bool:
+        return self.vms == "libvirt"
 
 
 def _serve_argv(config_path: Path, data_dir: Path, dhcp: str) -> list[str]:
@@ -79,12 +100,27 @@ def _refuse_if_up() -> None:
             f"{state.phase}, `mayu lab up` pid {state.up_pid}, state file {state_path()}): "
             f"run `mayu lab down --data-dir {state.data_dir}` first"
         )
+    if Path(f"/sys/class/net/{topo.ROOT_BRIDGE}").exists():
+        raise ConfigError(
+            f"a lab is already up (host bridge {topo.ROOT_BRIDGE} exists, no state file "
+            f"{state_path()}): run `mayu lab down` first"
+        )
     for namespace in (topo.NAMESPACE, topo.SITE_NAMESPACE):
         if netns.exists(namespace):
             raise ConfigError(
                 f"a lab is already up (namespace {namespace} exists, no state file "
                 f"{state_path()}): run `mayu lab down` first"
             )
+
+
+def _check_libvirt_vms(opts: UpOptions) -> None:
+    if opts.firmware != "bios":
+        raise ConfigError("--vms libvirt: only --firmware bios so far (UEFI: --vms qemu)")
+    if opts.bmc == "redfish" and shutil.which(SUSHY_EMULATOR) is None:
+        raise ConfigError("sushy-emulator not found: pip install sushy-tools")
+    if opts.bmc == "ipmi" and shutil.which(VBMCD) is None:
+        raise ConfigError("vbmcd not found: pip install virtualbmc")
+    tenants.check_libvirt()
 
 
 def _check_host(with_tenants: bool = False) -> None:
@@ -138,7 +174,11 @@ class Lab:
         self.work.mkdir(parents=True, exist_ok=True)
         config_path = self.work / "serve.yaml"
         config = serve_config(
-            self.machines, self.opts.dhcp, self.opts.data_dir, self.opts.config_file
+            self.machines,
+            self.opts.dhcp,
+            self.opts.data_dir,
+            self.opts.config_file,
+            disk_install=self.opts.libvirt,
         )
         atomic_write(config_path, yaml.safe_dump(config), 0o600)
         settings = load_settings(config_path)  # fails here, with one line, on a bad file
@@ -162,16 +202,25 @@ class Lab:
             created=time.time(),  # the run's start: only later events count (`watch`)
             dhcp=self.opts.dhcp,
             firmware=self.opts.firmware,
+            vm_driver=self.opts.vms,
+            bmc_protocol=self.opts.bmc,
         )
         self.state.save()  # before anything exists: `down` works from here on
-        self.fleet = Fleet(self.state, self.work)
         netns.create_network()
-        for m in self.machines:
-            netns.add_tap(m.tap)
+        if self.opts.libvirt:
+            netns.link_host_bridge()
+        else:
+            for m in self.machines:
+                netns.add_tap(m.tap)
         if self.opts.dhcp == "proxy":
             netns.create_site()
         self.ns = netns.InNamespace(topo.NAMESPACE)
         self.client = LabClient(self.ns, topo.SERVER_URL, token)
+        self.fleet = (
+            LibvirtFleet(self.state, self.work, self.client)
+            if self.opts.libvirt
+            else Fleet(self.state, self.work)
+        )
 
     def start_site_dhcp(self) -> None:
         """`--dhcp proxy`: the site's plain dnsmasq in its namespace; detached (it outlives
@@ -220,6 +269,13 @@ class Lab:
 
     def boot_machines(self) -> None:
         assert self.fleet is not None
+        if isinstance(self.fleet, LibvirtFleet):
+            self.fleet.start(self.machines)
+            self.console.print(
+                f"{len(self.machines)} libvirt domain(s) on {topo.ROOT_BRIDGE}, "
+                f"{self.opts.bmc} BMCs on {topo.BMC_IP} in {topo.NAMESPACE} (pid "
+                f"{self.fleet.state.bmc_pid}); powering on through the BMCs"
+            )
         for m in self.machines:
             self.fleet.boot(m)
 
@@ -240,7 +296,8 @@ class Lab:
         """Poll until the stage ends: every machine installed during this run, and once
         level 2 started also every tenant Ready; or the agent exited; or the deadline."""
         assert self.client is not None and self.state is not None and self.fleet is not None
-        watcher = Watcher(self.client, since=self.state.created)
+        done = done_states(self.opts.vms)
+        watcher = Watcher(self.client, since=self.state.created, done_states=done)
         names = [t.name for t in self.tenants]
         snapshot = EMPTY
         while True:
@@ -292,6 +349,8 @@ class Lab:
 
     def close(self) -> None:
         self.progress.stop()
+        if isinstance(self.fleet, LibvirtFleet):
+            self.fleet.close()
         if self.ns is not None:
             self.ns.close()
 
@@ -316,6 +375,8 @@ def _report(lab: Lab, outcome: Outcome) -> int:
         )
         return 1
     what = "every tenant is Ready" if lab.watch_tenants else "every machine installed"
+    if not lab.watch_tenants and opts.libvirt:
+        what = "every machine running from its disk"
     logs = f"consoles {lab.work}/*.console.log, server log {lab.state.serve_log}"
     if lab.watch_tenants:
         logs += f", agent log {lab.state.agent_log}"
@@ -330,6 +391,8 @@ def lab_up(opts: UpOptions, console: Console | None = None) -> int:
     """Bring the lab up and boot every machine; the exit code for the CLI."""
     console = console or Console()
     _check_host(with_tenants=opts.tenants > 0)
+    if opts.libvirt:
+        _check_libvirt_vms(opts)
     lab = Lab(opts, console)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -345,7 +408,8 @@ def lab_up(opts: UpOptions, console: Console | None = None) -> int:
         lab.boot_machines()
         outcome = lab.watch(deadline)
         if outcome is Outcome.DONE:
-            console.print(f"all {len(lab.machines)} machine(s) installed")
+            done = "running from disk" if opts.libvirt else "installed"
+            console.print(f"all {len(lab.machines)} machine(s) {done}")
             if lab.tenants:
                 lab.set_phase(Phase.TENANTS)
                 lab.start_tenants(image)

@@ -19,11 +19,29 @@ import yaml
 
 from mayu_py.config import load_settings
 from mayu_py.errors import ConfigError
+from mayu_py.images.disk import DISK_NAME
 from mayu_py.lab import topology as topo
 
 # The lab image reports every file Ignition wrote with its mode, size and SHA-256: a controller
 # writes ~40 files (~7 KiB of report details).
 REPORT_DETAILS_MAX_BYTES = 64 * 1024
+# `--vms libvirt`: the machines have a disk; the lab image installs itself to it, reboots and
+# from then on boots from the disk (the server answers them with the local-boot script).
+INSTALL_DISK = "/dev/vda"
+
+
+def disk_profiles() -> dict[str, dict[str, Any]]:
+    """The lab's controller and worker profiles with an install to the machine's disk."""
+    boot = {
+        "kernel": "lab/vmlinuz",
+        "initrd": ["lab/initrd.img"],
+        "args": ["console=ttyS0", "quiet"],
+        "install": {"tool": "lab", "disk": INSTALL_DISK, "image": f"lab/{DISK_NAME}"},
+    }
+    return {
+        role: boot | {"ignition_template": f"{role}.yaml.j2", "role": role}
+        for role in ("controller", "worker")
+    }
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -64,9 +82,14 @@ def machine_groups(machines: list[topo.LabMachine], controller_count: int) -> li
 
 
 def serve_config(
-    machines: list[topo.LabMachine], dhcp_mode: str, data_dir: Path, config_file: Path | None
+    machines: list[topo.LabMachine],
+    dhcp_mode: str,
+    data_dir: Path,
+    config_file: Path | None,
+    disk_install: bool = False,
 ) -> dict[str, Any]:
-    """The server's configuration: the user's file (if any) under the lab's facts."""
+    """The server's configuration: the user's file (if any) under the lab's facts;
+    `disk_install`: the lab's profiles install to the machines' disks."""
     user = _user_config(config_file)
     cluster = load_settings(config_file, environ={}).cluster  # a bad file: one line, here
     dhcp: dict[str, Any] = {
@@ -96,6 +119,8 @@ def serve_config(
         "dhcp": dhcp,
         "groups": machine_groups(machines, cluster.controller_count),
     }
+    if disk_install:
+        lab["profiles"] = disk_profiles()
     if not cluster.etcd_members:
         lab["cluster"] = {
             "etcd_members": [

@@ -70,6 +70,10 @@ class LabState:
     tenants: list[str] = field(default_factory=list)  # names of the demo tenants
     dhcp: str = "full"  # or proxy: site_dhcp_pid is then the site's own DHCP server
     firmware: str = "bios"  # or uefi: every VM (also one `mayu lab restart` starts again)
+    vm_driver: str = "qemu"  # or libvirt: domains with a Redfish BMC each (`--vms`)
+    bmc_protocol: str = "redfish"  # libvirt: or ipmi (`--bmc`)
+    bmc_pid: int | None = None  # libvirt: the lab's sushy-emulator or vbmcd
+    bmc_log: str = ""
     site_dhcp_pid: int | None = None
     site_dhcp_log: str = ""
     phase: str = Phase.STARTING

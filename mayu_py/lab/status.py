@@ -10,14 +10,28 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mayu_py.lab import display, netns
+from mayu_py.errors import MayuError
+from mayu_py.lab import display, domains, netns
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.processes import running
 from mayu_py.lab.state import LabState, state_path
 from mayu_py.lab.teardown import KEPT, REMOVED
-from mayu_py.lab.watch import EMPTY, Watcher
+from mayu_py.lab.watch import EMPTY, Watcher, done_states
 from mayu_py.pki import server_tls
+from mayu_py.virt.host import LibvirtHost
+
+
+def domain_status(state: LabState) -> dict[int, str]:
+    """`--vms libvirt`: each machine's domain state."""
+    host = LibvirtHost(domains.LIBVIRT_URI, attempts=1)
+    try:
+        states = domains.domain_states(host)
+    except MayuError as exc:
+        return {r.index: f"libvirt: {exc.message}" for r in state.vms}
+    finally:
+        host.close()
+    return {r.index: states.get(topo.LabMachine(r.index).domain, "undefined") for r in state.vms}
 
 
 def _print(console: Console, text: str) -> None:
@@ -34,18 +48,22 @@ def lab_status(console: Console | None = None) -> int:
     snapshot = EMPTY
     with netns.InNamespace(state.namespace) as ns:
         try:
-            watcher = Watcher(LabClient(ns, state.url, state.token), since=state.created)
+            client = LabClient(ns, state.url, state.token)
+            watcher = Watcher(client, state.created, done_states(state.vm_driver))
             snapshot = watcher.poll(with_tenants=bool(state.tenants))
         except Exception as exc:  # noqa: BLE001 - shown, the rest of the status still helps
             console.print(f"server at {state.url} not answering: {exc}")
-    qemu = {r.index: "running" if running(r.pid, "qemu") else "exited" for r in state.vms}
+    if state.vm_driver == "libvirt":
+        qemu = domain_status(state)
+    else:
+        qemu = {r.index: "running" if running(r.pid, "qemu") else "exited" for r in state.vms}
     items = display.rows(state.vms, snapshot, qemu)
     ca = server_tls.server_dir(Path(state.data_dir)) / server_tls.CA_FILE
     _print(
         console,
         f"lab phase {state.phase}, server {state.url} (pid {state.serve_pid}), HTTPS "
         f"{topo.SERVER_TLS_URL} (server CA {ca}), accel {state.accel}, firmware "
-        f"{state.firmware}, dhcp {state.dhcp}, data dir {state.data_dir}",
+        f"{state.firmware}, dhcp {state.dhcp}, vms {state.vm_driver}, data dir {state.data_dir}",
     )
     _print(console, f"kept across runs: {KEPT}; `mayu lab down` removes the lab's {REMOVED}")
     if state.dhcp == "proxy":

@@ -7,7 +7,10 @@ then the namespace goes and takes the bridge and taps with it. In the lab's data
 machines' inventory records (with their events), their UEFI variable stores and the agent's
 state dir go, so the next `up` starts every machine afresh. With `--dhcp proxy` the site
 namespace goes too: its dnsmasq (by pid, then every process in it) and the namespace, which
-takes its end of the veth pair and so the pair. Idempotent.
+takes its end of the veth pair and so the pair. `--vms libvirt`: the lab's domains (by their
+metadata, lab.domains) and their disks, the BMC emulator (by pid, and as a process of the
+namespace), and the host's lab bridge and veth end (by name) go too; all of them are found
+without the state file, so `down` cleans up after a SIGKILLed `up`. Idempotent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 from pathlib import Path
 
 from mayu_py.errors import ConfigError
-from mayu_py.lab import netns, tenants, vm
+from mayu_py.lab import domains, netns, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.inventory import forget_lab_machines
 from mayu_py.lab.processes import running, stop
@@ -61,6 +64,9 @@ def _stop_processes(state: LabState, own: int) -> list[str]:
         # SIGTERM first: serve stops its dnsmasq on the way out.
         stop([state.serve_pid or 0], 10.0)
         done.append(f"stopped mayu serve (pid {state.serve_pid})")
+    if running(state.bmc_pid, "sushy-emulator") or running(state.bmc_pid, "vbmcd"):
+        stop([state.bmc_pid or 0], 5.0)
+        done.append(f"stopped the lab's BMC emulator (pid {state.bmc_pid})")
     if running(state.site_dhcp_pid, "dnsmasq"):
         stop([state.site_dhcp_pid or 0], 5.0)
         done.append(f"stopped the site's dnsmasq (pid {state.site_dhcp_pid})")
@@ -111,9 +117,11 @@ def lab_down(
         done.append(f"deleted network namespace {site_namespace} (site DHCP server, veth)")
     done += _end_namespace(namespace, own)
     done += tenants.remove_libvirt_objects()
+    done += domains.remove_lab_domains(work_dir(data))
     if netns.exists(namespace):
         netns.delete(namespace)
         done.append(f"deleted network namespace {namespace} (bridge, taps)")
+    done += netns.unlink_host_bridge()
     done += _forget_machines(data)
     if state_file.exists():
         remove(state_file)

@@ -30,6 +30,23 @@ SITE_VETH = "mayu-site0"  # the site end, inside SITE_NAMESPACE
 SITE_VETH_PEER = "mayu-site-br"  # the bridge end, inside NAMESPACE
 DHCP_MODES = ("full", "proxy")
 
+# `--vms libvirt`: machines are libvirt domains (what the BMC emulators drive). libvirt puts
+# their taps in the host's namespace, so they join a bridge there that has no address, joined
+# by a veth pair to the lab bridge inside NAMESPACE (RECIPES.md 12): every lab address stays
+# in the namespace. Their Redfish BMC (sushy-emulator) listens on the namespace's loopback.
+VM_DRIVERS = ("qemu", "libvirt")
+ROOT_BRIDGE = "mayu-labbr0"  # in the host's namespace, no address
+ROOT_VETH = "mayu-labv0"  # the host's end of the pair, on ROOT_BRIDGE
+NS_VETH = "mayu-labv1"  # the namespace's end, on BRIDGE
+DOMAIN_PREFIX = "mayu-lab-"
+LAB_DOMAIN_OWNER = "mayu-lab"  # the `tenant` of the lab's domain metadata
+BMC_IP = "127.0.0.1"  # inside NAMESPACE: reachable from the server's BMC runner only
+BMC_PORT = 8000  # Redfish (sushy-emulator), TCP
+BMC_PROTOCOLS = ("redfish", "ipmi")
+IPMI_CONTROL_PORT = 8001  # vbmcd's own control port, TCP
+IPMI_PORT_BASE = 6230  # machine N's IPMI BMC: UDP IPMI_PORT_BASE + N
+BMC_USER = "lab-admin"
+
 # Level 2: the lab's agent and its demo tenants. Tenant subnets exist only on the isolated
 # bridges the agent's libvirt networks create (no <forward>); the lab never sends to them.
 AGENT_HOST = "lab-host"
@@ -75,6 +92,11 @@ class LabMachine:
     @property
     def name(self) -> str:
         return f"lab{self.index}"
+
+    @property
+    def domain(self) -> str:
+        """The libvirt domain's name (`--vms libvirt`)."""
+        return f"{DOMAIN_PREFIX}{self.name}"
 
 
 def is_lab_mac(mac: str) -> bool:

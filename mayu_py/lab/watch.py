@@ -19,6 +19,12 @@ from mayu_py.lab.state import Phase, VmRecord
 
 MAX_BOOTS = 4
 DONE_STATES = ("installed", "running")
+DISK_DONE_STATES = ("running",)  # `--vms libvirt`: installed, rebooted, running from disk
+
+
+def done_states(vm_driver: str) -> tuple[str, ...]:
+    """What counts as done for a lab of these VMs."""
+    return DISK_DONE_STATES if vm_driver == "libvirt" else DONE_STATES
 
 
 class Outcome(Enum):
@@ -38,9 +44,13 @@ class Outcome(Enum):
         }[self]
 
 
-def installed_since(events: Iterable[dict[str, Any]], since: float) -> bool:
-    """True when an event at or after `since` moved the machine to installed or running."""
-    return any(e.get("to") in DONE_STATES and float(e.get("time") or 0) >= since for e in events)
+def installed_since(
+    events: Iterable[dict[str, Any]], since: float, done_states: Iterable[str] = DONE_STATES
+) -> bool:
+    """True when an event at or after `since` moved the machine to one of `done_states`
+    (installed or running)."""
+    done = set(done_states)
+    return any(e.get("to") in done and float(e.get("time") or 0) >= since for e in events)
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class Snapshot:
     machines: dict[str, dict[str, Any]]  # the server's records, by MAC
     installed: frozenset[str]  # MACs whose machine installed during this run
     tenants: list[dict[str, Any]] | None = None  # None: level 2 is not watched
+    done_states: tuple[str, ...] = DONE_STATES  # what counts as done (`installed`)
 
     def all_installed(self, machines: Iterable[topo.LabMachine]) -> bool:
         return all(m.mac in self.installed for m in machines)
@@ -67,9 +78,12 @@ EMPTY = Snapshot({}, frozenset())
 class Watcher:
     """Polls the lab server and remembers which machines installed during this run."""
 
-    def __init__(self, client: LabClient, since: float) -> None:
+    def __init__(
+        self, client: LabClient, since: float, done_states: tuple[str, ...] = DONE_STATES
+    ) -> None:
         self.client = client
         self.since = since
+        self.done_states = done_states  # `--vms libvirt`: running (from its disk)
         self._installed: set[str] = set()
 
     def poll(self, with_tenants: bool) -> Snapshot:
@@ -77,12 +91,13 @@ class Watcher:
         says done, until an event of this run confirms it."""
         machines = self.client.machines()
         for mac, record in machines.items():
-            if mac in self._installed or record.get("state") not in DONE_STATES:
+            if mac in self._installed or record.get("state") not in self.done_states:
                 continue
-            if installed_since(self.client.machine(mac).get("events") or [], self.since):
+            events = self.client.machine(mac).get("events") or []
+            if installed_since(events, self.since, self.done_states):
                 self._installed.add(mac)
         tenants = self.client.tenants() if with_tenants else None
-        return Snapshot(machines, frozenset(self._installed), tenants)
+        return Snapshot(machines, frozenset(self._installed), tenants, self.done_states)
 
 
 def to_reboot(records: Iterable[VmRecord], installed: frozenset[str]) -> list[VmRecord]:

@@ -20,7 +20,7 @@ def remove_owned(host: LibvirtHost, owner: Ownership, what: str = "") -> list[st
     """Delete owner's domains, then owner's networks; `what` names them in the lines
     (e.g. "tenant ": "removed tenant VM demo-1-master-0")."""
     done: list[str] = []
-    for dom in host.list_domains():
+    for dom in host.list_domains(owner.ns):
         if owner.owns_domain(dom.meta):
             done.append(_attempt(f"{what}VM {dom.name}", host.delete_domain, dom.name, owner))
     for net in host.list_networks():

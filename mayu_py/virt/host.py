@@ -209,7 +209,9 @@ class LibvirtHost:
         caps = self.call("getCapabilities", lambda c: c.getCapabilities())
         return {t for t in ("kvm", "qemu") if f"<domain type='{t}'" in caps}
 
-    def list_domains(self) -> list[DomainInfo]:
+    def list_domains(self, ns: str = NS) -> list[DomainInfo]:
+        """Every domain; `meta` is read from our element in namespace `ns`."""
+
         def collect(conn: libvirt.virConnect) -> list[DomainInfo]:
             result = []
             for dom in conn.listAllDomains():
@@ -219,7 +221,7 @@ class LibvirtHost:
                     reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED
                 ):
                     name = "crashed"
-                result.append(DomainInfo(dom.name(), dom.UUIDString(), name, _meta(dom)))
+                result.append(DomainInfo(dom.name(), dom.UUIDString(), name, _meta(dom, ns)))
             return result
 
         return self.call("listAllDomains", collect)
@@ -289,7 +291,7 @@ class LibvirtHost:
         def delete(conn: libvirt.virConnect) -> None:
             try:
                 dom = conn.lookupByName(name)
-                if not owner.owns_domain(_meta(dom)):
+                if not owner.owns_domain(_meta(dom, owner.ns)):
                     raise Conflict(f"domain {name} is not {owner.name}; not deleting it")
                 if dom.isActive():
                     dom.destroy()
@@ -353,9 +355,9 @@ class LibvirtHost:
         return self.call("createXML", lambda c: c.createXML(xml, 0))
 
 
-def _meta(dom: libvirt.virDomain) -> DomainMeta | None:
+def _meta(dom: libvirt.virDomain, ns: str = NS) -> DomainMeta | None:
     try:
-        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return None

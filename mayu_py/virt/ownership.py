@@ -4,6 +4,8 @@ A domain is mayu's when it carries our metadata element (namespace NS); a networ
 name has NETWORK_PREFIX and its bridge BRIDGE_PREFIX. Anything else is foreign and never
 touched. An `Ownership` narrows that down for one caller: the agent owns every mayu object,
 the lab only those of its demo tenants; both delete through the same `LibvirtHost` calls.
+The lab's own machines (level 1) carry the same element in another namespace (LAB_NS), so
+the agent never sees them as its own; the lab's `Ownership` for them reads that namespace.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from dataclasses import dataclass
 
 NS = "https://mayu.io/xmlns/agent/1"
 NS_PREFIX = "mayu"
+LAB_NS = "https://mayu.io/xmlns/lab/1"  # the lab's machines: never the agent's
+LAB_NS_PREFIX = "mayulab"
 NETWORK_PREFIX = "mayu-tenant-"
 BRIDGE_PREFIX = "mayu-t"
 ET.register_namespace(NS_PREFIX, NS)
+ET.register_namespace(LAB_NS_PREFIX, LAB_NS)
 
 
 @dataclass(frozen=True)
@@ -31,11 +36,12 @@ class DomainMeta:
     files_dir: str = ""  # where the node's overlay, Ignition file and serial log are
 
 
-def mark_domain(domain: ET.Element, meta: DomainMeta) -> None:
-    """Add our metadata element to a <domain> document: the mark of ownership."""
+def mark_domain(domain: ET.Element, meta: DomainMeta, ns: str = NS) -> None:
+    """Add our metadata element (in namespace `ns`) to a <domain> document: the mark of
+    ownership."""
     ET.SubElement(
         ET.SubElement(domain, "metadata"),
-        f"{{{NS}}}instance",
+        f"{{{ns}}}instance",
         tenant=meta.tenant,
         node=meta.node,
         role=meta.role,
@@ -107,6 +113,7 @@ class Ownership:
 
     name: str = "managed by mayu"  # for messages: "domain X is not <name>"
     tenant: Callable[[str], bool] = _any_tenant
+    ns: str = NS  # the metadata namespace that marks this caller's domains
 
     def owns_domain(self, meta: DomainMeta | None) -> bool:
         return meta is not None and self.tenant(meta.tenant)

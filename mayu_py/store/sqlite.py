@@ -148,7 +148,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Registrations per second, counted as machines are inserted (source '' counts them all):
     # the discovery rate limits sum at most ~60 rows instead of counting every machine
-    # registered in the last minute. Counts older than two minutes go.
+    # registered in the last minute. Counts older than two minutes go (every source's, by the
+    # second index), so the table holds at most two minutes of registrations.
     """
     CREATE TABLE registrations (
         source TEXT NOT NULL,
@@ -156,6 +157,7 @@ MIGRATIONS: tuple[str, ...] = (
         count INTEGER NOT NULL,
         PRIMARY KEY (source, second)
     ) WITHOUT ROWID;
+    CREATE INDEX registrations_second ON registrations(second);
     INSERT INTO registrations (source, second, count)
         SELECT '', CAST(created AS INTEGER), COUNT(*) FROM machines
         WHERE created > unixepoch() - 120 GROUP BY CAST(created AS INTEGER);
@@ -171,8 +173,7 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT NEW.registered_from, CAST(NEW.created AS INTEGER), 1
             WHERE NEW.registered_from IS NOT NULL
             ON CONFLICT DO UPDATE SET count = count + 1;
-        DELETE FROM registrations WHERE source IN ('', NEW.registered_from)
-            AND second < CAST(NEW.created AS INTEGER) - 120;
+        DELETE FROM registrations WHERE second < CAST(NEW.created AS INTEGER) - 120;
     END;
     """,
 )

@@ -15,6 +15,7 @@ CHECKPOINT_EVERY commits of a connection), so no writer waits behind a checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -60,7 +61,6 @@ def prepare(conn: sqlite3.Connection) -> None:
 def checkpoint(conn: sqlite3.Connection) -> None:
     """Copy the WAL into the database without waiting for anyone (readers and writers go
     on; what they still use is copied by a later checkpoint)."""
-    try:
+    # Another process checkpointing at the same time makes this one fail: its serves both.
+    with contextlib.suppress(sqlite3.OperationalError):
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.OperationalError:
-        pass  # another process is checkpointing: its checkpoint serves this one too

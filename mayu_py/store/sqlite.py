@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -535,6 +536,10 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid != os.getpid():
+            # Inherited through fork (a preloaded gunicorn app): SQLite connections and the
+            # writer lock's open file must not be shared with the parent; open our own.
+            conn = None
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -544,6 +549,7 @@ class SqliteStore:
             conn.execute("PRAGMA foreign_keys=ON")
             sqlite_writer.prepare(conn)
             self._local.writer = sqlite_writer.WriterLock(self.path)
+            self._local.pid = os.getpid()
             self._local.conn = conn
         return conn
 

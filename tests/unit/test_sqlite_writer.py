@@ -4,6 +4,8 @@ lock file is private, and the WAL is checkpointed outside the lock so it stays b
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -59,4 +61,25 @@ def test_the_wal_is_checkpointed_after_the_lock_so_it_stays_bounded(tmp_path: Pa
     for n in range(3 * sqlite_writer.CHECKPOINT_EVERY):
         store.atomically(lambda tx, n=n: tx.put_machine(_machine(float(n))))
     assert wal.stat().st_size <= first * 1.2
+    store.close()
+
+
+def test_a_forked_child_opens_its_own_connection_and_lock(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "inv.sqlite3")
+    store.atomically(lambda tx: tx.put_machine(_machine(1.0)))
+    holding = store._local.writer  # type: ignore[attr-defined]
+    holding.acquire()  # the parent holds the lock: a child sharing its handle would not wait
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by exit code
+        # Waiting on the parent's lock is right: the alarm ends the wait with exit code 0.
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(0))
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        try:
+            store.atomically(lambda tx: tx.put_machine(_machine(2.0)))
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(child, 0)
+    holding.release(False)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get_machine(MAC).updated == 1.0  # type: ignore[union-attr]
     store.close()

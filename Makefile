@@ -24,3 +24,4 @@ lab-down:
 bench:
 	.venv/bin/python bench/boot_storm.py
 	.venv/bin/python bench/wrk_boot.py
+	.venv/bin/python bench/store_writers.py

@@ -66,3 +66,17 @@ def test_the_wrk_bench_measures_every_step_on_every_server() -> None:
     }, run.stdout
     assert {int(errors) for *_, errors in rows} == {0}, run.stdout
     assert re.search(r"^peak PSS: mayu [1-9]\d* MiB, empty [1-9]\d* MiB$", run.stdout, re.M)
+
+
+def test_the_store_writers_bench_times_every_writer() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "store_writers.py"), "--transactions", "20",
+         "--rounds", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.fullmatch(
+        r"round 1 this tree: 2 writers, [1-9]\d* tx/s, p50 [\d.]+ ms, p99 [\d.]+ ms, "
+        r"max [\d.]+ ms\n",
+        run.stdout,
+    ), run.stdout

@@ -306,7 +306,7 @@ def _timed(
 ) -> WrkResult:
     directory = work / "wrk" / "timed"
     write_inputs(directory, lines * 2 if len(lines) < 2 else lines, 2)
-    return run_wrk(url, directory, mode="cycle", connections=connections or args.connections,
+    return run_wrk(url, directory, connections=connections or args.connections,
                    duration_s=args.duration)  # fmt: skip
 
 

@@ -1,2 +1,2 @@
-"""Shared pieces of the benchmarks: wrk runs, reference servers (nginx, an empty Flask app under
-the same gunicorn as `mayu serve`), process memory (PSS) and summary statistics."""
+"""Shared pieces of the benchmarks: wrk runs (wrk.py), the empty Flask app under mayu's
+gunicorn settings (empty_app.py) and process memory as PSS (memory.py)."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sqlite3
@@ -250,6 +251,7 @@ def main() -> None:
             peaks = {name: sampler.finish() for name, sampler in pss.items()}
     finally:
         server.kill()
+        shutil.rmtree(work, ignore_errors=True)
     _report(args, results, peaks)
 
 

@@ -23,3 +23,5 @@ lab-down:
 
 bench:
 	.venv/bin/python bench/boot_storm.py
+	.venv/bin/python bench/wrk_boot.py
+	.venv/bin/python bench/store_writers.py

@@ -231,10 +231,15 @@ class StoreConfig(_Strict):
 
 
 class AssetsConfig(_Strict):
-    """Where kernels, initrds and images live; `base_url` defaults to this server's /assets."""
+    """Where kernels, initrds and images live; `base_url` defaults to this server's /assets
+    (on the asset listener when `listen` is set). `listen`: HOST:PORT of an asset listener of
+    its own (gthread workers, `threads` per worker) so that slow downloads never hold the
+    workers serving scripts and configs (docs/benchmarks.md, "Asset plane")."""
 
     root: str | None = None
     base_url: str | None = None
+    listen: str | None = None
+    threads: int = Field(default=64, ge=1, le=1024)
     versions: dict[str, str] = Field(default_factory=lambda: {"lab": "1", "flatcar": "4081.2.0"})
 
 

@@ -13,13 +13,16 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from mayu_py.config import Settings
+from mayu_py.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+START_TIMEOUT = 30.0
 
 
 def child_arguments() -> tuple[Settings, int, list[str]]:
@@ -55,6 +58,28 @@ class SupervisedChild:
         process.stdin.write(self.settings.model_dump_json().encode())
         process.stdin.close()
         self.process = process
+
+    def start(self, listen: str, answers: Callable[[], bool]) -> None:
+        """Spawn the child and wait until `answers()` (a request to the listener it runs on
+        `listen`) is true, then watch it; ConfigError (one line) if it exits or does not
+        listen within START_TIMEOUT."""
+        self.spawn()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            code = self.exit_code()
+            if code is not None:
+                raise ConfigError(
+                    f"the {self.name} on {listen} exited ({code}); see the messages above"
+                )
+            try:
+                if answers():
+                    break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise ConfigError(f"the {self.name} did not listen on {listen}") from None
+                time.sleep(0.1)
+        self.watch()
 
     def exit_code(self) -> int | None:
         """The child's exit code once it exited, else None."""

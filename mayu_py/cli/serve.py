@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from mayu_py.cli.asset_listener import AssetListener
 from mayu_py.cli.bmc_runner import BmcRunnerProcess
 from mayu_py.cli.serving import admin_token, build_app, check_bindable
 from mayu_py.cli.tls_listener import TlsListener
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="State directory.")
 @click.option("--listen", help="HOST:PORT to bind (default 127.0.0.1:8080).")
 @click.option("--tls-listen", help="HOST:PORT of the HTTPS listener (default: listen host:8443).")
+@click.option(
+    "--assets-listen",
+    help="HOST:PORT of an asset listener of its own (default: /assets on --listen).",
+)
 @click.option("--dhcp", type=click.Choice(["off", "proxy", "full"]), help="Run dnsmasq.")
 @click.option(
     "--store",
@@ -44,6 +49,7 @@ def serve(
     data_dir: str | None,
     listen: str | None,
     tls_listen: str | None,
+    assets_listen: str | None,
     dhcp: str | None,
     store_url: str | None,
     workers: int,
@@ -56,6 +62,7 @@ def serve(
             ("data_dir",): data_dir,
             ("server", "listen"): listen,
             ("server", "tls", "listen"): tls_listen,
+            ("assets", "listen"): assets_listen,
             ("dhcp", "mode"): dhcp,
             ("store", "url"): store_url,
         },
@@ -65,6 +72,8 @@ def serve(
         resolve_dhcp(settings.dhcp)
     check_bindable(settings.server.listen, "server.listen")
     check_bindable(settings.server.tls_listen, "server.tls.listen")
+    if settings.assets.listen:
+        check_bindable(settings.assets.listen, "assets.listen")
     token = admin_token(settings)
     # Both gunicorn servers (and the HTTPS one's restarts) share this directory: /metrics on
     # either listener reports the whole server.
@@ -77,19 +86,26 @@ def serve(
             "HTTP to anyone holding a boot token; never use this outside a lab"
         )
     tls = TlsListener(settings, token.value, workers, server_tls.ca_pem)
+    assets = AssetListener(settings, workers) if settings.assets.listen else None
     runner = BmcRunnerProcess(settings)
     tls.start()
     try:
+        if assets is not None:
+            assets.start()
         runner.start()
         supervisor = start_dhcp(settings, metrics.dnsmasq_restarts.inc)
     except BaseException:
         runner.stop()
+        if assets is not None:
+            assets.stop()
         tls.stop()
         raise
 
     def on_exit(_arbiter: Any) -> None:
         # Runs in the gunicorn master only: a worker exiting must not stop dnsmasq.
         runner.stop()
+        if assets is not None:
+            assets.stop()
         tls.stop()
         if supervisor is not None:
             supervisor.stop()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +23,7 @@ from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serving import build_app
 from mayu_py.cli.wsgi import GunicornServer, die_with_parent, server_options
 from mayu_py.config import Settings
-from mayu_py.errors import ConfigError
 from mayu_py.server.boot import TLS_ENVIRON_KEY
-
-START_TIMEOUT = 30.0
 
 
 def _mark_tls(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,7 +49,7 @@ def _child(settings: Settings, token: str, workers: int, parent_pid: int) -> Non
     GunicornServer(app, options).run()
 
 
-def _connect_address(listen: str) -> tuple[str, int]:
+def connect_address(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     if host in ("", "0.0.0.0"):
@@ -74,28 +70,10 @@ class TlsListener:
         )
 
     def start(self) -> None:
-        """Start the child; ConfigError (one line) unless it listens within START_TIMEOUT."""
-        self.child.spawn()
-        address = _connect_address(self.settings.server.tls_listen)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            code = self.child.exit_code()
-            if code is not None:
-                raise ConfigError(
-                    f"the HTTPS listener on {self.settings.server.tls_listen} exited "
-                    f"({code}); see the messages above"
-                )
-            try:
-                if self._answers(address):
-                    break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    self.stop()
-                    raise ConfigError(
-                        f"the HTTPS listener did not listen on {self.settings.server.tls_listen}"
-                    ) from None
-                time.sleep(0.1)
-        self.child.watch()
+        """Start the child; ConfigError (one line) unless it listens in time."""
+        listen = self.settings.server.tls_listen
+        address = connect_address(listen)
+        self.child.start(listen, lambda: self._answers(address))
 
     def _answers(self, address: tuple[str, int]) -> bool:
         """Our listener answers /healthz with a certificate from our CA (a foreign process

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from pathlib import Path
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request
 
-from mayu_py.errors import BadRequest, MayuError, NotFound
+from mayu_py.errors import BadRequest, MayuError
+from mayu_py.server.assets import send_asset
 from mayu_py.server.boot_service import BootKind, Identity
 from mayu_py.server.context import services
 from mayu_py.server.operations import Operation, Reply, body_of, operation
@@ -151,17 +150,6 @@ def phone_home() -> tuple[Response, int]:
     return jsonify({"id": machine.id, "state": str(machine.state)}), 200
 
 
-def resolve_asset(root: Path, relative: str) -> Path:
-    """The file under root named by relative; NotFound for traversal, symlink escape, dirs."""
-    if "\x00" in relative:
-        raise NotFound("no such asset", {"path": relative[:256].replace("\x00", "?")})
-    real_root = os.path.realpath(root)
-    candidate = os.path.realpath(os.path.join(real_root, relative))
-    if os.path.commonpath([real_root, candidate]) != real_root or not os.path.isfile(candidate):
-        raise NotFound("no such asset", {"path": relative[:256]})
-    return Path(candidate)
-
-
 @bp.route("/assets/<path:relative>", methods=["GET", "HEAD"])
 @operation(
     Operation(
@@ -183,5 +171,4 @@ def resolve_asset(root: Path, relative: str) -> Path:
     )
 )
 def asset(relative: str) -> Response:
-    path = resolve_asset(services().assets_root, relative)
-    return send_file(path, conditional=True, etag=True, last_modified=path.stat().st_mtime)
+    return send_asset(services().assets_root, relative)

@@ -20,16 +20,23 @@ class ServerUrls:
 
 
 def server_urls(settings: Settings, request_host_url: str) -> ServerUrls:
-    """Configured public URLs, else the address the request came in on (and, for HTTPS, the
-    TLS listener's port on that host when the listener binds a wildcard address)."""
+    """Configured public URLs, else the address the request came in on (and, for HTTPS and
+    the asset listener, their port on that host when they bind a wildcard address)."""
     server = settings.server
     http = (server.public_url or request_host_url).rstrip("/")
-    https = server.tls.public_url
-    if not https:
-        host, _, port = server.tls_listen.rpartition(":")
-        if host in _WILDCARD_HOSTS:
-            netloc = urlsplit(http).netloc
-            host = netloc.rpartition(":")[0] if netloc.rpartition(":")[0] else netloc
-        https = f"https://{host}:{port}"
-    assets = settings.assets.base_url or f"{http}/assets"
+    https = server.tls.public_url or f"https://{_reachable(server.tls_listen, http)}"
+    assets = settings.assets.base_url
+    if not assets:
+        listener = settings.assets.listen
+        assets = f"http://{_reachable(listener, http)}/assets" if listener else f"{http}/assets"
     return ServerUrls(http, https.rstrip("/"), assets.rstrip("/"))
+
+
+def _reachable(listen: str, http: str) -> str:
+    """HOST:PORT of a listener as machines reach it: a wildcard bind is reached on the host
+    they reached the plain listener on."""
+    host, _, port = listen.rpartition(":")
+    if host in _WILDCARD_HOSTS:
+        netloc = urlsplit(http).netloc
+        host = netloc.rpartition(":")[0] if netloc.rpartition(":")[0] else netloc
+    return f"{host}:{port}"

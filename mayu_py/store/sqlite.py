@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sqlite3
 import threading
 import time
@@ -21,7 +23,7 @@ from mayu_py.model import (
     PendingConfig,
     User,
 )
-from mayu_py.store import TxObserver, TxOutcome
+from mayu_py.store import TxObserver, TxOutcome, sqlite_writer
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite_bmc import BmcRows
 from mayu_py.store.sqlite_users import UserRows
@@ -158,6 +160,36 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE shared (name TEXT PRIMARY KEY, record TEXT NOT NULL);
     """,
+    # Registrations per second, counted as machines are inserted (source '' counts them all):
+    # the discovery rate limits sum at most ~60 rows instead of counting every machine
+    # registered in the last minute. Counts older than two minutes go (every source's, by the
+    # second index), so the table holds at most two minutes of registrations.
+    """
+    CREATE TABLE registrations (
+        source TEXT NOT NULL,
+        second INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (source, second)
+    ) WITHOUT ROWID;
+    CREATE INDEX registrations_second ON registrations(second);
+    INSERT INTO registrations (source, second, count)
+        SELECT '', CAST(created AS INTEGER), COUNT(*) FROM machines
+        WHERE created > unixepoch() - 120 GROUP BY CAST(created AS INTEGER);
+    INSERT INTO registrations (source, second, count)
+        SELECT registered_from, CAST(created AS INTEGER), COUNT(*) FROM machines
+        WHERE created > unixepoch() - 120 AND registered_from IS NOT NULL
+        GROUP BY registered_from, CAST(created AS INTEGER);
+    CREATE TRIGGER machines_registrations AFTER INSERT ON machines BEGIN
+        INSERT INTO registrations (source, second, count)
+            VALUES ('', CAST(NEW.created AS INTEGER), 1)
+            ON CONFLICT DO UPDATE SET count = count + 1;
+        INSERT INTO registrations (source, second, count)
+            SELECT NEW.registered_from, CAST(NEW.created AS INTEGER), 1
+            WHERE NEW.registered_from IS NOT NULL
+            ON CONFLICT DO UPDATE SET count = count + 1;
+        DELETE FROM registrations WHERE second < CAST(NEW.created AS INTEGER) - 120;
+    END;
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -169,6 +201,18 @@ _MACHINE_PLACEHOLDERS = ", ".join("?" * (_MACHINE_COLUMNS.count(",") + 1))
 
 _REFUSALS = "(" + ", ".join(f"'{kind}'" for kind in sorted(REFUSAL_EVENTS)) + ")"
 _EVENT_COLUMNS = "seq, machine_id, time, kind, cause, source, from_state, to_state, details"
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration script (a trigger's body holds semicolons too)."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    return statements
 
 
 def _machine_from_row(row: tuple[Any, ...]) -> Machine:
@@ -303,15 +347,25 @@ class _SqliteTx(BmcRows, UserRows):
         return int(row.fetchone()[0])
 
     def registrations_since(self, since: float, source: str | None, limit: int) -> int:
-        """How many machines were registered after `since` (from `source`, when given),
-        counted only up to `limit`: the cost stays bounded whatever the inventory holds."""
+        """How many machines were registered after `since` (from `source`, when given; at
+        most 120 s ago), up to `limit`: the machines of the second `since` falls in one by
+        one (index range), whole seconds after it from the per-second counts."""
+        whole = math.floor(since) + 1
         if source is None:
-            query = "SELECT 1 FROM machines WHERE created > ? LIMIT ?"
-            args: tuple[Any, ...] = (since, limit)
+            edge = "SELECT 1 FROM machines WHERE created > ? AND created < ? LIMIT ?"
+            args: tuple[Any, ...] = (since, whole, limit, "", whole)
         else:
-            query = "SELECT 1 FROM machines WHERE registered_from = ? AND created > ? LIMIT ?"
-            args = (source, since, limit)
-        return int(self._conn.execute(f"SELECT COUNT(*) FROM ({query})", args).fetchone()[0])
+            edge = (
+                "SELECT 1 FROM machines WHERE registered_from = ? AND created > ? "
+                "AND created < ? LIMIT ?"
+            )
+            args = (source, since, whole, limit, source, whole)
+        row = self._conn.execute(
+            f"SELECT (SELECT COUNT(*) FROM ({edge})) + (SELECT COALESCE(SUM(count), 0) "
+            "FROM registrations WHERE source = ? AND second >= ?)",
+            args,
+        ).fetchone()
+        return min(int(row[0]), limit)
 
     def expired_windows(self, now: float, limit: int) -> list[Machine]:
         rows = self._conn.execute(
@@ -530,6 +584,10 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid != os.getpid():
+            # Inherited through fork (a preloaded gunicorn app): SQLite connections and the
+            # writer lock's open file must not be shared with the parent; open our own.
+            conn = None
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -537,6 +595,9 @@ class SqliteStore:
             # only an OS crash or power loss can lose the last commits.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            sqlite_writer.prepare(conn)
+            self._local.writer = sqlite_writer.WriterLock(self.path)
+            self._local.pid = os.getpid()
             self._local.conn = conn
         return conn
 
@@ -556,9 +617,8 @@ class SqliteStore:
                     {"path": str(self.path)},
                 )
             for script in MIGRATIONS[version:]:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(script):
+                    conn.execute(statement)
             conn.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
             conn.execute("COMMIT")
         except BaseException:
@@ -587,6 +647,19 @@ class SqliteStore:
 
     def _transaction(self, fn: Callable[[_SqliteTx], T]) -> T:
         conn = self._connect()
+        writer: sqlite_writer.WriterLock = self._local.writer
+        writer.acquire()
+        committed = False
+        try:
+            result = self._locked_transaction(conn, fn)
+            committed = True
+        finally:
+            due = writer.release(committed)
+        if due:
+            sqlite_writer.checkpoint(conn)
+        return result
+
+    def _locked_transaction(self, conn: sqlite3.Connection, fn: Callable[[_SqliteTx], T]) -> T:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -706,4 +779,5 @@ class SqliteStore:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+            self._local.writer.close()
             self._local.conn = None

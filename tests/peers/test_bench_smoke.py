@@ -47,3 +47,36 @@ def test_boot_cost_runs_every_machines_conversation(flow: str) -> None:
         rf"boot cost, flow {flow}: [\d.]+ ms CPU, [\d.]+ ms wall per machine \({MACHINES} machines\)\n",
         run.stdout,
     ), run.stdout
+
+
+def test_the_wrk_bench_measures_every_step_on_every_server() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "wrk_boot.py"), "--rounds", "1", "--warmup", "0", "--machines",
+         "300", "--duration", "1", "--connections", "8", "--downloads", "2", "--asset-mib", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = re.findall(r"^(\S+) +(empty|nginx|mayu) +([\d.]+)[/ ].* errors (\d+)$", run.stdout, re.M)
+    measured = {(step, target) for step, target, rate, errors in rows if float(rate) > 0}
+    assert measured == {
+        (step, target)
+        for step in ("ipxe-new", "ipxe-local", "boot.ipxe", "ipxe-under-downloads", "assets")
+        for target in ("empty", "nginx", "mayu")
+        if target != "empty" or step not in ("ipxe-under-downloads", "assets")
+    }, run.stdout
+    assert {int(errors) for *_, errors in rows} == {0}, run.stdout
+    assert re.search(r"^peak PSS: mayu [1-9]\d* MiB, empty [1-9]\d* MiB$", run.stdout, re.M)
+
+
+def test_the_store_writers_bench_times_every_writer() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "store_writers.py"), "--transactions", "20",
+         "--rounds", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.fullmatch(
+        r"round 1 this tree: 2 writers, [1-9]\d* tx/s, p50 [\d.]+ ms, p99 [\d.]+ ms, "
+        r"max [\d.]+ ms\n",
+        run.stdout,
+    ), run.stdout

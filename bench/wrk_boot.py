@@ -1,0 +1,346 @@
+"""The boot plane measured from outside with wrk, against its own stack's ceiling.
+
+Three servers run side by side on this machine: `mayu serve` (gunicorn sync workers, an asset
+listener of its own), the empty Flask app under the same gunicorn settings answering every path
+with the bytes `mayu serve` answered (bench/harness/empty_app.py: the ceiling for dynamic
+endpoints), and nginx serving the same bytes (the load generator's own ceiling). Each round
+runs every step against each server, the servers interleaved; the first round is a warm-up
+and is not counted. Steps (200 connections, one request per connection as iPXE makes them):
+
+- `ipxe-new`: new machines ask `/ipxe` (a catch-all group approves them: discovery, approval,
+  a provisioning window and a boot token; one write transaction each), for a duration, from a
+  list of fresh MACs longer than a run gets through;
+- `ipxe-local`: installed machines ask `/ipxe` (a read: boot the local disk), for a duration;
+- `boot.ipxe`: the generic script, for a duration;
+- `ipxe-under-downloads`: `ipxe-new` while D slow downloads (each read at RATE) of an asset
+  hold connections on the asset listener (nginx: on itself);
+- `assets`: an asset, unthrottled, 8 connections, bytes/s (mayu's asset listener vs nginx).
+
+Prints, per step and server, the median and range over the counted rounds of requests/s (or
+MB/s) and of p99, errors, and the ratio to the empty app; then the peak PSS of each server.
+
+    .venv/bin/python bench/wrk_boot.py [--rounds 4] [--warmup 1] [--machines 20000] [--duration 5]
+                                      [--downloads 50] [--rate-mb 2] [--asset-mib 64]
+                                      [--code DIR]
+
+--code DIR runs `mayu serve` from another checkout's source (PYTHONPATH=DIR, this venv's
+packages): the "before" figures of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.harness.memory import PssSampler  # noqa: E402
+from bench.harness.wrk import WrkResult, run_wrk, write_inputs  # noqa: E402
+from tests.conftest import free_port, start_server  # noqa: E402
+
+STORM_CONFIG = {
+    "groups": [{"name": "storm", "profile": "worker", "selector": {}}],
+    "server": {"discovery": {"per_source_per_minute": 100_000, "per_minute": 1_000_000}},
+}
+INSTALLED = 1000
+TARGETS = ("empty", "nginx", "mayu")
+ASSET = "lab/disk.img"
+
+
+def _mac(prefix: int, n: int) -> str:
+    return f"52-54-{prefix >> 8 & 0xFF:02x}-{prefix & 0xFF:02x}-{n >> 8 & 0xFF:02x}-{n & 0xFF:02x}"
+
+
+def _seed_installed(database: Path) -> None:
+    """INSTALLED machines in state `installed`, written straight into the running server's
+    store (its own schema, whatever its version)."""
+    now = time.time()
+    rows = [
+        (_mac(0xFFFF, n).replace("-", ":"), f"node-{n}", "installed", now) for n in range(INSTALLED)
+    ]
+    with sqlite3.connect(database, timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO machines (id, mac, hostname, labels, profile, state, created, updated) "
+            "VALUES (?1, ?1, ?2, '{\"role\": \"worker\"}', 'worker', ?3, ?4, ?4)",
+            rows,
+        )
+
+
+class SlowDownloads(threading.Thread):
+    """`count` downloads of `url`, each read at `rate` bytes/s (one thread, a selector),
+    started over when done; holds its connections until stopped."""
+
+    def __init__(self, url: str, count: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.host, _, rest = url.removeprefix("http://").partition("/")
+        self.path = "/" + rest
+        self.count, self.rate = count, rate
+        self.stop = threading.Event()
+        self.received = 0
+
+    def _open(self, selector: selectors.BaseSelector) -> None:
+        host, _, port = self.host.rpartition(":")
+        conn = socket.create_connection((host, int(port)), timeout=10)
+        conn.sendall(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_READ, [0, time.monotonic()])
+
+    def run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for _ in range(self.count):
+            self._open(selector)
+        chunk = max(int(self.rate / 50), 4096)
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for key, _ in selector.select(timeout=0.02):
+                got, started = key.data
+                if got > self.rate * (now - started):
+                    continue  # ahead of its rate: let the server wait
+                data = key.fileobj.recv(chunk)  # type: ignore[union-attr]
+                key.data[0] += len(data)
+                self.received += len(data)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    key.fileobj.close()  # type: ignore[union-attr]
+                    self._open(selector)
+            time.sleep(0.005)
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+
+
+@contextmanager
+def _nginx(root: Path, port: int) -> Iterator[None]:
+    """nginx serving every file of `root` at the same paths (as mayu answered them)."""
+    conf = root.parent / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 2;
+daemon off;
+pid {root.parent}/nginx.pid;
+error_log {root.parent}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {root.parent}/nginx-tmp;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    root {root};
+    default_type text/plain;
+    location = /ipxe {{ try_files /ipxe =404; }}
+  }}
+}}
+""")
+    (root.parent / "nginx-tmp").mkdir(exist_ok=True)
+    process = subprocess.Popen(["nginx", "-c", str(conf)], start_new_session=True)
+    try:
+        _wait_answering(f"http://127.0.0.1:{port}/boot.ipxe")
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def _empty_app(bodies: Path, port: int, workers: int) -> Iterator[int]:
+    """The empty Flask app under mayu's gunicorn settings; yields its process group."""
+    argv = [sys.executable, "-m", "bench.harness.empty_app", f"127.0.0.1:{port}", str(workers)]
+    process = subprocess.Popen(
+        [*argv, str(bodies)], cwd=REPO, start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_answering(f"http://127.0.0.1:{port}/boot.ipxe")
+        yield process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+
+
+def _wait_answering(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} does not answer")
+
+
+def _bodies(url: str, root: Path, asset: Path) -> None:
+    """The bytes mayu answered, as files named by path (for nginx and the empty app)."""
+    root.mkdir(parents=True)
+    (root / "boot.ipxe").write_bytes(requests.get(f"{url}/boot.ipxe", timeout=10).content)
+    fresh = requests.get(f"{url}/ipxe", params={"mac": _mac(0xFFFE, 0)}, timeout=10)
+    assert fresh.ok and "token=" in fresh.text, fresh.text
+    (root / "ipxe").write_bytes(fresh.content)
+    (root / "assets" / asset.parent.name).mkdir(parents=True)
+    os.link(asset, root / "assets" / asset.parent.name / asset.name)
+
+
+def _fmt(values: list[float], unit: str = "") -> str:
+    return f"{statistics.median(values):8.1f}{unit} [{min(values):.1f}-{max(values):.1f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4, help="counted rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="rounds before, not counted")
+    parser.add_argument("--machines", type=int, default=20000, help="MACs per new-machine run")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of timed steps")
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--downloads", type=int, default=50)
+    parser.add_argument("--rate-mb", type=float, default=2.0)
+    parser.add_argument("--asset-mib", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--code", type=Path, help="run mayu serve from this checkout")
+    args = parser.parse_args()
+    if args.code:
+        os.environ["PYTHONPATH"] = str(args.code.resolve())
+    work = Path(tempfile.mkdtemp(prefix="mayu-wrk-"))
+    work.chmod(0o755)  # nginx workers run as www-data
+    asset = work / "data" / "assets" / ASSET
+    asset.parent.mkdir(parents=True)
+    with open(asset, "wb") as out:
+        out.truncate(args.asset_mib << 20)
+    assets_listen = f"127.0.0.1:{free_port()}"
+    extra: tuple[str, ...] = ("--assets-listen", assets_listen) if not args.code else ()
+    server = start_server(
+        work / "data", config=STORM_CONFIG, workers=args.workers, extra_args=extra
+    )
+    ports = {"empty": free_port(), "nginx": free_port()}
+    try:
+        _seed_installed(work / "data" / "inventory.sqlite3")
+        _bodies(server.url, work / "bodies", asset)
+        with (
+            _empty_app(work / "bodies", ports["empty"], args.workers) as empty_pgid,
+            _nginx(work / "bodies", ports["nginx"]),
+        ):
+            urls = {
+                "mayu": server.url,
+                "empty": f"http://127.0.0.1:{ports['empty']}",
+                "nginx": f"http://127.0.0.1:{ports['nginx']}",
+            }
+            asset_urls = {
+                "mayu": f"http://{assets_listen}/assets/{ASSET}"
+                if not args.code
+                else f"{server.url}/assets/{ASSET}",
+                "nginx": f"{urls['nginx']}/assets/{ASSET}",
+            }
+            pss = {"mayu": PssSampler(server.process.pid), "empty": PssSampler(empty_pgid)}
+            for sampler in pss.values():
+                sampler.start()
+            results = _rounds(args, work, urls, asset_urls)
+            peaks = {name: sampler.finish() for name, sampler in pss.items()}
+    finally:
+        server.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    _report(args, results, peaks)
+
+
+Results = dict[tuple[str, str], list[WrkResult]]
+
+
+def _rounds(
+    args: argparse.Namespace, work: Path, urls: dict[str, str], asset_urls: dict[str, str]
+) -> Results:
+    results: Results = {}
+    prefix = 0x100
+    for round_ in range(1 - args.warmup, args.rounds + 1):
+        for target in TARGETS:
+            runs: dict[str, WrkResult] = {}
+            prefix += 1
+            runs["ipxe-new"] = _new_machines(args, work, urls[target], prefix)
+            local = [f"GET\t/ipxe?mac={_mac(0xFFFF, n)}" for n in range(INSTALLED)]
+            runs["ipxe-local"] = _timed(args, work, urls[target], local)
+            runs["boot.ipxe"] = _timed(args, work, urls[target], ["GET\t/boot.ipxe"])
+            if target in asset_urls:
+                slow = SlowDownloads(asset_urls[target], args.downloads, args.rate_mb * 1e6)
+                slow.start()
+                prefix += 1
+                runs["ipxe-under-downloads"] = _new_machines(args, work, urls[target], prefix)
+                slow.stop.set()
+                slow.join(10)
+                path = asset_urls[target].partition("/assets/")[2]
+                base = asset_urls[target].partition("/assets/")[0]
+                runs["assets"] = _timed(args, work, base, [f"GET\t/assets/{path}"], connections=8)
+            if round_ <= 0:
+                continue  # warm-up
+            for step, result in runs.items():
+                results.setdefault((step, target), []).append(result)
+            print(f"round {round_} {target}: " + ", ".join(
+                f"{s} {r.rate:.0f}/s p99 {r.p99_ms:.0f} ms err {r.errors}"
+                for s, r in runs.items()
+            ), flush=True)  # fmt: skip
+    return results
+
+
+def _new_machines(args: argparse.Namespace, work: Path, url: str, prefix: int) -> WrkResult:
+    """New machines for `duration` seconds: a list of fresh MACs, long enough that a run
+    rarely comes back to one (a MAC asked again mints a token again: a write too)."""
+    lines = [f"GET\t/ipxe?mac={_mac(prefix, n)}" for n in range(args.machines)]
+    return _timed(args, work, url, lines)
+
+
+def _timed(
+    args: argparse.Namespace,
+    work: Path,
+    url: str,
+    lines: list[str],
+    connections: int | None = None,
+) -> WrkResult:
+    directory = work / "wrk" / "timed"
+    write_inputs(directory, lines * 2 if len(lines) < 2 else lines, 2)
+    return run_wrk(url, directory, connections=connections or args.connections,
+                   duration_s=args.duration)  # fmt: skip
+
+
+def _report(args: argparse.Namespace, results: Results, peaks: dict[str, int]) -> None:
+    print(
+        f"\n== wrk boot plane: {args.rounds} counted rounds (+{args.warmup} warm-up), "
+        f"{args.connections} connections, {args.machines} new machines per run, "
+        f"{args.duration:.0f} s timed steps, {args.downloads} slow downloads at "
+        f"{args.rate_mb:g} MB/s, asset {args.asset_mib} MiB"
+    )
+    steps = dict.fromkeys(step for step, _ in results)
+    for step in steps:
+        empty = results.get((step, "empty"))
+        for target in TARGETS:
+            runs = results.get((step, target))
+            if not runs:
+                continue
+            if step == "assets":
+                rate = _fmt([r.bytes_per_s / 1e6 for r in runs], " MB/s")
+            else:
+                rate = _fmt([r.rate for r in runs], "/s")
+            ratio = ""
+            if empty and target != "empty":
+                share = statistics.median(r.rate for r in runs) / statistics.median(
+                    r.rate for r in empty
+                )
+                ratio = f" = {share:.2f}x empty"
+            errors = sum(r.errors for r in runs)
+            p99 = _fmt([r.p99_ms for r in runs], " ms")
+            print(f"{step:21} {target:5} {rate}{ratio}  p99 {p99}  errors {errors}")
+    print("peak PSS: " + ", ".join(f"{name} {mib} MiB" for name, mib in peaks.items()))
+
+
+if __name__ == "__main__":
+    main()

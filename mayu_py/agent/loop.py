@@ -76,6 +76,7 @@ class Agent:
         *,
         domain_type: str = "qemu",
         address: str = "",
+        underlay: str = "",
         drain: DrainHook | None = None,
         metrics: AgentMetrics | None = None,
     ) -> None:
@@ -85,6 +86,7 @@ class Agent:
         self.source = source
         self.state_dir = state_dir
         self.address = address
+        self.underlay = underlay
         kwargs = {"drain": drain} if drain else {}
         self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
         self._reported: dict[str, tuple[NodeState, str, int]] = {}  # node: (state, message, gen)
@@ -95,7 +97,9 @@ class Agent:
 
     def register(self) -> None:
         cpus, memory_mib = self.host.capacity()
-        self.source.register(HostRegistration(self.host_name, cpus, memory_mib, self.address))
+        self.source.register(
+            HostRegistration(self.host_name, cpus, memory_mib, self.address, self.underlay)
+        )
 
     def run_once(self) -> ReconcileResult:
         """One full pass; raises only when desired or actual state cannot be read at all, or
@@ -300,6 +304,7 @@ class AgentOptions:
     interval: float = 30.0
     once: bool = False  # reconcile once and return
     address: str = ""  # the address this host registers with (its route to the server)
+    underlay: str = ""  # its VXLAN endpoint for tenant overlays, told in heartbeats
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint
 
 
@@ -324,7 +329,8 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     )
     agent = Agent(
         options.host_name, host, source, state, images,
-        domain_type=domain_type, address=options.address, metrics=metrics,
+        domain_type=domain_type, address=options.address, underlay=options.underlay,
+        metrics=metrics,
     )  # fmt: skip
     try:
         if options.once:

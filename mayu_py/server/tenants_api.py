@@ -7,6 +7,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from mayu_py.server.auth import require_admin, require_admin_or_agent, require_host
 from mayu_py.server.context import services
 from mayu_py.server.jsonbody import json_body
+from mayu_py.tenants.wire import ip_or_empty
 
 bp = Blueprint("tenants", __name__, url_prefix="/api/v1")
 bp.before_request(require_admin_or_agent)
@@ -95,7 +96,9 @@ def list_hosts() -> Response:
 def approve_host(host: str) -> tuple[Response, int]:
     """Approve an agent host that is not an enrolled machine; its token is shown once."""
     require_admin()
-    token = services().hosts.approve(host, request.remote_addr)
+    body = request.get_json(silent=True) or {}
+    underlay = ip_or_empty(body.get("underlay") if isinstance(body, dict) else None, "underlay")
+    token = services().hosts.approve(host, request.remote_addr, underlay)
     return jsonify({"host": host, "token": token}), 201
 
 

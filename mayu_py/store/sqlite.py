@@ -138,6 +138,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX bmc_actions_open ON bmc_actions(state, id);
     CREATE INDEX bmc_actions_machine ON bmc_actions(machine_id, id);
     """,
+    """
+    ALTER TABLE agent_credentials ADD COLUMN underlay TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -367,19 +370,19 @@ class _SqliteTx(BmcRows):
 
     def get_agent_credential(self, host: str) -> AgentCredential | None:
         row = self._conn.execute(
-            "SELECT host, token_hash, origin, revoked, created, updated FROM agent_credentials "
-            "WHERE host = ?",
+            "SELECT host, token_hash, origin, revoked, created, updated, underlay "
+            "FROM agent_credentials WHERE host = ?",
             (host,),
         ).fetchone()
         if row is None:
             return None
-        name, token_hash, origin, revoked, created, updated = row
-        return AgentCredential(name, token_hash, origin, bool(revoked), created, updated)
+        name, token_hash, origin, revoked, created, updated, underlay = row
+        return AgentCredential(name, token_hash, origin, bool(revoked), created, updated, underlay)
 
     def put_agent_credential(self, credential: AgentCredential) -> None:
         self._conn.execute(
             "INSERT OR REPLACE INTO agent_credentials (host, token_hash, origin, revoked, "
-            "created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            "created, updated, underlay) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 credential.host,
                 credential.token_hash,
@@ -387,6 +390,7 @@ class _SqliteTx(BmcRows):
                 int(credential.revoked),
                 credential.created,
                 credential.updated,
+                credential.underlay,
             ),
         )
 

@@ -45,7 +45,7 @@ class NodeSize(_Strict):
 
 class TenantNetwork(_Strict):
     cidr: str
-    vni: int = Field(ge=1, le=MAX_VNI)
+    vni: int | None = Field(default=None, ge=1, le=MAX_VNI)  # None: the server allocates one
 
 
 class TenantSpec(_Strict):

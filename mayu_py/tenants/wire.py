@@ -1,4 +1,5 @@
-"""What an agent sends the server: its host registration (a heartbeat) and node reports.
+"""What an agent and the server tell each other: the host registration (a heartbeat), node
+reports, and the overlay peers of a tenant (`OverlayPeer`, in each desired node).
 
 The agent builds these and its API source sends `to_json()`; the server reads the same bodies
 with `from_json`, so both ends share one definition of each message.
@@ -17,14 +18,30 @@ from mayu_py.tenants.states import REPORTED_STATES, NodeState
 MAX_MESSAGE = 500
 
 
+def ip_or_empty(value: Any, field: str) -> str:
+    """`value` as a normalised IP address, or "" for an empty or missing one; BadRequest else."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a string holding an IP address")
+    if not value:
+        return ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise BadRequest(f"{field} is not an IP address", {field: value[:64]}) from None
+
+
 @dataclass(frozen=True)
 class HostRegistration:
-    """An agent host's capacity and the address it reaches the server from."""
+    """An agent host's capacity, the address it reaches the server from, and its underlay
+    address: the local end of its tenants' VXLAN tunnels ("" when it has none)."""
 
     name: str
     cpus: int
     memory_mib: int
     address: str
+    underlay: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -32,6 +49,7 @@ class HostRegistration:
             "cpus": self.cpus,
             "memory_mib": self.memory_mib,
             "address": self.address,
+            "underlay": self.underlay,
         }
 
     @classmethod
@@ -39,21 +57,16 @@ class HostRegistration:
         """Validated: a DNS host name, whole cpus and MiB within sane bounds, an IP address."""
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
-        name, address = body.get("name"), body.get("address") or ""
-        if not isinstance(name, str) or not isinstance(address, str):
+        name = body.get("name")
+        if not isinstance(name, str):
             raise BadRequest("host needs name (string), cpus, memory_mib, address (string)")
         clean_hostname(name)
-        if address:
-            try:
-                address = str(ipaddress.ip_address(address))
-            except ValueError:
-                detail = {"address": address[:64]}
-                raise BadRequest("address is not an IP address", detail) from None
         return cls(
             name=name,
             cpus=_bounded(body.get("cpus"), "cpus", *CPU_BOUNDS),
             memory_mib=_bounded(body.get("memory_mib"), "memory_mib", *MEMORY_MIB_BOUNDS),
-            address=address,
+            address=ip_or_empty(body.get("address") or "", "address"),
+            underlay=ip_or_empty(body.get("underlay") or "", "underlay"),
         )
 
 
@@ -107,4 +120,40 @@ class NodeReport:
             host=str(body["host"]) if body.get("host") else None,
             message=str(body.get("message") or "")[:MAX_MESSAGE],
             generation=generation,
+        )
+
+
+@dataclass(frozen=True)
+class OverlayPeer:
+    """Another host carrying nodes of a tenant: where its VXLAN endpoint is and which of the
+    tenant's MACs sit behind it.
+
+    `underlay` is what the host says in its heartbeats (the tunnels' destination);
+    `enrolled` is the address its enrolled record holds (an approval's underlay, an enrolled
+    machine's address), None when it has none: only enrolled addresses may send VXLAN to us.
+    """
+
+    host: str
+    underlay: str
+    enrolled: str | None
+    macs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "underlay": self.underlay,
+            "enrolled": self.enrolled,
+            "macs": list(self.macs),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> OverlayPeer:
+        if not isinstance(data, dict) or not isinstance(data.get("host"), str):
+            raise BadRequest("an overlay peer needs host, underlay, enrolled, macs")
+        enrolled = data.get("enrolled")
+        return cls(
+            host=data["host"],
+            underlay=ip_or_empty(data.get("underlay") or "", "underlay"),
+            enrolled=ip_or_empty(enrolled, "enrolled") or None if enrolled else None,
+            macs=tuple(sorted(str(m).lower() for m in data.get("macs") or ())),
         )

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, g, jsonify, request
 
 from mayu_py.server.auth import require_admin, require_admin_or_agent, require_host
 from mayu_py.server.context import services
 from mayu_py.server.jsonbody import json_body
-from mayu_py.tenants.wire import ip_or_empty
+from mayu_py.tenants.wire import ip_address_or_none
 
 bp = Blueprint("tenants", __name__, url_prefix="/api/v1")
 bp.before_request(require_admin_or_agent)
 
 IGNITION_MIMETYPE = "application/vnd.coreos.ignition+json"
+
+
+def _body() -> Any:
+    """The request's JSON (None when empty); 400 for bad JSON, NaN/Infinity, deep nesting."""
+    return json_body(services().settings.server.max_json_depth)
 
 
 @bp.get("/tenants")
@@ -24,7 +31,7 @@ def list_tenants() -> Response:
 @bp.post("/tenants")
 def create_tenant() -> tuple[Response, int]:
     require_admin()
-    return jsonify(services().tenants.create(request.get_json(silent=True))), 201
+    return jsonify(services().tenants.create(_body())), 201
 
 
 @bp.get("/tenants/<name>")
@@ -36,7 +43,7 @@ def show_tenant(name: str) -> Response:
 @bp.patch("/tenants/<name>")
 def patch_tenant(name: str) -> Response:
     require_admin()
-    body = request.get_json(silent=True)
+    body = _body()
     spec = body.get("spec") if isinstance(body, dict) else None
     return jsonify(services().tenants.update_spec(name, spec))
 
@@ -63,20 +70,19 @@ def tenant_node_ignition(tenant: str, node: str) -> Response:
 @bp.put("/tenants/<tenant>/nodes/<node>/status")
 def tenant_node_status(tenant: str, node: str) -> Response:
     require_host(services().tenants.host_of(tenant, node))
-    return jsonify(services().tenants.report_node(tenant, node, request.get_json(silent=True)))
+    return jsonify(services().tenants.report_node(tenant, node, _body()))
 
 
 @bp.post("/hosts")
 def host_heartbeat() -> Response:
     """An agent's heartbeat: only from an approved host or a running, enrolled machine (the
     operator's admin token may heartbeat for any host)."""
-    svc = services()
-    body = json_body(svc.settings.server.max_json_depth)
+    body = _body()
     name = body.get("name") if isinstance(body, dict) else None
     require_host(name)
     if not g.principal.admin:
-        svc.hosts.admit(str(name))
-    return jsonify(svc.tenants.heartbeat(body))
+        services().hosts.admit(str(name))
+    return jsonify(services().tenants.heartbeat(body))
 
 
 @bp.get("/hosts")
@@ -97,8 +103,10 @@ def approve_host(host: str) -> tuple[Response, int]:
     """Approve an agent host that is not an enrolled machine; its token is shown once."""
     require_admin()
     body = request.get_json(silent=True) or {}
-    underlay = ip_or_empty(body.get("underlay") if isinstance(body, dict) else None, "underlay")
-    token = services().hosts.approve(host, request.remote_addr, underlay)
+    underlay = ip_address_or_none(
+        body.get("underlay") if isinstance(body, dict) else None, "underlay"
+    )
+    token = services().hosts.approve(host, request.remote_addr, underlay or "")
     return jsonify({"host": host, "token": token}), 201
 
 

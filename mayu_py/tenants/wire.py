@@ -16,20 +16,9 @@ from mayu_py.model import clean_hostname
 from mayu_py.tenants.states import REPORTED_STATES, NodeState
 
 MAX_MESSAGE = 500
-
-
-def ip_or_empty(value: Any, field: str) -> str:
-    """`value` as a normalised IP address, or "" for an empty or missing one; BadRequest else."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise BadRequest(f"{field} must be a string holding an IP address")
-    if not value:
-        return ""
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise BadRequest(f"{field} is not an IP address", {field: value[:64]}) from None
+MAX_CPUS = 4096
+MAX_MEMORY_MIB = 1 << 24  # 16 TiB
+MAX_GENERATION = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -54,31 +43,17 @@ class HostRegistration:
 
     @classmethod
     def from_json(cls, body: Any) -> HostRegistration:
-        """Validated: a DNS host name, whole cpus and MiB within sane bounds, an IP address."""
+        """Read a heartbeat body; BadRequest for a missing field, a wrong type, or a name,
+        address or capacity out of bounds."""
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise BadRequest("host needs name (string), cpus, memory_mib, address (string)")
-        clean_hostname(name)
         return cls(
-            name=name,
-            cpus=_bounded(body.get("cpus"), "cpus", *CPU_BOUNDS),
-            memory_mib=_bounded(body.get("memory_mib"), "memory_mib", *MEMORY_MIB_BOUNDS),
-            address=ip_or_empty(body.get("address") or "", "address"),
-            underlay=ip_or_empty(body.get("underlay") or "", "underlay"),
+            name=_host_name(body.get("name"), "name"),
+            cpus=_integer(body.get("cpus"), "cpus", 1, MAX_CPUS),
+            memory_mib=_integer(body.get("memory_mib"), "memory_mib", 1, MAX_MEMORY_MIB),
+            address=ip_address_or_none(body.get("address"), "address") or "",
+            underlay=ip_address_or_none(body.get("underlay"), "underlay") or "",
         )
-
-
-# What one host can plausibly offer; anything else is a mistake or a lie (400).
-CPU_BOUNDS = (1, 4096)
-MEMORY_MIB_BOUNDS = (64, 64 * 1024 * 1024)
-
-
-def _bounded(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"{field} must be a whole number from {low} to {high}", {field: value})
-    return value
 
 
 @dataclass(frozen=True)
@@ -105,22 +80,53 @@ class NodeReport:
 
     @classmethod
     def from_json(cls, tenant: str, node: str, body: Any) -> NodeReport:
-        """Read a report body; BadRequest for a state an agent may not report."""
+        """Read a report body; BadRequest for a state an agent may not report or a field of
+        the wrong type."""
         if not isinstance(body, dict) or body.get("state") not in REPORTED_STATES:
             raise BadRequest("state must be one of " + ", ".join(REPORTED_STATES))
-        try:
-            generation = int(body.get("generation") or 0)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest("generation must be an integer", {"error": str(exc)}) from exc
+        host, message, generation = body.get("host"), body.get("message"), body.get("generation")
+        if message is not None and not isinstance(message, str):
+            raise BadRequest("message must be a string", {"field": "message"})
         return cls(
             tenant=tenant,
             node=node,
             state=NodeState(body["state"]),
-            ip=str(body["ip"]) if body.get("ip") else None,
-            host=str(body["host"]) if body.get("host") else None,
-            message=str(body.get("message") or "")[:MAX_MESSAGE],
-            generation=generation,
+            ip=ip_address_or_none(body.get("ip"), "ip"),
+            host=None if host is None or host == "" else _host_name(host, "host"),
+            message=(message or "")[:MAX_MESSAGE],
+            generation=0
+            if generation is None
+            else _integer(generation, "generation", 0, MAX_GENERATION),
         )
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    """A JSON integer (not a boolean, not a float) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(
+            f"{name} must be an integer from {low} to {high}",
+            {"field": name, "min": low, "max": high},
+        )
+    return value
+
+
+def _host_name(value: Any, name: str) -> str:
+    """A host name as machines have them (lower-case DNS labels, model.clean_hostname)."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a host name", {"field": name})
+    return clean_hostname(value)
+
+
+def ip_address_or_none(value: Any, name: str) -> str | None:
+    """An IP address in text form, or None for null or an empty string."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, str) and value == value.strip():
+            return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    raise BadRequest(f"{name} must be an IP address", {"field": name})
 
 
 @dataclass(frozen=True)
@@ -148,12 +154,14 @@ class OverlayPeer:
 
     @classmethod
     def from_json(cls, data: Any) -> OverlayPeer:
-        if not isinstance(data, dict) or not isinstance(data.get("host"), str):
+        if not isinstance(data, dict):
             raise BadRequest("an overlay peer needs host, underlay, enrolled, macs")
-        enrolled = data.get("enrolled")
+        macs = data.get("macs") or []
+        if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
+            raise BadRequest("an overlay peer's macs must be a list of strings")
         return cls(
-            host=data["host"],
-            underlay=ip_or_empty(data.get("underlay") or "", "underlay"),
-            enrolled=ip_or_empty(enrolled, "enrolled") or None if enrolled else None,
-            macs=tuple(sorted(str(m).lower() for m in data.get("macs") or ())),
+            host=_host_name(data.get("host"), "host"),
+            underlay=ip_address_or_none(data.get("underlay"), "underlay") or "",
+            enrolled=ip_address_or_none(data.get("enrolled"), "enrolled"),
+            macs=tuple(sorted(m.lower() for m in macs)),
         )

@@ -61,8 +61,8 @@ import click
 @click.option(
     "--underlay",
     default="",
-    help="This host's VXLAN endpoint address for tenant overlays, told in heartbeats "
-    "(default: the address it reaches the server from).",
+    help="This host's VXLAN endpoint address (an address of this host): the agent then runs "
+    "each tenant's VXLAN overlay and tells the address in its heartbeats.",
 )
 def agent(
     host_name: str,
@@ -111,7 +111,7 @@ def agent(
         interval=interval,
         once=once,
         address=address,
-        underlay=underlay or address,
+        underlay=underlay,
         metrics_listen=metrics_listen,
     )
     run_agent(options, source)

@@ -14,13 +14,17 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
 
+from mayu_py.agent.loop import Agent
 from mayu_py.command import run
+from mayu_py.tenants.wire import OverlayPeer
 from mayu_py.virt.overlay import HostOverlay, TenantOverlay, Vtep
+from tests.peers.test_agent_libvirt_test_driver import ACME, desired, open_rig
 from tests.support.leaks import assert_no_leaks, snapshot
 
 pytestmark = pytest.mark.peer
@@ -185,3 +189,32 @@ def test_two_tenants_across_two_hosts(site: Site) -> None:
         assert not {n for n in links(ns) if n.startswith(f"mo{ov.tag}")}
         assert f"MO-{ov.tag}" not in rules(ns)
         assert ov.owned_vnis() == set()
+
+
+def test_the_agent_runs_the_overlays_of_its_desired_nodes(site: Site, tmp_path: Path) -> None:
+    """Agent + libvirt's test driver + a real overlay in host namespace a: a pass creates the
+    tenant's overlay from the peers in its nodes; a restarted agent with nothing desired
+    removes it (devices, FDB entries, chains)."""
+    peer = OverlayPeer("host-b", UNDERLAY["b"], UNDERLAY["b"], ("52:54:00:0e:00:0b",))
+    untrusted = OverlayPeer("host-c", "10.231.0.3", None, ())
+    ns = site.ns("a")
+    with open_rig(tmp_path) as rig:
+        rig.source.nodes = [replace(n, peers=(peer, untrusted)) for n in desired(ACME)]
+        vni = rig.source.nodes[0].vni
+
+        def agent() -> Agent:
+            overlay = HostOverlay("host-a", UNDERLAY["a"], ns)
+            return Agent("host-a", rig.host, rig.source, rig.state, rig.images, overlay=overlay)
+
+        assert agent().run_once().errors == {}
+        ov = overlay(site, "a")
+        assert {ov.bridge(vni), ov.vxlan(vni)} <= links(ns)
+        with IPRoute(netns=ns) as ipr:
+            index = ipr.link_lookup(ifname=ov.vxlan(vni))[0]
+            dsts = {e.get("NDA_DST") for e in ipr.fdb("dump", ifindex=index) if e.get("NDA_DST")}
+        assert dsts == {UNDERLAY["b"]}  # host-c is not enrolled: no tunnel to it
+        assert f"-s {UNDERLAY['b']}/32" in rules(ns) and "10.231.0.3" not in rules(ns)
+        rig.source.nodes = []
+        assert agent().run_once().errors == {}
+        assert ov.owned_vnis() == set()
+        assert "MO-" not in rules(ns)

@@ -72,6 +72,11 @@ class HostOverlay:
     def ensure(self, tenant: TenantOverlay) -> str:
         """Bridge, VXLAN device, FDB entries and firewall rules of the tenant as wanted;
         returns the bridge's name (where the tenant's VMs attach)."""
+        bridge = self._devices(tenant)
+        self.firewall.allow(tenant.vni, _sources(tenant))
+        return bridge
+
+    def _devices(self, tenant: TenantOverlay) -> str:
         with self._ipr() as ipr:
             mtu = self._underlay_mtu(ipr) - VXLAN_OVERHEAD
             bridge = self._link(ipr, self.bridge(tenant.vni), mtu, kind="bridge")
@@ -83,7 +88,6 @@ class HostOverlay:
             ipr.link("set", index=vxlan, master=bridge, state="up")
             ipr.link("set", index=bridge, state="up")
             self._sync_fdb(ipr, vxlan, tenant.peers)
-        self.firewall.allow(tenant.vni, (p.accept_from for p in tenant.peers))
         return self.bridge(tenant.vni)
 
     def remove(self, vni: int) -> None:
@@ -104,14 +108,14 @@ class HostOverlay:
 
     def sync(self, wanted: list[TenantOverlay]) -> dict[int, str]:
         """Exactly the wanted overlays on this host: what this host owns beyond them goes.
-        Returns {vni: bridge}."""
+        The firewall is set in one step for all of them. Returns {vni: bridge}."""
         keep = {t.vni for t in wanted}
         for vni in sorted(self.owned_vnis() - keep):
             log.info("removing overlay of VNI %d", vni, extra={"vni": vni})
             self.remove(vni)
-        if not wanted:
-            self.firewall.remove_all()
-        return {t.vni: self.ensure(t) for t in wanted}
+        bridges = {t.vni: self._devices(t) for t in wanted}
+        self.firewall.set_all({t.vni: _sources(t) for t in wanted})
+        return bridges
 
     @contextmanager
     def _ipr(self) -> Iterator[IPRoute]:
@@ -152,3 +156,7 @@ class HostOverlay:
             ipr.fdb("del", ifindex=vxlan, lladdr=mac, dst=dst)
         for mac, dst in sorted(want - have):
             ipr.fdb("append", ifindex=vxlan, lladdr=mac, dst=dst)
+
+
+def _sources(tenant: TenantOverlay) -> set[str]:
+    return {p.accept_from for p in tenant.peers}

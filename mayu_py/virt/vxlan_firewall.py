@@ -29,56 +29,85 @@ class VxlanFirewall:
         self.tag = tag
         self.netns = netns
         self.host_chain = f"MO-{tag}"
-        self._tenant_chain = re.compile(rf"^-N {re.escape(self.host_chain)}-([0-9a-f]+)$")
+        chain = re.escape(self.host_chain)
+        self._declared = re.compile(rf"^-N {chain}-([0-9a-f]+)$")
+        self._accept = re.compile(rf"^-A {chain}-([0-9a-f]+) -s ([0-9.]+)/32 -j ACCEPT$")
+        self._jump = re.compile(rf"^-A {chain} .*-j {chain}-([0-9a-f]+)$")
 
     def tenant_chain(self, vni: int) -> str:
         return f"{self.host_chain}-{vni:x}"
 
     def owned_vnis(self) -> set[int]:
         """The VNIs that have a chain of this host."""
-        found = set()
-        for line in self._iptables("-S").stdout.splitlines():
-            if match := self._tenant_chain.match(line):
-                found.add(int(match.group(1), 16))
-        return found
+        return set(self._current()[0])
 
     def allow(self, vni: int, sources: Iterable[str]) -> None:
         """Accept the tenant's VXLAN from exactly `sources` (replacing what it had)."""
-        chains = self.owned_vnis() | {vni}
-        rules = [f"-A {self.tenant_chain(vni)} -s {s}/32 -j ACCEPT" for s in sorted(set(sources))]
-        self._restore(chains, {vni: rules})
-        self._jump_from_input()
+        wanted = self._current()[0]
+        wanted[vni] = set(sources)
+        self.set_all(wanted)
 
     def forget(self, vni: int) -> None:
         """Remove the tenant's chain; the host chain and its INPUT jump go with the last."""
-        chains = self.owned_vnis()
-        if vni not in chains:
+        wanted = self._current()[0]
+        if wanted.pop(vni, None) is not None:
+            self.set_all(wanted)
+
+    def set_all(self, wanted: dict[int, set[str]]) -> None:
+        """Exactly these tenants' chains, each accepting from its sources; one iptables call
+        when nothing changes, else one atomic iptables-restore and the stale chains' removal."""
+        if not wanted:
+            self.remove_all()
             return
-        chains.discard(vni)
-        if chains:
-            self._restore(chains, {})
-        else:
-            self._drop_host_chain()
-        self._iptables("-F", self.tenant_chain(vni))
-        self._iptables("-X", self.tenant_chain(vni))
+        have, jumps, ends_in_drop = self._current()
+        if have == wanted and jumps == set(wanted) and ends_in_drop:
+            self._jump_from_input()
+            return
+        self._restore(wanted)
+        self._jump_from_input()
+        for vni in set(have) - set(wanted):
+            self._iptables("-F", self.tenant_chain(vni))
+            self._iptables("-X", self.tenant_chain(vni))
 
     def remove_all(self) -> None:
         """Every chain of this host and its INPUT jump (also a host chain left alone by a
         crash between two steps)."""
-        for vni in self.owned_vnis():
-            self.forget(vni)
-        self._drop_host_chain()
+        while self._iptables("-D", *self._input_jump(), check=False).returncode == 0:
+            pass
+        self._iptables("-F", self.host_chain, check=False)
+        self._iptables("-X", self.host_chain, check=False)
+        for vni in self._current()[0]:
+            self._iptables("-F", self.tenant_chain(vni))
+            self._iptables("-X", self.tenant_chain(vni))
 
-    def _restore(self, vnis: set[int], tenant_rules: dict[int, list[str]]) -> None:
-        """Rebuild the host chain (a jump per tenant, then DROP) and the tenant chains given
-        rules, in one atomic iptables-restore."""
+    def _current(self) -> tuple[dict[int, set[str]], set[int], bool]:
+        """From `iptables -S`: {vni: sources} of this host's tenant chains, the VNIs its host
+        chain jumps to, and whether the host chain ends in DROP."""
+        chains: dict[int, set[str]] = {}
+        jumps: set[int] = set()
+        last = ""
+        for line in self._iptables("-S").stdout.splitlines():
+            if match := self._declared.match(line):
+                chains.setdefault(int(match.group(1), 16), set())
+            elif match := self._accept.match(line):
+                chains.setdefault(int(match.group(1), 16), set()).add(match.group(2))
+            elif match := self._jump.match(line):
+                jumps.add(int(match.group(1), 16))
+            if line.startswith(f"-A {self.host_chain} "):
+                last = line
+        return chains, jumps, last == f"-A {self.host_chain} -j DROP"
+
+    def _restore(self, wanted: dict[int, set[str]]) -> None:
+        """Rebuild the host chain (a jump per tenant's VNI, then DROP) and the wanted tenant
+        chains in one atomic iptables-restore."""
         lines = ["*filter", f":{self.host_chain} - [0:0]"]
-        lines += [f":{self.tenant_chain(v)} - [0:0]" for v in sorted(tenant_rules)]
-        for rules in tenant_rules.values():
-            lines += rules
+        lines += [f":{self.tenant_chain(v)} - [0:0]" for v in sorted(wanted)]
+        for vni, sources in sorted(wanted.items()):
+            chain = self.tenant_chain(vni)
+            lines += [f"-A {chain} -s {s}/32 -j ACCEPT" for s in sorted(sources)]
         lines += [
             f'-A {self.host_chain} -m u32 --u32 "{_VNI_AT}={v:#x}" -j {self.tenant_chain(v)}'
-            for v in sorted(vnis)
+            for v in sorted(wanted)
         ]
         lines += [f"-A {self.host_chain} -j DROP", "COMMIT", ""]
         run(in_namespace(self.netns, ["iptables-restore", *_WAIT, "--noflush"]),
@@ -90,12 +119,6 @@ class VxlanFirewall:
     def _jump_from_input(self) -> None:
         if self._iptables("-C", *self._input_jump(), check=False).returncode != 0:
             self._iptables("-I", *self._input_jump())
-
-    def _drop_host_chain(self) -> None:
-        while self._iptables("-D", *self._input_jump(), check=False).returncode == 0:
-            pass
-        self._iptables("-F", self.host_chain, check=False)
-        self._iptables("-X", self.host_chain, check=False)
 
     def _iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(in_namespace(self.netns, ["iptables", *_WAIT, *args]), check=check)

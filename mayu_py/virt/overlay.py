@@ -72,22 +72,22 @@ class HostOverlay:
     def ensure(self, tenant: TenantOverlay) -> str:
         """Bridge, VXLAN device, FDB entries and firewall rules of the tenant as wanted;
         returns the bridge's name (where the tenant's VMs attach)."""
-        bridge = self._devices(tenant)
+        with self._ipr() as ipr:
+            bridge = self._devices(ipr, tenant)
         self.firewall.allow(tenant.vni, _sources(tenant))
         return bridge
 
-    def _devices(self, tenant: TenantOverlay) -> str:
-        with self._ipr() as ipr:
-            mtu = self._underlay_mtu(ipr) - VXLAN_OVERHEAD
-            bridge = self._link(ipr, self.bridge(tenant.vni), mtu, kind="bridge")
-            vxlan = self._link(
-                ipr, self.vxlan(tenant.vni), mtu,
-                kind="vxlan", vxlan_id=tenant.vni, vxlan_local=self.local,
-                vxlan_port=VXLAN_PORT, vxlan_learning=0,
-            )  # fmt: skip
-            ipr.link("set", index=vxlan, master=bridge, state="up")
-            ipr.link("set", index=bridge, state="up")
-            self._sync_fdb(ipr, vxlan, tenant.peers)
+    def _devices(self, ipr: IPRoute, tenant: TenantOverlay) -> str:
+        mtu = self._underlay_mtu(ipr) - VXLAN_OVERHEAD
+        bridge = self._link(ipr, self.bridge(tenant.vni), mtu, kind="bridge")
+        vxlan = self._link(
+            ipr, self.vxlan(tenant.vni), mtu,
+            kind="vxlan", vxlan_id=tenant.vni, vxlan_local=self.local,
+            vxlan_port=VXLAN_PORT, vxlan_learning=0,
+        )  # fmt: skip
+        ipr.link("set", index=vxlan, master=bridge, state="up")
+        ipr.link("set", index=bridge, state="up")
+        self._sync_fdb(ipr, vxlan, tenant.peers)
         return self.bridge(tenant.vni)
 
     def remove(self, vni: int) -> None:
@@ -113,7 +113,8 @@ class HostOverlay:
         for vni in sorted(self.owned_vnis() - keep):
             log.info("removing overlay of VNI %d", vni, extra={"vni": vni})
             self.remove(vni)
-        bridges = {t.vni: self._devices(t) for t in wanted}
+        with self._ipr() as ipr:  # one netlink socket in the namespace for all of them
+            bridges = {t.vni: self._devices(ipr, t) for t in wanted}
         self.firewall.set_all({t.vni: _sources(t) for t in wanted})
         return bridges
 

@@ -10,17 +10,18 @@ from typing import Any
 
 from mayu_py.errors import BadRequest
 
-_MAC_HEX = re.compile(r"[0-9a-f]{12}")
-_MAC_SEPARATED = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+# The forms a MAC is accepted in (any case): 52:54:00:.., 52-54-00-.. or 525400... These
+# patterns are also what the OpenAPI description states (JSON Schema and Python agree on them).
+_HEX2 = "[0-9A-Fa-f]{2}"
+MAC_PATTERN = rf"^({_HEX2}(:{_HEX2}){{5}}|{_HEX2}(-{_HEX2}){{5}}|[0-9A-Fa-f]{{12}})$"
+_MAC = re.compile(MAC_PATTERN)
 
 
 def canonical_mac(raw: str) -> str:
     """Return the stored MAC form (lower case, colons) of 52-54-00-.., 52:54:.. or 525400.."""
-    text = (raw or "").lower()
-    if _MAC_SEPARATED.fullmatch(text):
-        text = text.replace(":", "").replace("-", "")
-    if not _MAC_HEX.fullmatch(text):
+    if not raw or not _MAC.fullmatch(raw):
         raise BadRequest("malformed MAC address", {"mac": raw[:64] if raw else raw})
+    text = raw.lower().replace(":", "").replace("-", "")
     return ":".join(text[i : i + 2] for i in range(0, 12, 2))
 
 
@@ -191,8 +192,15 @@ class Machine:
         }
 
 
-_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+HOSTNAME_PATTERN = rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$"
+_HOSTNAME = re.compile(HOSTNAME_PATTERN)
+# Label keys and values as Kubernetes writes them (prefix/name, 63-character segments).
+LABEL_KEY_PATTERN = (
+    rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+LABEL_KEY_MAX = 253
 
 
 def clean_hostname(raw: str) -> str:
@@ -230,6 +238,24 @@ class AgentCredential:
             "updated": self.updated,
             "underlay": self.underlay,
         }
+
+
+USER_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+
+
+@dataclass(frozen=True)
+class User:
+    """A person operating the server: their own token (kept only as a hash) opens the admin API
+    and the dashboard, and the events their actions cause name them. The shared admin token
+    stays for automation."""
+
+    name: str
+    token_hash: str
+    created: float = 0.0
+    updated: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "created": self.created, "updated": self.updated}
 
 
 @dataclass(frozen=True)

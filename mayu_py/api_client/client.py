@@ -106,6 +106,16 @@ class AdminClient:
         params = {"state": state} if state else None
         return list(self.call("GET", "/api/v1/machines", params=params).json()["items"])
 
+    def machine_page(
+        self, query: dict[str, str], etag: str | None = None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """One page of machines (`query`: state, selector, limit, continue) and its ETag;
+        None for the page when it is unchanged since `etag` (304)."""
+        headers = {"If-None-Match": etag} if etag else None
+        response = self.call("GET", "/api/v1/machines", params=query, headers=headers)
+        fresh = None if response.status_code == 304 else response.json()
+        return fresh, response.headers.get("ETag", etag)
+
     def machine(self, machine_id: str) -> dict[str, Any]:
         """One machine with its events."""
         return self.call("GET", f"/api/v1/machines/{machine_id}").json()

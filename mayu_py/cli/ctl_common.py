@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from mayu_py.api_client import AdminClient
+from mayu_py.cli.output import OutputFormat
 
-OUTPUT = click.Choice(["table", "json", "yaml"])
+OUTPUT = OutputFormat()
 
 
 def output_option(fn: Callable[..., Any]) -> Callable[..., Any]:

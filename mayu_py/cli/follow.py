@@ -4,7 +4,7 @@ a machine through its reinstall until it runs, with a live progress display.
 A BMC action is polled every `ACTION_POLL` s (the API answers at once; the runner takes 0.01
 to ~13 s). A machine is polled every `MACHINE_POLL` s; each new event is printed as one
 line (time, event, source, cause) above a spinner naming the state and the time spent.
-Failures and timeouts raise `FollowError`: one line, exit 2.
+Failures and timeouts raise `FollowError`: one line, exit 1 (a runtime error).
 """
 
 from __future__ import annotations

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 import yaml
 
 from mayu_py.api_client import AdminClient
-from mayu_py.cli import mayuctl_power
+from mayu_py.cli import mayuctl_power, mayuctl_users
 from mayu_py.cli.ctl_common import OUTPUT, client_of, fmt_of, output_option
 from mayu_py.cli.entry import run
-from mayu_py.cli.output import emit, with_local_times
+from mayu_py.cli.output import emit, is_table, rfc3339_times, with_local_times
+from mayu_py.cli.watch import watch_machines
 
-MACHINE_COLUMNS = ["id", "hostname", "state", "ip", "uuid", "serial", "profile", "labels"]
+MACHINE_COLUMNS = ["id", "hostname", "state", "ip", "profile", "labels", "age"]
+MACHINE_WIDE = ["uuid", "serial", "created", "updated", "window_expires"]
 EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "source", "cause", "details"]
 TENANT_COLUMNS = ["name", "phase", "masters", "workers", "generation"]
 
@@ -25,7 +28,11 @@ _client = client_of
 @click.group()
 @click.option("-o", "--output", type=OUTPUT, default="table", show_default=True)
 @click.option("--url", envvar="MAYU_URL", help="Server URL (env MAYU_URL).")
-@click.option("--token", envvar="MAYU_TOKEN", help="Admin token (env MAYU_TOKEN).")
+@click.option(
+    "--token",
+    envvar="MAYU_TOKEN",
+    help="Your user token, or the shared admin token (env MAYU_TOKEN).",
+)
 @click.option(
     "--ca-file",
     envvar="MAYU_CA_FILE",
@@ -37,7 +44,11 @@ _client = client_of
 def cli(
     ctx: click.Context, output: str, url: str | None, token: str | None, ca_file: str | None
 ) -> None:
-    """Operate a mayu server: machines, their states and tenant clusters."""
+    """Operate a mayu server: machines, their states and tenant clusters.
+
+    Exit codes: 0 done, 1 the server or the operation failed, 2 usage or bad input (a 4xx).
+    Shell completion: eval "$(_MAYUCTL_COMPLETE=bash_source mayuctl)" (zsh_source, fish_source).
+    """
     client = AdminClient(url or DEFAULT_URL, token or "", ca_file=ca_file)
     ctx.obj = {"output": output, "client": client}
 
@@ -47,18 +58,84 @@ for _command in (
     mayuctl_power.power,
     mayuctl_power.bootdev,
     mayuctl_power.reinstall,
+    mayuctl_users.users,
 ):
     cli.add_command(_command)
 
 
 @cli.command("list")
 @click.option("--state", help="Only machines in this state.")
+@click.option(
+    "-l", "--selector", help="Label selector: k=v, k!=v, k (has it), !k (has not); all hold."
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), help="At most this many machines.")
+@click.option("--continue", "continue_", metavar="TOKEN", help="The next page after --limit.")
+@click.option("-w", "--watch", is_flag=True, help="Then print machines again as they change.")
+@click.option(
+    "--watch-timeout",
+    type=click.FloatRange(min=0.1),
+    default=600.0,
+    show_default=True,
+    help="Stop watching after this many seconds.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two polls of a watch (unchanged answers are 304s).",
+)
 @output_option
 @click.pass_context
-def list_machines(ctx: click.Context, state: str | None, output: str | None) -> None:
-    """List machines."""
-    items = _client(ctx).list_machines(state)
-    emit(items, _fmt(ctx, output), MACHINE_COLUMNS)
+def list_machines(
+    ctx: click.Context,
+    state: str | None,
+    selector: str | None,
+    limit: int | None,
+    continue_: str | None,
+    watch: bool,
+    watch_timeout: float,
+    interval: float,
+    output: str | None,
+) -> None:
+    """List machines: by state and label selector, a page at a time, or watched.
+
+    A page's next one is named on stderr (`--continue TOKEN`); with -o json or yaml a paged
+    listing is the API's page, `{"items": [...], "continue": TOKEN}`."""
+    fmt = _fmt(ctx, output)
+    query = {"state": state, "selector": selector, "continue": continue_}
+    query |= {"limit": str(limit)} if limit else {}
+    query = {k: v for k, v in query.items() if v}
+    client = _client(ctx)
+    if watch:
+        if limit or continue_:
+            raise click.UsageError("--watch shows every machine: no --limit or --continue")
+        for round_, changed in enumerate(watch_machines(client, query, watch_timeout, interval)):
+            emit_stream(changed, fmt, round_ == 0)
+        return
+    page, _etag = client.machine_page(query)
+    assert page is not None  # no If-None-Match was sent: never a 304
+    token = page.get("continue")
+    if token:
+        click.echo(f"more machines: --continue {token}", err=True)
+    paged = (limit or continue_) and fmt in ("json", "yaml")
+    emit(page if paged else page["items"], fmt, MACHINE_COLUMNS, MACHINE_WIDE)
+
+
+def emit_stream(items: list[dict[str, Any]], fmt: str, first: bool) -> None:
+    """A watch's next machines: table rows (a header first), JSON lines or YAML documents."""
+    if is_table(fmt):
+        if items or first:
+            emit(items, fmt, MACHINE_COLUMNS, MACHINE_WIDE, header=first)
+        return
+    for item in items:
+        if fmt == "json":
+            click.echo(json.dumps(rfc3339_times(item), sort_keys=True))
+        elif fmt == "yaml":
+            click.echo("---")
+            emit(item, fmt)
+        else:
+            emit(item, fmt)
 
 
 @cli.command("show")
@@ -69,7 +146,7 @@ def show(ctx: click.Context, machine_id: str, output: str | None) -> None:
     """Show one machine (by MAC) with its event history."""
     machine = _client(ctx).machine(machine_id)
     fmt = _fmt(ctx, output)
-    if fmt != "table":
+    if not is_table(fmt):
         emit(machine, fmt)
         return
     events = machine.pop("events")
@@ -124,16 +201,49 @@ def events(ctx: click.Context, machine_id: str, output: str | None) -> None:
     """A machine's events: time, event, source, detail."""
     items = _client(ctx).events(machine_id)
     fmt = _fmt(ctx, output)
-    emit(with_local_times(items) if fmt == "table" else items, fmt, EVENT_COLUMNS)
+    emit(with_local_times(items) if is_table(fmt) else items, fmt, EVENT_COLUMNS)
 
 
 @cli.command("delete")
 @click.argument("machine_id")
+@output_option
 @click.pass_context
-def delete(ctx: click.Context, machine_id: str) -> None:
-    """Forget a machine, its events and its credentials."""
+def delete(ctx: click.Context, machine_id: str, output: str | None) -> None:
+    """Forget a machine and its events; revoke its credentials, agent token, certificates."""
     machine = _client(ctx).request("DELETE", f"/api/v1/machines/{machine_id}")
-    click.echo(f"{machine['id']} deleted")
+    fmt = _fmt(ctx, output)
+    if not is_table(fmt):
+        emit(machine, fmt)
+        return
+    revoked = machine["revoked"]
+    what = [
+        *(["report credential"] if revoked["report_credential"] else []),
+        *(["agent token"] if revoked["agent_token"] else []),
+        f"{len(revoked['certificates'])} certificate(s)",
+    ]
+    click.echo(f"{machine['id']} deleted (revoked: {', '.join(what)})")
+
+
+@cli.command("label")
+@click.argument("machine_id")
+@click.argument("changes", nargs=-1, required=True, metavar="KEY=VALUE|KEY-...")
+@output_option
+@click.pass_context
+def label(
+    ctx: click.Context, machine_id: str, changes: tuple[str, ...], output: str | None
+) -> None:
+    """Set labels (`rack=r1`) and remove them (`rack-`) in one change, all or nothing."""
+    patch: dict[str, str | None] = {}
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if sep and key:
+            patch[key] = value
+        elif not sep and len(change) > 1 and change.endswith("-"):
+            patch[change[:-1]] = None
+        else:
+            raise click.UsageError(f"{change!r}: expected KEY=VALUE or KEY-")
+    machine = _client(ctx).request("PATCH", f"/api/v1/machines/{machine_id}", json=patch)
+    emit(machine, _fmt(ctx, output))
 
 
 @cli.command("boot-complete")
@@ -168,7 +278,7 @@ def hosts_list(ctx: click.Context, output: str | None) -> None:
     """Hosts with their capacity, last heartbeat and credential."""
     items = _client(ctx).request("GET", "/api/v1/hosts")["items"]
     fmt = _fmt(ctx, output)
-    if fmt == "table":
+    if is_table(fmt):
         for item in items:
             credential = item.get("credential") or {}
             item["credential"] = (
@@ -239,7 +349,7 @@ def tenants_list(ctx: click.Context, output: str | None) -> None:
     """List tenant clusters."""
     items = _client(ctx).tenants()
     fmt = _fmt(ctx, output)
-    emit([_tenant_row(d) for d in items] if fmt == "table" else items, fmt, TENANT_COLUMNS)
+    emit([_tenant_row(d) for d in items] if is_table(fmt) else items, fmt, TENANT_COLUMNS)
 
 
 @tenants.command("show")
@@ -250,7 +360,7 @@ def tenants_show(ctx: click.Context, name: str, output: str | None) -> None:
     """Show a tenant cluster with its nodes."""
     doc = _client(ctx).tenant(name)
     fmt = _fmt(ctx, output)
-    if fmt != "table":
+    if not is_table(fmt):
         emit(doc, fmt)
         return
     emit(_tenant_row(doc), fmt)

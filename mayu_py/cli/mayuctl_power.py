@@ -15,7 +15,7 @@ import click
 
 from mayu_py.cli.ctl_common import client_of, fmt_of, output_option
 from mayu_py.cli.follow import FollowError, follow_action, follow_machine
-from mayu_py.cli.output import emit
+from mayu_py.cli.output import emit, is_table
 
 ACTION_TIMEOUT = 90.0
 REINSTALL_TIMEOUT = 1800.0
@@ -117,7 +117,7 @@ def bmc_delete(ctx: click.Context, machine_id: str) -> None:
 def _report(ctx: click.Context, action: dict[str, Any], output: str | None) -> None:
     """Print a finished (or, with --no-wait, queued) action."""
     fmt = _fmt(ctx, output)
-    if fmt != "table":
+    if not is_table(fmt):
         emit(action, fmt)
         return
     who, state = action["machine_id"], action["state"]

@@ -61,6 +61,14 @@ class ClusterPKI:
             self._rendered[node.name] = previous
         return list(previous[1])
 
+    def forget_node(self, name: str) -> list[str]:
+        """Delete a node's cached certificates and keys (a deleted machine's): a machine that
+        comes back gets new ones. Returns the forgotten certificates' serial numbers."""
+        self._rendered.pop(name, None)
+        if not (self.directory / "nodes" / name).is_dir():
+            return []
+        return self._cache("nodes", name).forget()
+
     def admin_kubeconfig(self, facts: ClusterFacts) -> str:
         """A cluster-admin kubeconfig, also written to <directory>/admin.conf (0600)."""
         leaf = self._admin_leaf()

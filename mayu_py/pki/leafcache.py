@@ -10,6 +10,7 @@ processes asking at once sign each leaf once and all return the same bytes.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -99,6 +100,21 @@ class LeafCache:
                     self._issue(path.stem, LeafSpec.of(certificate, ca), now)
                     rotated.append(path.stem)
         return rotated
+
+    def forget(self) -> list[str]:
+        """Delete every cached leaf and its key; returns their serial numbers (hex), so the
+        caller can tell which certificates are no longer issued to this subject."""
+        if not self.directory.is_dir():
+            return []
+        serials = []
+        with files.exclusive_lock(self.directory):
+            for path in sorted(self.directory.glob("*" + BUNDLE_SUFFIX)):
+                leaf = self._read(path.stem)
+                if leaf is not None:
+                    serials.append(f"{leaf.certificate.serial_number:x}")
+                path.unlink()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return serials
 
     def _all_usable(self, wanted: Mapping[str, LeafSpec]) -> dict[str, Leaf] | None:
         if not self.directory.is_dir() or set(self._names()) != set(wanted):

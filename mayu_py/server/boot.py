@@ -17,7 +17,8 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from mayu_py.errors import BadRequest, MayuError, NotFound
 from mayu_py.server.boot_service import BootKind, Identity
 from mayu_py.server.context import services
-from mayu_py.server.jsonbody import json_body
+from mayu_py.server.operations import Operation, Reply, body_of, operation
+from mayu_py.server.schemas import IpxeQuery, MachineCredentials, Report, ReportAnswer
 from mayu_py.server.scripts import boot_script, install_script, local_boot_script, wait_script
 from mayu_py.server.urls import ServerUrls, server_urls
 
@@ -53,12 +54,29 @@ def _no_side_effects_on_head() -> None:
         raise MethodNotAllowed("HEAD is not served here: use GET", {"allow": "GET"})
 
 
+BOOT = ("boot",)
+IPXE = Reply({"type": "string"}, "iPXE script", media=IPXE_MIMETYPE)
+IGNITION = Reply({"type": "object"}, "Ignition config (spec 3.3.0)", media=IGNITION_MIMETYPE)
+
+
 @bp.get("/boot.ipxe")
+@operation(Operation("The generic iPXE script: chains to /ipxe with the machine's identity",
+                     BOOT, {200: IPXE}, auth="none"))  # fmt: skip
 def generic_boot_script() -> Response:
     return Response(boot_script(_urls().http), mimetype=IPXE_MIMETYPE, headers=NO_STORE)
 
 
 @bp.get("/ipxe")
+@operation(
+    Operation(
+        "The machine's iPXE script: wait, install, or boot its local disk",
+        BOOT,
+        {200: IPXE},
+        auth="none",
+        query=IpxeQuery,
+        errors=(404, 429),
+    )
+)
 def machine_boot_script() -> Response:
     svc = services()
     identity = Identity.parse(
@@ -80,6 +98,16 @@ def machine_boot_script() -> Response:
 
 
 @bp.get("/ignition")
+@operation(
+    Operation(
+        "The machine's Ignition: a secret-free stub over HTTP, the real config over HTTPS",
+        BOOT,
+        {200: IGNITION},
+        auth="none",
+        query=MachineCredentials,
+        errors=(403, 404, 409),
+    )
+)
 def machine_ignition() -> Response:
     """Over HTTP: the stub that merges the real config over HTTPS. Over HTTPS (or with the
     operator's explicit insecure option): the real config, spending the boot token."""
@@ -93,14 +121,21 @@ def machine_ignition() -> Response:
 
 
 @bp.post("/report")
+@operation(
+    Operation(
+        "A machine phones home (its report credential, or its boot token in the query)",
+        BOOT,
+        {200: Reply(ReportAnswer)},
+        auth="report",
+        query=MachineCredentials,
+        body=Report,
+        errors=(403, 409),
+    )
+)
 def phone_home() -> tuple[Response, int]:
     svc = services()
-    payload = json_body(svc.settings.server.max_json_depth)
-    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
-        raise BadRequest('body must be JSON {"event": "...", "details": {...}}')
-    details = payload.get("details") or {}
-    if not isinstance(details, dict):
-        raise BadRequest("details must be an object")
+    payload = body_of(Report)
+    details = payload.details or {}
     limit = svc.settings.server.report_details_max_bytes
     if len(json.dumps(details)) > limit:
         raise BadRequest("details too large", {"max_bytes": limit})
@@ -109,7 +144,7 @@ def phone_home() -> tuple[Response, int]:
         request.args.get("mac", ""),
         request.args.get("token"),
         credential.strip() if scheme.lower() == "bearer" else None,
-        payload["event"],
+        payload.event,
         details,
         request.remote_addr,
     )
@@ -128,6 +163,25 @@ def resolve_asset(root: Path, relative: str) -> Path:
 
 
 @bp.route("/assets/<path:relative>", methods=["GET", "HEAD"])
+@operation(
+    Operation(
+        "Kernels, initrds and images, with Range, ETag and Last-Modified",
+        BOOT,
+        {
+            200: Reply(
+                {"type": "string", "contentMediaType": "application/octet-stream"},
+                media="application/octet-stream",
+            ),  # fmt: skip
+            206: Reply(
+                {"type": "string"}, "Part of the file (Range)", media="application/octet-stream"
+            ),  # fmt: skip
+            304: Reply(description="Not modified"),
+        },
+        auth="none",
+        errors=(404, 416),
+        head=True,
+    )
+)
 def asset(relative: str) -> Response:
     path = resolve_asset(services().assets_root, relative)
     return send_file(path, conditional=True, etag=True, last_modified=path.stat().st_mtime)

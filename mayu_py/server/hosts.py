@@ -95,14 +95,29 @@ class HostService:
         """Revoke a host's token and re-place its tenant nodes on other hosts."""
 
         def txn(tx: Tx) -> AgentCredential:
-            revoked = replace(self._existing(tx, host), revoked=True, updated=self.clock())
-            tx.put_agent_credential(revoked)
-            tx.delete_host(host)
-            self.on_revoke(tx, host)
-            self._record(tx, host, "host-revoked", "operator revoked the agent token", source)
-            return revoked
+            return self._revoke(tx, self._existing(tx, host), "operator revoked the agent token",
+                                source)  # fmt: skip
 
         return self.store.atomically(txn)
+
+    def revoke_deleted_machine(self, tx: Tx, host: str, source: str | None) -> bool:
+        """Inside the transaction that deletes a machine: revoke the agent token its config
+        carried (True when there was one still valid)."""
+        credential = tx.get_agent_credential(host)
+        if credential is None or credential.revoked or credential.origin != MACHINE:
+            return False
+        self._revoke(tx, credential, "its machine was deleted", source)
+        return True
+
+    def _revoke(
+        self, tx: Tx, credential: AgentCredential, cause: str, source: str | None
+    ) -> AgentCredential:
+        revoked = replace(credential, revoked=True, updated=self.clock())
+        tx.put_agent_credential(revoked)
+        tx.delete_host(credential.host)
+        self.on_revoke(tx, credential.host)
+        self._record(tx, credential.host, "host-revoked", cause, source)
+        return revoked
 
     def issue_for_machine(self, tx: Tx, host: str, hashed: str) -> None:
         """Inside the transaction that serves a machine its config: the agent token in that

@@ -11,13 +11,16 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mayu_py.bmc.records import BmcAction
 from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, Conflict, NotFound
 from mayu_py.model import (
+    LABEL_KEY_MAX,
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
     Event,
     Machine,
     MachineState,
@@ -26,6 +29,8 @@ from mayu_py.model import (
     transition_allowed,
 )
 from mayu_py.server.boot_service import ROLE_LABEL, approve, expire_windows
+from mayu_py.server.hosts import HostService
+from mayu_py.server.listing import decode_token, page, parse_selector, selected
 from mayu_py.server.matching import match_group
 from mayu_py.server.power import PowerService
 from mayu_py.store import Store, Tx
@@ -33,11 +38,8 @@ from mayu_py.store import Store, Tx
 log = logging.getLogger(__name__)
 
 ROLES = ("controller", "worker")
-# Label keys and values as Kubernetes writes them (prefix/name, 63-character segments).
-_LABEL_KEY = re.compile(
-    r"([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-)
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
+_LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 REINSTALLABLE = frozenset(
     {
         MachineState.CONFIGURED,
@@ -52,10 +54,19 @@ REINSTALLABLE = frozenset(
 
 def check_label(key: str, value: str) -> None:
     """BadRequest unless key and value are valid Kubernetes-style label parts."""
-    if len(key) > 253 or not _LABEL_KEY.fullmatch(key):
+    if len(key) > LABEL_KEY_MAX or not _LABEL_KEY.fullmatch(key):
         raise BadRequest("invalid label key", {"key": key[:64]})
     if not _LABEL_VALUE.fullmatch(value):
         raise BadRequest("invalid label value", {"key": key[:64], "value": value[:64]})
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """What deleting a machine revoked."""
+
+    report_credential: bool
+    agent_token: bool
+    certificates: list[str]  # serial numbers (hex) of the certificates whose keys were deleted
 
 
 class MachineService:
@@ -65,11 +76,17 @@ class MachineService:
         self,
         settings: Settings,
         store: Store,
+        hosts: HostService,
+        forget_certificates: Callable[[str], list[str]],
         power: PowerService | None = None,
         clock: Callable[[], float] = time.time,
     ):
+        """`forget_certificates(node name)` deletes a node's cached certificates and returns
+        their serial numbers (ClusterPKI.forget_node)."""
         self.settings = settings
         self.store = store
+        self.hosts = hosts
+        self.forget_certificates = forget_certificates
         self.power = power
         self.clock = clock
 
@@ -80,12 +97,23 @@ class MachineService:
             raise NotFound("no such machine", {"id": mac})
         return machine
 
-    def list(self, state: str | None = None) -> list[Machine]:
-        """Every machine (in `state`); windows that ran out are closed first."""
+    def list(
+        self,
+        state: str | None = None,
+        selector: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> tuple[list[Machine], str | None]:
+        """Machines (in `state`, whose labels match `selector`) in id order: up to `limit`
+        after the `after` continue token, and the next page's token (None: no more).
+        Windows that ran out are closed first."""
         if state is not None and state not in set(MachineState):
             raise BadRequest("unknown state", {"state": state[:32], "allowed": list(MachineState)})
+        terms = parse_selector(selector)
+        start = decode_token(after) if after else None
         self.store.atomically(lambda tx: expire_windows(tx, self.clock()))
-        return self.store.list_machines(state)
+        machines = [m for m in self.store.list_machines(state) if selected(terms, m.labels)]
+        return page(machines, lambda m: m.id, limit, start)
 
     def approve(
         self, machine_id: str, role: str, labels: dict[str, str], source: str | None
@@ -169,26 +197,42 @@ class MachineService:
             self.power.ring()
         return machine, action
 
-    def delete(self, machine_id: str, source: str | None) -> Machine:
-        """Forget a machine with its events and credentials (it is discovered anew if it
-        boots again)."""
+    def delete(self, machine_id: str, source: str | None) -> tuple[Machine, Revoked]:
+        """Forget a machine with its events, and revoke what it was given: its report
+        credential and boot token (they lived on its record), the agent token its config
+        carried (its tenant nodes move to other hosts) and its certificates (their keys are
+        deleted; a machine that boots again is discovered anew and gets new ones)."""
         mac = canonical_mac(machine_id)
 
-        def txn(tx: Tx) -> Machine:
+        def txn(tx: Tx) -> tuple[Machine, bool]:
             machine = self._existing(tx, mac)
             tx.delete_machine(mac)
+            agent = self.hosts.revoke_deleted_machine(tx, machine.node_name, source)
+            details = {"report_credential": machine.report_hash is not None, "agent_token": agent}
             tx.add_alert(
-                Event(mac, self.clock(), "deleted", "operator deleted the machine", source)
+                Event(
+                    mac,
+                    self.clock(),
+                    "deleted",
+                    "operator deleted the machine",
+                    source,
+                    details=details,
+                )  # fmt: skip
             )
-            return machine
+            return machine, agent
 
-        return self.store.atomically(txn)
+        machine, agent = self.store.atomically(txn)
+        certificates = self.forget_certificates(machine.node_name)
+        if certificates:
+            log.info("certificates of deleted machine %s forgotten: %s", mac, certificates)
+        return machine, Revoked(machine.report_hash is not None, agent, certificates)
 
     def update(self, machine_id: str, changes: dict[str, Any], source: str | None) -> Machine:
-        """Set hostname, state and labels (e.g. role) at once; all or nothing."""
+        """Set hostname, state and labels (e.g. role) at once, a label given as None is
+        removed (JSON merge patch); all or nothing."""
         if not isinstance(changes, dict) or not changes:
             raise BadRequest("body must be a JSON object of KEY: VALUE")
-        target, hostname, labels = self._validated(changes)
+        target, hostname, labels, removed = self._validated(changes)
         mac = canonical_mac(machine_id)
 
         def txn(tx: Tx) -> tuple[Machine, Machine | None]:
@@ -207,7 +251,8 @@ class MachineService:
                     )  # fmt: skip
                 )
                 return machine, None
-            updated = replace(machine, labels={**machine.labels, **labels}, updated=now)
+            kept = {k: v for k, v in machine.labels.items() if k not in removed}
+            updated = replace(machine, labels={**kept, **labels}, updated=now)
             if hostname is not None:
                 owner = tx.hostname_owner(hostname)
                 if owner is not None and owner != mac:
@@ -222,7 +267,7 @@ class MachineService:
                         f"the cluster already has {named} controllers (cluster.controller_count)",
                         {"id": mac},
                     )
-            if labels:
+            if labels or removed:
                 group = match_group(self.settings.groups, updated.selector_view())
                 updated = replace(updated, profile=group.profile if group else None)
             if target is not None and target != machine.state:
@@ -258,11 +303,18 @@ class MachineService:
 
     def _validated(
         self, changes: dict[str, Any]
-    ) -> tuple[MachineState | None, str | None, dict[str, str]]:
+    ) -> tuple[MachineState | None, str | None, dict[str, str], set[str]]:
         target: MachineState | None = None
         hostname: str | None = None
         labels: dict[str, str] = {}
+        removed: set[str] = set()
         for key, value in changes.items():
+            if value is None and key not in ("state", "hostname"):
+                check_label(key, "")
+                if key == ROLE_LABEL:
+                    raise BadRequest("the role label is not removed: set another role")
+                removed.add(key)
+                continue
             if not isinstance(value, str):
                 raise BadRequest("values must be strings", {"key": str(key)[:64]})
             if key == "state":
@@ -279,7 +331,7 @@ class MachineService:
                 if key == ROLE_LABEL and value not in ROLES:
                     raise BadRequest("role must be controller or worker", {"role": value[:32]})
                 labels[key] = value
-        return target, hostname, labels
+        return target, hostname, labels, removed
 
     @staticmethod
     def _existing(tx: Tx, mac: str) -> Machine:

@@ -17,12 +17,21 @@ from flask import Blueprint, Flask, Response, g, request
 from mayu_py.server.auth import require_metrics_token
 from mayu_py.server.context import services
 from mayu_py.server.metrics import CONTENT_TYPE, ServerMetrics
+from mayu_py.server.operations import Operation, Reply, operation
 
 bp = Blueprint("monitoring", __name__)
 bp.before_request(require_metrics_token)
 
 
 @bp.get("/metrics")
+@operation(
+    Operation(
+        "Prometheus metrics (text exposition format)",
+        ("health",),
+        {200: Reply({"type": "string"}, media=CONTENT_TYPE.split(";")[0])},
+        auth="metrics",
+    )
+)
 def metrics() -> Response:
     svc = services()
     return Response(svc.metrics.exposition(svc.store), content_type=CONTENT_TYPE)

@@ -38,6 +38,7 @@ POWER_ACTIONS = {
     "status": ActionKind.POWER_STATUS,
 }
 BOOT_DEVICES = {"pxe": ActionKind.BOOTDEV_PXE, "disk": ActionKind.BOOTDEV_DISK}
+MAX_ACTION_ID = (1 << 63) - 1  # the store's integer ids
 DISK_AGAIN = "installed after a reinstall set PXE: boot from disk again"
 
 
@@ -175,7 +176,7 @@ class PowerService:
         return action
 
     def action(self, action_id: int) -> BmcAction:
-        found = self.store.get_action(action_id)
+        found = self.store.get_action(action_id) if 0 <= action_id <= MAX_ACTION_ID else None
         if found is None:
             raise NotFound("no such action", {"id": action_id})
         return found

@@ -19,7 +19,8 @@ FIRST_AUTO_VNI = 100  # where the server starts when it allocates a tenant's VNI
 MAX_MEMORY_MIB = 4 << 20  # 4 TiB
 MAX_DISK_GIB = 64 << 10  # 64 TiB
 MAX_NAME = 40  # leaves room for "-worker-NNN" inside a 63-character DNS label
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS1123 = re.compile(DNS1123_LABEL_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,101 @@
 reports, and the overlay peers of a tenant (`OverlayPeer`, in each desired node).
 
 The agent builds these and its API source sends `to_json()`; the server reads the same bodies
-with `from_json`, so both ends share one definition of each message.
+with `from_json`, so both ends share one definition of each message. `from_json` validates
+with the pydantic models `HostRegistrationBody` and `NodeReportBody`, which are also what the
+server's OpenAPI description shows.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from mayu_py.errors import BadRequest
-from mayu_py.model import clean_hostname
+from mayu_py.model import HOSTNAME_PATTERN
 from mayu_py.tenants.states import REPORTED_STATES, NodeState
 
 MAX_MESSAGE = 500
 MAX_CPUS = 4096
 MAX_MEMORY_MIB = 1 << 24  # 16 TiB
 MAX_GENERATION = (1 << 31) - 1
+
+
+def _ip_text(value: str | None) -> str | None:
+    """An IP address in text form, or None for null or an empty string."""
+    if value is None or value == "":
+        return None
+    if value != value.strip():
+        raise ValueError("not an IP address")
+    return str(ipaddress.ip_address(value))
+
+
+HostName = Annotated[StrictStr, Field(pattern=HOSTNAME_PATTERN, max_length=253)]
+IpAddress = Annotated[
+    StrictStr | None,
+    AfterValidator(_ip_text),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "ipv4"},
+                {"type": "string", "format": "ipv6"},
+                {"const": ""},
+                {"type": "null"},
+            ],
+            "description": "an IP address; empty or null: none",
+        }
+    ),
+]
+
+
+class HostRegistrationBody(BaseModel):
+    """POST /api/v1/hosts: an agent host's heartbeat with its capacity."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: HostName
+    cpus: StrictInt = Field(ge=1, le=MAX_CPUS)
+    memory_mib: StrictInt = Field(ge=1, le=MAX_MEMORY_MIB)
+    address: IpAddress = Field(default=None, description="where the host reaches the server")
+    underlay: IpAddress = Field(default=None, description="its VXLAN endpoint for tenants")
+
+
+class NodeReportBody(BaseModel):
+    """PUT /api/v1/tenants/{tenant}/nodes/{node}/status: a node's observed state."""
+
+    model_config = ConfigDict(extra="ignore")
+    state: Literal[REPORTED_STATES]  # type: ignore[valid-type]
+    ip: IpAddress = None
+    host: Annotated[HostName | Literal[""] | None, Field(description="empty or null: none")] = None
+    message: StrictStr | None = Field(
+        default=None, description=f"why, in one line (cut at {MAX_MESSAGE} characters)"
+    )
+    generation: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_GENERATION, description="the tenant generation the VM is of"
+    )
+
+
+def _read(model: type[Any], body: Any) -> Any:
+    """`body` as `model`; BadRequest naming the first bad field."""
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        name = ".".join(str(part) for part in error["loc"][:1])
+        raise BadRequest(f"{name}: {error['msg']}", {"field": name}) from None
 
 
 @dataclass(frozen=True)
@@ -45,15 +123,8 @@ class HostRegistration:
     def from_json(cls, body: Any) -> HostRegistration:
         """Read a heartbeat body; BadRequest for a missing field, a wrong type, or a name,
         address or capacity out of bounds."""
-        if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
-        return cls(
-            name=_host_name(body.get("name"), "name"),
-            cpus=_integer(body.get("cpus"), "cpus", 1, MAX_CPUS),
-            memory_mib=_integer(body.get("memory_mib"), "memory_mib", 1, MAX_MEMORY_MIB),
-            address=ip_address_or_none(body.get("address"), "address") or "",
-            underlay=ip_address_or_none(body.get("underlay"), "underlay") or "",
-        )
+        read: HostRegistrationBody = _read(HostRegistrationBody, body)
+        return cls(read.name, read.cpus, read.memory_mib, read.address or "", read.underlay or "")
 
 
 @dataclass(frozen=True)
@@ -84,49 +155,38 @@ class NodeReport:
         the wrong type."""
         if not isinstance(body, dict) or body.get("state") not in REPORTED_STATES:
             raise BadRequest("state must be one of " + ", ".join(REPORTED_STATES))
-        host, message, generation = body.get("host"), body.get("message"), body.get("generation")
-        if message is not None and not isinstance(message, str):
-            raise BadRequest("message must be a string", {"field": "message"})
+        read: NodeReportBody = _read(NodeReportBody, body)
         return cls(
             tenant=tenant,
             node=node,
-            state=NodeState(body["state"]),
-            ip=ip_address_or_none(body.get("ip"), "ip"),
-            host=None if host is None or host == "" else _host_name(host, "host"),
-            message=(message or "")[:MAX_MESSAGE],
-            generation=0
-            if generation is None
-            else _integer(generation, "generation", 0, MAX_GENERATION),
+            state=NodeState(read.state),
+            ip=read.ip,
+            host=read.host or None,
+            message=(read.message or "")[:MAX_MESSAGE],
+            generation=read.generation or 0,
         )
-
-
-def _integer(value: Any, name: str, low: int, high: int) -> int:
-    """A JSON integer (not a boolean, not a float) within [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(
-            f"{name} must be an integer from {low} to {high}",
-            {"field": name, "min": low, "max": high},
-        )
-    return value
-
-
-def _host_name(value: Any, name: str) -> str:
-    """A host name as machines have them (lower-case DNS labels, model.clean_hostname)."""
-    if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a host name", {"field": name})
-    return clean_hostname(value)
 
 
 def ip_address_or_none(value: Any, name: str) -> str | None:
-    """An IP address in text form, or None for null or an empty string."""
-    if value is None or value == "":
-        return None
+    """An IP address in text form, or None for null or an empty string; BadRequest else."""
     try:
-        if isinstance(value, str) and value == value.strip():
-            return str(ipaddress.ip_address(value))
+        if value is None or isinstance(value, str):
+            return _ip_text(value)
     except ValueError:
         pass
     raise BadRequest(f"{name} must be an IP address", {"field": name})
+
+
+class OverlayPeerBody(BaseModel):
+    """Another host of a tenant, as the server publishes it in each desired node."""
+
+    model_config = ConfigDict(extra="ignore")
+    host: HostName
+    underlay: IpAddress = Field(default=None, description="from its heartbeats: tunnels go here")
+    enrolled: IpAddress = Field(
+        default=None, description="from its enrolled record: VXLAN is accepted only from here"
+    )
+    macs: list[StrictStr] = Field(default_factory=list, description="the tenant's MACs there")
 
 
 @dataclass(frozen=True)
@@ -154,14 +214,6 @@ class OverlayPeer:
 
     @classmethod
     def from_json(cls, data: Any) -> OverlayPeer:
-        if not isinstance(data, dict):
-            raise BadRequest("an overlay peer needs host, underlay, enrolled, macs")
-        macs = data.get("macs") or []
-        if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
-            raise BadRequest("an overlay peer's macs must be a list of strings")
-        return cls(
-            host=_host_name(data.get("host"), "host"),
-            underlay=ip_address_or_none(data.get("underlay"), "underlay") or "",
-            enrolled=ip_address_or_none(data.get("enrolled"), "enrolled"),
-            macs=tuple(sorted(m.lower() for m in macs)),
-        )
+        read: OverlayPeerBody = _read(OverlayPeerBody, data)
+        macs = tuple(sorted(m.lower() for m in read.macs))
+        return cls(read.host, read.underlay or "", read.enrolled, macs)

@@ -91,7 +91,8 @@ def ok(serve: RunningServer, *args: str) -> str:
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
+    """A BMC that fails is a runtime error: exit 1 (docs/mayuctl.md), one line."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     return lines[0]

@@ -218,7 +218,8 @@ def default_hostname(mac: str) -> str:
 @dataclass(frozen=True)
 class AgentCredential:
     """The hashed token of one host's node agent: minted in an enrolled machine's config
-    (origin `machine`) or by an operator's approval (origin `operator`); revocable."""
+    (origin `machine`) or by an operator's approval (origin `operator`); revocable.
+    `underlay`: the VXLAN endpoint address the operator approved the host with ("" none)."""
 
     host: str
     token_hash: str
@@ -226,6 +227,7 @@ class AgentCredential:
     revoked: bool = False
     created: float = 0.0
     updated: float = 0.0
+    underlay: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -234,6 +236,7 @@ class AgentCredential:
             "revoked": self.revoked,
             "created": self.created,
             "updated": self.updated,
+            "underlay": self.underlay,
         }
 
 

@@ -310,7 +310,7 @@ class KubernetesSource:
             images = {image: ImageInfo(image, min_memory_mib=0)}
             try:
                 tenant = parse_tenant(doc, images, [t for _, t in valid])
-            except Unprocessable as exc:
+            except (Unprocessable, Conflict) as exc:
                 name = _meta(obj).get("name")
                 log.debug("skipping invalid TenantCluster %s: %s", name, exc.detail)
                 self._set_condition(obj, "False", "Invalid", _describe(exc.detail))

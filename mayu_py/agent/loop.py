@@ -19,6 +19,7 @@ from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import networks_for
 from mayu_py.agent.metrics import AgentMetrics
+from mayu_py.agent.overlay import overlays_for
 from mayu_py.agent.plan import (
     Action,
     DeleteDomain,
@@ -36,6 +37,7 @@ from mayu_py.files import temp_target
 from mayu_py.images.base import BaseImages
 from mayu_py.tenants import HostRegistration, NodeReport, NodeState, TenantNode
 from mayu_py.virt.host import LibvirtHost, start_event_loop
+from mayu_py.virt.overlay import HostOverlay
 
 log = logging.getLogger(__name__)
 RETRY_S = 5.0  # after a temporary error, the next pass comes this soon (at most `interval`)
@@ -76,8 +78,10 @@ class Agent:
         *,
         domain_type: str = "qemu",
         address: str = "",
+        underlay: str = "",
         drain: DrainHook | None = None,
         metrics: AgentMetrics | None = None,
+        overlay: HostOverlay | None = None,
     ) -> None:
         self.host_name = host_name
         self.host = host
@@ -85,6 +89,8 @@ class Agent:
         self.source = source
         self.state_dir = state_dir
         self.address = address
+        self.underlay = underlay
+        self.overlay = overlay  # tenant VXLAN overlays on this host (None: none are run)
         kwargs = {"drain": drain} if drain else {}
         self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
         self._reported: dict[str, tuple[NodeState, str, int]] = {}  # node: (state, message, gen)
@@ -95,7 +101,9 @@ class Agent:
 
     def register(self) -> None:
         cpus, memory_mib = self.host.capacity()
-        self.source.register(HostRegistration(self.host_name, cpus, memory_mib, self.address))
+        self.source.register(
+            HostRegistration(self.host_name, cpus, memory_mib, self.address, self.underlay)
+        )
 
     def run_once(self) -> ReconcileResult:
         """One full pass; raises only when desired or actual state cannot be read at all, or
@@ -111,6 +119,8 @@ class Agent:
 
     def _reconcile(self) -> ReconcileResult:
         desired = self.source.desired_nodes()
+        if self.overlay is not None:
+            self.overlay.sync(overlays_for(desired))
         actual = observe(self.host, self.state_dir)
         actions = plan(desired, networks_for(desired), actual)
         result = ReconcileResult()
@@ -300,6 +310,7 @@ class AgentOptions:
     interval: float = 30.0
     once: bool = False  # reconcile once and return
     address: str = ""  # the address this host registers with (its route to the server)
+    underlay: str = ""  # its VXLAN endpoint, told in heartbeats; given: it runs the overlays
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint
 
 
@@ -324,7 +335,9 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     )
     agent = Agent(
         options.host_name, host, source, state, images,
-        domain_type=domain_type, address=options.address, metrics=metrics,
+        domain_type=domain_type, address=options.address, underlay=options.underlay,
+        metrics=metrics,
+        overlay=HostOverlay(options.host_name, options.underlay) if options.underlay else None,
     )  # fmt: skip
     try:
         if options.once:

@@ -58,6 +58,12 @@ import click
     metavar="HOST:PORT",
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (no auth: a management address).",
 )
+@click.option(
+    "--underlay",
+    default="",
+    help="This host's VXLAN endpoint address (an address of this host): the agent then runs "
+    "each tenant's VXLAN overlay and tells the address in its heartbeats.",
+)
 def agent(
     host_name: str,
     libvirt_uri: str,
@@ -70,6 +76,7 @@ def agent(
     interval: float,
     once: bool,
     metrics_listen: str | None,
+    underlay: str,
 ) -> None:
     """Reconcile the tenant clusters assigned to this host."""
     from mayu_py.agent.loop import AgentOptions, run_agent
@@ -104,6 +111,7 @@ def agent(
         interval=interval,
         once=once,
         address=address,
+        underlay=underlay,
         metrics_listen=metrics_listen,
     )
     run_agent(options, source)

@@ -268,7 +268,7 @@ def hosts() -> None:
     """Agent hosts: approve, revoke, rotate their tokens."""
 
 
-HOST_COLUMNS = ["name", "cpus", "memory_mib", "address", "alive", "credential"]
+HOST_COLUMNS = ["name", "cpus", "memory_mib", "address", "underlay", "alive", "credential"]
 
 
 @hosts.command("list")
@@ -287,18 +287,26 @@ def hosts_list(ctx: click.Context, output: str | None) -> None:
     emit(items, fmt, HOST_COLUMNS)
 
 
-def _host_token(ctx: click.Context, host: str, action: str) -> None:
-    answer = _client(ctx).request("POST", f"/api/v1/hosts/{host}/{action}")
+def _host_token(
+    ctx: click.Context, host: str, action: str, body: dict[str, str] | None = None
+) -> None:
+    answer = _client(ctx).request("POST", f"/api/v1/hosts/{host}/{action}", json=body)
     click.echo(f"agent token of {host} (shown once; give it to its agent with --token-file):")
     click.echo(answer["token"])
 
 
 @hosts.command("approve")
 @click.argument("host")
+@click.option(
+    "--underlay",
+    default="",
+    help="The host's VXLAN endpoint address: other hosts accept its tenants' tunnels only "
+    "from this address (without it, from none).",
+)
 @click.pass_context
-def hosts_approve(ctx: click.Context, host: str) -> None:
+def hosts_approve(ctx: click.Context, host: str, underlay: str) -> None:
     """Approve an agent host that is not an enrolled machine; prints its token once."""
-    _host_token(ctx, host, "approve")
+    _host_token(ctx, host, "approve", {"underlay": underlay} if underlay else None)
 
 
 @hosts.command("rotate-token")

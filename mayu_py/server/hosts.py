@@ -66,8 +66,9 @@ class HostService:
                 {"host": host, "machine": str(state)},
             )
 
-    def approve(self, host: str, source: str | None) -> str:
-        """Approve a host that is not an enrolled machine; returns its new token (shown once)."""
+    def approve(self, host: str, source: str | None, underlay: str = "") -> str:
+        """Approve a host that is not an enrolled machine; returns its new token (shown once).
+        `underlay` (an IP address, validated by the caller) is its enrolled VXLAN endpoint."""
         clean_hostname(host)
 
         def txn(tx: Tx) -> str:
@@ -77,7 +78,7 @@ class HostService:
                     "a machine has this hostname: its agent token comes with its config",
                     {"host": host, "machine": machine.id},
                 )
-            return self._mint(tx, host, OPERATOR, "approved by the operator", source)
+            return self._mint(tx, host, OPERATOR, "approved by the operator", source, underlay)
 
         return self.store.atomically(txn)
 
@@ -86,7 +87,7 @@ class HostService:
 
         def txn(tx: Tx) -> str:
             current = self._existing(tx, host)
-            return self._mint(tx, host, current.origin, "token rotated", source)
+            return self._mint(tx, host, current.origin, "token rotated", source, current.underlay)
 
         return self.store.atomically(txn)
 
@@ -127,16 +128,32 @@ class HostService:
     def list(self) -> list[AgentCredential]:
         return self.store.list_agent_credentials()
 
-    def _mint(self, tx: Tx, host: str, origin: str, cause: str, source: str | None) -> str:
+    def _mint(
+        self, tx: Tx, host: str, origin: str, cause: str, source: str | None, underlay: str
+    ) -> str:
         now = self.clock()
         token = new_agent_token(host)
         previous = tx.get_agent_credential(host)
         created = previous.created if previous else now
         tx.put_agent_credential(
-            AgentCredential(host, token_hash(token), origin, False, created, now)
+            AgentCredential(host, token_hash(token), origin, False, created, now, underlay)
         )
         self._record(tx, host, "host-token", cause, source)
         return token
+
+    @staticmethod
+    def enrolled_underlay(store: Store | Tx, host: str) -> str | None:
+        """The address other hosts accept `host`'s VXLAN from, taken from its enrolled record
+        (never from its heartbeats): the underlay an operator approved it with, or the address
+        an enrolled machine fetched its config from (`Machine.ip`). None for a revoked or
+        unknown host or one approved without an underlay."""
+        credential = store.get_agent_credential(host)
+        if credential is None or credential.revoked:
+            return None
+        if credential.origin == OPERATOR:
+            return credential.underlay or None
+        machine = store.machine_named(host)
+        return machine.ip if machine is not None and machine.ip else None
 
     @staticmethod
     def _existing(tx: Tx, host: str) -> AgentCredential:

@@ -23,6 +23,7 @@ from mayu_py.model import (
     MachineState,
 )
 from mayu_py.tenants.nodes import ROLES as NODE_ROLES
+from mayu_py.tenants.wire import OverlayPeerBody
 
 Mac = Annotated[str, Field(pattern=MAC_PATTERN, examples=["52-54-00-12-34-56"])]
 Hostname = Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]
@@ -281,6 +282,7 @@ class CredentialView(BaseModel):
     revoked: bool
     created: Epoch
     updated: Epoch
+    underlay: str = Field(description="its enrolled VXLAN endpoint (approval); empty: none")
 
 
 class HostSeen(BaseModel):
@@ -291,6 +293,7 @@ class HostSeen(BaseModel):
     memory_mib: int
     last_seen: Epoch
     address: str
+    underlay: str = ""
 
 
 class HostView(BaseModel):
@@ -301,6 +304,7 @@ class HostView(BaseModel):
     memory_mib: int | None = None
     last_seen: Epoch | None = None
     address: str | None = None
+    underlay: str | None = None
     alive: bool | None = None
     credential: CredentialView | None
 
@@ -318,6 +322,9 @@ class NodeNetwork(BaseModel):
     cidr: str
     vni: int
     gateway: str
+    peers: list[OverlayPeerBody] = Field(
+        default_factory=list, description="the other hosts with nodes of this tenant"
+    )
 
 
 class DesiredNode(BaseModel):

@@ -19,6 +19,7 @@ from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, Conflict, NotFound, Unprocessable
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
+from mayu_py.server.hosts import HostService
 from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.replica_files import SharedFiles, ca_paths
 from mayu_py.store import Store, Tx
@@ -28,6 +29,7 @@ from mayu_py.tenants import (
     ImageInfo,
     NodeReport,
     ReportedNode,
+    TenantNode,
     TenantRecord,
     lapsed_nodes,
     parse_tenant,
@@ -36,6 +38,7 @@ from mayu_py.tenants import (
 )
 from mayu_py.tenants.ignition import cluster_facts, render_tenant_node
 from mayu_py.tenants.validation import is_tenant_name
+from mayu_py.tenants.wire import OverlayPeer
 
 
 class TenantService:
@@ -95,6 +98,9 @@ class TenantService:
                 raise Conflict("tenant is being deleted", {"name": name})
             doc = record.tenant.model_dump(mode="json", exclude={"status"})
             spec = {**doc["spec"], **spec_patch}
+            network = spec.get("network")
+            if isinstance(network, dict) and network.get("vni") is None:  # keeps its VNI
+                spec["network"] = {**network, "vni": record.tenant.spec.network.vni}
             if spec == doc["spec"]:
                 return record
             meta = {**doc["metadata"], "generation": record.tenant.metadata.generation + 1}
@@ -182,13 +188,37 @@ class TenantService:
         return [h.to_json() | {"alive": h.alive(now)} for h in self.store.list_hosts()]
 
     def desired_for_host(self, host: str) -> list[dict[str, Any]]:
-        return [
-            node.to_json()
-            for record in self.store.list_tenants()
-            if not record.deleting
-            for node in tenant_nodes(record.tenant)
-            if record.assignments.get(node.name) == host
-        ]
+        """The host's nodes, each carrying its tenant's overlay peers: the other hosts with
+        nodes of that tenant, their heartbeat underlay and their enrolled address."""
+        hosts = {h.name: h for h in self.store.list_hosts()}
+        desired = []
+        for record in self.store.list_tenants():
+            if record.deleting:
+                continue
+            nodes = tenant_nodes(record.tenant)
+            mine = [n for n in nodes if record.assignments.get(n.name) == host]
+            if mine:
+                peers = self._overlay_peers(record, nodes, host, hosts)
+                desired += [dataclasses.replace(n, peers=peers).to_json() for n in mine]
+        return desired
+
+    def _overlay_peers(
+        self, record: TenantRecord, nodes: list[TenantNode], host: str, hosts: dict[str, HostInfo]
+    ) -> tuple[OverlayPeer, ...]:
+        macs: dict[str, list[str]] = {}
+        for node in nodes:
+            other = record.assignments.get(node.name)
+            if other is not None and other != host:
+                macs.setdefault(other, []).append(node.mac)
+        return tuple(
+            OverlayPeer(
+                host=other,
+                underlay=hosts[other].underlay if other in hosts else "",
+                enrolled=HostService.enrolled_underlay(self.store, other),
+                macs=tuple(sorted(found)),
+            )
+            for other, found in sorted(macs.items())
+        )
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from mayu_py.server.operations import Operation, Reply, body_of, operation
 from mayu_py.server.schemas import CredentialView, DesiredNode, HostList, HostSeen, HostToken
 from mayu_py.tenants.resource import TenantCluster
 from mayu_py.tenants.validation import DNS1123_LABEL_PATTERN
-from mayu_py.tenants.wire import HostRegistrationBody, NodeReportBody
+from mayu_py.tenants.wire import HostRegistrationBody, NodeReportBody, ip_address_or_none
 
 bp = Blueprint("tenants", __name__, url_prefix="/api/v1")
 bp.before_request(require_admin_or_agent)
@@ -224,7 +224,10 @@ def list_hosts() -> Response:
 def approve_host(host: str) -> tuple[Response, int]:
     """Approve an agent host that is not an enrolled machine; its token is shown once."""
     require_admin()
-    token = services().hosts.approve(host, event_source())
+    body = request.get_json(silent=True)
+    given = body.get("underlay") if isinstance(body, dict) else None
+    underlay = ip_address_or_none(given, "underlay") or ""
+    token = services().hosts.approve(host, event_source(), underlay)
     return jsonify({"host": host, "token": token}), 201
 
 

@@ -190,6 +190,9 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM registrations WHERE second < CAST(NEW.created AS INTEGER) - 120;
     END;
     """,
+    """
+    ALTER TABLE agent_credentials ADD COLUMN underlay TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -472,19 +475,19 @@ class _SqliteTx(BmcRows, UserRows):
 
     def get_agent_credential(self, host: str) -> AgentCredential | None:
         row = self._conn.execute(
-            "SELECT host, token_hash, origin, revoked, created, updated FROM agent_credentials "
-            "WHERE host = ?",
+            "SELECT host, token_hash, origin, revoked, created, updated, underlay "
+            "FROM agent_credentials WHERE host = ?",
             (host,),
         ).fetchone()
         if row is None:
             return None
-        name, token_hash, origin, revoked, created, updated = row
-        return AgentCredential(name, token_hash, origin, bool(revoked), created, updated)
+        name, token_hash, origin, revoked, created, updated, underlay = row
+        return AgentCredential(name, token_hash, origin, bool(revoked), created, updated, underlay)
 
     def put_agent_credential(self, credential: AgentCredential) -> None:
         self._conn.execute(
             "INSERT OR REPLACE INTO agent_credentials (host, token_hash, origin, revoked, "
-            "created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            "created, updated, underlay) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 credential.host,
                 credential.token_hash,
@@ -492,6 +495,7 @@ class _SqliteTx(BmcRows, UserRows):
                 int(credential.revoked),
                 credential.created,
                 credential.updated,
+                credential.underlay,
             ),
         )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from mayu_py.errors import BadRequest
 from mayu_py.tenants.resource import Role, TenantCluster, gib, mib
+from mayu_py.tenants.wire import OverlayPeer
 
 NODE_UUID_NAMESPACE = uuidlib.UUID("5f1c0a52-6d2e-4b8e-9a51-6d61797521a1")
 GATEWAY_OFFSET = 1  # .1 is the host's address on the tenant network
@@ -45,6 +46,8 @@ class TenantNode:
     cidr: str
     vni: int
     gateway: str
+    # the other hosts carrying nodes of this tenant (the server fills them in per host)
+    peers: tuple[OverlayPeer, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The wire form an agent fetches from GET /api/v1/hosts/<host>/nodes."""
@@ -61,7 +64,12 @@ class TenantNode:
             "mac": self.mac,
             "ip": self.ip,
             "uuid": self.uuid,
-            "network": {"cidr": self.cidr, "vni": self.vni, "gateway": self.gateway},
+            "network": {
+                "cidr": self.cidr,
+                "vni": self.vni,
+                "gateway": self.gateway,
+                "peers": [p.to_json() for p in self.peers],
+            },
         }
 
     @classmethod
@@ -88,6 +96,7 @@ class TenantNode:
                 cidr=str(net["cidr"]),
                 vni=int(net["vni"]),
                 gateway=str(net["gateway"]),
+                peers=tuple(OverlayPeer.from_json(p) for p in net.get("peers") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"malformed tenant node: {exc!r}", {"node": data}) from exc
@@ -149,7 +158,7 @@ def tenant_nodes(tenant: TenantCluster) -> list[TenantNode]:
                 ip=ip,
                 uuid=node_uuid(tenant.name, name),
                 cidr=spec.network.cidr,
-                vni=spec.network.vni,
+                vni=spec.network.vni or 0,  # 0: not allocated (invalid: never placed)
                 gateway=gateway,
             )
         )

@@ -14,13 +14,15 @@ HEARTBEAT_LAPSE_S = 60.0
 
 @dataclass(frozen=True)
 class HostInfo:
-    """An agent host as it registered: capacity, address and the time of its last heartbeat."""
+    """An agent host as it registered: capacity, addresses and the time of its last heartbeat
+    (`underlay`: its VXLAN endpoint, as the host says)."""
 
     name: str
     cpus: int
     memory_mib: int
     last_seen: float
     address: str = ""
+    underlay: str = ""
 
     def alive(self, now: float, lapse_s: float = HEARTBEAT_LAPSE_S) -> bool:
         return now - self.last_seen <= lapse_s
@@ -36,12 +38,13 @@ class HostInfo:
             memory_mib=data["memory_mib"],
             last_seen=data["last_seen"],
             address=data.get("address", ""),
+            underlay=data.get("underlay", ""),
         )
 
     @classmethod
     def seen(cls, host: HostRegistration, now: float) -> HostInfo:
         """The host as of its heartbeat at `now`."""
-        return cls(host.name, host.cpus, host.memory_mib, now, host.address)
+        return cls(host.name, host.cpus, host.memory_mib, now, host.address, host.underlay)
 
 
 def lapsed_nodes(

@@ -49,7 +49,7 @@ class NodeSize(_Strict):
 
 class TenantNetwork(_Strict):
     cidr: str
-    vni: StrictInt = Field(ge=1, le=MAX_VNI)
+    vni: StrictInt | None = Field(default=None, ge=1, le=MAX_VNI)  # None: the server allocates
 
 
 class TenantSpec(_Strict):

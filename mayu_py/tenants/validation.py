@@ -9,12 +9,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mayu_py.errors import Unprocessable
+from mayu_py.errors import Conflict, Unprocessable
 from mayu_py.kubernetes_releases import unsupported_reason
 from mayu_py.tenants.nodes import FIRST_NODE_OFFSET
-from mayu_py.tenants.resource import TenantCluster, TenantSpec, gib, mib
+from mayu_py.tenants.resource import MAX_VNI, TenantCluster, TenantSpec, gib, mib
 
 MIN_PREFIX, MAX_PREFIX = 16, 28
+FIRST_AUTO_VNI = 100  # where the server starts when it allocates a tenant's VNI
 MAX_MEMORY_MIB = 4 << 20  # 4 TiB
 MAX_DISK_GIB = 64 << 10  # 64 TiB
 MAX_NAME = 40  # leaves room for "-worker-NNN" inside a 63-character DNS label
@@ -72,8 +73,28 @@ def _check_network(
             errors["spec.network.cidr"] = (
                 f"overlaps tenant {other.name!r} ({other.spec.network.cidr})"
             )
-        if other.spec.network.vni == spec.network.vni:
-            errors["spec.network.vni"] = f"already used by tenant {other.name!r}"
+
+
+def _with_vni(tenant: TenantCluster, existing: list[TenantCluster]) -> TenantCluster:
+    """The tenant with its VNI: the one it asks for (Conflict when another tenant has it), or
+    the lowest free one from FIRST_AUTO_VNI when it names none."""
+    others = [t for t in existing if t.name != tenant.name]
+    vni = tenant.spec.network.vni
+    if vni is None:
+        vni = free_vni({t.spec.network.vni for t in others})
+    elif owner := next((t.name for t in others if t.spec.network.vni == vni), None):
+        raise Conflict("VNI taken", {"spec.network.vni": f"{vni} is used by tenant {owner!r}"})
+    network = tenant.spec.network.model_copy(update={"vni": vni})
+    spec = tenant.spec.model_copy(update={"network": network})
+    return tenant.model_copy(update={"spec": spec})
+
+
+def free_vni(used: set[int | None], first: int = FIRST_AUTO_VNI) -> int:
+    """The lowest VNI from `first` that is not `used`; Conflict when none is left."""
+    vni = next((v for v in range(first, MAX_VNI + 1) if v not in used), None)
+    if vni is None:
+        raise Conflict("no free VNI left", {"spec.network.vni": "every VNI is taken"})
+    return vni
 
 
 def _check_nodes(
@@ -110,7 +131,8 @@ def _check_nodes(
 def parse_tenant(
     doc: dict[str, Any], known_images: dict[str, ImageInfo], existing: list[TenantCluster]
 ) -> TenantCluster:
-    """Validate a TenantCluster document; raise Unprocessable with field-level detail."""
+    """Validate a TenantCluster document; raise Unprocessable with field-level detail, or
+    Conflict when its VNI is another tenant's. A tenant without a VNI gets a free one."""
     if not isinstance(doc, dict):
         raise Unprocessable("invalid TenantCluster", {"": "must be a mapping"})
     try:
@@ -126,4 +148,4 @@ def parse_tenant(
         errors["spec.kubernetesVersion"] = reason
     if errors:
         raise Unprocessable("invalid TenantCluster", errors)
-    return tenant
+    return _with_vni(tenant, existing)

@@ -1,4 +1,5 @@
-"""What an agent sends the server: its host registration (a heartbeat) and node reports.
+"""What an agent and the server tell each other: the host registration (a heartbeat), node
+reports, and the overlay peers of a tenant (`OverlayPeer`, in each desired node).
 
 The agent builds these and its API source sends `to_json()`; the server reads the same bodies
 with `from_json`, so both ends share one definition of each message. `from_json` validates
@@ -68,6 +69,7 @@ class HostRegistrationBody(BaseModel):
     cpus: StrictInt = Field(ge=1, le=MAX_CPUS)
     memory_mib: StrictInt = Field(ge=1, le=MAX_MEMORY_MIB)
     address: IpAddress = Field(default=None, description="where the host reaches the server")
+    underlay: IpAddress = Field(default=None, description="its VXLAN endpoint for tenants")
 
 
 class NodeReportBody(BaseModel):
@@ -99,12 +101,14 @@ def _read(model: type[Any], body: Any) -> Any:
 
 @dataclass(frozen=True)
 class HostRegistration:
-    """An agent host's capacity and the address it reaches the server from."""
+    """An agent host's capacity, the address it reaches the server from, and its underlay
+    address: the local end of its tenants' VXLAN tunnels ("" when it has none)."""
 
     name: str
     cpus: int
     memory_mib: int
     address: str
+    underlay: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +116,7 @@ class HostRegistration:
             "cpus": self.cpus,
             "memory_mib": self.memory_mib,
             "address": self.address,
+            "underlay": self.underlay,
         }
 
     @classmethod
@@ -119,7 +124,7 @@ class HostRegistration:
         """Read a heartbeat body; BadRequest for a missing field, a wrong type, or a name,
         address or capacity out of bounds."""
         read: HostRegistrationBody = _read(HostRegistrationBody, body)
-        return cls(read.name, read.cpus, read.memory_mib, read.address or "")
+        return cls(read.name, read.cpus, read.memory_mib, read.address or "", read.underlay or "")
 
 
 @dataclass(frozen=True)
@@ -160,3 +165,55 @@ class NodeReport:
             message=(read.message or "")[:MAX_MESSAGE],
             generation=read.generation or 0,
         )
+
+
+def ip_address_or_none(value: Any, name: str) -> str | None:
+    """An IP address in text form, or None for null or an empty string; BadRequest else."""
+    try:
+        if value is None or isinstance(value, str):
+            return _ip_text(value)
+    except ValueError:
+        pass
+    raise BadRequest(f"{name} must be an IP address", {"field": name})
+
+
+class OverlayPeerBody(BaseModel):
+    """Another host of a tenant, as the server publishes it in each desired node."""
+
+    model_config = ConfigDict(extra="ignore")
+    host: HostName
+    underlay: IpAddress = Field(default=None, description="from its heartbeats: tunnels go here")
+    enrolled: IpAddress = Field(
+        default=None, description="from its enrolled record: VXLAN is accepted only from here"
+    )
+    macs: list[StrictStr] = Field(default_factory=list, description="the tenant's MACs there")
+
+
+@dataclass(frozen=True)
+class OverlayPeer:
+    """Another host carrying nodes of a tenant: where its VXLAN endpoint is and which of the
+    tenant's MACs sit behind it.
+
+    `underlay` is what the host says in its heartbeats (the tunnels' destination);
+    `enrolled` is the address its enrolled record holds (an approval's underlay, an enrolled
+    machine's address), None when it has none: only enrolled addresses may send VXLAN to us.
+    """
+
+    host: str
+    underlay: str
+    enrolled: str | None
+    macs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "underlay": self.underlay,
+            "enrolled": self.enrolled,
+            "macs": list(self.macs),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> OverlayPeer:
+        read: OverlayPeerBody = _read(OverlayPeerBody, data)
+        macs = tuple(sorted(m.lower() for m in read.macs))
+        return cls(read.host, read.underlay or "", read.enrolled, macs)

@@ -103,7 +103,9 @@ def test_wrong_token_is_one_line(server: RunningServer) -> None:
 
 
 def test_hosts_approve_rotate_revoke(server: RunningServer) -> None:
-    approved = server.mayuctl("hosts", "approve", "lab-host")
+    bad = server.mayuctl("hosts", "approve", "lab-host", "--underlay", "not-an-ip")
+    assert bad.returncode == 2 and "underlay must be an IP address" in bad.stderr
+    approved = server.mayuctl("hosts", "approve", "lab-host", "--underlay", "192.0.2.9")
     assert approved.returncode == 0, approved.stderr
     token = approved.stdout.strip().splitlines()[-1]
     assert token.startswith("lab-host.")
@@ -111,6 +113,8 @@ def test_hosts_approve_rotate_revoke(server: RunningServer) -> None:
     assert "lab-host" in listing.stdout and "operator" in listing.stdout
     rotated = server.mayuctl("hosts", "rotate-token", "lab-host").stdout.strip().splitlines()[-1]
     assert rotated != token
+    (listed,) = json.loads(server.mayuctl("hosts", "list", "-o", "json").stdout)
+    assert listed["credential"]["underlay"] == "192.0.2.9"  # the enrolled address stays
     heartbeat = {"name": "lab-host", "cpus": 2, "memory_mib": 2048}
     old = requests.post(f"{server.url}/api/v1/hosts", json=heartbeat, timeout=10,
                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip

@@ -208,6 +208,9 @@ def test_agent_credentials(store: Store) -> None:
     store.atomically(lambda tx: tx.put_agent_credential(revoked))
     assert store.list_agent_credentials() == [revoked]
     assert store.get_agent_credential("h2") is None
+    approved = AgentCredential("h2", "hash-2", "operator", False, 3.0, 3.0, underlay="192.0.2.7")
+    store.atomically(lambda tx: tx.put_agent_credential(approved))
+    assert store.get_agent_credential("h2") == approved
 
 
 def test_users(open_backend: OpenBackend) -> None:

@@ -60,7 +60,7 @@ def server():
 def test_api_shapes(server) -> None:
     url, seen = server
     source = ApiSource(url + "/", "s3cret", "h1")
-    source.register(HostRegistration("h1", 2, 4096, "192.0.2.5"))
+    source.register(HostRegistration("h1", 2, 4096, "192.0.2.5", "192.0.2.6"))
     nodes = source.desired_nodes()
     assert nodes[0].name == "acme-master-0" and nodes[0].mac == "52:54:00:aa:bb:cc"
     assert nodes[0].gateway == "10.100.0.1" and nodes[0].generation == 2
@@ -70,7 +70,7 @@ def test_api_shapes(server) -> None:
     )
     assert [(m, p, b) for m, p, _a, b in seen] == [
         ("POST", "/api/v1/hosts", {"name": "h1", "cpus": 2, "memory_mib": 4096,
-                                   "address": "192.0.2.5"}),
+                                   "address": "192.0.2.5", "underlay": "192.0.2.6"}),
         ("GET", "/api/v1/hosts/h1/nodes", None),
         ("GET", "/api/v1/tenants/acme/nodes/acme-master-0/ignition", None),
         ("PUT", "/api/v1/tenants/acme/nodes/acme-master-0/status",

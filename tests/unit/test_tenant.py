@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from mayu_py.errors import Unprocessable
+from mayu_py.errors import Conflict, Unprocessable
 from mayu_py.tenants import (
     HostInfo,
     ImageInfo,
@@ -18,6 +18,8 @@ from mayu_py.tenants import (
     place,
     tenant_nodes,
 )
+from mayu_py.tenants.resource import MAX_VNI
+from mayu_py.tenants.validation import FIRST_AUTO_VNI, free_vni
 from tests.support.tenants import acme
 
 IMAGES = {"lab": ImageInfo("lab", min_memory_mib=256)}
@@ -99,7 +101,11 @@ def test_overlapping_cidr_and_reused_vni() -> None:
     other = parse_tenant(doc(metadata__name="other"), IMAGES, [])
     detail = errors_of(DOC, [other])
     assert "overlaps tenant 'other'" in detail["spec.network.cidr"]
-    assert "spec.network.vni" in detail
+    taken = doc(spec__network={"cidr": "10.101.0.0/24", "vni": 100})
+    with pytest.raises(Conflict) as info:
+        parse_tenant(taken, IMAGES, [other])
+    assert info.value.status == 409
+    assert "'other'" in info.value.detail["spec.network.vni"]
     # an update of the same tenant does not collide with itself
     assert parse_tenant(DOC, IMAGES, [parse_tenant(DOC, IMAGES, [])]).name == "acme"
     # a disjoint network and another vni are fine
@@ -143,7 +149,12 @@ def test_spec_hash_changes_with_size_only() -> None:
     assert a[1].spec_hash != b[1].spec_hash  # worker-0 resized
     wire = a[0].to_json()
     assert wire["node"] == "acme-master-0"
-    assert wire["network"] == {"cidr": "10.100.0.0/24", "vni": 100, "gateway": "10.100.0.1"}
+    assert wire["network"] == {
+        "cidr": "10.100.0.0/24",
+        "vni": 100,
+        "gateway": "10.100.0.1",
+        "peers": [],
+    }
     assert wire["memory_mib"] == 512 and wire["disk_gib"] == 2
     assert TenantNode.from_json(wire) == a[0]
 
@@ -206,3 +217,22 @@ def test_node_of_removed_host_is_replaced() -> None:
     assert place([a], hosts(("h2", 8, 4096)), {"acme-worker-0": "gone"}, now=NOW) == {
         "acme-worker-0": "h2"
     }
+
+
+def test_a_tenant_without_vni_gets_the_lowest_free_one() -> None:
+    first = parse_tenant(doc(spec__network={"cidr": "10.100.0.0/24"}), IMAGES, [])
+    assert first.spec.network.vni == FIRST_AUTO_VNI
+    second = parse_tenant(
+        doc(metadata__name="two", spec__network={"cidr": "10.101.0.0/24"}), IMAGES, [first]
+    )
+    assert second.spec.network.vni == FIRST_AUTO_VNI + 1
+    # re-validating a tenant against the list that holds it keeps its VNI
+    assert parse_tenant(first.model_dump(mode="json"), IMAGES, [first, second]) == first
+    assert {n.vni for n in tenant_nodes(second)} == {FIRST_AUTO_VNI + 1}
+
+
+def test_no_free_vni_left_is_a_conflict() -> None:
+    assert free_vni({FIRST_AUTO_VNI, FIRST_AUTO_VNI + 2}) == FIRST_AUTO_VNI + 1
+    with pytest.raises(Conflict) as info:
+        free_vni({MAX_VNI - 1, MAX_VNI}, first=MAX_VNI - 1)
+    assert info.value.status == 409

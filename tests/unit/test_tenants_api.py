@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from mayu_py.config import load_settings
 from mayu_py.server.app import create_app
 from mayu_py.store import Store, open_store
+from mayu_py.tenants.validation import FIRST_AUTO_VNI
 from tests.support.flask_app import Machine
 from tests.support.ignition import file_text
 from tests.support.tenants import acme
@@ -335,3 +336,73 @@ def test_a_pki_left_by_a_crash_is_not_inherited(client: FlaskClient, tmp_path: P
     assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
     new = client.get("/api/v1/tenants/acme/kubeconfig", headers=AUTH).data.decode()
     assert _ca(new) != _ca(old)
+
+
+def test_vni_is_allocated_when_absent_and_a_taken_one_is_409(client: FlaskClient) -> None:
+    auto = copy.deepcopy(ACME)
+    auto["spec"]["network"] = {"cidr": "10.100.0.0/24"}
+    created = client.post("/api/v1/tenants", headers=AUTH, json=auto)
+    assert created.status_code == 201, created.get_json()
+    vni = created.get_json()["spec"]["network"]["vni"]
+    assert vni == FIRST_AUTO_VNI
+    # stored with the tenant: read back, and kept across a spec change that omits it
+    stored = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()
+    assert stored["spec"]["network"]["vni"] == vni
+    patch = {
+        "spec": {"network": {"cidr": "10.100.0.0/24"}, "sshAuthorizedKeys": ["ssh-ed25519 AAAA"]}
+    }
+    changed = client.patch("/api/v1/tenants/acme", headers=AUTH, json=patch)
+    assert changed.status_code == 200, changed.get_json()
+    assert changed.get_json()["spec"]["network"]["vni"] == vni
+    taken = copy.deepcopy(ACME)
+    taken["metadata"]["name"] = "beta"
+    taken["spec"]["network"] = {"cidr": "10.101.0.0/24", "vni": vni}
+    response = client.post("/api/v1/tenants", headers=AUTH, json=taken)
+    assert response.status_code == 409, response.get_json()
+    assert "'acme'" in response.get_json()["context"]["spec.network.vni"]
+    del taken["spec"]["network"]["vni"]
+    again = client.post("/api/v1/tenants", headers=AUTH, json=taken)
+    assert again.get_json()["spec"]["network"]["vni"] == FIRST_AUTO_VNI + 1
+
+
+def test_hosts_publish_each_tenant_s_overlay_peers(client: FlaskClient) -> None:
+    """A host's nodes carry the other hosts of their tenant: the underlay each says in its
+    heartbeat, and the address its enrolled record holds (the approval's), which alone
+    counts for accepting VXLAN. Rotation keeps the enrolled address."""
+    headers = {}
+    for host, underlay in (("h1", "192.0.2.1"), ("h2", "192.0.2.2")):
+        answer = client.post(
+            f"/api/v1/hosts/{host}/approve", headers=AUTH, json={"underlay": underlay}
+        )
+        assert answer.status_code == 201, answer.get_json()
+        headers[host] = {"Authorization": f"Bearer {answer.get_json()['token']}"}
+    bad = client.post("/api/v1/hosts/h3/approve", headers=AUTH, json={"underlay": "nope"})
+    assert bad.status_code == 400
+    client.post("/api/v1/hosts/h2/rotate-token", headers=AUTH)
+    for host in ("h1", "h2"):  # h2's heartbeat claims another underlay than its enrolled one
+        said = {"h1": "192.0.2.1", "h2": "198.51.100.2"}[host]
+        body = {"name": host, "cpus": 2, "memory_mib": 4096, "underlay": said}
+        assert client.post("/api/v1/hosts", headers=AUTH, json=body).status_code == 200
+    doc = copy.deepcopy(ACME)
+    doc["spec"]["masters"] = [{"cpus": 1, "memory": "512Mi", "disk": "2Gi"}] * 2
+    doc["spec"]["workers"] = []
+    status = client.post("/api/v1/tenants", headers=AUTH, json=doc).get_json()["status"]
+    where = {n["name"]: n["host"] for n in status["nodes"]}
+    assert set(where.values()) == {"h1", "h2"}
+    on_h1 = client.get("/api/v1/hosts/h1/nodes", headers=AUTH).get_json()
+    (node,) = on_h1
+    other = next(n for n, h in where.items() if h == "h2")
+    (peer,) = node["network"]["peers"]
+    assert peer["host"] == "h2"
+    assert peer["underlay"] == "198.51.100.2"  # from its heartbeat: where tunnels go
+    assert peer["enrolled"] == "192.0.2.2"  # from its approval: whence VXLAN is accepted
+    assert peer["macs"] == [
+        n["mac"] for n in client.get("/api/v1/hosts/h2/nodes", headers=AUTH).get_json()
+    ]
+    assert other.startswith("acme-master-")
+    (back,) = client.get("/api/v1/hosts/h2/nodes", headers=AUTH).get_json()[0]["network"]["peers"]
+    assert (back["host"], back["enrolled"]) == ("h1", "192.0.2.1")
+    # a revoked host loses its nodes: they move to h1, which then has no peer
+    client.post("/api/v1/hosts/h2/revoke", headers=AUTH)
+    moved = client.get("/api/v1/hosts/h1/nodes", headers=AUTH).get_json()
+    assert [n["network"]["peers"] for n in moved] == [[], []]

@@ -1,0 +1,163 @@
+"""A tenant's VXLAN overlay on one host, flannel's vxlan backend done with pyroute2: per tenant
+a Linux bridge (L2 only: no address of the host on it) and a VXLAN device (the tenant's VNI,
+the host's underlay address as local end, dstport 4789, no learning, no multicast) enslaved to
+it, static FDB entries to the other hosts' VTEPs (the all-zero MAC to each, for broadcast and
+unknown unicast, and each remote node's MAC to its host), and firewall rules that accept the
+tenant's VXLAN only from those hosts' enrolled addresses (`vxlan_firewall`).
+
+Names are owned by host and tenant: `mo<tag>b<vni hex>` (bridge) and `mo<tag>x<vni hex>`
+(VXLAN), tag = 6 hex digits of sha256(host name), at most 15 characters. `sync` makes the
+host's overlays exactly the wanted ones, so an agent restarted after kill -9 removes what it
+owned and nothing else. Every operation is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mayu_py.errors import MayuError
+from mayu_py.virt.vxlan_firewall import VXLAN_PORT, VxlanFirewall
+
+log = logging.getLogger(__name__)
+
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+@dataclass(frozen=True)
+class Vtep:
+    """Another host of the tenant: `address` receives our tunnels (it said so in its
+    heartbeat), `accept_from` is its enrolled address, the only one we take VXLAN from."""
+
+    address: str
+    accept_from: str
+    macs: tuple[str, ...] = ()  # the tenant's node MACs behind it
+
+
+@dataclass(frozen=True)
+class TenantOverlay:
+    vni: int
+    peers: tuple[Vtep, ...] = ()
+
+
+def host_tag(host: str) -> str:
+    return hashlib.sha256(host.encode()).hexdigest()[:6]
+
+
+class HostOverlay:
+    """The overlays of host `host` whose underlay address is `local`, in network namespace
+    `netns` (None: the caller's)."""
+
+    def __init__(self, host: str, local: str, netns: str | None = None) -> None:
+        self.tag = host_tag(host)
+        self.local = local
+        self.netns = netns
+        self.firewall = VxlanFirewall(self.tag, netns)
+        self._owned = re.compile(rf"^mo{self.tag}[bx]([0-9a-f]+)$")
+
+    def bridge(self, vni: int) -> str:
+        return f"mo{self.tag}b{vni:x}"
+
+    def vxlan(self, vni: int) -> str:
+        return f"mo{self.tag}x{vni:x}"
+
+    def ensure(self, tenant: TenantOverlay) -> str:
+        """Bridge, VXLAN device, FDB entries and firewall rules of the tenant as wanted;
+        returns the bridge's name (where the tenant's VMs attach)."""
+        with self._ipr() as ipr:
+            bridge = self._devices(ipr, tenant)
+        self.firewall.allow(tenant.vni, _sources(tenant))
+        return bridge
+
+    def _devices(self, ipr: IPRoute, tenant: TenantOverlay) -> str:
+        mtu = self._underlay_mtu(ipr) - VXLAN_OVERHEAD
+        bridge = self._link(ipr, self.bridge(tenant.vni), mtu, kind="bridge")
+        vxlan = self._link(
+            ipr, self.vxlan(tenant.vni), mtu,
+            kind="vxlan", vxlan_id=tenant.vni, vxlan_local=self.local,
+            vxlan_port=VXLAN_PORT, vxlan_learning=0,
+        )  # fmt: skip
+        ipr.link("set", index=vxlan, master=bridge, state="up")
+        ipr.link("set", index=bridge, state="up")
+        self._sync_fdb(ipr, vxlan, tenant.peers)
+        return self.bridge(tenant.vni)
+
+    def remove(self, vni: int) -> None:
+        """Firewall rules, VXLAN device (its FDB entries go with it) and bridge; missing
+        pieces are fine."""
+        self.firewall.forget(vni)
+        with self._ipr() as ipr:
+            for name in (self.vxlan(vni), self.bridge(vni)):
+                for index in ipr.link_lookup(ifname=name):
+                    ipr.link("del", index=index)
+
+    def owned_vnis(self) -> set[int]:
+        """The VNIs with any device or firewall chain of this host."""
+        with self._ipr() as ipr:
+            names = [link.get("IFLA_IFNAME") for link in ipr.get_links()]
+        found = {int(m.group(1), 16) for n in names if n and (m := self._owned.match(n))}
+        return found | self.firewall.owned_vnis()
+
+    def sync(self, wanted: list[TenantOverlay]) -> dict[int, str]:
+        """Exactly the wanted overlays on this host: what this host owns beyond them goes.
+        The firewall is set in one step for all of them. Returns {vni: bridge}."""
+        keep = {t.vni for t in wanted}
+        for vni in sorted(self.owned_vnis() - keep):
+            log.info("removing overlay of VNI %d", vni, extra={"vni": vni})
+            self.remove(vni)
+        with self._ipr() as ipr:  # one netlink socket in the namespace for all of them
+            bridges = {t.vni: self._devices(ipr, t) for t in wanted}
+        self.firewall.set_all({t.vni: _sources(t) for t in wanted})
+        return bridges
+
+    @contextmanager
+    def _ipr(self) -> Iterator[IPRoute]:
+        try:
+            with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
+                yield ipr
+        except NetlinkError as exc:
+            raise MayuError(f"overlay netlink error: {exc}", {"netns": self.netns}) from exc
+
+    def _underlay_mtu(self, ipr: IPRoute) -> int:
+        addrs = ipr.get_addr(address=self.local)
+        if not addrs:
+            raise MayuError(
+                f"underlay address {self.local} is not on this host", {"underlay": self.local}
+            )
+        return int(ipr.get_links(addrs[0]["index"])[0].get("IFLA_MTU"))
+
+    @staticmethod
+    def _link(ipr: IPRoute, name: str, mtu: int, **kind: object) -> int:
+        """The index of link `name`, created when missing; its MTU set."""
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            ipr.link("add", ifname=name, mtu=mtu, **kind)
+            found = ipr.link_lookup(ifname=name)
+        ipr.link("set", index=found[0], mtu=mtu)
+        return int(found[0])
+
+    @staticmethod
+    def _sync_fdb(ipr: IPRoute, vxlan: int, peers: tuple[Vtep, ...]) -> None:
+        want = {(ZERO_MAC, p.address) for p in peers}
+        want |= {(mac.lower(), p.address) for p in peers for mac in p.macs}
+        have = {
+            (str(e.get("NDA_LLADDR")), str(e.get("NDA_DST")))
+            for e in ipr.fdb("dump", ifindex=vxlan)
+            if e.get("NDA_DST")
+        }
+        for mac, dst in have - want:
+            ipr.fdb("del", ifindex=vxlan, lladdr=mac, dst=dst)
+        for mac, dst in sorted(want - have):
+            ipr.fdb("append", ifindex=vxlan, lladdr=mac, dst=dst)
+
+
+def _sources(tenant: TenantOverlay) -> set[str]:
+    return {p.accept_from for p in tenant.peers}

@@ -1,5 +1,5 @@
 """Layers only import downward (DESIGN section 6): cli > server | agent | lab > store | api_client
-> tenants > images | render | dhcp | pki | bmc | virt > model | config | command >
+> tenants > images | render | dhcp | pki | bmc | virt > model | config | command | supervisor >
 kubernetes_releases > errors | files. No sideways imports, absolute or relative.
 
 `tenants` sits above render and pki (a tenant node's Ignition needs both) and below the two
@@ -20,7 +20,7 @@ LAYERS = [
     {"store", "api_client"},
     {"tenants"},
     {"images", "render", "dhcp", "pki", "bmc", "virt"},
-    {"model", "config", "command"},
+    {"model", "config", "command", "supervisor"},
     {"kubernetes_releases"},
     {"errors", "files"},
 ]

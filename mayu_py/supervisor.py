@@ -1,11 +1,12 @@
 """Run a long-lived program as a supervised child: log forwarding, restart with capped backoff,
 clean stop.
 
-The program runs in the foreground and logs to stderr; each line goes to `output_log` (WARNING
-when it says "warning" or "alert", else INFO) and to `on_line`. It counts as started once a
-line contains `ready_mark`. A child that dies is restarted after a delay that doubles up to a
-cap (and starts over once a child has stayed up for `stable_after` seconds). Subclasses check
-their configuration in `check()` before the first start (dnsmasq, haproxy).
+The program runs in the foreground and logs to stderr; each line goes to `output_log` (at
+`level_of(line)`: WARNING when it says "warning" or "alert", else INFO) and to `on_line`. It
+counts as started once a line contains `ready_mark`. A child that dies is restarted after a
+delay that doubles up to a cap (and starts over once a child has stayed up for `stable_after`
+seconds). Subclasses check their configuration in `check()` before the first start (dnsmasq,
+haproxy).
 """
 
 from __future__ import annotations
@@ -51,8 +52,7 @@ class _Child:
             if not line:
                 continue
             self.lines = (self.lines + [line])[-20:]
-            lower = line.lower()
-            level = logging.WARNING if "warning" in lower or "alert" in lower else logging.INFO
+            level = sup.level_of(line)
             sup.output_log.log(level, "%s", line, extra={f"{sup.name}_pid": self.proc.pid})
             if sup.ready_mark in line:
                 self.ready.set()
@@ -114,6 +114,11 @@ class Supervisor:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         useful = [ln for ln in lines if not any(n in ln for n in self.noise)]
         return (useful or lines or ["no output"])[-1]
+
+    def level_of(self, line: str) -> int:
+        """The log level of one output line: WARNING when it says so (or alerts), else INFO."""
+        lower = line.lower()
+        return logging.WARNING if "warning" in lower or "alert" in lower else logging.INFO
 
     def check(self) -> None:
         """Refuse a configuration the program rejects (ConfigError); nothing by default."""

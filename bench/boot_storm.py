@@ -1,27 +1,40 @@
 """Boot storm: N machines run the whole boot conversation concurrently against `mayu serve`.
 
-Each simulated machine does GET /ipxe (registers; a config group approves every machine, so it
-gets its one-time token), GET /ignition over HTTP with that token (the stub: renders its real
-config and issues its certificates once), GET the stub's HTTPS source (the secret config,
-verified with the server CA; spends the token), POST /report installed. The same responses,
-pre-rendered, are then served by nginx (HTTP and HTTPS) as the ceiling. Prints machines/s,
-p50/p99 per endpoint, errors, peak RSS of the server (master + workers) and the ratio to nginx.
-With --scrape S, a Prometheus-like client GETs /metrics every S seconds during the storm, from
-the HTTPS listener (as docs/monitoring.md advises; `--scrape-plain`: from the plain one).
+The server approves every machine through one catch-all config group (`selector: {}`,
+profile `worker`); its discovery bounds are raised for the storm, since every simulated machine
+asks from 127.0.0.1 (the defaults accept 20 new machines per source and minute). Each machine:
 
-    .venv/bin/python bench/boot_storm.py [--machines 1000] [--concurrency 200] [--workers 2]
-        [--threads 1] [--scrape 1 [--scrape-plain]]
+- flow `trusted` (the default server): GET /ipxe (discovered, approved by the group, a
+  provisioning window and a one-time boot token), GET /ignition over HTTP (the stub; the secret
+  config is rendered once and stored), GET the stub's merge source over HTTPS (a new TLS
+  connection per request as Ignition makes it, server CA pinned, the body's SHA-512 checked
+  against the stub; spends the token), POST /report installed (with the boot token);
+- flow `plain` (the server's `insecure_secrets_over_http` option): GET /ipxe, GET /ignition
+  (the secret config over plain HTTP), POST /report: the conversation as it was before the
+  trust work, with every new check except the HTTPS step.
+
+The same bytes, pre-rendered, are then served by nginx (the HTTPS step over TLS with the server's
+own certificate) as the ceiling. Prints machines/s, p50/p99 per step and per machine (its whole
+conversation), errors, peak RSS of the server (master, workers, HTTPS listener) and the ratio.
+
+    .venv/bin/python bench/boot_storm.py [--machines 1000] [--concurrency 200] [--flow trusted|plain]
+                                         [--workers 2] [--threads 1] [--scrape S [--scrape-plain]]
+
+With --scrape S, a Prometheus-like client GETs /metrics every S seconds during the storm (from
+the HTTPS listener, as docs/monitoring.md advises; `--scrape-plain`: from the plain one).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import statistics
 import subprocess
@@ -29,21 +42,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port, start_server  # noqa: E402
+from tests.conftest import RunningServer, free_port, start_server  # noqa: E402
 
 TOKEN_RE = re.compile(r"token=([A-Za-z0-9_-]+)")
-# Every machine is approved as a worker at its first boot request; all come from 127.0.0.1, so
-# discovery's rate limits are lifted.
-APPROVE_ALL = {
-    "groups": [{"name": "everyone", "profile": "worker", "selector": {}}],
+MACHINE = "machine"  # the latency of a machine's whole conversation
+HTTPS_STEP = "/ignition https"
+STORM_CONFIG = {
+    "groups": [{"name": "storm", "profile": "worker", "selector": {}}],
     "server": {"discovery": {"per_source_per_minute": 100_000, "per_minute": 1_000_000}},
 }
 
@@ -55,80 +71,108 @@ class Results:
     provisioned: int = 0
     wall_s: float = 0.0
 
-    def record(self, endpoint: str, seconds: float) -> None:
-        self.latencies.setdefault(endpoint, []).append(seconds)
+    def record(self, step: str, seconds: float) -> None:
+        self.latencies.setdefault(step, []).append(seconds)
 
-    def fail(self, endpoint: str) -> None:
-        self.errors[endpoint] = self.errors.get(endpoint, 0) + 1
+    def fail(self, step: str) -> None:
+        self.errors[step] = self.errors.get(step, 0) + 1
 
 
-async def _timed(results: Results, endpoint: str, call) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class Target:
+    """Where the storm goes: the plain base URL and, for the trusted flow, the HTTPS base
+    (the stub's merge source is fetched from there) with the client's TLS context."""
+
+    http: str
+    https: str | None = None
+    tls: ssl.SSLContext | None = None
+
+
+Call = Callable[[], Awaitable[tuple[int, bytes]]]
+
+
+async def _timed(results: Results, step: str, call: Call) -> tuple[int, bytes]:
     start = time.perf_counter()
     try:
-        async with call() as response:
-            body = await response.text()
-            status = response.status
-    except (TimeoutError, aiohttp.ClientError):
-        results.fail(endpoint)
-        return 0, ""
-    results.record(endpoint, time.perf_counter() - start)
+        status, body = await call()
+    except (TimeoutError, aiohttp.ClientError, ssl.SSLError):
+        results.fail(step)
+        return 0, b""
+    results.record(step, time.perf_counter() - start)
     if status >= 400:
-        results.fail(endpoint)
+        results.fail(step)
     return status, body
 
 
-def _secret_url(stub: str) -> str:
-    return json.loads(stub)["ignition"]["config"]["merge"][0]["source"]
+def _request(session: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> Call:
+    async def call() -> tuple[int, bytes]:
+        async with session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]
+            return response.status, await response.read()
+
+    return call
+
+
+async def _secret_over_https(
+    session: aiohttp.ClientSession, target: Target, stub: bytes, results: Results
+) -> bool:
+    """Fetch the stub's merge source from target.https and check its SHA-512."""
+    assert target.https is not None
+    (merge,) = json.loads(stub)["ignition"]["config"]["merge"]
+    source = urlsplit(merge["source"])
+    url = f"{target.https}{source.path}?{source.query}"
+    status, body = await _timed(results, HTTPS_STEP, _request(session, "GET", url, ssl=target.tls))
+    if status != 200:
+        return False
+    if merge["verification"]["hash"] != f"sha512-{hashlib.sha512(body).hexdigest()}":
+        results.fail("sha512")
+        return False
+    return True
 
 
 async def _machine(
-    session: aiohttp.ClientSession,
-    base: str,
-    index: int,
-    results: Results,
-    fixed_token: str | None,
-    ca: ssl.SSLContext,
+    session: aiohttp.ClientSession, target: Target, index: int, results: Results
 ) -> None:
-    mac = f"52-54-{index >> 24 & 255:02x}-{index >> 16 & 255:02x}-{index >> 8 & 255:02x}-{index & 255:02x}"
+    mac = "52-54-" + "-".join(f"{index >> shift & 255:02x}" for shift in (24, 16, 8, 0))
+    start = time.perf_counter()
     status, script = await _timed(
-        results, "/ipxe", lambda: session.get(f"{base}/ipxe", params={"mac": mac})
+        results, "/ipxe", _request(session, "GET", f"{target.http}/ipxe", params={"mac": mac})
     )
     if status != 200:
         return
-    match = TOKEN_RE.search(script)
-    token = fixed_token or (match.group(1) if match else "")
-    query = {"mac": mac, "token": token}
-    status, stub = await _timed(
-        results, "/ignition", lambda: session.get(f"{base}/ignition", params=query)
+    match = TOKEN_RE.search(script.decode())
+    if match is None:
+        results.fail("no token")
+        return
+    query = {"mac": mac, "token": match.group(1)}
+    status, config = await _timed(
+        results, "/ignition", _request(session, "GET", f"{target.http}/ignition", params=query)
     )
     if status != 200:
         return
-    status, _ = await _timed(results, "secret", lambda: session.get(_secret_url(stub), ssl=ca))
-    if status != 200:
+    if target.https is not None and not await _secret_over_https(session, target, config, results):
         return
+    report = {"event": "installed", "details": {}}
     status, _ = await _timed(
         results,
         "/report",
-        lambda: session.post(
-            f"{base}/report", params=query, json={"event": "installed", "details": {}}
-        ),
+        _request(session, "POST", f"{target.http}/report", params=query, json=report),
     )
     if status == 200:
         results.provisioned += 1
+        results.record(MACHINE, time.perf_counter() - start)
 
 
-async def _storm(
-    base: str, machines: int, concurrency: int, ca: ssl.SSLContext, fixed_token: str | None = None
-) -> Results:
+async def _storm(target: Target, machines: int, concurrency: int) -> Results:
     results = Results()
     limit = asyncio.Semaphore(concurrency)
+    # One connection per request, like iPXE and Ignition (and a TLS handshake per HTTPS step).
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def bounded(i: int) -> None:
             async with limit:
-                await _machine(session, base, i, results, fixed_token, ca)
+                await _machine(session, target, i, results)
 
         start = time.perf_counter()
         await asyncio.gather(*(bounded(i) for i in range(machines)))
@@ -189,7 +233,48 @@ class RssSampler(threading.Thread):
             self.peak_kib = max(self.peak_kib, total)
 
 
-def _nginx(root: Path, port: int, tls_port: int, pki: Path) -> subprocess.Popen[bytes]:
+@dataclass(frozen=True)
+class Captured:
+    """One machine's conversation as the server answered it (for nginx to replay)."""
+
+    script: str
+    ignition: bytes  # the stub (trusted) or the secret config (plain)
+    secret: bytes | None  # trusted: the secret config the stub names
+
+
+def _capture(server: RunningServer, trusted: bool) -> Captured:
+    mac = "52-54-ff-ff-ff-01"
+    script = requests.get(f"{server.url}/ipxe", params={"mac": mac}, timeout=10).text
+    match = TOKEN_RE.search(script)
+    assert match, script
+    query = {"mac": mac, "token": match.group(1)}
+    ignition = requests.get(f"{server.url}/ignition", params=query, timeout=30).content
+    secret = None
+    if trusted:
+        (merge,) = json.loads(ignition)["ignition"]["config"]["merge"]
+        secret = requests.get(merge["source"], verify=str(server.ca_file), timeout=30).content
+    return Captured(script, ignition, secret)
+
+
+def _wait_listening(port: int) -> None:
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nginx does not listen on {port}")
+
+
+def _nginx(root: Path, port: int, tls_port: int | None, tls_dir: Path) -> subprocess.Popen[bytes]:
+    tls_server = ""
+    if tls_port is not None:
+        tls_server = f"""
+  server {{
+    listen 127.0.0.1:{tls_port} ssl reuseport;
+    ssl_certificate {tls_dir}/tls.crt;
+    ssl_certificate_key {tls_dir}/tls.key;
+    location = /ignition {{ default_type application/json; alias {root}/secret.json; }}
+  }}"""
     conf = root / "nginx.conf"
     conf.write_text(f"""
 worker_processes 2;
@@ -205,123 +290,110 @@ http {{
     location = /ipxe {{ default_type text/plain; alias {root}/ipxe.txt; }}
     location = /ignition {{ default_type application/json; alias {root}/ignition.json; }}
     location = /report {{ default_type application/json; return 200 '{{"state":"installed"}}'; }}
-  }}
-  server {{
-    listen 127.0.0.1:{tls_port} ssl reuseport;
-    ssl_certificate {pki}/tls.crt;
-    ssl_certificate_key {pki}/tls.key;
-    location = /ignition {{ default_type application/json; alias {root}/secret.json; }}
-  }}
+  }}{tls_server}
 }}
 """)
     (root / "tmp").mkdir(exist_ok=True)
     root.chmod(0o755)  # nginx workers run as www-data
     process = subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.PIPE)
-    import socket
-
-    for _ in range(100):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
+    for listening in (port, tls_port):
+        if listening is not None:
+            _wait_listening(listening)
     return process
 
 
-def _summary(name: str, results: Results, machines: int) -> dict[str, float]:
+def _summary(name: str, results: Results, machines: int) -> float:
     rate = results.provisioned / results.wall_s if results.wall_s else 0.0
     print(
         f"\n== {name}: {results.provisioned}/{machines} provisioned in {results.wall_s:.2f} s "
         f"= {rate:.0f} machines/s; errors {sum(results.errors.values())} {results.errors or ''}"
     )
-    print(f"   {'endpoint':<10} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for endpoint, values in results.latencies.items():
+    print(f"   {'step':<16} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for step, values in results.latencies.items():
         ordered = sorted(values)
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         print(
-            f"   {endpoint:<10} {len(values):>6} {statistics.median(values) * 1000:>8.1f} "
+            f"   {step:<16} {len(values):>6} {statistics.median(values) * 1000:>8.1f} "
             f"{p99 * 1000:>8.1f} {ordered[-1] * 1000:>8.1f}"
         )
-    return {"rate": rate}
+    return rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--flow", choices=("trusted", "plain"), default="trusted")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help=">1: gthread workers")
     parser.add_argument("--scrape", type=float, help="GET /metrics every SCRAPE seconds")
     parser.add_argument("--scrape-plain", action="store_true", help="scrape the HTTP listener")
     args = parser.parse_args()
+    trusted = args.flow == "trusted"
 
     work = Path(tempfile.mkdtemp(prefix="mayu-bench-"))
+    config = json.loads(json.dumps(STORM_CONFIG))
+    config["server"]["insecure_secrets_over_http"] = not trusted
     server = start_server(
         work / "data",
-        config=APPROVE_ALL,
+        config=config,
         workers=args.workers,
         extra_args=("--threads", str(args.threads)),
     )
-    ca = ssl.create_default_context(cafile=str(server.ca_file))
+    client_tls = ssl.create_default_context(cafile=str(server.ca_file))
     sampler = RssSampler(server.process.pid)
     sampler.start()
     scraper = None
     if args.scrape:
         at = server.url if args.scrape_plain else server.tls_url
         scraper = Scraper(at, server.token, args.scrape, server.ca_file)
-    if scraper:
         scraper.start()
     try:
-        mayu = asyncio.run(_storm(server.url, args.machines, args.concurrency, ca))
+        target = Target(server.url, server.tls_url if trusted else None, client_tls)
+        mayu = asyncio.run(_storm(target, args.machines, args.concurrency))
+        captured = _capture(server, trusted)
     finally:
         sampler.stop.set()
         sampler.join()
         if scraper:
             scraper.stop.set()
             scraper.join()
-    # The same bytes for nginx: one machine's script and config, captured from the server.
-    import requests
-
-    script = requests.get(
-        f"{server.url}/ipxe", params={"mac": "52-54-ff-ff-ff-01"}, timeout=10
-    ).text
-    token = TOKEN_RE.search(script).group(1)  # type: ignore[union-attr]
-    stub = requests.get(
-        f"{server.url}/ignition", params={"mac": "52-54-ff-ff-ff-01", "token": token}, timeout=30
-    ).text
-    ignition = requests.get(_secret_url(stub), verify=str(server.ca_file), timeout=30).content
-    server.kill(signal.SIGTERM)
-    port, tls_port = free_port(), free_port()
-    secret_at = _secret_url(stub)
-    nginx_stub = stub.replace(secret_at, f"https://127.0.0.1:{tls_port}/ignition")
-    (work / "ipxe.txt").write_text(script)
-    (work / "ignition.json").write_text(nginx_stub)
-    (work / "secret.json").write_bytes(ignition)
-    nginx = _nginx(work, port, tls_port, work / "data" / "pki" / "server")
+        server.kill(signal.SIGTERM)
+    (work / "ipxe.txt").write_text(captured.script)
+    (work / "ignition.json").write_bytes(captured.ignition)
+    if captured.secret is not None:
+        (work / "secret.json").write_bytes(captured.secret)
+    port, tls_port = free_port(), free_port() if trusted else None
+    nginx = _nginx(work, port, tls_port, server.ca_file.parent)
     try:
-        ceiling = asyncio.run(
-            _storm(f"http://127.0.0.1:{port}", args.machines, args.concurrency, ca, token)
-        )
+        https = f"https://127.0.0.1:{tls_port}" if trusted else None
+        target = Target(f"http://127.0.0.1:{port}", https, client_tls)
+        ceiling = asyncio.run(_storm(target, args.machines, args.concurrency))
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
 
+    secret = captured.secret if captured.secret is not None else captured.ignition
     print(
-        f"boot storm: {args.machines} machines, {args.concurrency} concurrent clients, "
-        f"gunicorn {'gthread' if args.threads > 1 else 'sync'} x{args.workers} workers "
-        f"x{args.threads} threads, {os.cpu_count()} cores; ignition "
-        f"{len(ignition)} bytes"
+        f"boot storm: flow {args.flow}, {args.machines} machines, {args.concurrency} concurrent "
+        f"clients, gunicorn {'gthread' if args.threads > 1 else 'sync'} x{args.workers} workers "
+        f"x{args.threads} threads, {os.cpu_count()} cores; secret config {len(secret)} bytes"
+        + (f", stub {len(captured.ignition)} bytes" if trusted else "")
     )
     ours = _summary("mayu serve", mayu, args.machines)
     ref = _summary("nginx (same bytes, pre-rendered)", ceiling, args.machines)
-    print(f"\npeak RSS of mayu serve (master + workers): {sampler.peak_kib / 1024:.0f} MiB")
+    print(
+        f"\npeak RSS of mayu serve (master, workers, HTTPS listener): "
+        f"{sampler.peak_kib / 1024:.0f} MiB"
+    )
+    if ref:
+        print(f"ratio mayu/nginx (machines/s): {ours / ref:.3f}")
     if scraper and scraper.latencies:
         print(
             f"/metrics scraped ({scraper.url}) {len(scraper.latencies)} times during the storm, "
             f"{scraper.failures} failed, median {statistics.median(scraper.latencies) * 1000:.0f}"
             f" ms, max {max(scraper.latencies) * 1000:.0f} ms"
         )
-    if ref["rate"]:
-        print(f"ratio mayu/nginx (machines/s): {ours['rate'] / ref['rate']:.3f}")
     shutil.rmtree(work, ignore_errors=True)
 
 

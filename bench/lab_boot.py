@@ -1,7 +1,8 @@
 """Lab boot: seconds from power-on to `installed` per machine, through the real network boot.
 
 For each N, `mayu lab up --machines N --accel tcg` boots N VMs at once through DHCP
-(dnsmasq) -> iPXE -> HTTP (kernel, initrd) -> Linux -> DHCP -> Ignition over HTTP -> report;
+(dnsmasq) -> iPXE -> HTTP (kernel, initrd) -> Linux -> DHCP -> Ignition (the stub over HTTP,
+the secret config over HTTPS) -> report;
 power-on is the moment the lab started qemu, installed the server's event time. The floor
 boots the same kernel + initrd N at a time with `qemu -kernel`, the same machine's Ignition
 config over fw_cfg and no network boot (qemu user networking with restrict=on: nothing
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +32,7 @@ from mayu_py.lab import topology as topo  # noqa: E402
 from mayu_py.lab.api import LabClient  # noqa: E402
 from mayu_py.lab.netns import InNamespace  # noqa: E402
 from mayu_py.lab.state import LabState  # noqa: E402
+from tests.e2e.lab_machine import provision_as  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FLOOR_MARK = "MAYU: done in"
@@ -57,14 +58,12 @@ def installed_times(state: LabState) -> list[float]:
 
 
 def a_config(state: LabState) -> str:
-    """A lab machine's rendered Ignition config (fetched again; only for the floor)."""
+    """A lab machine's secret Ignition config for the floor: the machine is reinstalled and
+    its provisioning played from its address (its VM is off by now), stub over HTTP, the
+    config over HTTPS."""
     m = topo.LabMachine(1)
     with InNamespace(state.namespace) as ns:
-        client = LabClient(ns, state.url, state.token)
-        script = client.get_text(f"/ipxe?mac={m.mac.replace(':', '-')}&uuid={m.uuid}")
-        url = re.search(r"ignition\.config\.url=(\S+)", script)
-        assert url, script
-        config = json.loads(client.get_text(url.group(1).removeprefix(state.url)))
+        _, config = provision_as(ns, LabClient(ns, state.url, state.token), m)
     # No phone-home from the floor VMs: they have no route to the server.
     config.get("storage", {}).get("files", [])[:] = [
         f for f in config.get("storage", {}).get("files", []) if "report" not in f["path"]

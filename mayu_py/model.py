@@ -85,6 +85,12 @@ REPORT_EVENTS: dict[str, MachineState] = {
 }
 
 
+# Events anyone on the network can cause: refusals of unauthenticated boot-plane requests.
+# A machine keeps them within a budget of their own, so a flood of them cannot push the rest
+# of its history out.
+REFUSAL_EVENTS = frozenset({"alert", "identity-mismatch", "ignition-refused", "report-refused"})
+
+
 @dataclass(frozen=True)
 class Event:
     """One recorded happening in a machine's life."""

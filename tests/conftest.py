@@ -1,5 +1,6 @@
-"""Shared fixtures: a real `mayu serve` subprocess on a free loopback port; the rules every
-test follows (no skips; the unit tier starts no program but this Python)."""
+"""Shared fixtures: a real `mayu serve` subprocess on a free loopback port (or on an address
+inside a network namespace a test made); the rules every test follows (no skips; the unit tier
+starts no program but this Python)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import requests
 import yaml
 
+from mayu_py.lab.netns import InNamespace
 from tests.support.etcd import EtcdCluster
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -41,6 +46,14 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     tls_url: str
+    namespace: str | None = None  # the network namespace serve runs in (and is reached from)
+
+    def inside(self, fn: Callable[[], T]) -> T:
+        """Run fn where the server is reachable: here, or inside its network namespace."""
+        if self.namespace is None:
+            return fn()
+        with InNamespace(self.namespace) as ns:
+            return ns.call(fn, timeout=60)
 
     @property
     def ca_file(self) -> Path:
@@ -49,7 +62,9 @@ class RunningServer:
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
         headers = {"Authorization": f"Bearer {self.token}"}
-        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        return self.inside(
+            lambda: requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        )
 
     def mayuctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "MAYU_URL": self.url, "MAYU_TOKEN": self.token}
@@ -76,8 +91,10 @@ def start_server(
     extra_args: tuple[str, ...] = (),
     token: str = "test-admin-token-0123456789abcdef-long",
     tls_listen: str | None = None,
+    namespace: str | None = None,
 ) -> RunningServer:
-    """Start `mayu serve` (plain HTTP and HTTPS listeners) and wait until /healthz answers."""
+    """Start `mayu serve` (plain HTTP and HTTPS listeners) and wait until /healthz answers.
+    With `namespace`, serve runs inside that network namespace (`listen` is an address there)."""
     listen = listen or f"127.0.0.1:{free_port()}"
     tls_listen = tls_listen or f"{listen.rpartition(':')[0]}:{free_port()}"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -100,22 +117,29 @@ def start_server(
         args += ["--config", str(config_path)]
     log_path = data_dir.parent / f"{data_dir.name}-serve.log"
     env = {**os.environ, "MAYU_TOKEN": token}
+    if namespace is not None:
+        args = ["ip", "netns", "exec", namespace, *args]  # exec's serve: the same pid
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     server = RunningServer(
-        f"http://{listen}", token, data_dir, process, log_path, f"https://{tls_listen}"
+        f"http://{listen}", token, data_dir, process, log_path, f"https://{tls_listen}", namespace
     )
+
+    def healthy() -> bool:
+        try:
+            return requests.get(server.url + "/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"mayu serve exited {process.returncode}: {log_path.read_text()}")
-        try:
-            if requests.get(server.url + "/healthz", timeout=1).ok:
-                return server
-        except requests.ConnectionError:
-            time.sleep(0.1)
+        if server.inside(healthy):
+            return server
+        time.sleep(0.1)
     server.kill(signal.SIGKILL)
     raise RuntimeError(f"mayu serve did not come up: {log_path.read_text()}")
 

@@ -47,6 +47,9 @@ class ActionState(StrEnum):
 
 
 FINISHED = frozenset({ActionState.DONE, ActionState.FAILED})
+# A machine keeps its newest this many finished actions (trimmed when one is added); open
+# (queued, running) ones are never trimmed.
+ACTIONS_KEPT = 50
 
 
 @dataclass(frozen=True)

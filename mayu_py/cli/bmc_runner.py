@@ -61,7 +61,9 @@ def _run(settings: Settings, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     configure_logging(False)
     server = settings.server
-    store = open_store(settings.data_path, server.events_per_machine, server.alerts_kept)
+    store = open_store(
+        settings.data_path, server.events_per_machine, server.alerts_kept, settings.store
+    )
     stop = threading.Event()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:

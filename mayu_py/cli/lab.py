@@ -1,4 +1,5 @@
-"""`mayu lab up|status|down`: PXE-boot qemu VMs from a real server inside a network namespace."""
+"""`mayu lab up|status|restart|down|ctl`: PXE-boot qemu VMs from a real server inside a
+network namespace."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import click
 
 from mayu_py.command import in_namespace
+from mayu_py.lab.restart import lab_restart
 from mayu_py.lab.runner import UpOptions, lab_up
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState
 from mayu_py.lab.status import lab_status
@@ -122,6 +124,16 @@ def down(data_dir: Path | None) -> None:
     inventory records and UEFI variables, the agent's state); idempotent."""
     done = lab_down(data_dir=data_dir.resolve() if data_dir else None)
     for line in done or ["nothing to tear down"]:
+        click.echo(line)
+
+
+@lab.command("restart")
+@click.argument("machines", nargs=-1)
+def restart(machines: tuple[str, ...]) -> None:
+    """Network-boot lab machines again (e.g. `lab1 lab3`; none named: every machine): each
+    VM is killed if it runs and started afresh. An installed machine gets its local-boot
+    script from the server; one that `mayu lab ctl reinstall` reopened provisions again."""
+    for line in lab_restart(machines):
         click.echo(line)
 
 

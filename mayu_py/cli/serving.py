@@ -96,7 +96,7 @@ def load_tls(settings: Settings) -> ServerTls:
     tls = settings.server.tls
     if tls.cert_file and tls.key_file and tls.ca_file:
         return server_tls.operator_supplied(tls.cert_file, tls.key_file, tls.ca_file)
-    return server_tls.load_or_create(settings.data_path / "pki" / "server", tls_names(settings))
+    return server_tls.load_or_create(server_tls.server_dir(settings.data_path), tls_names(settings))
 
 
 def build_app(

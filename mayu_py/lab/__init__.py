@@ -12,7 +12,8 @@ happened during this run, the reboot policy, the outcome), `display` (tables and
 `state` (the state file that lets `status` and `down` work from another process),
 `inventory` (the lab machines' records, which the lab owns), `tenants` (level 2: agent,
 demo tenants, their libvirt cleanup through `mayu_py.virt`), `api` (the admin API from
-inside the namespace), `runner` (up), `status`, `teardown` (down).
+inside the namespace), `runner` (up), `status`, `restart` (network-boot machines again),
+`teardown` (down).
 """
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ from mayu_py.lab.state import LabState, VmRecord
 class Fleet:
     """One qemu process per lab machine, started inside the lab namespace."""
 
-    def __init__(self, state: LabState, work: Path, firmware: str) -> None:
+    def __init__(self, state: LabState, work: Path) -> None:
         self.state = state
         self.work = work
-        self.firmware = firmware
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def record(self, m: topo.LabMachine) -> VmRecord:
@@ -45,7 +44,7 @@ class Fleet:
             console_log.replace(console_log.with_name(f"{console_log.name}.{record.boots}"))
         elif console_log.exists():
             console_log.unlink()
-        argv = vm.qemu_argv(m, self.state.accel, console_log, self.firmware)
+        argv = vm.qemu_argv(m, self.state.accel, console_log, self.state.firmware)
         proc = spawn(argv, self.state.namespace, self.work / f"{m.name}.qemu.log")
         self.procs[m.index] = proc
         record.pid = proc.pid

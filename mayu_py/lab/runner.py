@@ -1,7 +1,8 @@
 """`mayu lab up`: the steps of one run, in order.
 
 Build the lab image into the asset root, create the namespace with its bridge, start `mayu
-serve --dhcp full` inside it on 10.77.0.1:8080 (`--dhcp proxy`: first a second namespace with
+serve --dhcp full` inside it on 10.77.0.1:8080 and (HTTPS, secrets) 10.77.0.1:8443, so the
+server's certificate names 10.77.0.1 (`--dhcp proxy`: first a second namespace with
 the site's own DHCP server, a plain dnsmasq on a veth into the bridge, and `mayu serve --dhcp
 proxy`, which only adds boot information), one tap and one qemu per machine, then watch
 (`watch`) until every machine installed during this run, or the timeout. Then level 2: the lab
@@ -38,7 +39,7 @@ from mayu_py.lab.fleet import Fleet
 from mayu_py.lab.inventory import forget_lab_machines
 from mayu_py.lab.processes import child_env, log_tail, spawn
 from mayu_py.lab.site import serve_config, site_dnsmasq_conf
-from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, Phase, state_path
+from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, Phase, state_path, work_dir
 from mayu_py.lab.teardown import lab_down
 from mayu_py.lab.watch import EMPTY, Outcome, Snapshot, Watcher, judge, to_reboot
 
@@ -64,7 +65,8 @@ def _serve_argv(config_path: Path, data_dir: Path, dhcp: str) -> list[str]:
     return [
         sys.executable, "-c", "from mayu_py.cli.mayu import main; main()",
         "serve", "--config", str(config_path), "--data-dir", str(data_dir),
-        "--listen", f"{topo.SERVER_IP}:{topo.PORT}", "--dhcp", dhcp,
+        "--listen", f"{topo.SERVER_IP}:{topo.PORT}",
+        "--tls-listen", f"{topo.SERVER_IP}:{topo.TLS_PORT}", "--dhcp", dhcp,
     ]  # fmt: skip
 
 
@@ -118,7 +120,7 @@ class Lab:
         self.tenants = topo.lab_tenants(opts.tenants)
         self.agent: subprocess.Popen[bytes] | None = None
         self.watch_tenants = False  # level 2 started
-        self.work = opts.data_dir / "lab"
+        self.work = work_dir(opts.data_dir)
         self.state: LabState | None = None
         self.fleet: Fleet | None = None
         self.serve: subprocess.Popen[bytes] | None = None
@@ -159,9 +161,10 @@ class Lab:
             serve_log=str(self.work / "serve.log"),
             created=time.time(),  # the run's start: only later events count (`watch`)
             dhcp=self.opts.dhcp,
+            firmware=self.opts.firmware,
         )
         self.state.save()  # before anything exists: `down` works from here on
-        self.fleet = Fleet(self.state, self.work, self.opts.firmware)
+        self.fleet = Fleet(self.state, self.work)
         netns.create_network()
         for m in self.machines:
             netns.add_tap(m.tap)

@@ -1,10 +1,13 @@
 """The lab site's configuration: `mayu serve`'s config file and the site's own DHCP server.
 
-The server's config is the user's `--config` file under the lab's facts: its listen address,
-data dir and DHCP settings, and one group per lab machine that names it by MAC, so the lab
-approves its own machines through config (never by arrival order): the first
-min(cluster.controller_count, N) machines get the `controller` profile, the rest `worker`.
-The etcd members are pinned to those controllers unless the file names its own.
+The server's config is the user's `--config` file under the lab's facts: its plain HTTP and
+HTTPS listen addresses (both inside the lab namespace, so the server certificate names
+10.77.0.1), data dir, DHCP settings, room for the lab image's reports (every file Ignition
+wrote, with its hash: more than the 4 KiB a production report needs), and one group per lab
+machine that names it by MAC, so the lab approves its own machines through config (never by
+arrival order): the first min(cluster.controller_count, N) machines get the `controller`
+profile, the rest `worker`. The etcd members are pinned to those controllers unless the file
+names its own.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import yaml
 from mayu_py.config import load_settings
 from mayu_py.errors import ConfigError
 from mayu_py.lab import topology as topo
+
+# The lab image reports every file Ignition wrote with its mode, size and SHA-256: a controller
+# writes ~40 files (~7 KiB of report details).
+REPORT_DETAILS_MAX_BYTES = 64 * 1024
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +88,11 @@ def serve_config(
         }
     lab: dict[str, Any] = {
         "data_dir": str(data_dir),
-        "server": {"listen": f"{topo.SERVER_IP}:{topo.PORT}"},
+        "server": {
+            "listen": f"{topo.SERVER_IP}:{topo.PORT}",
+            "tls": {"listen": f"{topo.SERVER_IP}:{topo.TLS_PORT}"},
+            "report_details_max_bytes": REPORT_DETAILS_MAX_BYTES,
+        },
         "dhcp": dhcp,
         "groups": machine_groups(machines, cluster.controller_count),
     }

@@ -19,6 +19,10 @@ DEFAULT_STATE_FILE = Path("/run/mayu-lab/state.json")
 DEFAULT_DATA_DIR = Path("/var/lib/mayu-lab")
 
 
+def work_dir(data_dir: Path) -> Path:
+    return data_dir / "lab"
+
+
 def state_path() -> Path:
     return Path(os.environ.get("MAYU_LAB_STATE", str(DEFAULT_STATE_FILE)))
 
@@ -65,11 +69,17 @@ class LabState:
     agent_log: str = ""
     tenants: list[str] = field(default_factory=list)  # names of the demo tenants
     dhcp: str = "full"  # or proxy: site_dhcp_pid is then the site's own DHCP server
+    firmware: str = "bios"  # or uefi: every VM (also one `mayu lab restart` starts again)
     site_dhcp_pid: int | None = None
     site_dhcp_log: str = ""
     phase: str = Phase.STARTING
     created: float = 0.0
     vms: list[VmRecord] = field(default_factory=list)
+
+    @property
+    def work_dir(self) -> Path:
+        """Where the lab keeps its consoles, logs and generated configs."""
+        return work_dir(Path(self.data_dir))
 
     def save(self, path: Path | None = None) -> None:
         path = path or state_path()

@@ -6,6 +6,8 @@ this lab's `up` started says it installed; the same rule `up` decides by (`watch
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 
 from mayu_py.lab import display, netns
@@ -15,6 +17,7 @@ from mayu_py.lab.processes import running
 from mayu_py.lab.state import LabState, state_path
 from mayu_py.lab.teardown import KEPT, REMOVED
 from mayu_py.lab.watch import EMPTY, Watcher
+from mayu_py.pki import server_tls
 
 
 def _print(console: Console, text: str) -> None:
@@ -37,10 +40,12 @@ def lab_status(console: Console | None = None) -> int:
             console.print(f"server at {state.url} not answering: {exc}")
     qemu = {r.index: "running" if running(r.pid, "qemu") else "exited" for r in state.vms}
     items = display.rows(state.vms, snapshot, qemu)
+    ca = server_tls.server_dir(Path(state.data_dir)) / server_tls.CA_FILE
     _print(
         console,
-        f"lab phase {state.phase}, server {state.url} (pid {state.serve_pid}), accel "
-        f"{state.accel}, dhcp {state.dhcp}, data dir {state.data_dir}",
+        f"lab phase {state.phase}, server {state.url} (pid {state.serve_pid}), HTTPS "
+        f"{topo.SERVER_TLS_URL} (server CA {ca}), accel {state.accel}, firmware "
+        f"{state.firmware}, dhcp {state.dhcp}, data dir {state.data_dir}",
     )
     _print(console, f"kept across runs: {KEPT}; `mayu lab down` removes the lab's {REMOVED}")
     if state.dhcp == "proxy":

@@ -20,7 +20,7 @@ from mayu_py.lab import netns, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.inventory import forget_lab_machines
 from mayu_py.lab.processes import running, stop
-from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, remove, state_path
+from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, remove, state_path, work_dir
 from mayu_py.store import inventory_path
 
 KEPT = (
@@ -81,11 +81,11 @@ def _forget_machines(data_dir: Path) -> list[str]:
     forgotten = forget_lab_machines(data_dir)
     if forgotten:
         done.append(f"forgot {forgotten} lab machine(s) in {inventory_path(data_dir)}")
-    stores = sorted((data_dir / "lab").glob(f"lab*{vm.UEFI_VARS_SUFFIX}"))
+    stores = sorted(work_dir(data_dir).glob(f"lab*{vm.UEFI_VARS_SUFFIX}"))
     for path in stores:
         path.unlink(missing_ok=True)
     if stores:
-        done.append(f"removed {len(stores)} UEFI variable store(s) in {data_dir / 'lab'}")
+        done.append(f"removed {len(stores)} UEFI variable store(s) in {work_dir(data_dir)}")
     if tenants.remove_agent_state(data_dir):
         done.append(f"removed the agent's state dir {tenants.agent_dirs(data_dir)[0]}")
     return done

@@ -14,10 +14,12 @@ PREFIX_LEN = 24
 SUBNET = "10.77.0.0/24"
 SERVER_IPV6 = "fd77::1/64"
 PORT = 8080
+TLS_PORT = 8443  # the HTTPS listener: secret configs, report credentials (inside the netns)
 RANGE_START = "10.77.0.100"
 RANGE_END = "10.77.0.199"
 MAX_MACHINES = 64
 SERVER_URL = f"http://{SERVER_IP}:{PORT}"
+SERVER_TLS_URL = f"https://{SERVER_IP}:{TLS_PORT}"
 
 # `--dhcp proxy`: the site's own DHCP server (a plain dnsmasq) in a second namespace, joined
 # to the lab bridge by a veth pair; our dnsmasq then only adds boot information (proxyDHCP).

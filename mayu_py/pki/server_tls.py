@@ -32,6 +32,7 @@ from mayu_py.pki.x509 import (
 log = logging.getLogger(__name__)
 
 RENEW_BEFORE = timedelta(days=30)
+CA_FILE = "ca.crt"
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
@@ -42,6 +43,11 @@ class ServerTls:
     cert_file: Path
     key_file: Path
     ca_pem: str
+
+
+def server_dir(data_dir: Path) -> Path:
+    """Where the server's CA and serving certificate live under its data dir."""
+    return data_dir / "pki" / "server"
 
 
 def load_or_create(directory: Path, names: list[str]) -> ServerTls:
@@ -84,7 +90,7 @@ def operator_supplied(cert_file: str, key_file: str, ca_file: str) -> ServerTls:
 
 
 def _authority(directory: Path) -> Authority:
-    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+    cert_path, key_path = directory / CA_FILE, directory / "ca.key"
     cert_text, key_text = files.read_text(cert_path), files.read_text(key_path)
     if cert_text is not None and key_text is not None:
         key = load_private_key(key_text)

@@ -9,7 +9,7 @@ from flask import Flask
 from mayu_py.bmc.sealing import PasswordSealer
 from mayu_py.config import Settings
 from mayu_py.pki import ClusterPKI
-from mayu_py.pki.server_tls import ServerTls
+from mayu_py.pki.server_tls import ServerTls, server_dir
 from mayu_py.pki.server_tls import load_or_create as load_or_create_server_tls
 from mayu_py.render import IgnitionRenderer
 from mayu_py.server import api, boot, health, monitoring, power_api, tenants_api
@@ -44,7 +44,7 @@ def create_app(
     metrics = metrics or ServerMetrics()
     if server_tls is None:
         host = settings.server.listen.rpartition(":")[0].strip("[]")
-        server_tls = load_or_create_server_tls(settings.data_path / "pki" / "server", [host])
+        server_tls = load_or_create_server_tls(server_dir(settings.data_path), [host])
     renderer = IgnitionRenderer()
     renderer.check_templates()
     pki = ClusterPKI.load_or_create(

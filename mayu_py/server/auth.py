@@ -25,7 +25,8 @@ class Principal:
 
 def _presented_token() -> str:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    # Tokens are ASCII; anything else is no token (and hmac cannot compare it).
+    if scheme.lower() != "bearer" or not presented.strip() or not presented.isascii():
         raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
     return presented.strip()
 

@@ -9,7 +9,10 @@ A machine is matched to its group here, once, and the answer follows from its re
 - anything else (discovered, installing elsewhere, failed): wait.
 
 An unauthenticated request never changes an enrolled machine's identity: a different UUID or
-serial for a known MAC is recorded and refused. HTTP handlers only translate the answer.
+serial for a known MAC is recorded and refused. In full-DHCP mode a request from another
+address than the one our dnsmasq leased to the MAC changes nothing at all (an alert is
+recorded): it cannot discover, approve or provision in the real machine's name. HTTP handlers
+only translate the answer.
 """
 
 from __future__ import annotations
@@ -146,6 +149,8 @@ class BootService:
         now = self.clock()
         expire_windows(tx, now)
         machine = tx.get_machine(identity.mac)
+        if self.settings.dhcp.mode == "full" and not same_address(source, lease):
+            return self._not_from_lease(tx, identity.mac, machine, source, lease, now)
         if machine is None:
             machine = self._discover(tx, identity, source, now)
             if machine is None:
@@ -238,13 +243,7 @@ class BootService:
         group = self._group(machine)
         if group is None:
             return BootAnswer(BootKind.WAIT, machine, "no group matches this machine")
-        bound = source
-        if self.settings.dhcp.mode == "full":
-            bound = lease
-            if not same_address(source, lease):
-                why = "no DHCP lease for this MAC" if lease is None else f"leased to {lease}"
-                self._alert(tx, machine, now, source, f"boot request from {source}: {why}")
-                return BootAnswer(BootKind.WAIT, machine, "not from this machine's leased address")
+        bound = lease if self.settings.dhcp.mode == "full" else source
         if machine.window_open(now) and not same_address(machine.window_address, bound):
             self._alert(
                 tx,
@@ -283,6 +282,28 @@ class BootService:
         tx.put_machine(machine)
         profile = self.settings.profiles[group.profile]
         return BootAnswer(BootKind.INSTALL, machine, "provisioning", token, profile)
+
+    def _not_from_lease(
+        self,
+        tx: Tx,
+        mac: str,
+        machine: Machine | None,
+        source: str | None,
+        lease: str | None,
+        now: float,
+    ) -> BootAnswer:
+        """Full DHCP: a boot request from another address than the one our dnsmasq leased to
+        this MAC is someone else's. It is recorded as an alert and changes nothing: no
+        discovery (its identity would lock the real machine out), no approval, no token."""
+        why = "no DHCP lease for this MAC" if lease is None else f"leased to {lease}"
+        cause = f"boot request from {source}: {why}"
+        if machine is None:
+            tx.add_alert(Event(mac, now, "alert", cause, source))
+            log.warning("alert mac=%s source=%s: %s", mac, source, cause)
+            machine = Machine(id=mac, mac=mac)
+        else:
+            self._alert(tx, machine, now, source, cause)
+        return BootAnswer(BootKind.WAIT, machine, "not from this machine's leased address")
 
     def _group(self, machine: Machine) -> Group | None:
         return match_group(self.settings.groups, machine.selector_view())

@@ -6,8 +6,8 @@
   hash names are the bytes any worker (or replica) serves.
 - `secret`: over HTTPS only, those exact bytes; spends the boot token and moves the machine
   to installing. The machine's new report credential (inside the config) becomes valid.
-- `report`: phone-home events, with the boot token (inside the window) or the machine's
-  report credential (any time), each only for its own machine.
+- `report`: phone-home events, with the boot token (inside the window, from the address it
+  is bound to) or the machine's report credential (any time), each only for its own machine.
 
 Every refusal looks the same whether the MAC is enrolled or not, so these endpoints cannot
 be used to list the inventory; the reason is recorded for the operator.
@@ -238,8 +238,9 @@ class Delivery:
             machine = tx.get_machine(mac)
             if machine is None:
                 return None, "unknown machine", None
+            # The boot token travels over plain HTTP: it reports only from the window's address.
             by_token = token is not None and self._window_ok(
-                machine, token, None, now, spent_ok=True
+                machine, token, source, now, spent_ok=True
             )
             by_credential = token_matches(credential, machine.report_hash)
             if not (by_token or by_credential):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mayu_py.config import Settings
-from mayu_py.errors import BadRequest, NotFound, Unprocessable
+from mayu_py.errors import BadRequest, Conflict, NotFound, Unprocessable
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
 from mayu_py.render.addons import operator_manifests
@@ -70,7 +70,9 @@ class TenantService:
         if not isinstance(doc, dict):
             raise Unprocessable("invalid TenantCluster", {"": "must be a mapping"})
         doc = {k: v for k, v in doc.items() if k != "status"}
-        meta = dict(doc.get("metadata") or {})
+        if not isinstance(doc.get("metadata"), dict):
+            raise Unprocessable("invalid TenantCluster", {"metadata": "must be a mapping"})
+        meta = dict(doc["metadata"])
         meta["generation"] = 1
         doc["metadata"] = meta
         name = meta.get("name")
@@ -80,7 +82,7 @@ class TenantService:
         def txn(tx: Tx) -> TenantRecord:
             records = tx.list_tenants()
             if any(r.name == name for r in records):
-                raise Unprocessable("tenant exists", {"metadata.name": f"{name!r} already exists"})
+                raise Conflict("tenant exists", {"metadata.name": f"{name!r} already exists"})
             tenant = parse_tenant(doc, self._images(), [r.tenant for r in records])
             tx.put_tenant(TenantRecord(tenant))
             self.place_nodes(tx)
@@ -95,6 +97,8 @@ class TenantService:
 
         def txn(tx: Tx) -> TenantRecord:
             record = self._record(tx, name)
+            if record.deleting:
+                raise Conflict("tenant is being deleted", {"name": name})
             doc = record.tenant.model_dump(mode="json", exclude={"status"})
             spec = {**doc["spec"], **spec_patch}
             if spec == doc["spec"]:
@@ -132,6 +136,9 @@ class TenantService:
 
         def txn(tx: Tx) -> TenantRecord:
             record = self._record(tx, tenant)
+            known = {n.name for n in tenant_nodes(record.tenant)} | set(record.nodes)
+            if node not in known:
+                raise NotFound("no such node", {"tenant": tenant, "node": node[:64]})
             nodes = {**record.nodes, node: ReportedNode(report, self.clock())}
             return self._store_or_purge(tx, dataclasses.replace(record, nodes=nodes))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, g, jsonify, request
 
 from mayu_py.server.auth import require_admin, require_admin_or_agent, require_host
@@ -14,6 +16,11 @@ bp.before_request(require_admin_or_agent)
 IGNITION_MIMETYPE = "application/vnd.coreos.ignition+json"
 
 
+def _body() -> Any:
+    """The request's JSON (None when empty); 400 for bad JSON, NaN/Infinity, deep nesting."""
+    return json_body(services().settings.server.max_json_depth)
+
+
 @bp.get("/tenants")
 def list_tenants() -> Response:
     require_admin()
@@ -23,7 +30,7 @@ def list_tenants() -> Response:
 @bp.post("/tenants")
 def create_tenant() -> tuple[Response, int]:
     require_admin()
-    return jsonify(services().tenants.create(request.get_json(silent=True))), 201
+    return jsonify(services().tenants.create(_body())), 201
 
 
 @bp.get("/tenants/<name>")
@@ -35,7 +42,7 @@ def show_tenant(name: str) -> Response:
 @bp.patch("/tenants/<name>")
 def patch_tenant(name: str) -> Response:
     require_admin()
-    body = request.get_json(silent=True)
+    body = _body()
     spec = body.get("spec") if isinstance(body, dict) else None
     return jsonify(services().tenants.update_spec(name, spec))
 
@@ -62,20 +69,19 @@ def tenant_node_ignition(tenant: str, node: str) -> Response:
 @bp.put("/tenants/<tenant>/nodes/<node>/status")
 def tenant_node_status(tenant: str, node: str) -> Response:
     require_host(services().tenants.host_of(tenant, node))
-    return jsonify(services().tenants.report_node(tenant, node, request.get_json(silent=True)))
+    return jsonify(services().tenants.report_node(tenant, node, _body()))
 
 
 @bp.post("/hosts")
 def host_heartbeat() -> Response:
     """An agent's heartbeat: only from an approved host or a running, enrolled machine (the
     operator's admin token may heartbeat for any host)."""
-    svc = services()
-    body = json_body(svc.settings.server.max_json_depth)
+    body = _body()
     name = body.get("name") if isinstance(body, dict) else None
     require_host(name)
     if not g.principal.admin:
-        svc.hosts.admit(str(name))
-    return jsonify(svc.tenants.heartbeat(body))
+        services().hosts.admit(str(name))
+    return jsonify(services().tenants.heartbeat(body))
 
 
 @bp.get("/hosts")

@@ -19,10 +19,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
 from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreContention, StoreUnavailable
+from mayu_py.store.etcd_bmc import BmcKeys
 from mayu_py.store.etcd_gateway import EtcdGateway, SnapshotGone
 from mayu_py.store.etcd_keys import KeyLayout, last_segment
 from mayu_py.store.etcd_records import (
@@ -55,7 +57,7 @@ BACKOFF_CAP_S = 0.25
 PING_TIMEOUT_S = 1.0
 
 
-class EtcdTx:
+class EtcdTx(BmcKeys):
     """The Tx protocol over one optimistic transaction."""
 
     def __init__(
@@ -71,9 +73,14 @@ class EtcdTx:
 
     def get_machine(self, machine_id: str) -> Machine | None:
         # The event counter comes along: most transactions that read a machine add an event.
+        # So does its BMC key: whether it has one decides its place in the discovered index.
         machine_key = self.keys.machine(machine_id)
-        data = self.txn.get_many([machine_key, self.keys.event_seq(machine_id)])[machine_key]
+        keys = [machine_key, self.keys.event_seq(machine_id), self.keys.bmc(machine_id)]
+        data = self.txn.get_many(keys)[machine_key]
         return machine_of(data) if data is not None else None
+
+    def _has_bmc(self, machine_id: str) -> bool:
+        return self.txn.get(self.keys.bmc(machine_id)) is not None
 
     def _machines(self, ids: list[str]) -> list[Machine]:
         found = self.txn.get_many([self.keys.machine(i) for i in ids])
@@ -86,11 +93,12 @@ class EtcdTx:
             owner = self.hostname_owner(machine.hostname)
             if owner is not None and owner != machine.id:
                 raise Conflict("hostname taken by another machine", {"hostname": machine.hostname})
-        self._reindex(old, machine)
+        self._reindex(old, machine, self._has_bmc(machine.id))
         self.txn.put(self.keys.machine(machine.id), machine_data(machine))
 
-    def _reindex(self, old: Machine | None, new: Machine | None) -> None:
-        before, after = self.keys.machine_index(old), self.keys.machine_index(new)
+    def _reindex(self, old: Machine | None, new: Machine | None, has_bmc: bool) -> None:
+        before = self.keys.machine_index(old, has_bmc)
+        after = self.keys.machine_index(new, has_bmc)
         for key in before.keys() - after.keys():
             self.txn.delete(key)
         for key, data in after.items():
@@ -98,10 +106,11 @@ class EtcdTx:
                 self.txn.put(key, data)
 
     def delete_machine(self, machine_id: str) -> None:
-        """Forget a machine: its record, indexes, events and pending config."""
-        self._reindex(self.get_machine(machine_id), None)
+        """Forget a machine: its record, indexes, events, pending config, BMC and actions."""
+        self._reindex(self.get_machine(machine_id), None, self._has_bmc(machine_id))
         self.txn.delete(self.keys.machine(machine_id))
         self.txn.delete_range(*self.keys.machine_data(machine_id))
+        self._forget_bmc_of(machine_id)
 
     def hostname_owner(self, hostname: str) -> str | None:
         owner: str | None = self.txn.get(self.keys.hostname(hostname))
@@ -377,6 +386,15 @@ class EtcdStore:
 
     def list_hosts(self) -> list[HostInfo]:
         return self._read(lambda tx: tx.list_hosts())
+
+    def get_bmc(self, machine_id: str) -> StoredBmc | None:
+        return self._read(lambda tx: tx.get_bmc(machine_id))
+
+    def get_action(self, action_id: int) -> BmcAction | None:
+        return self._read(lambda tx: tx.get_action(action_id))
+
+    def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
+        return self._read(lambda tx: tx.machine_actions(machine_id, limit))
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the cluster can commit a write within ~2 s."""

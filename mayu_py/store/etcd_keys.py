@@ -125,8 +125,35 @@ class KeyLayout:
     def discovered_before(self, before: float) -> Range:
         return self.under("index", "discovered")[0], self.key("index", "discovered", stamp(before))
 
-    def machine_index(self, machine: Machine | None) -> dict[str, str]:
-        """The index keys a machine record implies, each with the machine id as data."""
+    # -- BMCs and BMC actions ---------------------------------------------------------------
+
+    def bmc(self, machine_id: str) -> str:
+        return self.key("bmcs", segment(machine_id))
+
+    @property
+    def action_seq(self) -> str:
+        return self.key("bmc-action-seq")
+
+    def action(self, action_id: int) -> str:
+        return self.key("bmc-actions", number(action_id))
+
+    def open_action(self, action_id: int) -> str:
+        return self.key("index", "open-action", number(action_id))
+
+    @property
+    def open_actions(self) -> Range:
+        return self.under("index", "open-action")
+
+    def machine_action(self, machine_id: str, action_id: int) -> str:
+        return self.key("index", "machine-action", segment(machine_id), number(action_id))
+
+    def machine_actions(self, machine_id: str) -> Range:
+        return self.under("index", "machine-action", segment(machine_id))
+
+    def machine_index(self, machine: Machine | None, has_bmc: bool = False) -> dict[str, str]:
+        """The index keys a machine record implies, each with the machine id as data. A
+        discovered machine with a BMC is left out of the discovered index: the expiry sweep
+        never forgets a machine an operator registered a BMC for."""
         if machine is None:
             return {}
         mid, keys = segment(machine.id), []
@@ -140,6 +167,6 @@ class KeyLayout:
         if machine.registered_from is not None:
             source = segment(machine.registered_from)
             keys.append(self.key("index", "source", source, stamp(machine.created), mid))
-        if machine.state == MachineState.DISCOVERED:
+        if machine.state == MachineState.DISCOVERED and not has_bmc:
             keys.append(self.key("index", "discovered", stamp(machine.updated), mid))
         return dict.fromkeys(keys, machine.id)

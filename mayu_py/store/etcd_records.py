@@ -6,6 +6,7 @@ import base64
 from dataclasses import fields, replace
 from typing import Any
 
+from mayu_py.bmc.records import ActionKind, ActionState, BmcAction, StoredBmc
 from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
 
 
@@ -45,3 +46,20 @@ def credential_data(credential: AgentCredential) -> dict[str, Any]:
 
 def credential_of(data: dict[str, Any]) -> AgentCredential:
     return AgentCredential(**data)
+
+
+def bmc_data(bmc: StoredBmc) -> dict[str, Any]:
+    return asdict(bmc)
+
+
+def bmc_of(data: dict[str, Any]) -> StoredBmc:
+    return StoredBmc(**data)
+
+
+def action_data(action: BmcAction) -> dict[str, Any]:
+    return asdict(action) | {"kind": str(action.kind), "state": str(action.state)}
+
+
+def action_of(data: dict[str, Any]) -> BmcAction:
+    kind, state = ActionKind(data["kind"]), ActionState(data["state"])
+    return BmcAction(**(data | {"kind": kind, "state": state}))

@@ -12,7 +12,14 @@ from typing import Any, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+from mayu_py.model import (
+    REFUSAL_EVENTS,
+    AgentCredential,
+    Event,
+    Machine,
+    MachineState,
+    PendingConfig,
+)
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite_bmc import BmcRows
@@ -147,6 +154,7 @@ _MACHINE_COLUMNS = (
 _UPDATED_COLUMNS = [c.strip() for c in _MACHINE_COLUMNS.split(",") if c.strip() != "id"] + ["role"]
 _MACHINE_PLACEHOLDERS = ", ".join("?" * (_MACHINE_COLUMNS.count(",") + 1))
 
+_REFUSALS = "(" + ", ".join(f"'{kind}'" for kind in sorted(REFUSAL_EVENTS)) + ")"
 _EVENT_COLUMNS = "seq, machine_id, time, kind, cause, source, from_state, to_state, details"
 
 
@@ -311,15 +319,19 @@ class _SqliteTx(BmcRows):
     # -- events and alerts ------------------------------------------------------------------
 
     def add_event(self, event: Event) -> None:
-        """Record an event of a machine; only its newest `events_kept` are kept."""
+        """Record an event of a machine; only its newest `events_kept` are kept, counted
+        apart for refusals (REFUSAL_EVENTS) and for the rest, so refusals anyone can cause
+        never push the machine's own history out."""
         self._conn.execute(
             "INSERT INTO events (machine_id, time, kind, cause, source, from_state, to_state, "
             "details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             _event_values(event),
         )
+        same_budget = f"kind {'IN' if event.kind in REFUSAL_EVENTS else 'NOT IN'} {_REFUSALS}"
         self._conn.execute(
-            "DELETE FROM events WHERE machine_id = ? AND seq <= (SELECT seq FROM events "
-            "WHERE machine_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            f"DELETE FROM events WHERE machine_id = ? AND {same_budget} AND seq <= (SELECT seq "
+            f"FROM events WHERE machine_id = ? AND {same_budget} ORDER BY seq DESC LIMIT 1 "
+            "OFFSET ?)",
             (event.machine_id, event.machine_id, self._events_kept),
         )
 

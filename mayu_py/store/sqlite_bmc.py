@@ -10,9 +10,8 @@ import json
 import sqlite3
 from typing import Any
 
-from mayu_py.bmc.records import ActionKind, ActionState, BmcAction, StoredBmc
+from mayu_py.bmc.records import ACTIONS_KEPT, ActionKind, ActionState, BmcAction, StoredBmc
 
-ACTIONS_KEPT = 50
 _ACTION_COLUMNS = (
     "id, machine_id, kind, state, requested, cause, source, started, finished, result, error, "
     "error_kind"

@@ -9,16 +9,20 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mayu_py.tenants.states import NodeState, Phase
 
 API_VERSION = "mayu.io/v1alpha1"
 KIND = "TenantCluster"
 MAX_VNI = 16_777_215  # 24 bits; `mayu-t<vni>` stays within the 15-character bridge limit
-_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+QUANTITY_PATTERN = r"^([0-9]{1,15})(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+# One line (no CR, LF or NUL): a key with a newline would add lines to authorized_keys.
+SSH_KEY_PATTERN = r"^[^\r\n\x00]+$"
+MAX_SSH_KEY = 16384
 _UNITS = {
     None: 1,
     "k": 10**3,
@@ -38,14 +42,14 @@ class _Strict(BaseModel):
 
 
 class NodeSize(_Strict):
-    cpus: int = Field(ge=1, le=64)
-    memory: str
-    disk: str
+    cpus: StrictInt = Field(ge=1, le=64)
+    memory: str = Field(pattern=QUANTITY_PATTERN)
+    disk: str = Field(pattern=QUANTITY_PATTERN)
 
 
 class TenantNetwork(_Strict):
     cidr: str
-    vni: int = Field(ge=1, le=MAX_VNI)
+    vni: StrictInt = Field(ge=1, le=MAX_VNI)
 
 
 class TenantSpec(_Strict):
@@ -54,7 +58,9 @@ class TenantSpec(_Strict):
     network: TenantNetwork
     masters: list[NodeSize]
     workers: list[NodeSize] = Field(default_factory=list)
-    sshAuthorizedKeys: list[str] = Field(default_factory=list)
+    sshAuthorizedKeys: list[
+        Annotated[str, Field(pattern=SSH_KEY_PATTERN, max_length=MAX_SSH_KEY)]
+    ] = Field(default_factory=list, max_length=64)
 
 
 class Metadata(BaseModel):
@@ -108,7 +114,7 @@ class TenantCluster(_Strict):
 
 def parse_quantity(text: str) -> int:
     """Bytes in a Kubernetes-style quantity ("512Mi", "2Gi", "1G", "1048576")."""
-    match = _QUANTITY.match(str(text).strip())
+    match = _QUANTITY.fullmatch(text)
     if not match:
         raise ValueError(f"not a quantity: {text!r} (use e.g. 512Mi or 2Gi)")
     return int(match.group(1)) * _UNITS[match.group(2)]

@@ -15,6 +15,8 @@ from mayu_py.tenants.nodes import FIRST_NODE_OFFSET
 from mayu_py.tenants.resource import TenantCluster, TenantSpec, gib, mib
 
 MIN_PREFIX, MAX_PREFIX = 16, 28
+MAX_MEMORY_MIB = 4 << 20  # 4 TiB
+MAX_DISK_GIB = 64 << 10  # 64 TiB
 MAX_NAME = 40  # leaves room for "-worker-NNN" inside a 63-character DNS label
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -92,11 +94,14 @@ def _check_nodes(
                         f"{size.memory} is below the minimum of image {image.name!r} "
                         f"({image.min_memory_mib}Mi)"
                     )
+                elif memory > MAX_MEMORY_MIB:
+                    errors[f"{where}.memory"] = f"at most {MAX_MEMORY_MIB >> 20}Ti"
             except ValueError as exc:
                 errors[f"{where}.memory"] = str(exc)
             try:
-                if gib(size.disk) < 1:
-                    errors[f"{where}.disk"] = "at least 1Gi"
+                disk = gib(size.disk)
+                if not 1 <= disk <= MAX_DISK_GIB:
+                    errors[f"{where}.disk"] = f"from 1Gi to {MAX_DISK_GIB >> 10}Ti"
             except ValueError as exc:
                 errors[f"{where}.disk"] = str(exc)
 

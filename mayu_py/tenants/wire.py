@@ -15,6 +15,9 @@ from mayu_py.model import clean_hostname
 from mayu_py.tenants.states import REPORTED_STATES, NodeState
 
 MAX_MESSAGE = 500
+MAX_CPUS = 4096
+MAX_MEMORY_MIB = 1 << 24  # 16 TiB
+MAX_GENERATION = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -36,36 +39,16 @@ class HostRegistration:
 
     @classmethod
     def from_json(cls, body: Any) -> HostRegistration:
-        """Validated: a DNS host name, whole cpus and MiB within sane bounds, an IP address."""
+        """Read a heartbeat body; BadRequest for a missing field, a wrong type, or a name,
+        address or capacity out of bounds."""
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
-        name, address = body.get("name"), body.get("address") or ""
-        if not isinstance(name, str) or not isinstance(address, str):
-            raise BadRequest("host needs name (string), cpus, memory_mib, address (string)")
-        clean_hostname(name)
-        if address:
-            try:
-                address = str(ipaddress.ip_address(address))
-            except ValueError:
-                detail = {"address": address[:64]}
-                raise BadRequest("address is not an IP address", detail) from None
         return cls(
-            name=name,
-            cpus=_bounded(body.get("cpus"), "cpus", *CPU_BOUNDS),
-            memory_mib=_bounded(body.get("memory_mib"), "memory_mib", *MEMORY_MIB_BOUNDS),
-            address=address,
+            name=_host_name(body.get("name"), "name"),
+            cpus=_integer(body.get("cpus"), "cpus", 1, MAX_CPUS),
+            memory_mib=_integer(body.get("memory_mib"), "memory_mib", 1, MAX_MEMORY_MIB),
+            address=_address(body.get("address"), "address") or "",
         )
-
-
-# What one host can plausibly offer; anything else is a mistake or a lie (400).
-CPU_BOUNDS = (1, 4096)
-MEMORY_MIB_BOUNDS = (64, 64 * 1024 * 1024)
-
-
-def _bounded(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"{field} must be a whole number from {low} to {high}", {field: value})
-    return value
 
 
 @dataclass(frozen=True)
@@ -92,19 +75,50 @@ class NodeReport:
 
     @classmethod
     def from_json(cls, tenant: str, node: str, body: Any) -> NodeReport:
-        """Read a report body; BadRequest for a state an agent may not report."""
+        """Read a report body; BadRequest for a state an agent may not report or a field of
+        the wrong type."""
         if not isinstance(body, dict) or body.get("state") not in REPORTED_STATES:
             raise BadRequest("state must be one of " + ", ".join(REPORTED_STATES))
-        try:
-            generation = int(body.get("generation") or 0)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest("generation must be an integer", {"error": str(exc)}) from exc
+        host, message, generation = body.get("host"), body.get("message"), body.get("generation")
+        if message is not None and not isinstance(message, str):
+            raise BadRequest("message must be a string", {"field": "message"})
         return cls(
             tenant=tenant,
             node=node,
             state=NodeState(body["state"]),
-            ip=str(body["ip"]) if body.get("ip") else None,
-            host=str(body["host"]) if body.get("host") else None,
-            message=str(body.get("message") or "")[:MAX_MESSAGE],
-            generation=generation,
+            ip=_address(body.get("ip"), "ip"),
+            host=None if host is None or host == "" else _host_name(host, "host"),
+            message=(message or "")[:MAX_MESSAGE],
+            generation=0
+            if generation is None
+            else _integer(generation, "generation", 0, MAX_GENERATION),
         )
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    """A JSON integer (not a boolean, not a float) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(
+            f"{name} must be an integer from {low} to {high}",
+            {"field": name, "min": low, "max": high},
+        )
+    return value
+
+
+def _host_name(value: Any, name: str) -> str:
+    """A host name as machines have them (lower-case DNS labels, model.clean_hostname)."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a host name", {"field": name})
+    return clean_hostname(value)
+
+
+def _address(value: Any, name: str) -> str | None:
+    """An IP address in text form, or None for null or an empty string."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, str) and value == value.strip():
+            return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    raise BadRequest(f"{name} must be an IP address", {"field": name})

@@ -27,10 +27,16 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
 
 from mayu_py.command import run
+from mayu_py.lab.netns import InNamespace
 
 BRIDGE = "mayu-br0"
+BRIDGE_MAC = "02:00:00:77:00:01"
 
 
 def ns_run(
@@ -79,6 +85,11 @@ class NetLab:
         return ns, peer_end
 
 
+# Labs still open in this process: a lab's leak check is not about another lab's namespaces
+# (a test may hold two sites at once, one opened after the other).
+_OPEN_LABS: list[NetLab] = []
+
+
 @contextmanager
 def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
     """Create the server namespace with its bridge; delete every namespace afterwards, and
@@ -87,9 +98,10 @@ def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
         server_ns=f"mayu-t{secrets.token_hex(3)}", prefix=f"10.77.{secrets.randbelow(150) + 100}"
     )
     # imported here: this module also runs as a script in namespaces, without tests/ on path
-    from tests.support.leaks import assert_no_leaks, snapshot
+    from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 
     before = snapshot(None)
+    _OPEN_LABS.append(lab)
     try:
         run(["ip", "netns", "add", lab.server_ns])
         lab.namespaces.append(lab.server_ns)
@@ -97,15 +109,64 @@ def net_lab(ipv6: bool = False) -> Iterator[NetLab]:
         run([*s, "link", "set", "lo", "up"])
         run([*s, "link", "add", BRIDGE, "type", "bridge"])
         run([*s, "link", "set", BRIDGE, "type", "bridge", "forward_delay", "0"])
+        # A bridge without an address of its own takes the lowest MAC of its ports: adding
+        # a namespace could change it under the others' ARP caches (their packets to the
+        # server then go nowhere for ~30 s). A fixed address never changes.
+        run([*s, "link", "set", BRIDGE, "address", BRIDGE_MAC])
         run([*s, "addr", "add", f"{lab.server_ip}/24", "dev", BRIDGE])
         if ipv6:
             run([*s, "addr", "add", "fd77::1/64", "dev", BRIDGE, "nodad"])
         run([*s, "link", "set", BRIDGE, "up"])
         yield lab
     finally:
+        _OPEN_LABS.remove(lab)
         for ns in reversed(lab.namespaces):
             run(["ip", "netns", "del", ns], check=False)
-    assert_no_leaks(before, snapshot(None))
+    after = snapshot(None)
+    others = {ns for other in _OPEN_LABS for ns in other.namespaces}
+    kind = "network namespace"
+    objects = {**after.objects, kind: after.objects.get(kind, frozenset()) - others}
+    assert_no_leaks(before, Snapshot(objects))
+
+
+def udhcpc(ns: str, ifname: str, workdir: Path, *extra: str) -> dict[str, str]:
+    """Run busybox udhcpc once inside `ns`: the interface gets the leased address; returns
+    the environment its script saw on `bound` (ip, mask, serverid, boot_file, ...)."""
+    env_file = workdir / "udhcpc.env"
+    env_file.unlink(missing_ok=True)
+    script = workdir / "udhcpc.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = bound ]; then env > {env_file}; '
+        'ip -4 addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface"; fi\n'
+    )
+    script.chmod(0o755)
+    argv = ["busybox", "udhcpc", "-i", ifname, "-q", "-n", "-t", "5", "-T", "1"]
+    proc = ns_run(ns, [*argv, "-s", str(script), *extra], timeout=30, check=False)
+    assert proc.returncode == 0, f"udhcpc failed: {proc.stderr}"
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+
+
+@dataclass
+class NetHost:
+    """A namespace on the bridge with one address, sending HTTP requests from it (a thread
+    that joined the namespace: nothing it sends can leave the machine)."""
+
+    namespace: str
+    mac: str
+    address: str
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        def send() -> requests.Response:
+            with requests.Session() as session:
+                session.trust_env = False
+                return session.request(method, url, timeout=30, **kwargs)
+
+        with InNamespace(self.namespace) as ns:
+            return ns.call(send, timeout=60)
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", url, **kwargs)
 
 
 MAGIC = b"\x63\x82\x53\x63"

@@ -45,15 +45,15 @@ def test_watch_wakes_the_agent_on_a_change_only(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unchanged = []  # the watch's conditional GETs answered 304
-    get = requests.Session.get
+    request = requests.Session.request
 
-    def counting(self: requests.Session, url: str, **kwargs: Any) -> requests.Response:
-        response = get(self, url, **kwargs)
+    def counting(self: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+        response = request(self, method, url, **kwargs)
         if response.status_code == 304:
             unchanged.append(url)
         return response
 
-    monkeypatch.setattr(requests.Session, "get", counting)
+    monkeypatch.setattr(requests.Session, "request", counting)
     source = ApiSource(server.url, server.token, "h1")
     source.register(HostRegistration("h1", 2, 4096, "127.0.0.1"))
     source.start_watch(every_s=0.1)

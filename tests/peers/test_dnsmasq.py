@@ -27,7 +27,7 @@ from mayu_py.dhcp import (
     validate_dhcp,
 )
 from mayu_py.errors import ConfigError
-from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run
+from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run, udhcpc
 from tests.support.peers import require_peers
 from tests.support.wait import wait_for
 
@@ -83,23 +83,6 @@ def _full_cfg(lab: NetLab) -> DhcpConfig:
     )
 
 
-def _udhcpc(ns: str, ifname: str, workdir: Path, *extra: str) -> dict[str, str]:
-    """Run busybox udhcpc once; return the environment its script saw on `bound`."""
-    env_file = workdir / "udhcpc.env"
-    env_file.unlink(missing_ok=True)
-    script = workdir / "udhcpc.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = bound ]; then env > {env_file}; '
-        'ip -4 addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface"; fi\n'
-    )
-    script.chmod(0o755)
-    argv = ["busybox", "udhcpc", "-i", ifname, "-q", "-n", "-t", "5", "-T", "1"]
-    proc = ns_run(ns, [*argv, "-s", str(script), *extra], timeout=30, check=False)
-    assert proc.returncode == 0, f"udhcpc failed: {proc.stderr}"
-    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-
-
 def _first_menu_item(opt43_hex: str) -> int:
     """The boot item type of the first entry of a PXE menu (option 43, sub-option 9)."""
     data = bytes.fromhex(opt43_hex)
@@ -143,7 +126,7 @@ def test_full_mode_reserved_address_and_boot_file(
     ns, ifname = lab.add_namespace(CLIENT_MAC)
     sup = _start(lab, workdir, _full_cfg(lab))
     try:
-        env = _udhcpc(ns, ifname, workdir, *udhcpc_args)
+        env = udhcpc(ns, ifname, workdir, *udhcpc_args)
         assert env["ip"] == f"{lab.prefix}.50"
         assert env["siaddr"] == lab.server_ip
         assert env["boot_file"] == boot_file.format(server=lab.server_ip)
@@ -158,7 +141,7 @@ def test_full_mode_dynamic_range_tftp_and_ra(lab: NetLab, workdir: Path) -> None
     ns, ifname = lab.add_namespace(other_mac)
     sup = _start(lab, workdir, _full_cfg(lab))
     try:
-        env = _udhcpc(ns, ifname, workdir, "-V", BIOS)
+        env = udhcpc(ns, ifname, workdir, "-V", BIOS)
         ip = env["ip"]
         assert ip.startswith(f"{lab.prefix}.1") and 100 <= int(ip.rsplit(".", 1)[1]) <= 199
         assert read_leases(workdir / "leases")[other_mac] == ip
@@ -201,7 +184,7 @@ def test_supervisor_restarts_killed_dnsmasq(lab: NetLab, workdir: Path) -> None:
         os.kill(first, 9)
         wait_for("a restarted dnsmasq", lambda: sup.pid not in (None, first))
         assert sup.restarts == 1
-        env = _udhcpc(ns, ifname, workdir, "-V", BIOS)
+        env = udhcpc(ns, ifname, workdir, "-V", BIOS)
         assert env["ip"] == f"{lab.prefix}.50"
         assert env["boot_file"] == "undionly.kpxe"
     finally:

@@ -25,7 +25,7 @@ from tests.support.tenants import acme
 
 pytestmark = pytest.mark.peer
 
-TOKEN = "lab-client-test-token"
+TOKEN = "lab-client-test-token-0123456789abcdef"
 URL = f"http://127.0.0.1:{free_port()}"  # free here, so nothing answers outside the namespace
 
 
@@ -67,7 +67,7 @@ def test_the_lab_client_talks_through_its_namespace(lab: LabClient) -> None:
     assert [t["metadata"]["name"] for t in lab.tenants()] == ["acme"]
     with pytest.raises(ApiError) as info:
         lab.create_tenant(acme())
-    assert info.value.status == 422 and "tenant exists" in info.value.message
+    assert info.value.status == 409 and "tenant exists" in info.value.message
     report = NodeReport("acme", "acme-master-0", NodeState.RUNNING, None, "lab-host")
     nodes = lab.report_node(report)["status"]["nodes"]
     assert nodes[0]["state"] == "running"

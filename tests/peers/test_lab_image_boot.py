@@ -2,6 +2,8 @@
 
 Each test runs a tiny HTTP server on 127.0.0.1 (the guest reaches it as 10.0.2.2 through
 qemu's user-mode network) serving an Ignition config and recording the phone-home report.
+The HTTPS tests add a TLS server with a throw-away CA: the HTTP config is then a stub that
+merges the real one from it (CA pinned, SHA-512 named), as `mayu serve` answers.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import hashlib
 import http.server
 import json
 import queue
+import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,15 @@ from typing import Any
 import pytest
 
 from mayu_py.images.lab import LabImage, build_lab_image
+from mayu_py.pki.x509 import (
+    Authority,
+    LeafSpec,
+    certificate_pem,
+    create_authority,
+    issue,
+    private_key_pem,
+    utcnow,
+)
 from tests.support.leaks import assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.wait import wait_for
@@ -98,18 +111,28 @@ def _handler(state: Server) -> type[http.server.BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
-    state = Server()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.port = httpd.server_address[1]
+@contextmanager
+def _serving(
+    handler: type[http.server.BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> Iterator[int]:
+    """A threaded HTTP (or, with `tls`, HTTPS) server on 127.0.0.1; yields its port."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield state
+        yield httpd.server_address[1]
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state = Server()
+    with _serving(_handler(state)) as state.port:
+        yield state
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +239,106 @@ def test_metal_fetches_over_http_reports_installed_and_powers_off(server: Server
     assert "GET /ignition?mac=x&token=y" in server.requests
     _assert_installed(body)
     assert body["details"]["platform"] == "metal"
+    _assert_powered_off(b)
+
+
+GUEST_HOST = "10.0.2.2"  # the host as qemu's user-mode network shows it to the guest
+
+
+@dataclass
+class TlsServer:
+    """An HTTPS server whose certificate (from `authority`) names GUEST_HOST."""
+
+    authority: Authority
+    port: int = 0
+    body: bytes = json.dumps(CONFIG).encode()
+    requests: list[str] = field(default_factory=list)
+
+    def stub(self, ca_pem: str | None = None, body: bytes | None = None) -> bytes:
+        """The HTTP config that merges ours: `ca_pem` pinned (default: our CA), the SHA-512
+        of `body` (default: what we serve)."""
+        ca = ca_pem or certificate_pem(self.authority.certificate)
+        digest = hashlib.sha512(self.body if body is None else body).hexdigest()
+        source = f"https://{GUEST_HOST}:{self.port}/ignition?mac=x&token=y"
+        return json.dumps(
+            {
+                "ignition": {
+                    "version": "3.3.0",
+                    "config": {"merge": [{"source": source, "verification": {"hash": f"sha512-{digest}"}}]},
+                    "security": {"tls": {"certificateAuthorities": [
+                        {"source": "data:text/plain;base64," + base64.b64encode(ca.encode()).decode()}
+                    ]}},
+                }
+            }
+        ).encode()  # fmt: skip
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
+    now = utcnow()
+    state = TlsServer(create_authority("lab-image-test-ca", "mayu", now))
+    spec = LeafSpec(ca="test", common_name="test-server", ips=frozenset({GUEST_HOST}), server=True)
+    certificate, key = issue(spec, state.authority, now)
+    (tmp_path / "tls.crt").write_text(certificate_pem(certificate))
+    (tmp_path / "tls.key").write_text(private_key_pem(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+        def do_GET(self) -> None:  # noqa: N802
+            state.requests.append(f"GET {self.path}")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(state.body)))
+            self.end_headers()
+            self.wfile.write(state.body)
+
+    with _serving(Handler, context) as state.port:
+        yield state
+
+
+def test_metal_merges_the_secret_config_over_https_with_the_pinned_ca(
+    server: Server, tls_server: TlsServer, boot
+) -> None:
+    """The stub over plain HTTP, the real config over HTTPS, verified by the pinned CA (the
+    image's own CA bundle does not know it) and the SHA-512 the stub names."""
+    server.config_body = tls_server.stub()
+    config_url = f"http://{GUEST_HOST}:{server.port}/ignition?mac=x&token=y"
+    b = boot(f"ignition.config.url={config_url} {_report_arg(server)}")
+    _, _, body = _report(server, b)
+    _assert_installed(body)
+    assert "GET /ignition?mac=x&token=y" in server.requests
+    assert tls_server.requests == ["GET /ignition?mac=x&token=y"]
+    digest = hashlib.sha512(tls_server.body).hexdigest()
+    console = b.console.read_text(errors="replace")
+    assert f"fetched referenced config at https://{GUEST_HOST}:{tls_server.port}" in console
+    assert f"with SHA512: {digest}" in console
+    _assert_powered_off(b)
+
+
+@pytest.mark.parametrize("wrong", ["ca", "hash"])
+def test_https_merge_with_another_ca_or_hash_fails_and_nothing_is_written(
+    server: Server, tls_server: TlsServer, boot, wrong: str
+) -> None:
+    if wrong == "ca":
+        other = create_authority("someone-else", "mayu", utcnow())
+        server.config_body = tls_server.stub(ca_pem=certificate_pem(other.certificate))
+    else:
+        server.config_body = tls_server.stub(body=b"{}")
+    config_url = f"http://{GUEST_HOST}:{server.port}/ignition?mac=x&token=y"
+    # A TLS failure is retried like a refused connection: the image bounds the fetch stage.
+    b = boot(f"ignition.config.url={config_url} {_report_arg(server)} mayu.fetch_timeout=15")
+    _, _, body = _report(server, b)
+    assert body["event"] == "failed" and body["details"]["stage"] == "fetch", body
+    log = body["details"]["log"]
+    if wrong == "ca":
+        assert "certificate signed by unknown authority" in log, log
+        assert tls_server.requests == []  # no request got past the handshake
+    else:
+        assert "hash verification failed" in log, log
+    assert "stage files" not in b.console.read_text(errors="replace")  # nothing was written
     _assert_powered_off(b)
 
 

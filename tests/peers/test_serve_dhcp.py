@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from mayu_py.lab.netns import InNamespace
-from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, ns_run
+from tests.peers.netns_helpers import BRIDGE, NetLab, net_lab, udhcpc
 from tests.support.peers import require_peers
 from tests.support.wait import wait_for
 
@@ -110,18 +110,6 @@ def _restarts(url: str) -> float:
     return float(line.split()[-1])
 
 
-def _udhcpc(ns: str, ifname: str, workdir: Path, *extra: str) -> dict[str, str]:
-    """Run busybox udhcpc once; the environment its script saw on `bound`."""
-    env_file = workdir / "udhcpc.env"
-    script = workdir / "udhcpc.sh"
-    script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {env_file}\nexit 0\n')
-    script.chmod(0o755)
-    argv = ["busybox", "udhcpc", "-i", ifname, "-q", "-n", "-t", "5", "-T", "1", "-s", str(script)]
-    proc = ns_run(ns, [*argv, *extra], timeout=30, check=False)
-    assert proc.returncode == 0, f"udhcpc failed: {proc.stderr}"
-    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-
-
 def _processes(ns: str) -> dict[int, str]:
     """pid -> command name of the live processes in namespace ns."""
     proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
@@ -174,7 +162,7 @@ def test_serve_runs_dnsmasq_that_hands_ipxe_the_boot_url_and_stops_with_it(
 
             client_ns, ifname = lab.add_namespace(CLIENT_MAC)
             # iPXE sends user class "iPXE" (option 77, raw); busybox takes hex for it.
-            env = _udhcpc(client_ns, ifname, tmp_path, "-x", "77:69505845")
+            env = udhcpc(client_ns, ifname, tmp_path, "-x", "77:69505845")
             assert env["ip"].startswith(f"{lab.prefix}.")
             assert 100 <= int(env["ip"].rsplit(".", 1)[1]) <= 199
             assert env["serverid"] == lab.server_ip
@@ -185,7 +173,7 @@ def test_serve_runs_dnsmasq_that_hands_ipxe_the_boot_url_and_stops_with_it(
             leases = (tmp_path / "data" / "dhcp" / "leases").read_text()
             assert CLIENT_MAC in leases and env["ip"] in leases
             # A plain PXE ROM (no iPXE user class) is told to chainload iPXE over TFTP.
-            plain = _udhcpc(client_ns, ifname, tmp_path, "-V", "PXEClient:Arch:00000:UNDI:002001")
+            plain = udhcpc(client_ns, ifname, tmp_path, "-V", "PXEClient:Arch:00000:UNDI:002001")
             assert plain["boot_file"] == "undionly.kpxe"
             # A dnsmasq that dies is restarted, and /metrics (any worker) counts it.
             assert ns.call(_restarts, url) == 0

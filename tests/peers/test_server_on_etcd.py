@@ -1,7 +1,7 @@
-"""The server's boot-plane and admin tests, in-process (Flask test client), on the etcd
-backend against a real 3-member cluster: the same assertions as on SQLite in
-tests/unit/test_server_boot.py, plus a discovery sweep of more stale records than one etcd
-transaction may hold."""
+"""The server's boot-plane, admin and BMC power tests, in-process (Flask test client), on the
+etcd backend against a real 3-member cluster: the same assertions as on SQLite in
+tests/unit/test_server_boot.py and tests/unit/test_power_api.py, plus a discovery sweep of
+more stale records than one etcd transaction may hold."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ from flask.testing import FlaskClient
 
 from tests.support.etcd import EtcdCluster
 from tests.support.flask_app import AUTH, Machine, make_app, set_clock
+from tests.unit.test_power_api import (  # noqa: F401  (collected here, on etcd)
+    fleet,
+    test_bmc_before_first_boot_events_carry_over_and_delete_forgets_the_bmc,
+    test_late_actions_expire_and_interrupted_ones_fail_on_restart,
+    test_one_action_per_machine_at_a_time_and_a_bounded_pool,
+    test_power_actions_are_202_then_acknowledged_events,
+    test_reinstall_sets_pxe_cycles_then_disk_again_once_installed,
+    test_reinstall_with_a_dead_bmc_keeps_the_record_consistent_and_retries,
+)
 from tests.unit.test_server_boot import (  # noqa: F401  (collected here, on etcd)
     test_another_identity_for_a_known_mac_is_recorded_not_applied,
     test_approved_machine_gets_installer_with_token,

@@ -3,16 +3,21 @@ are controllers, the rest workers, whatever order they boot in (never by arrival
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 
+from mayu_py.cli.serving import load_tls
 from mayu_py.config import load_settings
 from mayu_py.errors import ConfigError
 from mayu_py.lab import topology as topo
-from mayu_py.lab.site import serve_config, site_dnsmasq_conf
+from mayu_py.lab.site import REPORT_DETAILS_MAX_BYTES, serve_config, site_dnsmasq_conf
+from mayu_py.pki.x509 import load_certificate
 from mayu_py.server.app import create_app
+from mayu_py.server.urls import server_urls
 from mayu_py.store import open_store
 
 TOKEN = "lab-site-test-token"
@@ -79,14 +84,20 @@ def test_a_bad_user_file_is_one_line(tmp_path: Path) -> None:
 def test_the_server_gives_each_machine_its_named_profile_in_any_boot_order(
     tmp_path: Path,
 ) -> None:
-    """Today's server still labels unknown machines by arrival order; the lab's groups name
-    each machine, so a machine booting first does not become a controller."""
+    """The lab's groups name each machine, so a machine booting first does not become a
+    controller: each is approved by its own group at its first boot request."""
     machines = topo.lab_machines(4)
     config = serve_config(machines, "full", tmp_path / "data", None)
     settings = load_settings(_settings(tmp_path, config), environ={})
-    client = create_app(settings, open_store(settings.data_path), TOKEN).test_client()
+    leases = {m.mac: m.ip for m in machines}  # full DHCP: each asks from its leased address
+    app = create_app(settings, open_store(settings.data_path), TOKEN, lease_of=leases.get)
+    client = app.test_client()
     for m in reversed(machines):  # lab4 asks first
-        response = client.get("/ipxe", query_string={"mac": m.mac, "uuid": m.uuid})
+        response = client.get(
+            "/ipxe",
+            query_string={"mac": m.mac, "uuid": m.uuid},
+            environ_base={"REMOTE_ADDR": m.ip},
+        )
         assert response.status_code == 200, response.get_data(as_text=True)
     listed = client.get("/api/v1/machines", headers={"Authorization": f"Bearer {TOKEN}"})
     profiles = {m["mac"]: (m["profile"], m["state"]) for m in listed.get_json()["items"]}
@@ -101,3 +112,18 @@ def test_site_dnsmasq_conf_has_reservations_and_no_boot_options(tmp_path: Path) 
     assert all(f"dhcp-host={m.mac},{m.ip}" in conf for m in machines)
     assert "no-ping" in conf and f"dhcp-leasefile={tmp_path / 'site.leases'}" in conf
     assert "dhcp-boot" not in conf and "pxe" not in conf
+
+
+@pytest.mark.parametrize("dhcp", ["full", "proxy"])
+def test_https_listens_inside_the_namespace_and_the_certificate_names_it(
+    tmp_path: Path, dhcp: str
+) -> None:
+    user = _user_file(tmp_path, {"server": {"tls": {"listen": "0.0.0.0:9443"}}})
+    config = serve_config(topo.lab_machines(1), dhcp, tmp_path / "data", user)
+    settings = load_settings(_settings(tmp_path, config), environ={})
+    assert settings.server.tls_listen == f"{topo.SERVER_IP}:{topo.TLS_PORT}"  # the lab's wins
+    assert server_urls(settings, f"{topo.SERVER_URL}/").https == topo.SERVER_TLS_URL
+    certificate = load_certificate(load_tls(settings).cert_file.read_text())
+    sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address(topo.SERVER_IP) in sans.get_values_for_type(x509.IPAddress)
+    assert settings.server.report_details_max_bytes == REPORT_DETAILS_MAX_BYTES

@@ -203,9 +203,8 @@ def test_full_dhcp_binds_the_token_to_the_leased_address(tmp_path: Path) -> None
     assert "token=" not in script
     assert any("leased to 10.0.0.11" in e["cause"] for e in events(client, m.mac))
     unleased = Machine(client, "52-54-00-00-00-02")
-    unleased.ipxe()
-    approve(client, unleased.mac)
     assert "token=" not in unleased.ipxe()[1]
+    assert approve(client, unleased.mac).status_code == 404  # not even discovered
     assert m.secret(m.token()).status_code == 200
 
 

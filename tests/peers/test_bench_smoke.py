@@ -1,0 +1,49 @@
+"""The boot benches keep working (the figures themselves are theirs): a small storm of both
+flows against a real `mayu serve` and nginx provisions every machine with no error, and the
+in-process cost runs every machine's whole conversation."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.peer
+
+MACHINES = 12
+
+
+@pytest.mark.parametrize("flow", ["trusted", "plain"])
+def test_a_small_storm_provisions_every_machine_on_mayu_and_nginx(flow: str) -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "boot_storm.py"), "--machines", str(MACHINES),
+         "--concurrency", "4", "--flow", flow],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    done = re.findall(rf"== (.+?): (\d+)/{MACHINES} provisioned .+ errors (\d+)", run.stdout)
+    assert [(name.split()[0], int(n), int(e)) for name, n, e in done] == [
+        ("mayu", MACHINES, 0),
+        ("nginx", MACHINES, 0),
+    ], run.stdout
+    steps = set(re.findall(r"^   (/\S+(?: https)?|machine) +\d+ ", run.stdout, re.M))
+    https = {"/ignition https"} if flow == "trusted" else set()
+    assert steps == {"/ipxe", "/ignition", "/report", "machine"} | https, run.stdout
+
+
+@pytest.mark.parametrize("flow", ["trusted", "plain"])
+def test_boot_cost_runs_every_machines_conversation(flow: str) -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "boot_cost.py"), "--machines", str(MACHINES),
+         "--flow", flow],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.fullmatch(
+        rf"boot cost, flow {flow}: [\d.]+ ms CPU, [\d.]+ ms wall per machine \({MACHINES} machines\)\n",
+        run.stdout,
+    ), run.stdout

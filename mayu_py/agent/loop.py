@@ -1,10 +1,11 @@
 """The level-triggered reconcile loop: fetch desired, observe, plan, apply, observe, report.
 
-Runs at start, every `interval` seconds, whenever libvirt reports a lifecycle event and
-whenever the source's watch sees a change. Errors decide retries the kopf way: a temporary one
-(`MayuError.temporary`: libvirtd or the server unreachable) abandons the pass, which is retried
-after `retry_s`; a permanent one fails only its node (or tenant), which is reported `failed`
-and retried at the next pass, never in a tight loop; the other nodes carry on.
+Runs at start, every `interval` seconds, whenever libvirt reports a lifecycle event and whenever
+the source's watch sees a change. With an ingress, each pass also routes the tenant API names to
+the masters among the desired nodes (mayu_py.agent.ingress). Errors decide retries the kopf way:
+a temporary one (`MayuError.temporary`: libvirtd or the server unreachable) abandons the pass,
+which is retried after `retry_s`; a permanent one fails only its node (or tenant), which is
+reported `failed` and retried at the next pass, never in a tight loop; the other nodes carry on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import networks_for
+from mayu_py.agent.ingress import IngressController
 from mayu_py.agent.metrics import AgentMetrics
 from mayu_py.agent.plan import (
     Action,
@@ -78,8 +80,10 @@ class Agent:
         address: str = "",
         drain: DrainHook | None = None,
         metrics: AgentMetrics | None = None,
+        ingress: IngressController | None = None,
     ) -> None:
         self.host_name = host_name
+        self.ingress = ingress
         self.host = host
         self.metrics = metrics or AgentMetrics(lambda: host.reconnects)
         self.source = source
@@ -111,6 +115,7 @@ class Agent:
 
     def _reconcile(self) -> ReconcileResult:
         desired = self.source.desired_nodes()
+        self._route(desired)
         actual = observe(self.host, self.state_dir)
         actions = plan(desired, networks_for(desired), actual)
         result = ReconcileResult()
@@ -137,6 +142,16 @@ class Agent:
         by_name = {n.name: n for n in desired}
         self._booting = {name: by_name[name] for name in result.booting}
         return result
+
+    def _route(self, desired: list[TenantNode]) -> None:
+        """Bring the ingress in step with the desired masters; a failure leaves HAProxy on its
+        previous routes and is retried at the next pass, without holding up the nodes."""
+        if self.ingress is None:
+            return
+        try:
+            self.ingress.update(desired)
+        except MayuError as exc:
+            log.error("ingress not updated (retried at the next pass): %s", exc.message)
 
     def _apply(self, action: Action) -> None:
         kind = type(action).__name__
@@ -301,6 +316,8 @@ class AgentOptions:
     once: bool = False  # reconcile once and return
     address: str = ""  # the address this host registers with (its route to the server)
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint
+    ingress_listen: str | None = None  # HOST:PORT of the tenant API ingress (with a domain)
+    ingress_domain: str | None = None  # tenants' API names are <tenant>.api.<domain>
 
 
 def run_agent(options: AgentOptions, source: DesiredSource) -> None:
@@ -322,9 +339,13 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
         probe_image.kernel if probe_image else None,
         probe_image.initrd if probe_image else None,
     )
+    ingress = None
+    if options.ingress_listen and options.ingress_domain and not options.once:
+        ingress = IngressController(state.ingress, options.ingress_listen, options.ingress_domain)
+        ingress.start()
     agent = Agent(
         options.host_name, host, source, state, images,
-        domain_type=domain_type, address=options.address, metrics=metrics,
+        domain_type=domain_type, address=options.address, metrics=metrics, ingress=ingress,
     )  # fmt: skip
     try:
         if options.once:
@@ -333,6 +354,8 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
         else:
             agent.run_forever(options.interval)
     finally:
+        if ingress is not None:
+            ingress.stop()
         if exporter is not None:
             exporter.shutdown()
         source.close()

@@ -58,6 +58,18 @@ import click
     metavar="HOST:PORT",
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (no auth: a management address).",
 )
+@click.option(
+    "--ingress-listen",
+    metavar="HOST:PORT",
+    help="Run HAProxy here, routing <tenant>.api.<--ingress-domain> (TLS passed through) to "
+    "the tenant's masters on this host.",
+)
+@click.option(
+    "--ingress-domain",
+    envvar="MAYU_INGRESS_DOMAIN",
+    help="The server's tenants.ingress_domain (env MAYU_INGRESS_DOMAIN); needed with "
+    "--ingress-listen.",
+)
 def agent(
     host_name: str,
     libvirt_uri: str,
@@ -70,8 +82,12 @@ def agent(
     interval: float,
     once: bool,
     metrics_listen: str | None,
+    ingress_listen: str | None,
+    ingress_domain: str | None,
 ) -> None:
     """Reconcile the tenant clusters assigned to this host."""
+    if ingress_listen and not ingress_domain:
+        raise click.UsageError("--ingress-listen needs --ingress-domain (or MAYU_INGRESS_DOMAIN)")
     from mayu_py.agent.loop import AgentOptions, run_agent
     from mayu_py.agent.source import ApiSource, DesiredSource
 
@@ -105,6 +121,8 @@ def agent(
         once=once,
         address=address,
         metrics_listen=metrics_listen,
+        ingress_listen=ingress_listen,
+        ingress_domain=ingress_domain,
     )
     run_agent(options, source)
 

@@ -87,13 +87,14 @@ class HaproxySupervisor(Supervisor):
 
     def apply(self, text: str) -> bool:
         """Make `text` the running configuration; False when it already is. ConfigError when
-        HAProxy rejects it (nothing changes), ReloadError when the reload does not finish."""
+        HAProxy rejects it (nothing changes), ReloadError when the reload does not finish (the
+        file is written: a restarted master loads it, and the next apply reloads again)."""
         if text == self._config:
             return False
         self._validate(text)
         atomic_write(self.config_file, text, 0o600)
-        self._config = text
         self.reload()
+        self._config = text
         return True
 
     def reload(self) -> float:

@@ -5,38 +5,24 @@ addresses of its API ingress, and the options a node's Ignition is rendered with
   VXLAN_OVERHEAD bytes of the hosts' UNDERLAY_MTU; the tenant's own flannel costs as much again
   inside (mayu_py.render.addons).
 - Ingress: `<tenant>.api.<domain>` is routed by each host's HAProxy (SNI, TLS passed through)
-  to the tenant's masters on API_PORT, from an ingress address of the host on the tenant's
-  network: the addresses between the gateway and the first node (INGRESS_OFFSET up to
-  FIRST_NODE_OFFSET - 1), one per host slot.
+  to the tenant's masters on API_PORT (mayu_py.agent.ingress).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from mayu_py.render.addons import VXLAN_OVERHEAD
-from mayu_py.tenants.nodes import FIRST_NODE_OFFSET, GATEWAY_OFFSET
 
 UNDERLAY_MTU = 1500
 OVERLAY_MTU = UNDERLAY_MTU - VXLAN_OVERHEAD  # a tenant node's link
 API_PORT = 6443  # the masters' API server
-INGRESS_OFFSET = GATEWAY_OFFSET + 1
-INGRESS_SLOTS = FIRST_NODE_OFFSET - INGRESS_OFFSET
 DEFAULT_INGRESS_PORT = 6443  # where a host's HAProxy listens for `<tenant>.api.<domain>`
 
 
 def ingress_name(tenant: str, domain: str) -> str:
     """The name clients use for the tenant's API server (the SNI HAProxy routes on)."""
     return f"{tenant}.api.{domain}"
-
-
-def ingress_address(cidr: str, slot: int = 0) -> str:
-    """A host's ingress address on a tenant network; each host needs its own `slot` once the
-    network spans hosts."""
-    if not 0 <= slot < INGRESS_SLOTS:
-        raise ValueError(f"ingress slot {slot} is not in 0..{INGRESS_SLOTS - 1}")
-    return str(ipaddress.IPv4Network(cidr)[INGRESS_OFFSET + slot])
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""The real HAProxy (Debian 2.6) as the agent runs it, inside a network namespace this test
-makes: SNI routing to each tenant's "master" (an `openssl s_server` presenting the apiserver
-certificate and key taken from that master's real Ignition), an unknown name refused, and a
-master move applied by a master-worker reload while a TLS session stays open across it.
-Everything lives on the namespace's loopback: no packet can leave the machine."""
+"""The real HAProxy (Debian 2.6) as the agent's ingress controller runs it, inside a network
+namespace this test makes: SNI routing to the masters among the desired nodes (each an
+`openssl s_server` presenting the apiserver certificate and key taken from that master's real
+Ignition), an unknown name refused, and a master move applied by a master-worker reload while a
+TLS session stays open across it and still carries data after it. Everything lives on the
+namespace's loopback: no packet can leave the machine."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mayu_py.ingress import HaproxySupervisor, Route, render_config
+from mayu_py.agent.ingress import IngressController
+from mayu_py.ingress import HaproxySupervisor, render_config
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
 from mayu_py.render.ignition import file_text
-from mayu_py.tenants import ImageInfo, parse_tenant
+from mayu_py.tenants import ImageInfo, TenantCluster, TenantNode, parse_tenant, tenant_nodes
 from mayu_py.tenants.ignition import render_tenant_node
 from mayu_py.tenants.networking import TenantOptions, ingress_name
 from tests.support.ingress import HeldConnection, handshake, namespace
@@ -29,24 +31,25 @@ pytestmark = pytest.mark.peer
 DOMAIN = "ingress-peer.test"
 LISTEN = "10.219.0.1:6443"
 OPTIONS = TenantOptions(ingress_domain=DOMAIN)
-TENANTS = {"demo-1": "10.219.1", "demo-2": "10.219.2"}
 PKI_DIR = "/etc/kubernetes/pki"
 
 
-def _master_files(tmp_path: Path, tenant: str, prefix: str) -> dict[str, Path]:
+def _tenant(name: str, cidr: str, vni: int, masters: int) -> TenantCluster:
+    doc = tenant_doc(name, cidr, vni, workers=1)
+    doc["spec"]["masters"] *= masters
+    return parse_tenant(doc, {"lab": ImageInfo("lab")}, [])
+
+
+def _master_files(tmp_path: Path, spec: TenantCluster, node: str) -> dict[str, Path]:
     """The apiserver certificate and key, and the cluster CA, as the master's Ignition has
     them."""
-    doc = tenant_doc(tenant, f"{prefix}.0/24", 100 + int(prefix.rsplit(".", 1)[1]), workers=0)
-    spec = parse_tenant(doc, {"lab": ImageInfo("lab")}, [])
-    pki = ClusterPKI.load_or_create(tmp_path / tenant / "pki", tenant)
-    config = json.loads(
-        render_tenant_node(spec, f"{tenant}-master-0", pki, IgnitionRenderer(), OPTIONS)
-    )
+    pki = ClusterPKI.load_or_create(tmp_path / spec.name / "pki", spec.name)
+    config = json.loads(render_tenant_node(spec, node, pki, IgnitionRenderer(), OPTIONS))
     out = {}
     for name in ("apiserver.crt", "apiserver.key", "ca.crt"):
         text = file_text(config, f"{PKI_DIR}/{name}")
         assert text is not None, name
-        path = tmp_path / tenant / name
+        path = tmp_path / spec.name / f"{node}.{name}"
         path.write_text(text)
         path.chmod(0o600)
         out[name] = path
@@ -95,67 +98,73 @@ def ns() -> Iterator[str]:
         yield name
 
 
-def _route(tenant: str, servers: list[tuple[str, str]]) -> Route:
-    return Route(tenant, ingress_name(tenant, DOMAIN), f"{TENANTS[tenant]}.2", tuple(servers))
-
-
 def test_sni_routing_refusal_and_a_reload_that_keeps_connections(tmp_path: Path, ns: str) -> None:
-    files = {t: _master_files(tmp_path, t, prefix) for t, prefix in TENANTS.items()}
-    for address in ["10.219.0.1", "10.219.1.2", "10.219.2.2"]:
+    demo1 = _tenant("demo-1", "10.219.1.0/24", 201, masters=3)
+    demo2 = _tenant("demo-2", "10.219.2.0/24", 202, masters=1)
+    nodes = {n.name: n for n in tenant_nodes(demo1) + tenant_nodes(demo2)}
+    files = {
+        name: _master_files(tmp_path, demo1 if node.tenant == "demo-1" else demo2, name)
+        for name, node in nodes.items()
+        if name in ("demo-1-master-0", "demo-1-master-1", "demo-2-master-0")
+    }
+    ca = {
+        "demo-1": files["demo-1-master-0"]["ca.crt"],
+        "demo-2": files["demo-2-master-0"]["ca.crt"],
+    }
+    # the listen address, and each tenant network's gateway HAProxy connects from
+    for address in ["10.219.0.1", "10.219.1.1", "10.219.2.1"]:
         subprocess.run(["ip", "-n", ns, "addr", "add", f"{address}/32", "dev", "lo"], check=True)
     masters = Masters(ns)
-    sup = None
+    ingress = IngressController(tmp_path / "ingress", LISTEN, DOMAIN, netns=ns)
+
+    def desired(*names: str) -> list[TenantNode]:  # this host's nodes, workers included
+        return [nodes[n] for n in (*names, "demo-1-worker-0", "demo-2-worker-0")]
+
     try:
-        masters.start("10.219.1.10", files["demo-1"])
-        masters.start("10.219.2.10", files["demo-2"])
-        routes = [
-            _route("demo-1", [("demo-1-master-0", "10.219.1.10")]),
-            _route("demo-2", [("demo-2-master-0", "10.219.2.10")]),
-        ]
-        sup = HaproxySupervisor(tmp_path / "ingress", render_config(LISTEN, routes), netns=ns)
-        sup.start()
+        for name in ("demo-1-master-0", "demo-2-master-0"):
+            masters.start(nodes[name].ip, files[name])
+        ingress.start()
+        assert ingress.update(desired("demo-1-master-0", "demo-2-master-0")) is True
         assert (tmp_path / "ingress" / "haproxy.cfg").stat().st_mode & 0o777 == 0o600
 
         # each name reaches its own tenant: the certificate verifies against that tenant's CA
         # for that name, and never against the other tenant's
-        for tenant in TENANTS:
+        for tenant, other in (("demo-1", "demo-2"), ("demo-2", "demo-1")):
             name = ingress_name(tenant, DOMAIN)
-            seen = handshake(ns, LISTEN, name, files[tenant]["ca.crt"])
+            seen = handshake(ns, LISTEN, name, ca[tenant])
             assert seen.ok, seen.output
             assert "kube-apiserver" in seen.subject
-            other = next(t for t in TENANTS if t != tenant)
-            assert not handshake(ns, LISTEN, name, files[other]["ca.crt"]).ok
+            assert not handshake(ns, LISTEN, name, ca[other]).ok
         unknown = handshake(ns, LISTEN, f"demo-3.api.{DOMAIN}", None)
         assert not unknown.ok
         assert "no peer certificate available" in unknown.output, unknown.output
 
-        # demo-1's master moves (.10 -> .11) while a session through .10 is open
-        masters.start("10.219.1.11", files["demo-1"])
-        held = HeldConnection(ns, LISTEN, ingress_name("demo-1", DOMAIN), files["demo-1"]["ca.crt"])
+        # demo-1's master-0 leaves this host and master-1 arrives, while a session through
+        # master-0 is open
+        masters.start(nodes["demo-1-master-1"].ip, files["demo-1-master-1"])
+        held = HeldConnection(ns, LISTEN, ingress_name("demo-1", DOMAIN), ca["demo-1"])
         held.wait_established()
-        moved = [_route("demo-1", [("demo-1-master-0", "10.219.1.11")]), routes[1]]
-        pid = sup.pid
-        assert sup.apply(render_config(LISTEN, moved)) is True
-        assert sup.apply(render_config(LISTEN, moved)) is False  # unchanged: no reload
-        assert sup.pid == pid  # the same master: reloaded, not restarted
-        assert sup.last_reload_s is not None
-        print(
-            f"\nhaproxy reload (SIGUSR2 -> 'Loading success.'): {sup.last_reload_s * 1000:.0f} ms"
-        )
+        pid = ingress.haproxy.pid
+        moved = desired("demo-1-master-1", "demo-2-master-0")
+        assert ingress.update(moved) is True
+        assert ingress.update(moved) is False  # unchanged: no reload
+        assert ingress.haproxy.pid == pid  # the same master: reloaded, not restarted
+        reload_s = ingress.haproxy.last_reload_s
+        assert reload_s is not None
+        print(f"\nhaproxy reload (SIGUSR2 -> 'Loading success.'): {reload_s * 1000:.0f} ms")
         assert held.established()
-        finished = held.finish()
-        assert finished.ok, finished.output  # the session opened before the reload completed
+        finished = held.finish()  # the session opened before the reload still carries data
+        assert finished.ok, finished.output
 
-        # the old address is gone: a new session can only have reached the moved master
-        masters.stop("10.219.1.10")
-        after = handshake(ns, LISTEN, ingress_name("demo-1", DOMAIN), files["demo-1"]["ca.crt"])
+        # master-0's address is gone: a new session can only have reached master-1
+        masters.stop(nodes["demo-1-master-0"].ip)
+        after = handshake(ns, LISTEN, ingress_name("demo-1", DOMAIN), ca["demo-1"])
         assert after.ok, after.output
-        assert handshake(ns, LISTEN, ingress_name("demo-2", DOMAIN), files["demo-2"]["ca.crt"]).ok
+        assert handshake(ns, LISTEN, ingress_name("demo-2", DOMAIN), ca["demo-2"]).ok
     finally:
-        if sup is not None:
-            sup.stop()
+        ingress.stop()
         masters.stop_all()
-    assert sup.pid is None
+    assert ingress.haproxy.pid is None
 
 
 def test_a_master_left_by_a_killed_agent_is_ended(tmp_path: Path, ns: str) -> None:

@@ -244,8 +244,9 @@ class TenantsConfig(_Strict):
     """Site-wide settings of tenant clusters (level 2).
 
     - `ingress_domain`: tenant API servers are reached at `<tenant>.api.<ingress_domain>`,
-      port `ingress_port`, through each host's HAProxy (`mayu agent --ingress-listen`); their
-      certificates name it and admin kubeconfigs point there. Unset: admin kubeconfigs point
+      port `ingress_port`, through each host's HAProxy (`mayu agent --ingress-listen HOST:PORT
+      --ingress-domain` the same domain); their certificates name it and admin kubeconfigs
+      point there. Unset: admin kubeconfigs point
       at the first master's address (reachable only from its host).
     - `cni_manifest`: a file of YAML documents that replaces mayu's flannel manifests as the
       tenants' in-cluster networking."""

@@ -1,6 +1,7 @@
-"""The boot benches keep working (the figures themselves are theirs): a small storm of both
+"""The benches keep working (the figures themselves are theirs): a small storm of both
 flows against a real `mayu serve` and nginx provisions every machine with no error, and the
-in-process cost runs every machine's whole conversation."""
+in-process cost runs every machine's whole conversation; the ingress reload bench reloads
+HAProxy with a session held across."""
 
 from __future__ import annotations
 
@@ -45,5 +46,19 @@ def test_boot_cost_runs_every_machines_conversation(flow: str) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.fullmatch(
         rf"boot cost, flow {flow}: [\d.]+ ms CPU, [\d.]+ ms wall per machine \({MACHINES} machines\)\n",
+        run.stdout,
+    ), run.stdout
+
+
+def test_the_ingress_reload_bench_keeps_its_held_session() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "ingress_reload.py"), "--tenants", "2",
+         "--reloads", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.fullmatch(
+        r" +2 tenants, 2 reloads: update \d+ ms median, .+ reload alone \d+ ms median, .+ "
+        r"held session survived: yes\n",
         run.stdout,
     ), run.stdout

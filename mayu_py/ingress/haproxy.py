@@ -11,7 +11,6 @@ agent that was killed -9 is found through the pidfile and ended before a new one
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from mayu_py.command import in_namespace, run
 from mayu_py.errors import CommandError, ConfigError, MayuError
 from mayu_py.files import atomic_write
+from mayu_py.pids import running, stop
 from mayu_py.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -146,32 +146,12 @@ class HaproxySupervisor(Supervisor):
             candidate.unlink(missing_ok=True)
 
     def _end_leftover(self) -> None:
-        """SIGTERM (then SIGKILL) a master whose pidfile is ours and whose command line names
-        our configuration: an agent killed -9 left it holding the listen address."""
+        """Stop a master whose pidfile is ours and whose command line names our
+        configuration: an agent killed -9 left it holding the listen address."""
         try:
             pid = int(self.pid_file.read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             return
-        if str(self.config_file).encode() not in cmdline:
-            return
-        log.warning("ending the haproxy master (pid %d) an earlier agent left running", pid)
-        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                if not _alive(pid):
-                    return
-                time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        if running(pid, str(self.config_file)):
+            log.warning("ending the haproxy master (pid %d) an earlier agent left running", pid)
+            stop([pid], 5.0)

@@ -13,10 +13,10 @@ from rich.console import Console
 from mayu_py.lab import display, netns
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
-from mayu_py.lab.processes import running
 from mayu_py.lab.state import LabState, state_path
 from mayu_py.lab.teardown import KEPT, REMOVED
 from mayu_py.lab.watch import EMPTY, Watcher
+from mayu_py.pids import running
 from mayu_py.pki import server_tls
 
 

@@ -94,7 +94,7 @@ class Masters:
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    with namespace("mayu-ing") as name:
+    with namespace("mayu-ingress-") as name:
         yield name
 
 

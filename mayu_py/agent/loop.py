@@ -149,9 +149,14 @@ class Agent:
         if self.ingress is None:
             return
         try:
-            self.ingress.update(desired)
+            reloaded = self.ingress.update(desired)
         except MayuError as exc:
+            self.metrics.ingress_updates.labels("failed").inc()
             log.error("ingress not updated (retried at the next pass): %s", exc.message)
+            return
+        if reloaded and self.ingress.haproxy.last_reload_s is not None:
+            self.metrics.ingress_updates.labels("reloaded").inc()
+            self.metrics.ingress_reload_duration.observe(self.ingress.haproxy.last_reload_s)
 
     def _apply(self, action: Action) -> None:
         kind = type(action).__name__

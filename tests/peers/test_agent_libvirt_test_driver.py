@@ -512,7 +512,10 @@ def test_each_pass_routes_the_ingress_to_the_desired_masters(rig: Rig) -> None:
         ingress = IngressController(rig.tmp / "ingress", "10.218.0.1:6443", "ing.test", netns=ns)
         ingress.start()
         try:
-            agent = Agent("h1", rig.host, rig.source, rig.state, rig.images, ingress=ingress)
+            metrics = AgentMetrics(lambda: 0)
+            agent = Agent(
+                "h1", rig.host, rig.source, rig.state, rig.images, metrics=metrics, ingress=ingress
+            )
             rig.source.nodes = desired(ACME, beta)
             assert agent.run_once().errors == {}
             config = ingress.haproxy.config_file.read_text()
@@ -534,5 +537,9 @@ def test_each_pass_routes_the_ingress_to_the_desired_masters(rig: Rig) -> None:
             assert agent.run_once().errors == {}
             assert "acme" not in ingress.haproxy.config
             assert "acme" not in ingress.haproxy.config_file.read_text()
+            sample = metrics.registry.get_sample_value
+            assert sample("mayu_agent_ingress_updates_total", {"outcome": "reloaded"}) == 2
+            assert sample("mayu_agent_ingress_updates_total", {"outcome": "failed"}) == 1
+            assert sample("mayu_agent_ingress_reload_duration_seconds_count") == 2
         finally:
             ingress.stop()

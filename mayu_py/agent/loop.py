@@ -347,12 +347,13 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     ingress = None
     if options.ingress_listen and options.ingress_domain and not options.once:
         ingress = IngressController(state.ingress, options.ingress_listen, options.ingress_domain)
-        ingress.start()
     agent = Agent(
         options.host_name, host, source, state, images,
         domain_type=domain_type, address=options.address, metrics=metrics, ingress=ingress,
     )  # fmt: skip
     try:
+        if ingress is not None:
+            ingress.start()
         if options.once:
             agent.register()
             agent.run_once()

@@ -62,7 +62,7 @@ import click
     "--ingress-listen",
     metavar="HOST:PORT",
     help="Run HAProxy here, routing <tenant>.api.<--ingress-domain> (TLS passed through) to "
-    "the tenant's masters on this host.",
+    "the tenant's masters on this host (not with --once).",
 )
 @click.option(
     "--ingress-domain",

@@ -11,6 +11,7 @@ reported `failed` and retried at the next pass, never in a tight loop; the other
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -327,7 +328,9 @@ class AgentOptions:
 
 def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     """Entry point of `mayu agent`: reconcile this host against a desired-state source (the
-    mayu API, Kubernetes) until killed, or once. Closes the source when done."""
+    mayu API, Kubernetes) until SIGTERM (after the pass under way) or Ctrl-C, or once. Closes
+    the source and stops the ingress's HAProxy when done (a kill -9 leaves HAProxy to the next
+    agent, which ends it)."""
     if not options.once:
         start_event_loop()
     host = LibvirtHost(options.libvirt_uri)
@@ -358,7 +361,14 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
             agent.register()
             agent.run_once()
         else:
-            agent.run_forever(options.interval)
+            stop = threading.Event()
+
+            def terminate(_signum: int, _frame: object) -> None:
+                stop.set()
+                source.wake_event.set()
+
+            signal.signal(signal.SIGTERM, terminate)
+            agent.run_forever(options.interval, stop)
     finally:
         if ingress is not None:
             ingress.stop()

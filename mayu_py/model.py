@@ -230,6 +230,21 @@ class AgentCredential:
 
 
 @dataclass(frozen=True)
+class User:
+    """A person operating the server: their own token (kept only as a hash) opens the admin API
+    and the dashboard, and the events their actions cause name them. The shared admin token
+    stays for automation."""
+
+    name: str
+    token_hash: str
+    created: float = 0.0
+    updated: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "created": self.created, "updated": self.updated}
+
+
+@dataclass(frozen=True)
 class PendingConfig:
     """A machine's secret Ignition config, rendered once per boot token: the stub served over
     HTTP names these exact bytes by their SHA-512, and the HTTPS fetch serves them."""

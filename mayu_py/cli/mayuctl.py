@@ -8,7 +8,7 @@ import click
 import yaml
 
 from mayu_py.api_client import AdminClient
-from mayu_py.cli import mayuctl_power
+from mayu_py.cli import mayuctl_power, mayuctl_users
 from mayu_py.cli.ctl_common import OUTPUT, client_of, fmt_of, output_option
 from mayu_py.cli.entry import run
 from mayu_py.cli.output import emit, with_local_times
@@ -25,7 +25,11 @@ _client = client_of
 @click.group()
 @click.option("-o", "--output", type=OUTPUT, default="table", show_default=True)
 @click.option("--url", envvar="MAYU_URL", help="Server URL (env MAYU_URL).")
-@click.option("--token", envvar="MAYU_TOKEN", help="Admin token (env MAYU_TOKEN).")
+@click.option(
+    "--token",
+    envvar="MAYU_TOKEN",
+    help="Your user token, or the shared admin token (env MAYU_TOKEN).",
+)
 @click.option(
     "--ca-file",
     envvar="MAYU_CA_FILE",
@@ -47,6 +51,7 @@ for _command in (
     mayuctl_power.power,
     mayuctl_power.bootdev,
     mayuctl_power.reinstall,
+    mayuctl_users.users,
 ):
     cli.add_command(_command)
 

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from mayu_py.errors import BadRequest
 from mayu_py.model import canonical_mac
-from mayu_py.server.auth import require_admin_token
+from mayu_py.server.auth import event_source, require_admin_token
 from mayu_py.server.context import services
 from mayu_py.server.jsonbody import json_body
 from mayu_py.server.power import public_bmc
@@ -56,13 +56,13 @@ def machine_events(machine_id: str) -> Response:
 
 @bp.patch("/machines/<machine_id>")
 def patch_machine(machine_id: str) -> Response:
-    machine = services().machines.update(machine_id, _body_object(), request.remote_addr)
+    machine = services().machines.update(machine_id, _body_object(), event_source())
     return jsonify(machine.to_json())
 
 
 @bp.delete("/machines/<machine_id>")
 def delete_machine(machine_id: str) -> Response:
-    machine = services().machines.delete(machine_id, request.remote_addr)
+    machine = services().machines.delete(machine_id, event_source())
     return jsonify(machine.to_json())
 
 
@@ -76,7 +76,7 @@ def approve_machine(machine_id: str) -> Response:
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise BadRequest("labels must be an object of strings")
-    machine = services().machines.approve(machine_id, role, labels, request.remote_addr)
+    machine = services().machines.approve(machine_id, role, labels, event_source())
     return jsonify(machine.to_json())
 
 
@@ -84,7 +84,7 @@ def approve_machine(machine_id: str) -> Response:
 def reinstall_machine(machine_id: str) -> tuple[Response, int]:
     """202: the machine provisions again at its next network boot. With a BMC the answer
     carries the queued action (next boot PXE, power cycle) and its Location."""
-    machine, action = services().machines.reinstall(machine_id, request.remote_addr)
+    machine, action = services().machines.reinstall(machine_id, event_source())
     if action is None:
         next_step = "power-cycle the machine: it provisions again at its next network boot"
         return jsonify(machine.to_json() | {"next": next_step, "action": None}), 202
@@ -94,7 +94,7 @@ def reinstall_machine(machine_id: str) -> tuple[Response, int]:
 
 @bp.post("/machines/<machine_id>/boot-complete")
 def boot_complete(machine_id: str) -> Response:
-    machine = services().machines.boot_complete(machine_id, request.remote_addr)
+    machine = services().machines.boot_complete(machine_id, event_source())
     return jsonify(machine.to_json())
 
 

@@ -12,7 +12,7 @@ from mayu_py.pki import ClusterPKI
 from mayu_py.pki.server_tls import ServerTls, server_dir
 from mayu_py.pki.server_tls import load_or_create as load_or_create_server_tls
 from mayu_py.render import IgnitionRenderer
-from mayu_py.server import api, boot, health, monitoring, power_api, tenants_api
+from mayu_py.server import api, boot, health, monitoring, power_api, tenants_api, users_api
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
@@ -24,6 +24,8 @@ from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
 from mayu_py.server.tokens import load_or_create_key
+from mayu_py.server.ui import dashboard
+from mayu_py.server.users import UserService
 from mayu_py.store import Store
 
 
@@ -71,6 +73,7 @@ def create_app(
         provisioner=provisioner,
         tenants=tenants,
         hosts=hosts,
+        users=UserService(store),
         assets_root=root,
         admin_token=admin_token,
         metrics=metrics,
@@ -80,8 +83,10 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(tenants_api.bp)
     app.register_blueprint(power_api.bp)
+    app.register_blueprint(users_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(monitoring.bp)
+    dashboard.install(app, settings)
     register_error_handlers(app)
     return app
 

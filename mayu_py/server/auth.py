@@ -1,4 +1,5 @@
-"""Bearer-token authentication: the operator's admin token, or one host agent's token.
+"""Bearer-token authentication: the shared admin token (automation), a user's own token
+(people; server.users), or one host agent's token.
 
 An agent token (inside an enrolled machine's config, or from an operator's `hosts approve`)
 only reaches the level-2 endpoints of its own host: its heartbeat, its desired nodes, and the
@@ -15,12 +16,17 @@ from flask import g, request
 
 from mayu_py.errors import Forbidden, Unauthorized
 from mayu_py.server.context import services
+from mayu_py.server.users import audit_source
 
 
 @dataclass(frozen=True)
 class Principal:
+    """Who a request acts for: the operator (`admin`; a person when `user` is set), or the
+    agent of `host`."""
+
     admin: bool
     host: str | None = None
+    user: str | None = None
 
 
 def _presented_token() -> str:
@@ -31,11 +37,28 @@ def _presented_token() -> str:
     return presented.strip()
 
 
+def _operator(token: str) -> Principal | None:
+    """The operator's principal for the shared admin token or a user's token, else None."""
+    svc = services()
+    if hmac.compare_digest(token, svc.admin_token):
+        return Principal(admin=True)
+    user = svc.users.authenticate(token)
+    return Principal(admin=True, user=user.name) if user is not None else None
+
+
 def require_admin_token() -> None:
-    """Refuse (401) a request without the admin bearer token."""
-    if not hmac.compare_digest(_presented_token(), services().admin_token):
+    """Refuse (401) a request without the admin token or a user's token."""
+    principal = _operator(_presented_token())
+    if principal is None:
         raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
-    g.principal = Principal(admin=True)
+    g.principal = principal
+
+
+def event_source() -> str | None:
+    """The `source` of the events this request causes: its address, and the user it acts for
+    (`user:NAME@ADDRESS`) when a person's token or dashboard session authenticated it."""
+    principal: Principal | None = g.get("principal")
+    return audit_source(principal.user if principal else None, request.remote_addr)
 
 
 def require_metrics_token() -> None:
@@ -48,13 +71,14 @@ def require_metrics_token() -> None:
 
 
 def require_admin_or_agent() -> None:
-    """Accept the admin token or any valid agent token; endpoints narrow agents further."""
+    """Accept the admin token, a user's token or any valid agent token; endpoints narrow
+    agents further."""
     token = _presented_token()
-    svc = services()
-    if hmac.compare_digest(token, svc.admin_token):
-        g.principal = Principal(admin=True)
+    operator = _operator(token)
+    if operator is not None:
+        g.principal = operator
         return
-    host = svc.hosts.authenticate(token)
+    host = services().hosts.authenticate(token)
     if host is None:
         raise Unauthorized("missing or wrong bearer token", {"header": "Authorization"})
     g.principal = Principal(admin=False, host=host)

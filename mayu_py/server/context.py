@@ -16,6 +16,7 @@ from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.power import PowerService
 from mayu_py.server.provisioning import Provisioner
 from mayu_py.server.tenant_service import TenantService
+from mayu_py.server.users import UserService
 from mayu_py.store import Store
 
 
@@ -30,6 +31,7 @@ class Services:
     provisioner: Provisioner
     tenants: TenantService
     hosts: HostService
+    users: UserService
     assets_root: Path
     admin_token: str
     metrics: ServerMetrics

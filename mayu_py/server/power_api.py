@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from mayu_py.bmc.records import BmcAction
 from mayu_py.errors import BadRequest
-from mayu_py.server.auth import require_admin_token
+from mayu_py.server.auth import event_source, require_admin_token
 from mayu_py.server.context import services
 from mayu_py.server.jsonbody import json_body
 
@@ -38,7 +38,7 @@ def accepted(action: BmcAction, extra: dict[str, Any] | None = None) -> tuple[Re
 
 @bp.put("/machines/<machine_id>/bmc")
 def set_bmc(machine_id: str) -> Response:
-    return jsonify(services().power.set_bmc(machine_id, _body(), request.remote_addr))
+    return jsonify(services().power.set_bmc(machine_id, _body(), event_source()))
 
 
 @bp.get("/machines/<machine_id>/bmc")
@@ -48,20 +48,20 @@ def show_bmc(machine_id: str) -> Response:
 
 @bp.delete("/machines/<machine_id>/bmc")
 def delete_bmc(machine_id: str) -> tuple[str, int]:
-    services().power.delete_bmc(machine_id, request.remote_addr)
+    services().power.delete_bmc(machine_id, event_source())
     return "", 204
 
 
 @bp.post("/machines/<machine_id>/power")
 def power(machine_id: str) -> tuple[Response, int]:
-    action = services().power.power(machine_id, _body().get("action"), request.remote_addr)
+    action = services().power.power(machine_id, _body().get("action"), event_source())
     return accepted(action)
 
 
 @bp.post("/machines/<machine_id>/bootdev")
 def boot_device(machine_id: str) -> tuple[Response, int]:
     device = _body().get("device")
-    return accepted(services().power.boot_device(machine_id, device, request.remote_addr))
+    return accepted(services().power.boot_device(machine_id, device, event_source()))
 
 
 @bp.get("/machines/<machine_id>/actions")

@@ -6,7 +6,12 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from mayu_py.server.auth import require_admin, require_admin_or_agent, require_host
+from mayu_py.server.auth import (
+    event_source,
+    require_admin,
+    require_admin_or_agent,
+    require_host,
+)
 from mayu_py.server.context import services
 from mayu_py.server.jsonbody import json_body
 
@@ -101,21 +106,21 @@ def list_hosts() -> Response:
 def approve_host(host: str) -> tuple[Response, int]:
     """Approve an agent host that is not an enrolled machine; its token is shown once."""
     require_admin()
-    token = services().hosts.approve(host, request.remote_addr)
+    token = services().hosts.approve(host, event_source())
     return jsonify({"host": host, "token": token}), 201
 
 
 @bp.post("/hosts/<host>/rotate-token")
 def rotate_host_token(host: str) -> Response:
     require_admin()
-    return jsonify({"host": host, "token": services().hosts.rotate(host, request.remote_addr)})
+    return jsonify({"host": host, "token": services().hosts.rotate(host, event_source())})
 
 
 @bp.post("/hosts/<host>/revoke")
 def revoke_host(host: str) -> Response:
     """Revoke the host's agent token; its tenant nodes are placed on other hosts."""
     require_admin()
-    return jsonify(services().hosts.revoke(host, request.remote_addr).to_json())
+    return jsonify(services().hosts.revoke(host, event_source()).to_json())
 
 
 @bp.get("/hosts/<host>/nodes")

@@ -6,7 +6,7 @@ SQLite backend serialises writers with BEGIN IMMEDIATE; the etcd backend runs th
 as an optimistic transaction (compare mod-revisions of what it read, run `fn` again on
 conflict), so `fn` may run more than once and must not act outside the store.
 Records come and go typed (`Machine`, `Event`, `TenantRecord`, `HostInfo`, `StoredBmc`,
-`BmcAction`); how they are kept (columns, JSON) is the backend's business. A transaction
+`BmcAction`, `User`); how they are kept (columns, JSON) is the backend's business. A transaction
 function only reads and writes the store: anything irreversible outside it (removing files)
 happens after `atomically` returns.
 """
@@ -19,7 +19,7 @@ from typing import Literal, Protocol, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.config import StoreConfig
-from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, PendingConfig, User
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
@@ -102,9 +102,18 @@ class Tx(Protocol):
 
     def machine_actions(self, machine_id: str, limit: int) -> list[BmcAction]: ...
 
+    def get_user(self, name: str) -> User | None: ...
+
+    def put_user(self, user: User) -> None: ...
+
+    def delete_user(self, name: str) -> None: ...
+
+    def list_users(self) -> list[User]: ...
+
 
 class Store(Protocol):
-    """The inventory: machines with their event history, tenant clusters, agent hosts."""
+    """The inventory: machines with their event history, tenant clusters, agent hosts,
+    operators (users)."""
 
     def atomically(self, fn: Callable[[Tx], T]) -> T: ...
 
@@ -141,6 +150,10 @@ class Store(Protocol):
     def get_action(self, action_id: int) -> BmcAction | None: ...
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]: ...
+
+    def get_user(self, name: str) -> User | None: ...
+
+    def list_users(self) -> list[User]: ...
 
     def ping(self) -> None: ...
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, PendingConfig, User
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreContention, StoreUnavailable
 from mayu_py.store.etcd_bmc import BmcKeys
@@ -38,6 +38,7 @@ from mayu_py.store.etcd_records import (
     pending_of,
 )
 from mayu_py.store.etcd_txn import OptimisticTxn
+from mayu_py.store.etcd_users import UserRecords
 from mayu_py.store.url import EtcdLocation
 from mayu_py.tenants import HostInfo, TenantRecord
 
@@ -57,7 +58,7 @@ BACKOFF_CAP_S = 0.25
 PING_TIMEOUT_S = 1.0
 
 
-class EtcdTx(BmcKeys):
+class EtcdTx(BmcKeys, UserRecords):
     """The Tx protocol over one optimistic transaction."""
 
     def __init__(
@@ -386,6 +387,12 @@ class EtcdStore:
 
     def list_hosts(self) -> list[HostInfo]:
         return self._read(lambda tx: tx.list_hosts())
+
+    def get_user(self, name: str) -> User | None:
+        return self._read(lambda tx: tx.get_user(name))
+
+    def list_users(self) -> list[User]:
+        return self._read(lambda tx: tx.list_users())
 
     def get_bmc(self, machine_id: str) -> StoredBmc | None:
         return self._read(lambda tx: tx.get_bmc(machine_id))

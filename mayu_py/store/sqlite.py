@@ -19,10 +19,12 @@ from mayu_py.model import (
     Machine,
     MachineState,
     PendingConfig,
+    User,
 )
 from mayu_py.store import TxObserver, TxOutcome
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite_bmc import BmcRows
+from mayu_py.store.sqlite_users import UserRows
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
@@ -145,6 +147,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX bmc_actions_open ON bmc_actions(state, id);
     CREATE INDEX bmc_actions_machine ON bmc_actions(machine_id, id);
     """,
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -220,7 +230,7 @@ def _event_values(event: Event) -> tuple[Any, ...]:
     )
 
 
-class _SqliteTx(BmcRows):
+class _SqliteTx(BmcRows, UserRows):
     """The Tx protocol over one open transaction."""
 
     def __init__(self, conn: sqlite3.Connection, events_kept: int, alerts_kept: int) -> None:
@@ -622,6 +632,12 @@ class SqliteStore:
 
     def machine_actions(self, machine_id: str, limit: int = 50) -> list[BmcAction]:
         return self._tx(self._connect()).machine_actions(machine_id, limit)
+
+    def get_user(self, name: str) -> User | None:
+        return self._tx(self._connect()).get_user(name)
+
+    def list_users(self) -> list[User]:
+        return self._tx(self._connect()).list_users()
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store can commit a write right now."""

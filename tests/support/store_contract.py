@@ -14,7 +14,7 @@ import pytest
 
 from mayu_py.bmc.records import ACTIONS_KEPT, ActionKind, ActionState, BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig
+from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig, User
 from mayu_py.store import Store, Tx
 from mayu_py.tenants import (
     HostInfo,
@@ -204,6 +204,32 @@ def test_agent_credentials(store: Store) -> None:
     store.atomically(lambda tx: tx.put_agent_credential(revoked))
     assert store.list_agent_credentials() == [revoked]
     assert store.get_agent_credential("h2") is None
+
+
+def test_users(open_backend: OpenBackend) -> None:
+    """Users are named records: put replaces, a transaction reads its own writes, a listing is
+    in name order, delete forgets, and another store on the same data sees the same."""
+    store, other = open_backend(), open_backend()
+    alice, bob = User("alice", "hash-a", 1.0, 1.0), User("bob", "hash-b", 2.0, 2.0)
+    assert store.get_user("alice") is None and store.list_users() == []
+
+    def add_both(tx: Tx) -> list[User]:
+        tx.put_user(bob)
+        tx.put_user(alice)
+        return tx.list_users()
+
+    assert store.atomically(add_both) == [alice, bob]
+    rotated = replace(alice, token_hash="hash-a2", updated=3.0)
+    store.atomically(lambda tx: tx.put_user(rotated))
+    assert other.get_user("alice") == rotated
+    assert store.atomically(lambda tx: tx.get_user("alice")) == rotated
+
+    def remove_bob(tx: Tx) -> User | None:
+        tx.delete_user("bob")
+        return tx.get_user("bob")
+
+    assert store.atomically(remove_bob) is None
+    assert other.list_users() == [rotated] and other.get_user("bob") is None
 
 
 def test_index_follows_changes(store: Store) -> None:

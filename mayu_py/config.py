@@ -249,6 +249,26 @@ class TenantImage(_Strict):
     min_memory_mib: int = Field(default=128, ge=64)
 
 
+class TenantsConfig(_Strict):
+    """Site-wide settings of tenant clusters (level 2).
+
+    - `ingress_domain`: tenant API servers are reached at `<tenant>.api.<ingress_domain>`,
+      port `ingress_port`, through each host's HAProxy (`mayu agent --ingress-listen HOST:PORT
+      --ingress-domain` the same domain); their certificates name it and admin kubeconfigs
+      point there. Unset: admin kubeconfigs point
+      at the first master's address (reachable only from its host).
+    - `cni_manifest`: a file of YAML documents that replaces mayu's flannel manifests as the
+      tenants' in-cluster networking."""
+
+    ingress_domain: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        max_length=200,
+    )
+    ingress_port: int = Field(default=6443, ge=1, le=65535)
+    cni_manifest: str | None = None
+
+
 def _default_profiles() -> dict[str, Profile]:
     lab_boot = {
         "kernel": "lab/vmlinuz",
@@ -282,6 +302,7 @@ class Settings(_Strict):
     profiles: dict[str, Profile] = Field(default_factory=_default_profiles)
     groups: list[Group] = Field(default_factory=_default_groups)
     tenant_images: dict[str, TenantImage] = Field(default_factory=lambda: {"lab": TenantImage()})
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
     data_dir: str = "/var/lib/mayu"
 
     @model_validator(mode="after")
@@ -332,6 +353,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "MAYU_DHCP": ("dhcp", "mode"),
     "MAYU_STORE": ("store", "url"),
     "MAYU_METRICS_TOKEN": ("server", "metrics_token"),
+    "MAYU_INGRESS_DOMAIN": ("tenants", "ingress_domain"),
 }
 
 

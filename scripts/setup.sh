@@ -11,7 +11,7 @@ APT_PACKAGES=(
   dnsmasq-base etcd-server ignition busybox-static linux-image-amd64 cpio kmod
   libvirt-daemon-system libvirt-dev libxml2-utils
   iproute2 iptables nginx-light wrk openssl curl tftp-hpa procps psmisc gnupg gpgv
-  prometheus chromium chromium-driver
+  prometheus haproxy chromium chromium-driver
   syslinux syslinux-common mtools dosfstools grub-efi-amd64-bin
 )
 

@@ -1,15 +1,17 @@
 """The level-triggered reconcile loop: fetch desired, observe, plan, apply, observe, report.
 
-Runs at start, every `interval` seconds, whenever libvirt reports a lifecycle event and
-whenever the source's watch sees a change. Errors decide retries the kopf way: a temporary one
-(`MayuError.temporary`: libvirtd or the server unreachable) abandons the pass, which is retried
-after `retry_s`; a permanent one fails only its node (or tenant), which is reported `failed`
-and retried at the next pass, never in a tight loop; the other nodes carry on.
+Runs at start, every `interval` seconds, whenever libvirt reports a lifecycle event and whenever
+the source's watch sees a change. With an ingress, each pass also routes the tenant API names to
+the masters among the desired nodes (mayu_py.agent.ingress). Errors decide retries the kopf way:
+a temporary one (`MayuError.temporary`: libvirtd or the server unreachable) abandons the pass,
+which is retried after `retry_s`; a permanent one fails only its node (or tenant), which is
+reported `failed` and retried at the next pass, never in a tight loop; the other nodes carry on.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from pathlib import Path
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import networks_for
+from mayu_py.agent.ingress import IngressController
 from mayu_py.agent.metrics import AgentMetrics
 from mayu_py.agent.overlay import overlays_for
 from mayu_py.agent.plan import (
@@ -82,8 +85,10 @@ class Agent:
         drain: DrainHook | None = None,
         metrics: AgentMetrics | None = None,
         overlay: HostOverlay | None = None,
+        ingress: IngressController | None = None,
     ) -> None:
         self.host_name = host_name
+        self.ingress = ingress
         self.host = host
         self.metrics = metrics or AgentMetrics(lambda: host.reconnects)
         self.source = source
@@ -121,6 +126,7 @@ class Agent:
         desired = self.source.desired_nodes()
         if self.overlay is not None:
             self.overlay.sync(overlays_for(desired))
+        self._route(desired)
         actual = observe(self.host, self.state_dir)
         actions = plan(desired, networks_for(desired), actual)
         result = ReconcileResult()
@@ -147,6 +153,21 @@ class Agent:
         by_name = {n.name: n for n in desired}
         self._booting = {name: by_name[name] for name in result.booting}
         return result
+
+    def _route(self, desired: list[TenantNode]) -> None:
+        """Bring the ingress in step with the desired masters; a failure leaves HAProxy on its
+        previous routes and is retried at the next pass, without holding up the nodes."""
+        if self.ingress is None:
+            return
+        try:
+            reloaded = self.ingress.update(desired)
+        except MayuError as exc:
+            self.metrics.ingress_updates.labels("failed").inc()
+            log.error("ingress not updated (retried at the next pass): %s", exc.message)
+            return
+        if reloaded and self.ingress.haproxy.last_reload_s is not None:
+            self.metrics.ingress_updates.labels("reloaded").inc()
+            self.metrics.ingress_reload_duration.observe(self.ingress.haproxy.last_reload_s)
 
     def _apply(self, action: Action) -> None:
         kind = type(action).__name__
@@ -312,11 +333,15 @@ class AgentOptions:
     address: str = ""  # the address this host registers with (its route to the server)
     underlay: str = ""  # its VXLAN endpoint, told in heartbeats; given: it runs the overlays
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint
+    ingress_listen: str | None = None  # HOST:PORT of the tenant API ingress (with a domain)
+    ingress_domain: str | None = None  # tenants' API names are <tenant>.api.<domain>
 
 
 def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     """Entry point of `mayu agent`: reconcile this host against a desired-state source (the
-    mayu API, Kubernetes) until killed, or once. Closes the source when done."""
+    mayu API, Kubernetes) until SIGTERM (after the pass under way) or Ctrl-C, or once. Closes
+    the source and stops the ingress's HAProxy when done (a kill -9 leaves HAProxy to the next
+    agent, which ends it)."""
     if not options.once:
         start_event_loop()
     host = LibvirtHost(options.libvirt_uri)
@@ -333,19 +358,33 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
         probe_image.kernel if probe_image else None,
         probe_image.initrd if probe_image else None,
     )
+    ingress = None
+    if options.ingress_listen and options.ingress_domain and not options.once:
+        ingress = IngressController(state.ingress, options.ingress_listen, options.ingress_domain)
     agent = Agent(
         options.host_name, host, source, state, images,
         domain_type=domain_type, address=options.address, underlay=options.underlay,
-        metrics=metrics,
+        metrics=metrics, ingress=ingress,
         overlay=HostOverlay(options.host_name, options.underlay) if options.underlay else None,
     )  # fmt: skip
     try:
+        if ingress is not None:
+            ingress.start()
         if options.once:
             agent.register()
             agent.run_once()
         else:
-            agent.run_forever(options.interval)
+            stop = threading.Event()
+
+            def terminate(_signum: int, _frame: object) -> None:
+                stop.set()
+                source.wake_event.set()
+
+            signal.signal(signal.SIGTERM, terminate)
+            agent.run_forever(options.interval, stop)
     finally:
+        if ingress is not None:
+            ingress.stop()
         if exporter is not None:
             exporter.shutdown()
         source.close()

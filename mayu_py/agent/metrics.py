@@ -21,6 +21,7 @@ from mayu_py.tenants import NodeState
 # The libvirt states an owned domain can be observed in (LibvirtHost.list_domains).
 DOMAIN_STATES = (NodeState.RUNNING, NodeState.PAUSED, NodeState.SHUTOFF, NodeState.CRASHED)
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+RELOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class _Reconnects:
@@ -64,6 +65,19 @@ class AgentMetrics:
             "mayu_agent_domains",
             "This agent's domains by libvirt state, as last observed.",
             ["state"],
+            registry=r,
+        )
+        self.ingress_updates = Counter(
+            "mayu_agent_ingress_updates_total",
+            "Changed tenant API routes given to HAProxy, by outcome: reloaded, or failed "
+            "(rejected or not reloaded; the previous routes stay and the next pass retries).",
+            ["outcome"],
+            registry=r,
+        )
+        self.ingress_reload_duration = Histogram(
+            "mayu_agent_ingress_reload_duration_seconds",
+            "HAProxy reloads of the tenant API ingress: SIGUSR2 to its 'Loading success.'.",
+            buckets=RELOAD_BUCKETS,
             registry=r,
         )
         r.register(_Reconnects(reconnects))

@@ -1,6 +1,7 @@
 """The agent's state directory: per-tenant overlays, Ignition files and serial logs.
 
-Layout: ROOT/tenants/<tenant>/<node>.<spec_hash>.qcow2, <node>.<spec_hash>.ign, <node>.log.
+Layout: ROOT/tenants/<tenant>/<node>.<spec_hash>.qcow2, <node>.<spec_hash>.ign, <node>.log;
+ROOT/ingress/ holds the host's HAProxy configuration and pidfile (mayu_py.agent.ingress).
 Directories are 0711 (qemu, running as libvirt-qemu, must traverse them), Ignition files 0600.
 Every file is written to a temporary name and renamed (`mayu_py.files`), so a kill -9 leaves
 either the old state or the new one plus a `.*.tmp` file, which the plan sees as an orphan and
@@ -63,6 +64,10 @@ class StateDir:
 
     def log(self, node: TenantNode) -> Path:
         return self.tenant_dir(node.tenant) / log_name(node.name)
+
+    @property
+    def ingress(self) -> Path:
+        return self.root / "ingress"
 
     @property
     def accel_cache(self) -> Path:

@@ -64,6 +64,18 @@ import click
     help="This host's VXLAN endpoint address (an address of this host): the agent then runs "
     "each tenant's VXLAN overlay and tells the address in its heartbeats.",
 )
+@click.option(
+    "--ingress-listen",
+    metavar="HOST:PORT",
+    help="Run HAProxy here, routing <tenant>.api.<--ingress-domain> (TLS passed through) to "
+    "the tenant's masters on this host (not with --once).",
+)
+@click.option(
+    "--ingress-domain",
+    envvar="MAYU_INGRESS_DOMAIN",
+    help="The server's tenants.ingress_domain (env MAYU_INGRESS_DOMAIN); needed with "
+    "--ingress-listen.",
+)
 def agent(
     host_name: str,
     libvirt_uri: str,
@@ -77,8 +89,12 @@ def agent(
     once: bool,
     metrics_listen: str | None,
     underlay: str,
+    ingress_listen: str | None,
+    ingress_domain: str | None,
 ) -> None:
     """Reconcile the tenant clusters assigned to this host."""
+    if ingress_listen and not ingress_domain:
+        raise click.UsageError("--ingress-listen needs --ingress-domain (or MAYU_INGRESS_DOMAIN)")
     from mayu_py.agent.loop import AgentOptions, run_agent
     from mayu_py.agent.source import ApiSource, DesiredSource
 
@@ -113,6 +129,8 @@ def agent(
         address=address,
         underlay=underlay,
         metrics_listen=metrics_listen,
+        ingress_listen=ingress_listen,
+        ingress_domain=ingress_domain,
     )
     run_agent(options, source)
 

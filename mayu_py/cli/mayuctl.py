@@ -400,6 +400,15 @@ def tenants_scale(ctx: click.Context, name: str, workers: int, output: str | Non
     emit(_tenant_row(doc), _fmt(ctx, output))
 
 
+@tenants.command("kubeconfig")
+@click.argument("name")
+@click.pass_context
+def tenants_kubeconfig(ctx: click.Context, name: str) -> None:
+    """Print a tenant's admin kubeconfig (its API at <name>.api.<ingress domain> when the
+    server has tenants.ingress_domain; keep it secret: it holds a client key)."""
+    click.echo(_client(ctx).request("GET", f"/api/v1/tenants/{name}/kubeconfig"), nl=False)
+
+
 @tenants.command("delete")
 @click.argument("name")
 @click.pass_context

@@ -16,8 +16,8 @@ from mayu_py.errors import ConfigError
 from mayu_py.lab import netns
 from mayu_py.lab import topology as topo
 from mayu_py.lab.fleet import Fleet
-from mayu_py.lab.processes import running, stop
 from mayu_py.lab.state import LabState, VmRecord, state_path
+from mayu_py.pids import running, stop
 
 QEMU_MARK = "qemu"
 STOP_GRACE_S = 5.0

@@ -14,10 +14,10 @@ from mayu_py.errors import MayuError
 from mayu_py.lab import display, domains, netns
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
-from mayu_py.lab.processes import running
 from mayu_py.lab.state import LabState, state_path
 from mayu_py.lab.teardown import KEPT, REMOVED
 from mayu_py.lab.watch import EMPTY, Watcher, done_states
+from mayu_py.pids import running
 from mayu_py.pki import server_tls
 from mayu_py.virt.host import LibvirtHost
 

@@ -22,8 +22,8 @@ from mayu_py.errors import ConfigError
 from mayu_py.lab import domains, netns, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.inventory import forget_lab_machines
-from mayu_py.lab.processes import running, stop
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, remove, state_path, work_dir
+from mayu_py.pids import running, stop
 from mayu_py.store import inventory_path
 
 KEPT = (

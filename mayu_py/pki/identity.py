@@ -77,8 +77,11 @@ class ClusterFacts:
     service_ip: str
     api_endpoint: str
     etcd_members: tuple[tuple[str, str], ...] = ()
+    external_names: tuple[str, ...] = ()  # names clients outside reach the API by (ingress)
 
     def __post_init__(self) -> None:
         check_dns_name(self.domain, "cluster domain")
         check_ip(self.service_ip, "service_ip")
         endpoint_host(self.api_endpoint)
+        for name in self.external_names:
+            check_dns_name(name, "external API name")

@@ -59,6 +59,7 @@ _KUBECONFIGS = {
     "controller-manager": ("/etc/kubernetes/controller-manager.conf", True),
     "scheduler": ("/etc/kubernetes/scheduler.conf", True),
     "kubelet-client": ("/etc/kubernetes/kubelet.conf", False),
+    "admin": ("/etc/kubernetes/admin.conf", True),
 }
 
 ADMIN_LEAF = "admin"
@@ -117,6 +118,7 @@ def wanted_leaves(node: NodeIdentity, facts: ClusterFacts) -> dict[str, LeafSpec
             "localhost",
             "127.0.0.1",
             endpoint_host(facts.api_endpoint),
+            *facts.external_names,
         ]
     )
     etcd_dns, etcd_ips = _split_hosts(
@@ -148,6 +150,7 @@ def wanted_leaves(node: NodeIdentity, facts: ClusterFacts) -> dict[str, LeafSpec
             ca=KUBERNETES, common_name="system:kube-controller-manager", client=True
         ),
         "scheduler": LeafSpec(ca=KUBERNETES, common_name="system:kube-scheduler", client=True),
+        ADMIN_LEAF: ADMIN_SPEC,  # admin.conf: what applies the cluster's add-ons (kubeadm's)
     }
 
 

@@ -43,6 +43,7 @@ class ClusterContext:
     service_ip: str
     api_endpoint: str
     etcd_members: tuple[tuple[str, str], ...] = ()
+    cni_manifest: str | None = None  # in-cluster networking its controllers apply (tenants)
 
     @property
     def kubernetes_minor(self) -> str:
@@ -57,6 +58,7 @@ class ClusterContext:
         etcd_members: tuple[tuple[str, str], ...] = (),
         name: str | None = None,
         kubernetes_version: str | None = None,
+        cni_manifest: str | None = None,
     ) -> ClusterContext:
         """The cluster's constants from `config`; name and version may differ (tenants)."""
         return cls(
@@ -69,6 +71,7 @@ class ClusterContext:
             service_ip=config.service_ip,
             api_endpoint=api_endpoint,
             etcd_members=etcd_members,
+            cni_manifest=cni_manifest,
         )
 
 
@@ -107,6 +110,7 @@ class RenderContext:
                 "service_ip": cluster.service_ip,
                 "api_endpoint": cluster.api_endpoint,
                 "etcd_members": [{"name": n, "address": a} for n, a in cluster.etcd_members],
+                "cni_manifest": cluster.cni_manifest,
             },
             "ssh_authorized_keys": list(self.ssh_authorized_keys),
             "report_url": self.report_url,

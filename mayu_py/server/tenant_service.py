@@ -19,6 +19,7 @@ from mayu_py.config import Settings
 from mayu_py.errors import BadRequest, Conflict, NotFound, Unprocessable
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
+from mayu_py.render.addons import operator_manifests
 from mayu_py.server.hosts import HostService
 from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.replica_files import SharedFiles, ca_paths
@@ -36,9 +37,17 @@ from mayu_py.tenants import (
     place,
     tenant_nodes,
 )
-from mayu_py.tenants.ignition import cluster_facts, render_tenant_node
+from mayu_py.tenants.ignition import admin_facts, render_tenant_node
+from mayu_py.tenants.networking import TenantOptions
 from mayu_py.tenants.validation import is_tenant_name
 from mayu_py.tenants.wire import OverlayPeer
+
+
+def tenant_options(settings: Settings) -> TenantOptions:
+    """The site's tenant settings; an operator's CNI manifest file is read (and checked) once."""
+    config = settings.tenants
+    manifest = operator_manifests(Path(config.cni_manifest)) if config.cni_manifest else None
+    return TenantOptions(config.ingress_domain, config.ingress_port, manifest)
 
 
 class TenantService:
@@ -60,6 +69,7 @@ class TenantService:
         self.renderer = renderer
         self.clock = clock
         self.metrics = metrics or ServerMetrics()
+        self.options = tenant_options(settings)
 
     # -- tenants ------------------------------------------------------------------------
 
@@ -149,7 +159,7 @@ class TenantService:
         tenant = self._record(self.store, tenant_name).tenant
         with self.metrics.render.labels("tenant_node").time():
             return render_tenant_node(
-                tenant, node_name, self.tenant_pki(tenant.name), self.renderer
+                tenant, node_name, self.tenant_pki(tenant.name), self.renderer, self.options
             )
 
     def host_of(self, tenant: str, node: str) -> str | None:
@@ -169,7 +179,7 @@ class TenantService:
 
     def admin_kubeconfig(self, name: str) -> str:
         tenant = self._record(self.store, name).tenant
-        return self.tenant_pki(name).admin_kubeconfig(cluster_facts(tenant))
+        return self.tenant_pki(name).admin_kubeconfig(admin_facts(tenant, self.options))
 
     # -- hosts --------------------------------------------------------------------------
 

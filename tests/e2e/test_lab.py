@@ -29,9 +29,9 @@ import yaml
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.netns import InNamespace
-from mayu_py.lab.processes import running
 from mayu_py.lab.state import LabState, VmRecord
 from mayu_py.model import Event, Machine
+from mayu_py.pids import running
 from mayu_py.server.provisioning import REPORT_CREDENTIAL_FILE
 from mayu_py.server.tokens import AGENT_TOKEN_FILE
 from mayu_py.store import Tx, inventory_path, open_store

@@ -497,3 +497,49 @@ def test_metrics_endpoint_counts_passes_actions_domains_and_reconnects(rig: Rig)
 def test_metrics_listen_must_be_host_port(listen: str) -> None:
     with pytest.raises(ConfigError, match="is not HOST:PORT"):
         AgentMetrics(lambda: 0).serve(listen)
+
+
+def test_each_pass_routes_the_ingress_to_the_desired_masters(rig: Rig) -> None:
+    """With the real HAProxy (in a namespace of its own): the masters among the desired nodes
+    are routed, a change that moves no master reloads nothing, a tenant gone is unrouted; an
+    ingress that cannot reload fails no node and is brought in step by the next pass."""
+    from mayu_py.agent.ingress import IngressController
+    from tests.support.ingress import namespace
+
+    beta = tenant_doc("beta", "10.101.0.0/24", 101, workers=1)
+    with namespace("mayu-ingress-agent-") as ns:
+        run(["ip", "-n", ns, "addr", "add", "10.218.0.1/32", "dev", "lo"])
+        ingress = IngressController(rig.tmp / "ingress", "10.218.0.1:6443", "ing.test", netns=ns)
+        ingress.start()
+        try:
+            metrics = AgentMetrics(lambda: 0)
+            agent = Agent(
+                "h1", rig.host, rig.source, rig.state, rig.images, metrics=metrics, ingress=ingress
+            )
+            rig.source.nodes = desired(ACME, beta)
+            assert agent.run_once().errors == {}
+            config = ingress.haproxy.config_file.read_text()
+            assert "use_backend tenant-acme if { req_ssl_sni -i acme.api.ing.test }" in config
+            assert "server acme-master-0 10.100.0.10:6443 check source 10.100.0.1" in config
+            assert "server beta-master-0 10.101.0.10:6443 check source 10.101.0.1" in config
+            assert "-worker-" not in config
+            reloaded = ingress.haproxy.last_reload_s
+
+            rig.source.nodes = desired(tenant_doc("acme", "10.100.0.0/24", 100, workers=1), beta)
+            assert agent.run_once().errors == {}
+            assert ingress.haproxy.last_reload_s is reloaded  # no master moved: no reload
+
+            ingress.stop()  # HAProxy down: the pass carries on, its nodes fail nothing
+            rig.source.nodes = desired(beta)
+            assert agent.run_once().errors == {}
+            assert "acme" in ingress.haproxy.config  # what HAProxy last loaded
+            ingress.start()
+            assert agent.run_once().errors == {}
+            assert "acme" not in ingress.haproxy.config
+            assert "acme" not in ingress.haproxy.config_file.read_text()
+            sample = metrics.registry.get_sample_value
+            assert sample("mayu_agent_ingress_updates_total", {"outcome": "reloaded"}) == 2
+            assert sample("mayu_agent_ingress_updates_total", {"outcome": "failed"}) == 1
+            assert sample("mayu_agent_ingress_reload_duration_seconds_count") == 2
+        finally:
+            ingress.stop()

@@ -1,6 +1,7 @@
-"""The boot benches keep working (the figures themselves are theirs): a small storm of both
+"""The benches keep working (the figures themselves are theirs): a small storm of both
 flows against a real `mayu serve` and nginx provisions every machine with no error, and the
-in-process cost runs every machine's whole conversation."""
+in-process cost runs every machine's whole conversation; the ingress reload bench reloads
+HAProxy with a session held across."""
 
 from __future__ import annotations
 
@@ -78,5 +79,19 @@ def test_the_store_writers_bench_times_every_writer() -> None:
     assert re.fullmatch(
         r"round 1 this tree: 2 writers, [1-9]\d* tx/s, p50 [\d.]+ ms, p99 [\d.]+ ms, "
         r"max [\d.]+ ms\n",
+        run.stdout,
+    ), run.stdout
+
+
+def test_the_ingress_reload_bench_keeps_its_held_session() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "ingress_reload.py"), "--tenants", "2",
+         "--reloads", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.fullmatch(
+        r" +2 tenants, 2 reloads: update \d+ ms median, .+ reload alone \d+ ms median, .+ "
+        r"held session survived: yes\n",
         run.stdout,
     ), run.stdout

@@ -4,13 +4,15 @@ boot-complete, one-line errors, exit code 2."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, start_server
 from tests.support.boot import enroll, fetch_config, ipxe
+from tests.support.tenants import tenant_doc
 
 pytestmark = pytest.mark.peer
 
@@ -128,3 +130,20 @@ def test_hosts_approve_rotate_revoke(server: RunningServer) -> None:
     assert as_json[0]["credential"]["revoked"] is True
     missing = server.mayuctl("hosts", "revoke", "nope")
     assert missing.returncode == 2 and "no such host" in missing.stderr
+
+
+def test_a_tenant_kubeconfig_points_at_its_ingress_name(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", config={"tenants": {"ingress_domain": "ing.test"}})
+    try:
+        doc = tmp_path / "tenant.yaml"
+        doc.write_text(yaml.safe_dump(tenant_doc("demo-1", "10.219.1.0/24", 219)))
+        assert server.mayuctl("tenants", "create", "-f", str(doc)).returncode == 0
+        out = server.mayuctl("tenants", "kubeconfig", "demo-1")
+        assert out.returncode == 0, out.stderr
+        config = yaml.safe_load(out.stdout)
+        assert config["clusters"][0]["cluster"]["server"] == "https://demo-1.api.ing.test:6443"
+        assert config["users"][0]["user"]["client-key-data"]
+        missing = server.mayuctl("tenants", "kubeconfig", "demo-2")
+        assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    finally:
+        server.kill()

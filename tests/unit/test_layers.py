@@ -1,6 +1,6 @@
 """Layers only import downward (DESIGN section 6): cli > server | agent | lab > store | api_client
-> tenants > images | render | dhcp | pki | bmc | virt > model | config | command >
-kubernetes_releases > errors | files. No sideways imports, absolute or relative.
+> tenants > images | render | dhcp | pki | bmc | virt | ingress > model | config | command |
+supervisor | pids > kubernetes_releases > errors | files. No sideways imports, absolute or relative.
 
 `tenants` sits above render and pki (a tenant node's Ignition needs both) and below the two
 that keep or fetch its types: `store` (typed tenant records) and `api_client` (the agent's wire
@@ -19,8 +19,8 @@ LAYERS = [
     {"server", "agent", "lab"},
     {"store", "api_client"},
     {"tenants"},
-    {"images", "render", "dhcp", "pki", "bmc", "virt"},
-    {"model", "config", "command"},
+    {"images", "render", "dhcp", "pki", "bmc", "virt", "ingress"},
+    {"model", "config", "command", "supervisor", "pids"},
     {"kubernetes_releases"},
     {"errors", "files"},
 ]

@@ -121,8 +121,9 @@ def test_private_files_0600_and_directories_0700(pki: ClusterPKI) -> None:
             else:
                 assert mode == 0o644, (root, name, oct(mode))
         assert all(not d.startswith(".") for d in dirs)
-    # 3 CA keys and sa.key, 11 node leaves, the admin leaf, admin.conf and 3 lock files
-    assert seen_keys == 20
+    # 3 CA keys and sa.key, 12 node leaves (admin.conf's too), the admin leaf, admin.conf and
+    # 3 lock files
+    assert seen_keys == 21
 
 
 def test_file_modes_and_kubeadm_paths(pki: ClusterPKI) -> None:
@@ -152,6 +153,7 @@ def test_file_modes_and_kubeadm_paths(pki: ClusterPKI) -> None:
             "etcd/healthcheck-client.key",
         )
     } | {
+        "/etc/kubernetes/admin.conf",
         "/etc/kubernetes/controller-manager.conf",
         "/etc/kubernetes/scheduler.conf",
         "/etc/kubernetes/kubelet.conf",
@@ -352,7 +354,7 @@ def test_rotate_reissues_leaves_and_keeps_cas(pki: ClusterPKI) -> None:
     rotated = pki.rotate(force=True)
     assert "nodes/c1/apiserver" in rotated and "nodes/w1/kubelet-serving" in rotated
     assert "users/admin/admin" in rotated
-    assert len(rotated) == 11 + 2 + 1
+    assert len(rotated) == 12 + 2 + 1
 
     after = by_path(pki.node_files(CONTROLLER, FACTS))
     for path, spec in ca_files.items():

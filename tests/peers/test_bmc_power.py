@@ -131,10 +131,11 @@ def bmc_set_to(
 
 
 def acted(serve: RunningServer, *args: str) -> dict[str, Any]:
-    """Run a power or bootdev command with -o json; the finished action."""
+    """Run a power or bootdev command with -o json; the finished action as the API keeps it
+    (epoch seconds: mayuctl shows RFC 3339 times)."""
     action = json.loads(ok(serve, "-o", "json", *args))
     assert action["state"] == "done", action
-    return action
+    return serve.api("GET", f"/api/v1/actions/{action['id']}").json()
 
 
 def events(serve: RunningServer, mac: str) -> list[dict[str, Any]]:
@@ -314,9 +315,10 @@ def test_reinstall_sets_pxe_cycles_and_disk_comes_back_once_installed(
     report(serve, mac, token, "installed")
 
     def disk_acknowledged() -> list[dict[str, Any]]:
+        """This reinstall's boot-from-disk acknowledgement (not the first install's)."""
         return [
             e
-            for e in events(serve, mac)
+            for e in events(serve, mac)[seen:]
             if e["kind"] == "bootdev-acknowledged" and e["details"]["action"] == "bootdev-disk"
         ]
 

@@ -92,32 +92,6 @@ def _fuzz(op: APIOperation, mode: GenerationMode, server: RunningServer) -> list
     return failures
 
 
-def test_linked_operations_in_sequence(live: RunningServer) -> None:
-    """Stateful: the description's links (a listed machine shown, a created tenant shown, a
-    queued BMC action followed) walked in short sequences, every answer checked."""
-    api = schemathesis.openapi.from_url(f"{live.url}/api/v1/openapi.json")
-    auth = {"Authorization": f"Bearer {live.token}"}
-
-    workflow = api.as_state_machine()
-    declared = [name for name in vars(workflow) if "ShowFirstMachine" in name]
-    assert declared, "the description's links are not among the workflow's transitions"
-
-    class Linked(workflow):  # type: ignore[misc,valid-type]
-        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
-            return {"headers": auth, "timeout": 30}
-
-        def validate_response(self, response, case, additional_checks=None, **kwargs):  # type: ignore[no-untyped-def]
-            del additional_checks
-            case.validate_response(
-                response, excluded_checks=_excluded(response), transport_kwargs=kwargs
-            )
-            assert response.status_code < 500, response.text
-
-    started = time.monotonic()
-    Linked.run(settings=RUN.__class__(RUN, max_examples=20, stateful_step_count=4))
-    assert time.monotonic() - started < BUDGET_S / 2
-
-
 def test_every_operation_conforms_and_none_fails(live: RunningServer) -> None:
     api = schemathesis.openapi.from_url(f"{live.url}/api/v1/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]

@@ -13,6 +13,7 @@ happens after `atomically` returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -31,6 +32,26 @@ TxOutcome = Literal["committed", "rolled_back", "conflict", "busy", "error"]
 # Told the duration (seconds, from asking for the lock to the end) and outcome of every
 # transaction, after it ended (the server's metrics).
 TxObserver = Callable[[float, TxOutcome], None]
+
+
+def observed(
+    observer: TxObserver | None,
+    outcome_of: Callable[[BaseException], TxOutcome],
+    transaction: Callable[[Callable[[Any], T]], T],
+    fn: Callable[[Any], T],
+) -> T:
+    """transaction(fn), with its duration and outcome told to `observer` (if any) when it
+    ends: both backends' `atomically`."""
+    if observer is None:
+        return transaction(fn)
+    started = time.perf_counter()
+    try:
+        result = transaction(fn)
+    except BaseException as exc:
+        observer(time.perf_counter() - started, outcome_of(exc))
+        raise
+    observer(time.perf_counter() - started, "committed")
+    return result
 
 
 class Tx(Protocol):

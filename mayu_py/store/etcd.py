@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
 from mayu_py.model import REFUSAL_EVENTS, AgentCredential, Event, Machine, PendingConfig, User
-from mayu_py.store import TxObserver, TxOutcome
+from mayu_py.store import TxObserver, TxOutcome, observed
 from mayu_py.store.errors import StoreContention, StoreUnavailable
 from mayu_py.store.etcd_bmc import BmcKeys
 from mayu_py.store.etcd_gateway import EtcdGateway, SnapshotGone
@@ -328,16 +328,7 @@ class EtcdStore:
         return EtcdTx(txn, self.keys, self.events_kept, self.alerts_kept)
 
     def atomically(self, fn: Callable[[EtcdTx], T]) -> T:
-        if self._observer is None:
-            return self._transaction(fn)
-        started = time.perf_counter()
-        try:
-            result = self._transaction(fn)
-        except BaseException as exc:
-            self._observer(time.perf_counter() - started, _outcome(exc))
-            raise
-        self._observer(time.perf_counter() - started, "committed")
-        return result
+        return observed(self._observer, _outcome, self._transaction, fn)
 
     def _transaction(self, fn: Callable[[EtcdTx], T]) -> T:
         for attempt in range(1, self.max_attempts + 1):

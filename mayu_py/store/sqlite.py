@@ -7,7 +7,6 @@ import math
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ from mayu_py.model import (
     PendingConfig,
     User,
 )
-from mayu_py.store import TxObserver, TxOutcome, sqlite_writer
+from mayu_py.store import TxObserver, TxOutcome, observed, sqlite_writer
 from mayu_py.store.errors import StoreUnavailable
 from mayu_py.store.sqlite_bmc import BmcRows
 from mayu_py.store.sqlite_users import UserRows
@@ -638,16 +637,7 @@ class SqliteStore:
         return _SqliteTx(conn, self.events_kept, self.alerts_kept)
 
     def atomically(self, fn: Callable[[_SqliteTx], T]) -> T:
-        if self._observer is None:
-            return self._transaction(fn)
-        started = time.perf_counter()
-        try:
-            result = self._transaction(fn)
-        except BaseException as exc:
-            self._observer(time.perf_counter() - started, _outcome(exc))
-            raise
-        self._observer(time.perf_counter() - started, "committed")
-        return result
+        return observed(self._observer, _outcome, self._transaction, fn)
 
     def _transaction(self, fn: Callable[[_SqliteTx], T]) -> T:
         conn = self._connect()

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import http.client
 
-from mayu_py.cli.children import SupervisedChild, child_arguments
+from mayu_py.cli.children import (
+    SupervisedChild,
+    answers_healthz,
+    child_arguments,
+    connect_address,
+)
 from mayu_py.cli.logging_setup import configure_logging
-from mayu_py.cli.tls_listener import connect_address
 from mayu_py.cli.wsgi import GunicornServer, die_with_parent, server_options
 from mayu_py.config import Settings
 from mayu_py.server.assets import asset_app
@@ -48,11 +52,7 @@ class AssetListener:
 
     def _answers(self) -> bool:
         connection = http.client.HTTPConnection(*connect_address(self.listen), timeout=2)
-        try:
-            connection.request("GET", "/healthz")
-            return connection.getresponse().status == 200
-        finally:
-            connection.close()
+        return answers_healthz(connection)
 
     def stop(self) -> None:
         self.child.stop()

@@ -8,6 +8,7 @@ is restarted with backoff (1 s doubling to 30 s) when it exits on its own.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import subprocess
@@ -23,6 +24,26 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 START_TIMEOUT = 30.0
+
+
+def connect_address(listen: str) -> tuple[str, int]:
+    """Where to reach a child listening on `listen` (a wildcard address: its loopback)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, int(port)
+
+
+def answers_healthz(connection: http.client.HTTPConnection) -> bool:
+    """Whether a child answers GET /healthz with 200 on `connection` (closed afterwards)."""
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    finally:
+        connection.close()
 
 
 def child_arguments() -> tuple[Settings, int, list[str]]:

@@ -18,7 +18,12 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from mayu_py.cli.children import SupervisedChild, child_arguments
+from mayu_py.cli.children import (
+    SupervisedChild,
+    answers_healthz,
+    child_arguments,
+    connect_address,
+)
 from mayu_py.cli.logging_setup import configure_logging
 from mayu_py.cli.serving import build_app
 from mayu_py.cli.wsgi import GunicornServer, die_with_parent, server_options
@@ -49,16 +54,6 @@ def _child(settings: Settings, token: str, workers: int, parent_pid: int) -> Non
     GunicornServer(app, options).run()
 
 
-def connect_address(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return host, int(port)
-
-
 class TlsListener:
     """Runs and watches the HTTPS gunicorn child."""
 
@@ -80,12 +75,7 @@ class TlsListener:
         on the port does not)."""
         context = ssl.create_default_context(cadata=self.ca_pem)
         context.check_hostname = False  # an operator's certificate may not name 127.0.0.1
-        connection = http.client.HTTPSConnection(*address, timeout=2, context=context)
-        try:
-            connection.request("GET", "/healthz")
-            return connection.getresponse().status == 200
-        finally:
-            connection.close()
+        return answers_healthz(http.client.HTTPSConnection(*address, timeout=2, context=context))
 
     def stop(self) -> None:
         self.child.stop()

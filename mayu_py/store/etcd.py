@@ -74,9 +74,15 @@ class EtcdTx(BmcKeys, UserRecords):
 
     def get_machine(self, machine_id: str) -> Machine | None:
         # The event counter comes along: most transactions that read a machine add an event.
-        # So does its BMC key: whether it has one decides its place in the discovered index.
+        # So does its BMC key (whether it has one decides its place in the discovered index)
+        # and its pending config (the stub and secret steps read it next): one round trip.
         machine_key = self.keys.machine(machine_id)
-        keys = [machine_key, self.keys.event_seq(machine_id), self.keys.bmc(machine_id)]
+        keys = [
+            machine_key,
+            self.keys.event_seq(machine_id),
+            self.keys.bmc(machine_id),
+            self.keys.pending(machine_id),
+        ]
         data = self.txn.get_many(keys)[machine_key]
         return machine_of(data) if data is not None else None
 
@@ -390,6 +396,12 @@ class EtcdStore:
 
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         return self._read(lambda tx: tx.get_pending_config(machine_id))
+
+    def machine_and_pending(self, machine_id: str) -> tuple[Machine | None, PendingConfig | None]:
+        def both(tx: EtcdTx) -> tuple[Machine | None, PendingConfig | None]:
+            return tx.get_machine(machine_id), tx.get_pending_config(machine_id)
+
+        return self._read(both)
 
     def get_agent_credential(self, host: str) -> AgentCredential | None:
         return self._read(lambda tx: tx.get_agent_credential(host))

@@ -100,13 +100,21 @@ class EtcdMember:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    def _options(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {}
+        tls = self.tls
+        return {"verify": str(tls.ca), "cert": (str(tls.client_cert), str(tls.client_key))}
+
+    def metrics(self) -> str:
+        """The member's Prometheus exposition."""
+        reply = requests.get(f"{self.client_url}/metrics", timeout=5, **self._options())
+        reply.raise_for_status()
+        return reply.text
+
     def healthy(self) -> bool:
-        options: dict[str, Any] = {}
-        if self.tls is not None:
-            tls = self.tls
-            options = {"verify": str(tls.ca), "cert": (str(tls.client_cert), str(tls.client_key))}
         try:
-            reply = requests.get(f"{self.client_url}/health", timeout=1, **options)
+            reply = requests.get(f"{self.client_url}/health", timeout=1, **self._options())
             return reply.ok and reply.json().get("health") == "true"
         except (requests.RequestException, ValueError):
             return False
@@ -217,6 +225,25 @@ class EtcdCluster:
             os.killpg(member.process.pid, signal.SIGKILL)
         member.process.wait(timeout=15)
         member.process = None
+
+    def counters(self) -> dict[str, int]:
+        """What the cluster has done so far, from the running members' /metrics: `requests`
+        (Range and Txn calls answered, summed over members: every round trip a client made)
+        and `writes` (raft proposals applied: one per write transaction, the same on every
+        member, so the highest value counts)."""
+        requests_, writes = 0, 0
+        for member in self.members:
+            if member.process is None:
+                continue
+            for line in member.metrics().splitlines():
+                name, _, value = line.rpartition(" ")
+                if name.startswith("grpc_server_handled_total{") and (
+                    'grpc_method="Range"' in name or 'grpc_method="Txn"' in name
+                ):
+                    requests_ += int(float(value))
+                elif name == "etcd_server_proposals_applied_total":
+                    writes = max(writes, int(float(value)))
+        return {"requests": requests_, "writes": writes}
 
     def stop(self) -> None:
         """Kill every member (test data is thrown away, so no graceful leader handover)."""

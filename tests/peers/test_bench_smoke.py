@@ -1,5 +1,6 @@
 """The benches keep working (the figures themselves are theirs): a small storm of both
-flows against a real `mayu serve` and nginx provisions every machine with no error, and the
+flows against a real `mayu serve` and nginx provisions every machine with no error (and over
+two replicas on a real etcd, each step one write transaction there), and the
 in-process cost runs every machine's whole conversation; the ingress reload bench reloads
 HAProxy with a session held across."""
 
@@ -34,6 +35,34 @@ def test_a_small_storm_provisions_every_machine_on_mayu_and_nginx(flow: str) -> 
     steps = set(re.findall(r"^   (/\S+(?: https)?|machine) +\d+ ", run.stdout, re.M))
     https = {"/ignition https"} if flow == "trusted" else set()
     assert steps == {"/ipxe", "/ignition", "/report", "machine"} | https, run.stdout
+
+
+def test_a_small_storm_over_two_replicas_on_etcd_takes_one_write_per_step() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "boot_storm.py"), "--machines", str(MACHINES),
+         "--concurrency", "4", "--store", "etcd", "--replicas", "2", "--etcd-members", "1",
+         "--workers", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"== mayu serve: {MACHINES}/{MACHINES} provisioned" in run.stdout, run.stdout
+    assert re.search(r"== mayu serve: .* errors 0 ", run.stdout), run.stdout
+    assert "store etcd (1 members), 2 replicas" in run.stdout, run.stdout
+    costs = re.search(
+        r"^etcd per step \(median of \d+ machines, one at a time\): (.+)$", run.stdout, re.M
+    )
+    assert costs, run.stdout
+    steps = re.findall(r"(/\S+(?: https)?) (\d+) write txn / (\d+) round trips", costs.group(1))
+    assert [(step, writes) for step, writes, _ in steps] == [
+        ("/ipxe", "1"),
+        ("/ignition", "1"),
+        ("/ignition https", "1"),
+        ("/report", "1"),
+    ], costs.group(1)
+    assert re.search(
+        r"CPU per machine during the storm: [\d.]+ ms in the replicas, [1-9][\d.]* ms in etcd",
+        run.stdout,
+    ), run.stdout
 
 
 @pytest.mark.parametrize("flow", ["trusted", "plain"])

@@ -1,9 +1,10 @@
 """A real etcd cluster (Debian's `etcd-server`) of N members on 127.0.0.1 free ports, for peer
-tests and benchmarks: started, health-checked with bounded waits, members killed and restarted
-on demand, and every process reaped on stop."""
+tests and benchmarks: started, health-checked with bounded waits, members killed, paused and
+restarted on demand, leadership moved (etcdctl), and every process reaped on stop."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from mayu_py.pki.x509 import (
 )
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 START_TIMEOUT_S = 30.0
 
 
@@ -225,6 +227,48 @@ class EtcdCluster:
             os.killpg(member.process.pid, signal.SIGKILL)
         member.process.wait(timeout=15)
         member.process = None
+
+    def pause_member(self, member: EtcdMember) -> None:
+        """SIGSTOP: the member neither answers nor times out (a partition, as its peers and
+        clients see it); resume_member lets it catch up."""
+        assert member.process is not None
+        os.killpg(member.process.pid, signal.SIGSTOP)
+
+    def resume_member(self, member: EtcdMember) -> None:
+        assert member.process is not None
+        os.killpg(member.process.pid, signal.SIGCONT)
+
+    def _etcdctl(self, *args: str, members: list[EtcdMember] | None = None) -> str:
+        endpoints = ",".join(m.client_url for m in members or self.members)
+        command = [ETCDCTL, "--endpoints", endpoints, "--command-timeout", "10s", *args]
+        if self.tls is not None:
+            tls = self.tls
+            command += ["--cacert", str(tls.ca), "--cert", str(tls.client_cert)]
+            command += ["--key", str(tls.client_key)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def leader(self) -> tuple[EtcdMember, dict[str, int]]:
+        """The current leader, and every running member's raft id by name."""
+        running = [m for m in self.members if m.process is not None]
+        statuses = json.loads(self._etcdctl("endpoint", "status", "-w", "json", members=running))
+        ids: dict[str, int] = {}
+        leader_id = 0
+        for status in statuses:
+            member = next(m for m in running if m.client_url == status["Endpoint"])
+            ids[member.name] = int(status["Status"]["header"]["member_id"])
+            leader_id = int(status["Status"]["leader"])
+        return next(m for m in running if ids[m.name] == leader_id), ids
+
+    def move_leader(self) -> EtcdMember:
+        """`etcdctl move-leader` to another member (a leader change while clients write);
+        the new leader."""
+        leader, ids = self.leader()
+        target = next(m for m in self.members if m.name in ids and m is not leader)
+        self._etcdctl("move-leader", f"{ids[target.name]:x}", members=[leader])
+        return target
 
     def counters(self) -> dict[str, int]:
         """What the cluster has done so far, from the running members' /metrics: `requests`

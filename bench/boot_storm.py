@@ -398,6 +398,7 @@ class MayuRun:
     rss_kib: int
     cpu_replicas_s: float
     cpu_etcd_s: float
+    cpu_client_s: float
     step_costs: str
     scraper: Scraper | None
 
@@ -423,9 +424,10 @@ def _run_mayu(args: argparse.Namespace, work: Path, cluster: EtcdCluster | None)
         scraper = Scraper(at, servers[0].token, args.scrape, servers[0].ca_file)
         scraper.start()
     try:
-        cpu_before = _cpu_s(replica_groups), _cpu_s(etcd_groups)
+        cpu_before = _cpu_s(replica_groups), _cpu_s(etcd_groups), time.process_time()
         results = asyncio.run(_storm(targets, args.machines, args.concurrency))
         cpu_replicas, cpu_etcd = _cpu_s(replica_groups), _cpu_s(etcd_groups)
+        cpu_client = time.process_time()
         step_costs = ""
         if cluster is not None:
             costs = StepCosts(cluster)
@@ -447,6 +449,7 @@ def _run_mayu(args: argparse.Namespace, work: Path, cluster: EtcdCluster | None)
         sampler.peak_kib,
         cpu_replicas - cpu_before[0],
         cpu_etcd - cpu_before[1],
+        cpu_client - cpu_before[2],
         step_costs,
         scraper,
     )
@@ -528,7 +531,8 @@ def main() -> None:
     per = max(1, mayu.results.provisioned)
     print(
         f"CPU per machine during the storm: {1000 * mayu.cpu_replicas_s / per:.1f} ms in the "
-        f"replicas, {1000 * mayu.cpu_etcd_s / per:.1f} ms in etcd"
+        f"replicas, {1000 * mayu.cpu_etcd_s / per:.1f} ms in etcd, "
+        f"{1000 * mayu.cpu_client_s / per:.1f} ms in this client (with its samplers)"
     )
     if mayu.step_costs:
         print(f"etcd per step (median of {PROBE_MACHINES} machines, one at a time): "

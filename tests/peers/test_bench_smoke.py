@@ -1,13 +1,13 @@
-"""The benches keep working (the figures themselves are theirs): a small storm of both
-flows against a real `mayu serve` and nginx provisions every machine with no error, and the
-in-process cost runs every machine's whole conversation; the ingress reload bench reloads
-HAProxy with a session held across."""
+"""Every bench under bench/ keeps working, run on a tiny size (the figures themselves are
+theirs, in docs/benchmarks.md): each runs against its real peers (mayu serve, nginx, etcd,
+HAProxy, libvirtd, qemu) and prints every figure it promises, with no error."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +156,35 @@ def test_the_metrics_overhead_bench_compares_two_trees() -> None:
     assert [tree for tree, _ in trees] == ["this", "other"], run.stdout
     assert all(float(ms) > 0 for _, ms in trees), run.stdout
     assert re.search(r"^  overhead: median of paired ratios [+-][\d.]+%", run.stdout, re.M)
+
+
+def test_the_tenant_lifecycle_bench_times_one_node_against_bare_qemu() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "tenant_lifecycle.py"), "--sizes", "1",
+         "--reconcile-domains", "2"],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(
+        r"^\| 1 \| [\d.]+ s \| [\d.]+ s \| [+-][\d.]+ s \| [\d.]+ s \| [\d.]+ s \| \d+ MiB \|$",
+        run.stdout,
+        re.M,
+    ), run.stdout
+    assert run.stdout.count("unchanged reconcile, 2 domains") == 2, run.stdout
+
+
+def test_the_lab_bench_boots_one_machine_and_its_floor() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "lab_boot.py"), "--machines", "1"],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(
+        r"^\| 1 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| \d+ \|$", run.stdout, re.M
+    ), run.stdout
+
+
+def test_every_bench_has_its_smoke_test_here() -> None:
+    here = Path(__file__).read_text()
+    missing = [b.name for b in sorted((REPO / "bench").glob("*.py")) if f'"{b.name}"' not in here]
+    assert missing == [], f"benches without a smoke test in {Path(__file__).name}: {missing}"

@@ -40,7 +40,7 @@ from mayu_py.server.tokens import AGENT_TOKEN_FILE
 from mayu_py.store import Tx, inventory_path, open_store
 from tests.e2e import lab_machine as lm
 from tests.e2e import tenant_helpers as th
-from tests.support.dashboard import act, chromium, column_of, log_in, screenshot, text_of
+from tests.support.dashboard import act, alert_of, chromium, column_of, log_in, screenshot, text_of
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.prometheus import assert_matches_store, parse, value
@@ -389,7 +389,8 @@ def _operate_the_board(url: str, token: str, machines: list[topo.LabMachine]) ->
     """Run on the lab namespace's thread (the server's address is reachable only there, and
     chromedriver, started from this thread, lives there too): a person logs in, watches the
     lab's machines arrive `discovered` on the board without a reload, approves each on its
-    page (the first as controller), then watches them install. Returns what went wrong."""
+    page (the first as controller), watches them install, then reinstalls the last one.
+    Returns what went wrong."""
     admin = AdminClient(url, token, timeout=20, trust_env=False)
     olga = admin.call("POST", "/api/v1/users", json={"name": "olga"}).json()["token"]
     base = topo.SERVER_TLS_URL
@@ -426,6 +427,14 @@ def _operate_the_board(url: str, token: str, machines: list[topo.LabMachine]) ->
             )
         assert driver.execute_script("return window.sameDocument === true;"), "page reloaded"
         screenshot(driver, DASHBOARD_ARTIFACTS / "lab-02-installed.png")
+        # Reinstall the last one from its page (the page asks first).
+        last = machines[-1]
+        driver.get(f"{base}/ui/machines/{last.mac}")
+        wait_for(f"{last.name}'s page", lambda: text_of(driver, "machine-state") == "installed")
+        act(driver, "reinstalling", lambda: driver.find_element(By.ID, "reinstall").click())
+        wait_for("the confirmation", lambda: alert_of(driver)).accept()
+        wait_for("the reinstall", lambda: text_of(driver, "machine-state") == "configured")
+        screenshot(driver, DASHBOARD_ARTIFACTS / "lab-03-reinstall.png")
     problems = []
     for m in machines:
         events = admin.call("GET", f"/api/v1/machines/{m.mac}").json()["events"]
@@ -440,7 +449,8 @@ def test_an_operator_approves_the_booting_lab_in_chromium_and_watches_it_install
 ) -> None:
     """Issue 13 in the lab: with `--approve manual` the lab's config approves nothing; its real
     VMs PXE-boot and wait, discovered, while a person on the dashboard (headless Chromium)
-    sees them arrive live, approves each, and sees them install live; `up` then ends."""
+    sees them arrive live, approves each, and sees them install live; `up` then ends. The
+    reinstall she then makes in the browser provisions that machine again at its next boot."""
     DASHBOARD_ARTIFACTS.mkdir(parents=True, exist_ok=True)
     machines = topo.lab_machines(2)
     up = subprocess.Popen(
@@ -463,6 +473,18 @@ def test_an_operator_approves_the_booting_lab_in_chromium_and_watches_it_install
             up.communicate(timeout=120)
     assert up.returncode == 0, f"{out}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
     assert "all 2 machine(s) installed" in out, out
+    # The reinstall made in the browser: at its next network boot that machine provisions
+    # again, with exactly one new token, and the reinstall names olga.
+    last = machines[-1]
+    lab.restart_and_wait(last.name, timeout=240)
+    with InNamespace(state.namespace) as ns:
+        record = LabClient(ns, state.url, state.token).machine(last.mac)
+    events = record["events"]
+    reinstalls = [e for e in events if "reinstall" in e["cause"]]
+    assert record["state"] == "installed", events
+    assert [(e["source"] or "").split("@")[0] for e in reinstalls] == ["user:olga"], events
+    assert lm.tokens_issued(events) == 2, events
+    assert lm.history(events[events.index(reinstalls[0]) :]) == [lm.REINSTALL, *lm.PROVISIONED]
 
 
 def _server_answers(lab: Lab) -> bool:

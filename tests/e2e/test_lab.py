@@ -438,8 +438,10 @@ def _operate_the_board(url: str, token: str, machines: list[topo.LabMachine]) ->
     problems = []
     for m in machines:
         events = admin.call("GET", f"/api/v1/machines/{m.mac}").json()["events"]
-        approvals = [e for e in events if (e["source"] or "").startswith("user:olga@")]
-        if [(e["from"], e["to"]) for e in approvals] != [("discovered", "configured")]:
+        approvals = [e for e in events if e["cause"].startswith("approved by operator")]
+        if [(e["source"].split("@")[0], e["from"], e["to"]) for e in approvals] != [
+            ("user:olga", "discovered", "configured")
+        ]:
             problems.append(f"{m.name}: approvals by olga {approvals}")
     return problems
 

@@ -147,7 +147,7 @@ def site() -> Iterator[Site]:
             answer = server.api(
                 "POST", f"/api/v1/hosts/{HOSTS[host]}/approve", json={"underlay": UNDERLAY[host]}
             )
-            assert answer.status_code == 200, answer.text
+            assert answer.status_code == 201, answer.text
             site.start_agent(host, answer.json()["token"])
         yield site
     finally:

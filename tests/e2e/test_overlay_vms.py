@@ -92,8 +92,11 @@ class Site:
         return self.console(node, f"ping -c1 -W2 {ip} >/dev/null 2>&1")[0] == 0
 
     def metric(self, host: str, pattern: str) -> float:
-        """The sum of the agent's samples whose line matches `pattern`."""
-        text = requests.get(f"http://127.0.0.1:{self.metrics[host]}/metrics", timeout=5).text
+        """The sum of the agent's samples whose line matches `pattern` (-1: not serving yet)."""
+        try:
+            text = requests.get(f"http://127.0.0.1:{self.metrics[host]}/metrics", timeout=5).text
+        except requests.ConnectionError:
+            return -1.0
         lines = [
             ln for ln in text.splitlines() if not ln.startswith("#") and re.search(pattern, ln)
         ]
@@ -160,7 +163,7 @@ def site() -> Iterator[Site]:
 
 def _hosts_alive(site: Site) -> bool:
     items = site.server.api("GET", "/api/v1/hosts").json()["items"]
-    return {i["name"] for i in items if i["alive"] and i["underlay"]} >= set(HOSTS.values())
+    return {i["name"] for i in items if i.get("alive") and i.get("underlay")} >= set(HOSTS.values())
 
 
 def _ready(site: Site, tenant: str) -> dict[str, dict] | None:

@@ -1,4 +1,7 @@
-"""What a host runs now: owned domains and networks, foreign names, and state-dir files."""
+"""What a host runs now: owned domains and networks, foreign names, and state-dir files.
+
+Owned means mayu's and of this host (`HostScope`): with agents of several hosts on one
+libvirtd, another host's domains and networks are foreign to this one's agent."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from mayu_py.agent.statedir import StateDir
 from mayu_py.errors import NotFound
 from mayu_py.tenants import NodeState
 from mayu_py.virt.host import LibvirtHost
-from mayu_py.virt.ownership import DomainMeta
+from mayu_py.virt.ownership import ANY_HOST, DomainMeta, HostScope
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class ActualDomain:
     spec_hash: str
     generation: int
     state: NodeState  # running | paused | shutoff | crashed
+    network: str = ""  # the libvirt network it is on ("": not recorded)
     # its overlay, Ignition file and serial log are in this agent's state dir (False: e.g. an
     # agent that ran with another --state-dir defined it, and that dir may be gone)
     files_current: bool = True
@@ -49,11 +53,11 @@ class ActualState:
     nwfilter: bool | None = None  # None: the driver has no nwfilter support
 
 
-def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
+def observe(host: LibvirtHost, state_dir: StateDir, scope: HostScope = ANY_HOST) -> ActualState:
     domains: dict[str, ActualDomain] = {}
     foreign_domains = set()
     for info in host.list_domains():
-        if info.meta is None:
+        if info.meta is None or not scope.domain(info.meta):
             foreign_domains.add(info.name)
             continue
         m = info.meta
@@ -65,13 +69,14 @@ def observe(host: LibvirtHost, state_dir: StateDir) -> ActualState:
             m.spec_hash,
             m.generation,
             NodeState(info.state),
+            m.network,
             _files_current(host, info.name, m, str(state_dir.tenant_dir(m.tenant))),
         )
     networks: dict[str, ActualNetwork] = {}
     foreign_networks = set()
     for net in host.list_networks():
         facts = net.facts
-        if not facts.owned:
+        if not facts.owned or not scope.network(facts):
             foreign_networks.add(facts.name)
             continue
         networks[facts.name] = ActualNetwork(

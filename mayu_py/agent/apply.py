@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mayu_py.agent import plan as p
-from mayu_py.agent.desired import DesiredNetwork
+from mayu_py.agent.desired import network_of
 from mayu_py.agent.libvirt_xml import (
     DomainFiles,
     dhcp_host_xml,
@@ -25,6 +25,7 @@ from mayu_py.files import atomic_write, replacing
 from mayu_py.images.base import BaseImages
 from mayu_py.tenants import TenantNode
 from mayu_py.virt.host import LibvirtHost
+from mayu_py.virt.ownership import ANY_HOST, HostScope
 
 log = logging.getLogger(__name__)
 IgnitionFetcher = Callable[[TenantNode], bytes]
@@ -33,10 +34,6 @@ DrainHook = Callable[[str, str], None]
 
 def _no_drain(tenant: str, node: str) -> None:
     log.info("drain %s/%s: no drain hook configured", tenant, node)
-
-
-def _network_of(node: TenantNode) -> DesiredNetwork:
-    return DesiredNetwork(node.tenant, node.cidr, node.vni, node.gateway)
 
 
 class Applier:
@@ -50,8 +47,12 @@ class Applier:
         ignition: IgnitionFetcher,
         domain_type: str,
         drain: DrainHook = _no_drain,
+        scope: HostScope = ANY_HOST,
+        overlay_tag: str = "",
     ) -> None:
         self.host = host
+        self.scope = scope  # the host whose domains these are
+        self.overlay_tag = overlay_tag  # set: tenant networks are on this host's overlay
         self.state_dir = state_dir
         self.images = images
         self.ignition = ignition
@@ -139,7 +140,8 @@ class Applier:
             ignition=self.state_dir.ignition(node),
             log=self.state_dir.log(node),
         )
-        self.host.define_domain(domain_xml(node, _network_of(node), files, self.domain_type))
+        net = network_of(node, self.overlay_tag)
+        self.host.define_domain(domain_xml(node, net, files, self.domain_type, self.scope.host))
 
     def _blocked(self, a: p.Blocked) -> None:
         raise Conflict(a.reason, {"node": a.node.name})

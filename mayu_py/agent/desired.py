@@ -1,4 +1,11 @@
-"""The networks a host should run for its desired nodes (`tenants.TenantNode`), one per tenant."""
+"""The networks a host should run for its desired nodes (`tenants.TenantNode`), one per tenant.
+
+Without an overlay, a tenant's network is isolated on this host: libvirt runs its bridge with
+the tenant's gateway address on it and DHCP reservations for its nodes. With the host's VXLAN
+overlay (`overlay_tag`: the host's tag, `ownership.host_tag`), the network only attaches VMs to
+the tenant's overlay bridge (`<forward mode='bridge'>`): no address of the host, no DHCP; each
+node's address, assigned by the server, is set in the guest at boot (`libvirt_xml.static_ip`).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +13,35 @@ import ipaddress
 from dataclasses import dataclass
 
 from mayu_py.tenants import TenantNode
-from mayu_py.virt.ownership import BRIDGE_PREFIX, NETWORK_PREFIX
+from mayu_py.virt.ownership import BRIDGE_PREFIX, network_name, overlay_bridge
 
 
 @dataclass(frozen=True)
 class DesiredNetwork:
-    """A tenant's isolated network on this host with one DHCP reservation per node."""
+    """A tenant's network on this host: isolated with one DHCP reservation per node, or (with
+    `overlay_tag`) attached to the host's overlay bridge of the tenant."""
 
     tenant: str
     cidr: str
     vni: int
     gateway: str
     hosts: tuple[tuple[str, str, str], ...] = ()  # (mac, ip, node name), sorted
+    overlay_tag: str = ""
 
     @property
     def name(self) -> str:
-        return NETWORK_PREFIX + self.tenant
+        return network_name(self.tenant, self.overlay_tag)
 
     @property
     def bridge(self) -> str:
+        if self.overlay_tag:
+            return overlay_bridge(self.overlay_tag, self.vni)
         return f"{BRIDGE_PREFIX}{self.vni}"
+
+    @property
+    def host_address(self) -> str | None:
+        """This host's address on the network (libvirt's DHCP server); None on an overlay."""
+        return None if self.overlay_tag else self.gateway
 
     @property
     def netmask(self) -> str:
@@ -40,14 +56,21 @@ class DesiredNetwork:
         return str(ipaddress.IPv4Network(self.cidr).network_address)
 
 
-def networks_for(nodes: list[TenantNode]) -> list[DesiredNetwork]:
-    """One network per tenant with a reservation for each of its nodes on this host."""
+def network_of(node: TenantNode, overlay_tag: str = "") -> DesiredNetwork:
+    """The network `node` attaches to (without the other nodes' reservations)."""
+    return DesiredNetwork(node.tenant, node.cidr, node.vni, node.gateway, (), overlay_tag)
+
+
+def networks_for(nodes: list[TenantNode], overlay_tag: str = "") -> list[DesiredNetwork]:
+    """One network per tenant; isolated ones with a reservation for each of its nodes here."""
     grouped: dict[str, list[TenantNode]] = {}
     for node in nodes:
         grouped.setdefault(node.tenant, []).append(node)
     result = []
     for tenant, members in sorted(grouped.items()):
         first = members[0]
-        hosts = tuple(sorted((n.mac, n.ip, n.name) for n in members))
-        result.append(DesiredNetwork(tenant, first.cidr, first.vni, first.gateway, hosts))
+        hosts = () if overlay_tag else tuple(sorted((n.mac, n.ip, n.name) for n in members))
+        result.append(
+            DesiredNetwork(tenant, first.cidr, first.vni, first.gateway, hosts, overlay_tag)
+        )
     return result

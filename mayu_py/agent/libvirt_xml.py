@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mayu_py.agent.desired import DesiredNetwork
 from mayu_py.tenants import TenantNode
+from mayu_py.tenants.networking import OVERLAY_MTU
 from mayu_py.virt.ownership import DomainMeta, mark_domain
 
 FILTER_NAME = "mayu-tenant"
@@ -43,11 +44,17 @@ def _text(root: ET.Element) -> str:
 
 
 def network_xml(net: DesiredNetwork) -> str:
-    """An isolated network (no <forward>) with DHCP reservations only (no dynamic range)."""
+    """On an overlay: the tenant's overlay bridge (`<forward mode='bridge'>`: libvirt only
+    attaches VMs to it). Else an isolated network (no <forward>) with DHCP reservations only
+    (no dynamic range)."""
     root = ET.Element("network")
     _sub(root, "name", net.name)
+    if net.host_address is None:
+        _sub(root, "forward", mode="bridge")
+        _sub(root, "bridge", name=net.bridge)
+        return _text(root)
     _sub(root, "bridge", name=net.bridge, stp="on", delay="0")
-    ip = _sub(root, "ip", address=net.gateway, netmask=net.netmask)
+    ip = _sub(root, "ip", address=net.host_address, netmask=net.netmask)
     dhcp = _sub(ip, "dhcp")
     for mac, address, name in net.hosts:
         _sub(dhcp, "host", mac=mac, name=name, ip=address)
@@ -77,7 +84,16 @@ def nwfilter_xml() -> str:
     return _text(root)
 
 
-def _metadata(parent: ET.Element, node: TenantNode, files: DomainFiles) -> None:
+def static_ip(node: TenantNode, net: DesiredNetwork, mtu: int = OVERLAY_MTU) -> str:
+    """The kernel argument giving eth0 the node's address, in dracut's syntax
+    (ip=<client>:<peer>:<gateway>:<netmask>:<hostname>:<interface>:none:<mtu>), which the
+    tenant image's init reads: no gateway (nothing but the tenant's own subnet is reachable)."""
+    return f"ip={node.ip}:::{net.netmask}:{node.name}:eth0:none:{mtu}"
+
+
+def _metadata(
+    parent: ET.Element, node: TenantNode, net: DesiredNetwork, files: DomainFiles, host: str
+) -> None:
     mark_domain(
         parent,
         DomainMeta(
@@ -87,16 +103,23 @@ def _metadata(parent: ET.Element, node: TenantNode, files: DomainFiles) -> None:
             node.spec_hash,
             node.generation,
             files_dir=str(files.overlay.parent),  # with its Ignition file and serial log
+            host=host,
+            network=net.name,
         ),
     )
 
 
-def domain_xml(node: TenantNode, net: DesiredNetwork, files: DomainFiles, domain_type: str) -> str:
-    """A tenant VM: direct kernel boot, Ignition via fw_cfg, virtio disk on its overlay."""
+def domain_xml(
+    node: TenantNode, net: DesiredNetwork, files: DomainFiles, domain_type: str, host: str = ""
+) -> str:
+    """A tenant VM of host `host`: direct kernel boot, Ignition via fw_cfg, virtio disk on its
+    overlay. On a VXLAN overlay its address is static (`static_ip`) and its link's MTU leaves
+    room for the VXLAN header."""
+    overlay = net.host_address is None
     root = ET.Element("domain", type=domain_type)
     _sub(root, "name", node.name)
     _sub(root, "uuid", node.uuid)
-    _metadata(root, node, files)
+    _metadata(root, node, net, files, host)
     _sub(root, "memory", str(node.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(node.cpus))
     sysinfo = _sub(root, "sysinfo", type="fwcfg")
@@ -106,7 +129,7 @@ def domain_xml(node: TenantNode, net: DesiredNetwork, files: DomainFiles, domain
     _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
     _sub(os_el, "kernel", str(files.kernel))
     _sub(os_el, "initrd", str(files.initrd))
-    _sub(os_el, "cmdline", files.cmdline)
+    _sub(os_el, "cmdline", f"{files.cmdline} {static_ip(node, net)}" if overlay else files.cmdline)
     features = _sub(root, "features")
     _sub(features, "acpi")
     if domain_type == "qemu":
@@ -125,6 +148,8 @@ def domain_xml(node: TenantNode, net: DesiredNetwork, files: DomainFiles, domain
     _sub(iface, "mac", address=node.mac)
     _sub(iface, "source", network=net.name)
     _sub(iface, "model", type="virtio")
+    if overlay:
+        _sub(iface, "mtu", size=str(OVERLAY_MTU))
     fref = _sub(iface, "filterref", filter=FILTER_NAME)
     _sub(fref, "parameter", name="OWN_NET", value=net.address)
     _sub(fref, "parameter", name="OWN_MASK", value=str(net.prefixlen))

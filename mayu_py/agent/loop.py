@@ -41,6 +41,7 @@ from mayu_py.images.base import BaseImages
 from mayu_py.tenants import HostRegistration, NodeReport, NodeState, TenantNode
 from mayu_py.virt.host import LibvirtHost, start_event_loop
 from mayu_py.virt.overlay import HostOverlay
+from mayu_py.virt.ownership import HostScope
 
 log = logging.getLogger(__name__)
 RETRY_S = 5.0  # after a temporary error, the next pass comes this soon (at most `interval`)
@@ -96,8 +97,14 @@ class Agent:
         self.address = address
         self.underlay = underlay
         self.overlay = overlay  # tenant VXLAN overlays on this host (None: none are run)
+        # with several hosts' agents on one libvirtd, each touches only its host's objects
+        self.scope = HostScope(host_name)
+        self.overlay_tag = overlay.tag if overlay is not None else ""
         kwargs = {"drain": drain} if drain else {}
-        self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
+        self.applier = Applier(
+            host, state_dir, images, source.ignition, domain_type,
+            scope=self.scope, overlay_tag=self.overlay_tag, **kwargs,
+        )  # fmt: skip
         self._reported: dict[str, tuple[NodeState, str, int]] = {}  # node: (state, message, gen)
         self.readiness = ReadinessTracker()
         self._booting: dict[str, TenantNode] = {}
@@ -127,8 +134,8 @@ class Agent:
         if self.overlay is not None:
             self.overlay.sync(overlays_for(desired))
         self._route(desired)
-        actual = observe(self.host, self.state_dir)
-        actions = plan(desired, networks_for(desired), actual)
+        actual = observe(self.host, self.state_dir, self.scope)
+        actions = plan(desired, networks_for(desired, self.overlay_tag), actual)
         result = ReconcileResult()
         failed: set[str] = set()
         wanted = {n.name for n in desired}
@@ -147,7 +154,7 @@ class Agent:
                 log.error("%s failed for %s: %s", type(action).__name__, key, exc.message)
                 result.errors[key] = exc.message
                 failed.add(key)
-        after = observe(self.host, self.state_dir) if actions else actual
+        after = observe(self.host, self.state_dir, self.scope) if actions else actual
         self.metrics.observed(after)
         self._report(desired, after, result)
         by_name = {n.name: n for n in desired}
@@ -332,6 +339,7 @@ class AgentOptions:
     once: bool = False  # reconcile once and return
     address: str = ""  # the address this host registers with (its route to the server)
     underlay: str = ""  # its VXLAN endpoint, told in heartbeats; given: it runs the overlays
+    overlay_netns: str | None = None  # the network namespace the overlays (and underlay) are in
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint
     ingress_listen: str | None = None  # HOST:PORT of the tenant API ingress (with a domain)
     ingress_domain: str | None = None  # tenants' API names are <tenant>.api.<domain>
@@ -365,7 +373,11 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
         options.host_name, host, source, state, images,
         domain_type=domain_type, address=options.address, underlay=options.underlay,
         metrics=metrics, ingress=ingress,
-        overlay=HostOverlay(options.host_name, options.underlay) if options.underlay else None,
+        overlay=(
+            HostOverlay(options.host_name, options.underlay, options.overlay_netns)
+            if options.underlay
+            else None
+        ),
     )  # fmt: skip
     try:
         if ingress is not None:

@@ -15,7 +15,7 @@ from mayu_py.agent.actual import ActualState
 from mayu_py.agent.desired import DesiredNetwork
 from mayu_py.agent.statedir import ignition_name, node_files, overlay_name
 from mayu_py.tenants import NodeState, TenantNode
-from mayu_py.virt.ownership import NETWORK_PREFIX
+from mayu_py.virt.ownership import tenant_of_network
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def _network_actions(
         if have is None:
             actions.append(CreateNetwork(net))
             continue
-        if have.bridge != net.bridge or have.gateway != net.gateway:
+        if have.bridge != net.bridge or have.gateway != net.host_address:
             actions.append(RecreateNetwork(net))
             continue
         if not have.active:
@@ -192,15 +192,17 @@ def _network_actions(
     wanted = {n.name for n in desired_networks}
     for name in sorted(actual.networks):
         if name not in wanted:
-            actions.append(DeleteNetwork(name, name.removeprefix(NETWORK_PREFIX)))
+            actions.append(DeleteNetwork(name, tenant_of_network(name)))
     return actions, blocked
 
 
 def plan(
     desired: list[TenantNode], desired_networks: list[DesiredNetwork], actual: ActualState
 ) -> list[Action]:
-    """The actions that take `actual` to `desired`; empty when they already agree."""
+    """The actions that take `actual` to `desired`; empty when they already agree. A domain
+    on another network than its tenant's (the host moved to or from an overlay) is replaced."""
     by_name = {n.name: n for n in desired}
+    network = {n.tenant: n.name for n in desired_networks}
     tenants = {n.tenant for n in desired}
     actions: list[Action] = []
     if desired and actual.nwfilter is False:
@@ -214,6 +216,7 @@ def plan(
             and (want.tenant, want.spec_hash, want.uuid)
             == (dom.tenant, dom.spec_hash, dom.uuid.lower())
             and dom.files_current
+            and dom.network in ("", network.get(want.tenant))
         ):
             continue
         if dom.tenant in tenants:
@@ -247,7 +250,7 @@ def _node_actions(
     if node.name in actual.foreign_domains:
         return [Blocked(node, f"a domain named {node.name} exists that mayu does not manage")]
     if node.tenant in blocked_tenants:
-        return [Blocked(node, f"a network named {NETWORK_PREFIX}{node.tenant} is not mayu's")]
+        return [Blocked(node, f"a network named for tenant {node.tenant} is not this host's")]
     dom = None if node.name in gone else actual.domains.get(node.name)
     if dom is not None and dom.state not in _RESTARTABLE:
         return []

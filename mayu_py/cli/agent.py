@@ -65,6 +65,12 @@ import click
     "each tenant's VXLAN overlay and tells the address in its heartbeats.",
 )
 @click.option(
+    "--overlay-netns",
+    metavar="NAME",
+    help="With --underlay: the network namespace (ip netns) holding the underlay address and "
+    "the tenants' overlays; VMs reach them through an L2-only bridge here per tenant.",
+)
+@click.option(
     "--ingress-listen",
     metavar="HOST:PORT",
     help="Run HAProxy here, routing <tenant>.api.<--ingress-domain> (TLS passed through) to "
@@ -89,6 +95,7 @@ def agent(
     once: bool,
     metrics_listen: str | None,
     underlay: str,
+    overlay_netns: str | None,
     ingress_listen: str | None,
     ingress_domain: str | None,
 ) -> None:
@@ -128,6 +135,7 @@ def agent(
         once=once,
         address=address,
         underlay=underlay,
+        overlay_netns=overlay_netns,
         metrics_listen=metrics_listen,
         ingress_listen=ingress_listen,
         ingress_domain=ingress_domain,

@@ -6,14 +6,18 @@ unknown unicast, and each remote node's MAC to its host), and firewall rules tha
 tenant's VXLAN only from those hosts' enrolled addresses (`vxlan_firewall`).
 
 Names are owned by host and tenant: `mo<tag>b<vni hex>` (bridge) and `mo<tag>x<vni hex>`
-(VXLAN), tag = 6 hex digits of sha256(host name), at most 15 characters. `sync` makes the
+(VXLAN), tag = 6 hex digits of sha256(host name) (`ownership.host_tag`), at most 15
+characters. With the overlay in a network namespace of its own (`netns`: e.g. two "hosts" on
+one machine, or an underlay kept apart from the host's routing), libvirt's VMs, which attach in
+the agent's namespace, reach it through an L2-only access bridge of the same name there, joined
+to the namespace's bridge by a veth pair (`mo<tag>v<vni hex>` here, `mo<tag>p<vni hex>` there);
+no address of the tenant is on either side. `sync` makes the
 host's overlays exactly the wanted ones, so an agent restarted after kill -9 removes what it
 owned and nothing else. Every operation is idempotent.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterator
@@ -24,6 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mayu_py.errors import MayuError
+from mayu_py.virt.ownership import host_tag, overlay_bridge
 from mayu_py.virt.vxlan_firewall import VXLAN_PORT, VxlanFirewall
 
 log = logging.getLogger(__name__)
@@ -48,10 +53,6 @@ class TenantOverlay:
     peers: tuple[Vtep, ...] = ()
 
 
-def host_tag(host: str) -> str:
-    return hashlib.sha256(host.encode()).hexdigest()[:6]
-
-
 class HostOverlay:
     """The overlays of host `host` whose underlay address is `local`, in network namespace
     `netns` (None: the caller's)."""
@@ -61,10 +62,10 @@ class HostOverlay:
         self.local = local
         self.netns = netns
         self.firewall = VxlanFirewall(self.tag, netns)
-        self._owned = re.compile(rf"^mo{self.tag}[bx]([0-9a-f]+)$")
+        self._owned = re.compile(rf"^mo{self.tag}[bxvp]([0-9a-f]+)$")
 
     def bridge(self, vni: int) -> str:
-        return f"mo{self.tag}b{vni:x}"
+        return overlay_bridge(self.tag, vni)
 
     def vxlan(self, vni: int) -> str:
         return f"mo{self.tag}x{vni:x}"
@@ -88,7 +89,29 @@ class HostOverlay:
         ipr.link("set", index=vxlan, master=bridge, state="up")
         ipr.link("set", index=bridge, state="up")
         self._sync_fdb(ipr, vxlan, tenant.peers)
+        if self.netns:
+            self._access(ipr, tenant.vni, bridge, mtu)
         return self.bridge(tenant.vni)
+
+    def _access(self, ipr: IPRoute, vni: int, bridge: int, mtu: int) -> None:
+        """The access bridge in the agent's namespace, veth'd to the namespace's bridge."""
+        outer, inner = f"mo{self.tag}v{vni:x}", f"mo{self.tag}p{vni:x}"
+        with self._ipr(here=True) as here:
+            access = self._link(here, self.bridge(vni), mtu, kind="bridge")
+            if not here.link_lookup(ifname=outer):
+                for index in ipr.link_lookup(ifname=inner):  # half of a pair: start again
+                    ipr.link("del", index=index)
+                here.link(
+                    "add",
+                    ifname=outer,
+                    kind="veth",
+                    peer={"ifname": inner, "net_ns_fd": self.netns},
+                )
+            port = here.link_lookup(ifname=outer)[0]
+            here.link("set", index=port, mtu=mtu, master=access, state="up")
+            here.link("set", index=access, state="up")
+        peer = ipr.link_lookup(ifname=inner)[0]
+        ipr.link("set", index=peer, mtu=mtu, master=bridge, state="up")
 
     def remove(self, vni: int) -> None:
         """Firewall rules, VXLAN device (its FDB entries go with it) and bridge; missing
@@ -98,11 +121,19 @@ class HostOverlay:
             for name in (self.vxlan(vni), self.bridge(vni)):
                 for index in ipr.link_lookup(ifname=name):
                     ipr.link("del", index=index)
+        if self.netns:  # the access bridge and the pair's outer end (the inner one goes too)
+            with self._ipr(here=True) as here:
+                for name in (f"mo{self.tag}v{vni:x}", self.bridge(vni)):
+                    for index in here.link_lookup(ifname=name):
+                        here.link("del", index=index)
 
     def owned_vnis(self) -> set[int]:
         """The VNIs with any device or firewall chain of this host."""
         with self._ipr() as ipr:
             names = [link.get("IFLA_IFNAME") for link in ipr.get_links()]
+        if self.netns:
+            with self._ipr(here=True) as here:
+                names += [link.get("IFLA_IFNAME") for link in here.get_links()]
         found = {int(m.group(1), 16) for n in names if n and (m := self._owned.match(n))}
         return found | self.firewall.owned_vnis()
 
@@ -119,12 +150,14 @@ class HostOverlay:
         return bridges
 
     @contextmanager
-    def _ipr(self) -> Iterator[IPRoute]:
+    def _ipr(self, here: bool = False) -> Iterator[IPRoute]:
+        """A netlink socket in the overlay's namespace, or (here) in the agent's own."""
+        netns = None if here else self.netns
         try:
-            with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
+            with IPRoute(netns=netns) if netns else IPRoute() as ipr:
                 yield ipr
         except NetlinkError as exc:
-            raise MayuError(f"overlay netlink error: {exc}", {"netns": self.netns}) from exc
+            raise MayuError(f"overlay netlink error: {exc}", {"netns": netns}) from exc
 
     def _underlay_mtu(self, ipr: IPRoute) -> int:
         addrs = ipr.get_addr(address=self.local)

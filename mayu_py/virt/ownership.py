@@ -1,15 +1,25 @@
 """What marks a libvirt object as mayu's, and who may delete which of them.
 
 A domain is mayu's when it carries our metadata element (namespace NS); a network when its
-name has NETWORK_PREFIX and its bridge BRIDGE_PREFIX. Anything else is foreign and never
-touched. An `Ownership` narrows that down for one caller: the agent owns every mayu object,
-the lab only those of its demo tenants; both delete through the same `LibvirtHost` calls.
-The lab's own machines (level 1) carry the same element in another namespace (LAB_NS), so
-the agent never sees them as its own; the lab's `Ownership` for them reads that namespace.
+name has NETWORK_PREFIX and its bridge is BRIDGE_PREFIX<vni> (an isolated network libvirt runs)
+or a host's overlay bridge (`overlay_bridge`). Anything else is foreign and never touched.
+
+Several agents may share one libvirtd (two "hosts" on one machine): a domain's metadata names
+the host whose agent defined it (`DomainMeta.host`), an overlay network's name ends in
+`.<host tag>` (`network_name`), and an agent takes for its own only objects of its host or
+ones that name no host (defined before hosts were named: `HostScope`).
+
+An `Ownership` narrows mayu's objects down for one caller's deletions: the agent owns every
+mayu object, the lab only those of its demo tenants; both delete through the same
+`LibvirtHost` calls. The lab's own machines (level 1) carry the same element in another
+namespace (LAB_NS), so the agent never sees them as its own; the lab's `Ownership` for them
+reads that namespace.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +30,8 @@ LAB_NS = "https://mayu.io/xmlns/lab/1"  # the lab's machines: never the agent's
 LAB_NS_PREFIX = "mayulab"
 NETWORK_PREFIX = "mayu-tenant-"
 BRIDGE_PREFIX = "mayu-t"
+OVERLAY_BRIDGE = re.compile(r"^mo[0-9a-f]{6}b[0-9a-f]+$")
+HOST_TAG_SEP = "."  # never in a tenant name (a DNS label)
 ET.register_namespace(NS_PREFIX, NS)
 ET.register_namespace(LAB_NS_PREFIX, LAB_NS)
 
@@ -34,6 +46,23 @@ class DomainMeta:
     spec_hash: str
     generation: int
     files_dir: str = ""  # where the node's overlay, Ignition file and serial log are
+    host: str = ""  # the host whose agent defined it ("": defined before hosts were named)
+    network: str = ""  # the libvirt network its interface is on ("": not recorded)
+
+
+def host_tag(host: str) -> str:
+    """6 hex digits naming a host in names with little room (bridges: 15 characters)."""
+    return hashlib.sha256(host.encode()).hexdigest()[:6]
+
+
+def overlay_bridge(tag: str, vni: int) -> str:
+    """The tenant's overlay bridge of the host tagged `tag` (where its VMs attach)."""
+    return f"mo{tag}b{vni:x}"
+
+
+def network_name(tenant: str, tag: str = "") -> str:
+    """A tenant's libvirt network on a host: `.<tag>` when it is on the host's overlay."""
+    return NETWORK_PREFIX + tenant + (HOST_TAG_SEP + tag if tag else "")
 
 
 def mark_domain(domain: ET.Element, meta: DomainMeta, ns: str = NS) -> None:
@@ -48,6 +77,8 @@ def mark_domain(domain: ET.Element, meta: DomainMeta, ns: str = NS) -> None:
         spec_hash=meta.spec_hash,
         generation=str(meta.generation),
         files_dir=meta.files_dir,
+        host=meta.host,
+        network=meta.network,
     )
 
 
@@ -62,6 +93,8 @@ def parse_domain_meta(element_xml: str) -> DomainMeta | None:
             spec_hash=el.attrib["spec_hash"],
             generation=int(el.attrib["generation"]),
             files_dir=el.attrib.get("files_dir", ""),
+            host=el.attrib.get("host", ""),
+            network=el.attrib.get("network", ""),
         )
     except (ET.ParseError, KeyError, ValueError):
         return None
@@ -78,11 +111,22 @@ class NetworkFacts:
 
     @property
     def owned(self) -> bool:
-        return self.name.startswith(NETWORK_PREFIX) and self.bridge.startswith(BRIDGE_PREFIX)
+        return self.name.startswith(NETWORK_PREFIX) and (
+            self.bridge.startswith(BRIDGE_PREFIX) or bool(OVERLAY_BRIDGE.match(self.bridge))
+        )
 
     @property
     def tenant(self) -> str:
-        return self.name.removeprefix(NETWORK_PREFIX)
+        return tenant_of_network(self.name)
+
+    @property
+    def host_tag(self) -> str:
+        """The tag of the host whose overlay it is on; "" for an isolated network."""
+        return self.name.partition(HOST_TAG_SEP)[2]
+
+
+def tenant_of_network(name: str) -> str:
+    return name.removeprefix(NETWORK_PREFIX).partition(HOST_TAG_SEP)[0]
 
 
 def parse_network(xml_text: str) -> NetworkFacts:
@@ -123,3 +167,24 @@ class Ownership:
 
 
 MAYU = Ownership()  # the agent's: every object mayu marked
+
+
+@dataclass(frozen=True)
+class HostScope:
+    """Which of mayu's objects are one host's, when agents of several hosts share libvirtd:
+    those naming this host (or its tag), and those naming none."""
+
+    host: str = ""  # "": every host's (one agent per libvirtd)
+
+    @property
+    def tag(self) -> str:
+        return host_tag(self.host) if self.host else ""
+
+    def domain(self, meta: DomainMeta) -> bool:
+        return not self.host or meta.host in ("", self.host)
+
+    def network(self, facts: NetworkFacts) -> bool:
+        return not self.host or facts.host_tag in ("", self.tag)
+
+
+ANY_HOST = HostScope()  # one agent per libvirtd: every host's objects are its own

@@ -72,6 +72,7 @@ class AgentProcess:
     log_path: Path
     host_name: str = "h1"
     interval: float = 2.0
+    extra: tuple[str, ...] = ()  # more options (--underlay, --overlay-netns, ...)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:
@@ -90,6 +91,7 @@ class AgentProcess:
             str(self.images_dir),
             "--interval",
             str(self.interval),
+            *self.extra,
         ]
         env = {**os.environ, "MAYU_TOKEN": self.token, "MAYU_ACCEL": "tcg"}
         with open(self.log_path, "ab") as log:
@@ -171,7 +173,7 @@ def cleanup_libvirt(conn: libvirt.virConnect, tenants: list[str]) -> None:
                 with contextlib.suppress(libvirt.libvirtError):
                     step()
     for net in conn.listAllNetworks():
-        if net.name() in {f"mayu-tenant-{t}" for t in tenants}:
+        if net.name().partition(".")[0] in {f"mayu-tenant-{t}" for t in tenants}:
             for step in (net.destroy, net.undefine):
                 with contextlib.suppress(libvirt.libvirtError):
                     step()

@@ -21,7 +21,7 @@ import requests
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
-from mayu_py.agent.desired import networks_for
+from mayu_py.agent.desired import network_of, networks_for
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.metrics import AgentMetrics
@@ -33,7 +33,7 @@ from mayu_py.files import TMP_SUFFIX
 from mayu_py.images.base import BaseImages, install_base_image
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
 from mayu_py.virt.host import LibvirtHost
-from mayu_py.virt.ownership import NS, NS_PREFIX
+from mayu_py.virt.ownership import NS, NS_PREFIX, HostScope, host_tag, overlay_bridge
 from tests.support.crash import run_killed_after
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
@@ -543,3 +543,58 @@ def test_each_pass_routes_the_ingress_to_the_desired_masters(rig: Rig) -> None:
             assert sample("mayu_agent_ingress_reload_duration_seconds_count") == 2
         finally:
             ingress.stop()
+
+
+def test_overlay_xml_validates(rig: Rig, tmp_path: Path) -> None:
+    """On a host's overlay: the network only attaches VMs to the overlay bridge (no address,
+    no DHCP); each VM has the server's address as `ip=` and an MTU of 1450."""
+    require_peers("virt-xml-validate")
+    image = rig.images.get("lab")
+    tag = host_tag("h1")
+    nodes = desired(ACME)
+    net = networks_for(nodes, tag)[0]
+    files = DomainFiles(
+        image.kernel, image.initrd, image.cmdline, Path("/o.qcow2"), Path("/i.ign"), Path("/l")
+    )
+    path = tmp_path / "domain.xml"
+    path.write_text(domain_xml(nodes[1], network_of(nodes[1], tag), files, "qemu", "h1"))
+    run(["virt-xml-validate", path, "domain"])
+    root = ET.parse(path).getroot()
+    cmdline = root.findtext("os/cmdline", "")
+    assert cmdline.endswith(f" ip={nodes[1].ip}:::255.255.255.0:{nodes[1].name}:eth0:none:1450")
+    assert root.find("devices/interface/mtu").get("size") == "1450"  # type: ignore[union-attr]
+    assert root.find("devices/interface/source").get("network") == net.name  # type: ignore[union-attr]
+    path = tmp_path / "net.xml"
+    path.write_text(network_xml(net))
+    run(["virt-xml-validate", path, "network"])
+    root = ET.parse(path).getroot()
+    assert root.find("forward").get("mode") == "bridge"  # type: ignore[union-attr]
+    assert root.find("bridge").get("name") == overlay_bridge(tag, 100)  # type: ignore[union-attr]
+    assert root.find("ip") is None and net.name == f"mayu-tenant-acme.{tag}"
+
+
+def test_agents_of_two_hosts_on_one_libvirtd_touch_only_their_own(rig: Rig) -> None:
+    """Host h2's domain and overlay network, on the libvirtd h1's agent uses: h1's agent,
+    which wants nothing, leaves them alone; the network on its own overlay it removes."""
+    node = desired(ACME)[0]
+    image = rig.images.get("lab")
+    files = DomainFiles(
+        image.kernel, image.initrd, image.cmdline, Path("/o.qcow2"), Path("/i.ign"), Path("/l")
+    )
+    theirs, mine = network_of(node, host_tag("h2")), network_of(node, host_tag("h1"))
+    rig.host.define_domain(domain_xml(node, theirs, files, "qemu", "h2"))
+    for net in (theirs, mine):
+        rig.host.define_network(network_xml(net))
+    try:
+        actual = observe(rig.host, rig.state, HostScope("h1"))
+        assert node.name in actual.foreign_domains and not actual.domains
+        assert theirs.name in actual.foreign_networks and set(actual.networks) == {mine.name}
+        assert rig.agent().run_once().errors == {}
+        assert node.name in rig.domains() and theirs.name in rig.networks()
+        assert mine.name not in rig.networks()
+        # h2's own agent sees them as its own
+        actual = observe(rig.host, rig.state, HostScope("h2"))
+        assert set(actual.domains) == {node.name} and set(actual.networks) == {theirs.name}
+    finally:
+        rig.host.delete_domain(node.name)
+        rig.host.delete_network(theirs.name)

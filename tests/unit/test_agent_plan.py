@@ -208,3 +208,36 @@ def test_domain_defined_with_other_files_is_replaced() -> None:
             "DefineDomain acme/acme-worker-0",
             "StartDomain acme/acme-worker-0",
         ]
+
+
+def test_moving_to_the_overlay_replaces_network_and_domains() -> None:
+    """The host's tenants go onto its overlay: the isolated network goes, the overlay one is
+    created (no address, no reservations), and each domain is redefined onto it."""
+    nodes = [dn("acme", 0, "master"), dn("acme", 0)]
+    isolated = networks_for(nodes)[0]
+    state = converged(nodes)
+    state = dataclasses.replace(
+        state,
+        domains={
+            n: dataclasses.replace(d, network=isolated.name) for n, d in state.domains.items()
+        },
+    )
+    overlay = networks_for(nodes, "abc123")
+    assert overlay[0].name == "mayu-tenant-acme.abc123" and overlay[0].hosts == ()
+    actions = p.plan(nodes, overlay, state)
+    assert p.CreateNetwork(overlay[0]) in actions
+    assert p.DeleteNetwork(isolated.name, "acme") in actions
+    for node in nodes:
+        assert p.DeleteDomain("acme", node.name) in actions
+        assert p.DefineDomain(node) in actions
+    # converged on the overlay: nothing to do
+    moved = dataclasses.replace(
+        state,
+        domains={
+            n: dataclasses.replace(d, network=overlay[0].name) for n, d in state.domains.items()
+        },
+        networks={
+            overlay[0].name: ActualNetwork(overlay[0].name, overlay[0].bridge, None, True, ())
+        },
+    )
+    assert p.plan(nodes, overlay, moved) == []

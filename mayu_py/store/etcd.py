@@ -359,6 +359,11 @@ class EtcdStore:
     def get_machine(self, machine_id: str) -> Machine | None:
         return self._read(lambda tx: tx.get_machine(machine_id))
 
+    def state_version(self) -> None:
+        """No cheap version here: the cluster's revision is a round trip, as costly as the
+        read it would save, so nothing read from etcd is cached."""
+        return None
+
     def list_machines(self, state: str | None = None) -> list[Machine]:
         entries = self._read(lambda tx: tx.txn.scan(*self.keys.machines))
         machines = [machine_of(e.data) for e in entries]

@@ -221,7 +221,11 @@ def main() -> None:
     with open(asset, "wb") as out:
         out.truncate(args.asset_mib << 20)
     assets_listen = f"127.0.0.1:{free_port()}"
-    extra: tuple[str, ...] = ("--assets-listen", assets_listen) if not args.code else ()
+    # A checkout from before the asset listener serves assets on its main listener.
+    split = (
+        args.code is None or "--assets-listen" in (args.code / "mayu_py/cli/serve.py").read_text()
+    )
+    extra: tuple[str, ...] = ("--assets-listen", assets_listen) if split else ()
     server = start_server(
         work / "data", config=STORM_CONFIG, workers=args.workers, extra_args=extra
     )
@@ -240,7 +244,7 @@ def main() -> None:
             }
             asset_urls = {
                 "mayu": f"http://{assets_listen}/assets/{ASSET}"
-                if not args.code
+                if split
                 else f"{server.url}/assets/{ASSET}",
                 "nginx": f"{urls['nginx']}/assets/{ASSET}",
             }

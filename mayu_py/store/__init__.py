@@ -171,6 +171,13 @@ class Store(Protocol):
 
     def list_machines(self, state: str | None = None) -> list[Machine]: ...
 
+    def machines_after(
+        self, after: str | None, limit: int, state: str | None = None
+    ) -> list[Machine]:
+        """Up to `limit` machines (in `state`) whose id sorts after `after`, in id order: a
+        page of the inventory (SQLite: at a cost that does not grow with it)."""
+        ...
+
     def machine_counts(self) -> dict[str, int]:
         """How many machines are in each state (states with none are left out)."""
         ...

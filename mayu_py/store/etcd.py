@@ -369,6 +369,14 @@ class EtcdStore:
         machines = [machine_of(e.data) for e in entries]
         return [m for m in machines if state is None or str(m.state) == state]
 
+    def machines_after(
+        self, after: str | None, limit: int, state: str | None = None
+    ) -> list[Machine]:
+        """Read from the whole machines range (keys are not in id order): each page costs a
+        full read here, which the inventory sizes etcd is chosen for keep small."""
+        machines = sorted(self.list_machines(state), key=lambda m: m.id)
+        return [m for m in machines if after is None or m.id > after][:limit]
+
     def machine_counts(self) -> dict[str, int]:
         return dict(Counter(str(m.state) for m in self.list_machines()))
 

@@ -707,6 +707,17 @@ class SqliteStore:
         )
         return [_machine_from_row(r) for r in rows.fetchall()]
 
+    def machines_after(
+        self, after: str | None, limit: int, state: str | None = None
+    ) -> list[Machine]:
+        """By the primary key from `after` on (a state filters the rows it walks)."""
+        where, args = ("AND state = ?", (state,)) if state else ("", ())
+        rows = self._connect().execute(
+            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE id > ? {where} ORDER BY id LIMIT ?",
+            (after or "", *args, limit),
+        )
+        return [_machine_from_row(r) for r in rows.fetchall()]
+
     def machine_counts(self) -> dict[str, int]:
         rows = self._connect().execute("SELECT state, COUNT(*) FROM machines GROUP BY state")
         return {state: int(count) for state, count in rows.fetchall()}

@@ -25,3 +25,4 @@ bench:
 	.venv/bin/python bench/boot_storm.py
 	.venv/bin/python bench/wrk_boot.py
 	.venv/bin/python bench/store_writers.py
+	.venv/bin/python bench/inventory_pages.py

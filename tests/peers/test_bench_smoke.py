@@ -95,3 +95,15 @@ def test_the_ingress_reload_bench_keeps_its_held_session() -> None:
         r"held session survived: yes\n",
         run.stdout,
     ), run.stdout
+
+
+def test_the_inventory_bench_walks_every_page() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "inventory_pages.py"), "--machines", "700",
+         "--limit", "50", "--rounds", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^inventory: 700 machines, .+ \[20\] kept", run.stdout, re.M), run.stdout
+    walks = re.findall(r"^round 1 (\S+) +(\d+) pages of 50, (\d+) machines", run.stdout, re.M)
+    assert walks == [("all", "14", "700"), ("rack=r3", "2", "100")], run.stdout

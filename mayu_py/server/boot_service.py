@@ -353,9 +353,10 @@ def approve(
     """Move a discovered machine to configured under `group` (with the operator's `labels`)
     and write it; a controller beyond the cluster's controller_count is refused (recorded,
     unchanged)."""
-    machine = approved(tx, machine, group, settings, cause, source, now, labels)
-    tx.put_machine(machine)
-    return machine
+    result = approved(tx, machine, group, settings, cause, source, now, labels)
+    if result is not machine:
+        tx.put_machine(result)
+    return result
 
 
 def approved(

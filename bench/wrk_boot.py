@@ -12,8 +12,12 @@ and is not counted. Steps (200 connections, one request per connection as iPXE m
   list of fresh MACs longer than a run gets through;
 - `ipxe-local`: installed machines ask `/ipxe` (a read: boot the local disk), for a duration;
 - `boot.ipxe`: the generic script, for a duration;
-- `ipxe-under-downloads`: `ipxe-new` while D slow downloads (each read at RATE) of an asset
-  hold connections on the asset listener (nginx: on itself);
+- `ipxe-light`: `ipxe-new` at LIGHT connections (10), well below saturation: the latency of a
+  script when the server is not queueing;
+- `ipxe-under-downloads`, `ipxe-light-under-downloads`: the same two while D slow downloads
+  (each read at RATE) of an asset hold connections on the asset listener (nginx: on itself);
+  the downloads' total MB/s and their reader's CPU share are printed (they run on the same
+  cores);
 - `assets`: an asset, unthrottled, 8 connections, bytes/s (mayu's asset listener vs nginx).
 
 Prints, per step and server, the median and range over the counted rounds of requests/s (or
@@ -94,6 +98,7 @@ class SlowDownloads(threading.Thread):
         self.count, self.rate = count, rate
         self.stop = threading.Event()
         self.received = 0
+        self.cpu_s = 0.0  # this thread's CPU time: the load generator's share of the cores
 
     def _open(self, selector: selectors.BaseSelector) -> None:
         host, _, port = self.host.rpartition(":")
@@ -106,7 +111,8 @@ class SlowDownloads(threading.Thread):
         selector = selectors.DefaultSelector()
         for _ in range(self.count):
             self._open(selector)
-        chunk = max(int(self.rate / 50), 4096)
+        chunk = max(int(self.rate / 10), 4096)  # 10 reads a second each: pacing, not spinning
+        started = time.thread_time()
         while not self.stop.is_set():
             now = time.monotonic()
             for key, _ in selector.select(timeout=0.02):
@@ -120,7 +126,8 @@ class SlowDownloads(threading.Thread):
                     selector.unregister(key.fileobj)
                     key.fileobj.close()  # type: ignore[union-attr]
                     self._open(selector)
-            time.sleep(0.005)
+            time.sleep(0.02)
+        self.cpu_s = time.thread_time() - started
         for key in list(selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
 
@@ -195,8 +202,9 @@ def _bodies(url: str, root: Path, asset: Path) -> None:
     os.link(asset, root / "assets" / asset.parent.name / asset.name)
 
 
-def _fmt(values: list[float], unit: str = "") -> str:
-    return f"{statistics.median(values):8.1f}{unit} [{min(values):.1f}-{max(values):.1f}]"
+def _fmt(values: list[float], unit: str = "", digits: int = 1) -> str:
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:8.{digits}f}{unit} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
 def main() -> None:
@@ -206,6 +214,7 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=20000, help="MACs per new-machine run")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of timed steps")
     parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--light", type=int, default=10, help="connections of the light steps")
     parser.add_argument("--downloads", type=int, default=50)
     parser.add_argument("--rate-mb", type=float, default=2.0)
     parser.add_argument("--asset-mib", type=int, default=64)
@@ -251,21 +260,25 @@ def main() -> None:
             pss = {"mayu": PssSampler(server.process.pid), "empty": PssSampler(empty_pgid)}
             for sampler in pss.values():
                 sampler.start()
-            results = _rounds(args, work, urls, asset_urls)
+            results, downloads = _rounds(args, work, urls, asset_urls)
             peaks = {name: sampler.finish() for name, sampler in pss.items()}
     finally:
         server.kill()
         shutil.rmtree(work, ignore_errors=True)
-    _report(args, results, peaks)
+    _report(args, results, peaks, downloads)
 
 
 Results = dict[tuple[str, str], list[WrkResult]]
+# Per target, per counted round: the slow downloads' MB/s (all together) and the CPU share
+# (cores) their reading thread took.
+Downloads = dict[str, list[tuple[float, float]]]
 
 
 def _rounds(
     args: argparse.Namespace, work: Path, urls: dict[str, str], asset_urls: dict[str, str]
-) -> Results:
+) -> tuple[Results, Downloads]:
     results: Results = {}
+    downloads: Downloads = {}
     prefix = 0x100
     for round_ in range(1 - args.warmup, args.rounds + 1):
         for target in TARGETS:
@@ -275,13 +288,25 @@ def _rounds(
             local = [f"GET\t/ipxe?mac={_mac(0xFFFF, n)}" for n in range(INSTALLED)]
             runs["ipxe-local"] = _timed(args, work, urls[target], local)
             runs["boot.ipxe"] = _timed(args, work, urls[target], ["GET\t/boot.ipxe"])
+            prefix += 1
+            runs["ipxe-light"] = _new_machines(args, work, urls[target], prefix, args.light)
             if target in asset_urls:
                 slow = SlowDownloads(asset_urls[target], args.downloads, args.rate_mb * 1e6)
                 slow.start()
+                began = time.monotonic()
                 prefix += 1
                 runs["ipxe-under-downloads"] = _new_machines(args, work, urls[target], prefix)
+                prefix += 1
+                runs["ipxe-light-under-downloads"] = _new_machines(
+                    args, work, urls[target], prefix, args.light
+                )
                 slow.stop.set()
                 slow.join(10)
+                elapsed = time.monotonic() - began
+                if round_ > 0:
+                    downloads.setdefault(target, []).append(
+                        (slow.received / elapsed / 1e6, slow.cpu_s / elapsed)
+                    )
                 path = asset_urls[target].partition("/assets/")[2]
                 base = asset_urls[target].partition("/assets/")[0]
                 runs["assets"] = _timed(args, work, base, [f"GET\t/assets/{path}"], connections=8)
@@ -293,14 +318,16 @@ def _rounds(
                 f"{s} {r.rate:.0f}/s p99 {r.p99_ms:.0f} ms err {r.errors}"
                 for s, r in runs.items()
             ), flush=True)  # fmt: skip
-    return results
+    return results, downloads
 
 
-def _new_machines(args: argparse.Namespace, work: Path, url: str, prefix: int) -> WrkResult:
+def _new_machines(
+    args: argparse.Namespace, work: Path, url: str, prefix: int, connections: int | None = None
+) -> WrkResult:
     """New machines for `duration` seconds: a list of fresh MACs, long enough that a run
     rarely comes back to one (a MAC asked again mints a token again: a write too)."""
     lines = [f"GET\t/ipxe?mac={_mac(prefix, n)}" for n in range(args.machines)]
-    return _timed(args, work, url, lines)
+    return _timed(args, work, url, lines, connections)
 
 
 def _timed(
@@ -316,7 +343,9 @@ def _timed(
                    duration_s=args.duration)  # fmt: skip
 
 
-def _report(args: argparse.Namespace, results: Results, peaks: dict[str, int]) -> None:
+def _report(
+    args: argparse.Namespace, results: Results, peaks: dict[str, int], downloads: Downloads
+) -> None:
     print(
         f"\n== wrk boot plane: {args.rounds} counted rounds (+{args.warmup} warm-up), "
         f"{args.connections} connections, {args.machines} new machines per run, "
@@ -336,13 +365,16 @@ def _report(args: argparse.Namespace, results: Results, peaks: dict[str, int]) -
                 rate = _fmt([r.rate for r in runs], "/s")
             ratio = ""
             if empty and target != "empty":
-                share = statistics.median(r.rate for r in runs) / statistics.median(
-                    r.rate for r in empty
-                )
-                ratio = f" = {share:.2f}x empty"
+                # Each round's own ratio (the servers ran seconds apart), then their median.
+                shares = [r.rate / e.rate for r, e in zip(runs, empty, strict=True) if e.rate]
+                ratio = f" = {_fmt(shares, 'x', 2).strip()} empty per round"
             errors = sum(r.errors for r in runs)
             p99 = _fmt([r.p99_ms for r in runs], " ms")
             print(f"{step:21} {target:5} {rate}{ratio}  p99 {p99}  errors {errors}")
+    for target, figures in downloads.items():
+        rates = _fmt([r for r, _ in figures], " MB/s")
+        cpus = _fmt([c for _, c in figures], "", 2)
+        print(f"slow downloads from {target}: {rates} in all, their reader's CPU {cpus} cores")
     print("peak PSS: " + ", ".join(f"{name} {mib} MiB" for name, mib in peaks.items()))
 
 

@@ -59,12 +59,14 @@ def test_the_wrk_bench_measures_every_step_on_every_server() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     rows = re.findall(r"^(\S+) +(empty|nginx|mayu) +([\d.]+)[/ ].* errors (\d+)$", run.stdout, re.M)
     measured = {(step, target) for step, target, rate, errors in rows if float(rate) > 0}
+    downloads = ("ipxe-under-downloads", "ipxe-light-under-downloads", "assets")
     assert measured == {
         (step, target)
-        for step in ("ipxe-new", "ipxe-local", "boot.ipxe", "ipxe-under-downloads", "assets")
+        for step in ("ipxe-new", "ipxe-local", "boot.ipxe", "ipxe-light", *downloads)
         for target in ("empty", "nginx", "mayu")
-        if target != "empty" or step not in ("ipxe-under-downloads", "assets")
+        if target != "empty" or step not in downloads
     }, run.stdout
+    assert re.search(r"^slow downloads from mayu: +[\d.]+ MB/s .+ cores$", run.stdout, re.M)
     assert {int(errors) for *_, errors in rows} == {0}, run.stdout
     assert re.search(r"^peak PSS: mayu [1-9]\d* MiB, empty [1-9]\d* MiB$", run.stdout, re.M)
 

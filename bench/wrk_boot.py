@@ -112,7 +112,7 @@ class SlowDownloads(threading.Thread):
         for _ in range(self.count):
             self._open(selector)
         chunk = max(int(self.rate / 10), 4096)  # 10 reads a second each: pacing, not spinning
-        started = time.thread_time()
+        cpu_started = time.thread_time()
         while not self.stop.is_set():
             now = time.monotonic()
             for key, _ in selector.select(timeout=0.02):
@@ -127,7 +127,7 @@ class SlowDownloads(threading.Thread):
                     key.fileobj.close()  # type: ignore[union-attr]
                     self._open(selector)
             time.sleep(0.02)
-        self.cpu_s = time.thread_time() - started
+        self.cpu_s = time.thread_time() - cpu_started
         for key in list(selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
 

@@ -25,10 +25,11 @@ MB/s) and of p99, errors, and the ratio to the empty app; then the peak PSS of e
 
     .venv/bin/python bench/wrk_boot.py [--rounds 4] [--warmup 1] [--machines 20000] [--duration 5]
                                       [--downloads 50] [--rate-mb 2] [--asset-mib 64]
-                                      [--code DIR]
+                                      [--code DIR] [--before DIR]
 
 --code DIR runs `mayu serve` from another checkout's source (PYTHONPATH=DIR, this venv's
-packages): the "before" figures of docs/benchmarks.md.
+packages); --before DIR runs one more `mayu serve` from DIR as the target `before`, in the same
+rounds as this tree's (before and after measured seconds apart, on the same machine load).
 """
 
 from __future__ import annotations
@@ -57,14 +58,13 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness.memory import PssSampler  # noqa: E402
 from bench.harness.wrk import WrkResult, run_wrk, write_inputs  # noqa: E402
-from tests.conftest import free_port, start_server  # noqa: E402
+from tests.conftest import RunningServer, free_port, start_server  # noqa: E402
 
 STORM_CONFIG = {
     "groups": [{"name": "storm", "profile": "worker", "selector": {}}],
     "server": {"discovery": {"per_source_per_minute": 100_000, "per_minute": 1_000_000}},
 }
 INSTALLED = 1000
-TARGETS = ("empty", "nginx", "mayu")
 ASSET = "lab/disk.img"
 
 
@@ -220,52 +220,74 @@ def main() -> None:
     parser.add_argument("--asset-mib", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--code", type=Path, help="run mayu serve from this checkout")
+    parser.add_argument(
+        "--before", type=Path, help="also run mayu serve from this checkout, in the same rounds"
+    )
     args = parser.parse_args()
-    if args.code:
-        os.environ["PYTHONPATH"] = str(args.code.resolve())
     work = Path(tempfile.mkdtemp(prefix="mayu-wrk-"))
     work.chmod(0o755)  # nginx workers run as www-data
-    asset = work / "data" / "assets" / ASSET
+    asset = work / "assets" / ASSET
     asset.parent.mkdir(parents=True)
     with open(asset, "wb") as out:
         out.truncate(args.asset_mib << 20)
-    assets_listen = f"127.0.0.1:{free_port()}"
-    # A checkout from before the asset listener serves assets on its main listener.
-    split = (
-        args.code is None or "--assets-listen" in (args.code / "mayu_py/cli/serve.py").read_text()
-    )
-    extra: tuple[str, ...] = ("--assets-listen", assets_listen) if split else ()
-    server = start_server(
-        work / "data", config=STORM_CONFIG, workers=args.workers, extra_args=extra
-    )
+    codes = {"mayu": args.code} | ({"before": args.before} if args.before else {})
+    servers: dict[str, RunningServer] = {}
     ports = {"empty": free_port(), "nginx": free_port()}
     try:
-        _seed_installed(work / "data" / "inventory.sqlite3")
-        _bodies(server.url, work / "bodies", asset)
+        asset_urls = {
+            name: _start_mayu(args, work, name, code, servers) for name, code in codes.items()
+        }
+        _bodies(servers["mayu"].url, work / "bodies", asset)
         with (
             _empty_app(work / "bodies", ports["empty"], args.workers) as empty_pgid,
             _nginx(work / "bodies", ports["nginx"]),
         ):
-            urls = {
-                "mayu": server.url,
+            urls = {name: server.url for name, server in servers.items()} | {
                 "empty": f"http://127.0.0.1:{ports['empty']}",
                 "nginx": f"http://127.0.0.1:{ports['nginx']}",
             }
-            asset_urls = {
-                "mayu": f"http://{assets_listen}/assets/{ASSET}"
-                if split
-                else f"{server.url}/assets/{ASSET}",
-                "nginx": f"{urls['nginx']}/assets/{ASSET}",
-            }
-            pss = {"mayu": PssSampler(server.process.pid), "empty": PssSampler(empty_pgid)}
+            asset_urls["nginx"] = f"{urls['nginx']}/assets/{ASSET}"
+            pss = {name: PssSampler(server.process.pid) for name, server in servers.items()}
+            pss["empty"] = PssSampler(empty_pgid)
             for sampler in pss.values():
                 sampler.start()
-            results, downloads = _rounds(args, work, urls, asset_urls)
+            targets = ("empty", "nginx", *servers)
+            results, downloads = _rounds(args, work, urls, asset_urls, targets)
             peaks = {name: sampler.finish() for name, sampler in pss.items()}
     finally:
-        server.kill()
+        for server in servers.values():
+            server.kill()
         shutil.rmtree(work, ignore_errors=True)
-    _report(args, results, peaks, downloads)
+    _report(args, results, peaks, downloads, targets)
+
+
+def _start_mayu(
+    args: argparse.Namespace,
+    work: Path,
+    name: str,
+    code: Path | None,
+    servers: dict[str, RunningServer],
+) -> str:
+    """`mayu serve` (from `code`, a checkout, when given) on a data dir of its own with the
+    installed machines and the asset; returns the asset's URL (on the asset listener when
+    the checkout has one, else on its main listener)."""
+    data = work / name
+    (data / "assets" / ASSET).parent.mkdir(parents=True)
+    os.link(work / "assets" / ASSET, data / "assets" / ASSET)
+    split = code is None or "--assets-listen" in (code / "mayu_py/cli/serve.py").read_text()
+    assets_listen = f"127.0.0.1:{free_port()}"
+    extra = ("--assets-listen", assets_listen) if split else ()
+    if code is not None:
+        os.environ["PYTHONPATH"] = str(code.resolve())
+    try:
+        servers[name] = start_server(
+            data, config=STORM_CONFIG, workers=args.workers, extra_args=extra
+        )
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+    _seed_installed(data / "inventory.sqlite3")
+    base = f"http://{assets_listen}" if split else servers[name].url
+    return f"{base}/assets/{ASSET}"
 
 
 Results = dict[tuple[str, str], list[WrkResult]]
@@ -275,13 +297,17 @@ Downloads = dict[str, list[tuple[float, float]]]
 
 
 def _rounds(
-    args: argparse.Namespace, work: Path, urls: dict[str, str], asset_urls: dict[str, str]
+    args: argparse.Namespace,
+    work: Path,
+    urls: dict[str, str],
+    asset_urls: dict[str, str],
+    targets: tuple[str, ...],
 ) -> tuple[Results, Downloads]:
     results: Results = {}
     downloads: Downloads = {}
     prefix = 0x100
     for round_ in range(1 - args.warmup, args.rounds + 1):
-        for target in TARGETS:
+        for target in targets:
             runs: dict[str, WrkResult] = {}
             prefix += 1
             runs["ipxe-new"] = _new_machines(args, work, urls[target], prefix)
@@ -344,7 +370,11 @@ def _timed(
 
 
 def _report(
-    args: argparse.Namespace, results: Results, peaks: dict[str, int], downloads: Downloads
+    args: argparse.Namespace,
+    results: Results,
+    peaks: dict[str, int],
+    downloads: Downloads,
+    targets: tuple[str, ...],
 ) -> None:
     print(
         f"\n== wrk boot plane: {args.rounds} counted rounds (+{args.warmup} warm-up), "
@@ -355,7 +385,7 @@ def _report(
     steps = dict.fromkeys(step for step, _ in results)
     for step in steps:
         empty = results.get((step, "empty"))
-        for target in TARGETS:
+        for target in targets:
             runs = results.get((step, target))
             if not runs:
                 continue
@@ -368,6 +398,10 @@ def _report(
                 # Each round's own ratio (the servers ran seconds apart), then their median.
                 shares = [r.rate / e.rate for r, e in zip(runs, empty, strict=True) if e.rate]
                 ratio = f" = {_fmt(shares, 'x', 2).strip()} empty per round"
+            before = results.get((step, "before"))
+            if before and target == "mayu":
+                gains = [r.rate / b.rate for r, b in zip(runs, before, strict=True) if b.rate]
+                ratio += f", {_fmt(gains, 'x', 2).strip()} before"
             errors = sum(r.errors for r in runs)
             p99 = _fmt([r.p99_ms for r in runs], " ms")
             print(f"{step:21} {target:5} {rate}{ratio}  p99 {p99}  errors {errors}")

@@ -202,9 +202,8 @@ class BootService:
                 if now - machine.updated >= self.settings.server.discovery.ttl_seconds / 4:
                     machine = replace(machine, updated=now)
                 return BootAnswer(BootKind.WAIT, machine, "discovered: waiting for approval")
-            machine = approved(
-                tx, machine, group, self.settings, f"config group {group.name}", source, now
-            )
+            cause = f"config group {group.name}"
+            machine = approve(tx, machine, group, self.settings, cause, source, now, write=False)
             if machine.state != MachineState.CONFIGURED:
                 return BootAnswer(BootKind.WAIT, machine, "approval refused")
         if machine.state == MachineState.CONFIGURED:
@@ -349,29 +348,12 @@ def approve(
     source: str | None,
     now: float,
     labels: dict[str, str] | None = None,
+    write: bool = True,
 ) -> Machine:
-    """Move a discovered machine to configured under `group` (with the operator's `labels`)
-    and write it; a controller beyond the cluster's controller_count is refused (recorded,
-    unchanged)."""
-    result = approved(tx, machine, group, settings, cause, source, now, labels)
-    if result is not machine:
-        tx.put_machine(result)
-    return result
-
-
-def approved(
-    tx: Tx,
-    machine: Machine,
-    group: Group,
-    settings: Settings,
-    cause: str,
-    source: str | None,
-    now: float,
-    labels: dict[str, str] | None = None,
-) -> Machine:
-    """The machine approved under `group`, its events recorded but the machine itself not
-    written (the caller writes it once, with whatever else this request changes); unchanged
-    when a controller beyond the cluster's controller_count is refused."""
+    """Move a discovered machine to configured under `group` (with the operator's `labels`),
+    its events recorded, and write it (with `write=False` the caller writes it, once, with
+    whatever else its request changes); a controller beyond the cluster's controller_count is
+    refused (recorded, unchanged)."""
     role = settings.profiles[group.profile].role
     if role == "controller":
         named = tx.count_with_role("controller") - (machine.role == "controller")
@@ -406,6 +388,8 @@ def approved(
             {"group": group.name, "role": role},
         )
     )
+    if write:
+        tx.put_machine(result)
     return result
 
 

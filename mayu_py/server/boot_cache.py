@@ -15,8 +15,9 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-# At most this many answers per version (a rack reboot is thousands; the bound is memory).
-LIMIT = 100_000
+# At most this many answers per version, then it starts over (a rack rebooting is hundreds to
+# thousands; an answer holds its machine, ~1-2 KiB, so this bounds a process at ~20 MiB).
+LIMIT = 10_000
 
 
 class VersionedCache(Generic[V]):

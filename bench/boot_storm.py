@@ -19,6 +19,14 @@ conversation), errors, peak RSS of the server (master, workers, HTTPS listener) 
 
     .venv/bin/python bench/boot_storm.py [--machines 1000] [--concurrency 200] [--flow trusted|plain]
                                          [--workers 2] [--threads 1] [--scrape S [--scrape-plain]]
+                                         [--store sqlite|etcd [--replicas N] [--etcd-members 3]]
+
+With --store etcd, a real etcd cluster (tests/support/etcd.py: --etcd-members on 127.0.0.1)
+holds the inventory and N `mayu serve` replicas share it; every step of a machine goes to the
+next replica, as a TCP balancer sends each new connection. Then a few machines, one at a time,
+measure what each step costs etcd (round trips and write transactions, from the members'
+own /metrics), and the CPU spent in the replicas and in etcd during the storm is printed per
+machine, with the load average before and after (the machine is shared).
 
 With --scrape S, a Prometheus-like client GETs /metrics every S seconds during the storm (from
 the HTTPS listener, as docs/monitoring.md advises; `--scrape-plain`: from the plain one).
@@ -53,11 +61,14 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import RunningServer, free_port, start_server  # noqa: E402
+from tests.conftest import RunningServer, free_port  # noqa: E402
+from tests.support.etcd import EtcdCluster  # noqa: E402
+from tests.support.replicas import start_replicas  # noqa: E402
 
 TOKEN_RE = re.compile(r"token=([A-Za-z0-9_-]+)")
 MACHINE = "machine"  # the latency of a machine's whole conversation
 HTTPS_STEP = "/ignition https"
+PROBE_MACHINES = 5  # machines run one at a time to count what each step costs etcd
 STORM_CONFIG = {
     "groups": [{"name": "storm", "profile": "worker", "selector": {}}],
     "server": {"discovery": {"per_source_per_minute": 100_000, "per_minute": 1_000_000}},
@@ -70,9 +81,12 @@ class Results:
     errors: dict[str, int] = field(default_factory=dict)
     provisioned: int = 0
     wall_s: float = 0.0
+    on_record: Callable[[str], None] | None = None  # told each step as it is answered
 
     def record(self, step: str, seconds: float) -> None:
         self.latencies.setdefault(step, []).append(seconds)
+        if self.on_record is not None:
+            self.on_record(step)
 
     def fail(self, step: str) -> None:
         self.errors[step] = self.errors.get(step, 0) + 1
@@ -130,9 +144,12 @@ async def _secret_over_https(
 
 
 async def _machine(
-    session: aiohttp.ClientSession, target: Target, index: int, results: Results
+    session: aiohttp.ClientSession, targets: list[Target], index: int, results: Results
 ) -> None:
+    """One machine's conversation; its k-th request goes to targets[(index + k) % n]."""
     mac = "52-54-" + "-".join(f"{index >> shift & 255:02x}" for shift in (24, 16, 8, 0))
+    turns = (targets[(index + k) % len(targets)] for k in range(4))
+    target = next(turns)
     start = time.perf_counter()
     status, script = await _timed(
         results, "/ipxe", _request(session, "GET", f"{target.http}/ipxe", params={"mac": mac})
@@ -144,13 +161,16 @@ async def _machine(
         results.fail("no token")
         return
     query = {"mac": mac, "token": match.group(1)}
+    target = next(turns)
     status, config = await _timed(
         results, "/ignition", _request(session, "GET", f"{target.http}/ignition", params=query)
     )
     if status != 200:
         return
+    target = next(turns)
     if target.https is not None and not await _secret_over_https(session, target, config, results):
         return
+    target = next(turns)
     report = {"event": "installed", "details": {}}
     status, _ = await _timed(
         results,
@@ -162,8 +182,14 @@ async def _machine(
         results.record(MACHINE, time.perf_counter() - start)
 
 
-async def _storm(target: Target, machines: int, concurrency: int) -> Results:
-    results = Results()
+async def _storm(
+    targets: list[Target],
+    machines: int,
+    concurrency: int,
+    results: Results | None = None,
+    first: int = 0,
+) -> Results:
+    results = results or Results()
     limit = asyncio.Semaphore(concurrency)
     # One connection per request, like iPXE and Ignition (and a TLS handshake per HTTPS step).
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
@@ -172,10 +198,10 @@ async def _storm(target: Target, machines: int, concurrency: int) -> Results:
 
         async def bounded(i: int) -> None:
             async with limit:
-                await _machine(session, target, i, results)
+                await _machine(session, targets, i, results)
 
         start = time.perf_counter()
-        await asyncio.gather(*(bounded(i) for i in range(machines)))
+        await asyncio.gather(*(bounded(i) for i in range(first, first + machines)))
         results.wall_s = time.perf_counter() - start
     return results
 
@@ -206,26 +232,47 @@ class Scraper(threading.Thread):
             self.failures += not ok
 
 
-class RssSampler(threading.Thread):
-    """Samples the summed RSS of a process group every 50 ms; keeps the peak."""
+def _group_pids(pgids: set[int]) -> list[int]:
+    """The processes of these process groups."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(stat[2]) in pgids:
+                pids.append(int(entry))
+    return pids
 
-    def __init__(self, pgid: int) -> None:
+
+def _cpu_s(pgids: set[int]) -> float:
+    """User + system CPU seconds of the live processes of these process groups."""
+    total = 0
+    for pid in _group_pids(pgids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class RssSampler(threading.Thread):
+    """Samples the summed RSS of some process groups every 50 ms; keeps the peak."""
+
+    def __init__(self, pgids: set[int]) -> None:
         super().__init__(daemon=True)
-        self.pgid = pgid
+        self.pgids = pgids
         self.peak_kib = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
             total = 0
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
+            for pid in _group_pids(self.pgids):
                 try:
-                    stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                    if int(stat[2]) != self.pgid:
-                        continue
-                    for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmRSS:"):
                             total += int(line.split()[1])
                 except (OSError, IndexError, ValueError):
@@ -319,75 +366,180 @@ def _summary(name: str, results: Results, machines: int) -> float:
     return rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--machines", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--flow", choices=("trusted", "plain"), default="trusted")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help=">1: gthread workers")
-    parser.add_argument("--scrape", type=float, help="GET /metrics every SCRAPE seconds")
-    parser.add_argument("--scrape-plain", action="store_true", help="scrape the HTTP listener")
-    args = parser.parse_args()
-    trusted = args.flow == "trusted"
+class StepCosts:
+    """What etcd did between one answered step and the next (run machines one at a time):
+    round trips and write transactions per step, from the members' own counters."""
 
-    work = Path(tempfile.mkdtemp(prefix="mayu-bench-"))
+    def __init__(self, cluster: EtcdCluster) -> None:
+        self.cluster = cluster
+        self.last = cluster.counters()
+        self.costs: dict[str, list[tuple[int, int]]] = {}
+
+    def __call__(self, step: str) -> None:
+        now = self.cluster.counters()
+        cost = (now["requests"] - self.last["requests"], now["writes"] - self.last["writes"])
+        self.costs.setdefault(step, []).append(cost)
+        self.last = now
+
+    def summary(self) -> str:
+        parts = []
+        for step, costs in self.costs.items():
+            if step != MACHINE:
+                trips = statistics.median(c[0] for c in costs)
+                writes = statistics.median(c[1] for c in costs)
+                parts.append(f"{step} {writes:g} write txn / {trips:g} round trips")
+        return "; ".join(parts)
+
+
+@dataclass
+class MayuRun:
+    results: Results
+    captured: Captured
+    rss_kib: int
+    cpu_replicas_s: float
+    cpu_etcd_s: float
+    cpu_client_s: float
+    step_costs: str
+    scraper: Scraper | None
+
+
+def _run_mayu(args: argparse.Namespace, work: Path, cluster: EtcdCluster | None) -> MayuRun:
+    """The storm against the replicas (and, on etcd, the per-step costs), then the capture."""
+    trusted = args.flow == "trusted"
     config = json.loads(json.dumps(STORM_CONFIG))
     config["server"]["insecure_secrets_over_http"] = not trusted
-    server = start_server(
-        work / "data",
-        config=config,
-        workers=args.workers,
-        extra_args=("--threads", str(args.threads)),
-    )
-    client_tls = ssl.create_default_context(cafile=str(server.ca_file))
-    sampler = RssSampler(server.process.pid)
+    if cluster is not None:
+        config["store"] = {"url": cluster.url("/mayu-storm/")}
+    threads = ("--threads", str(args.threads))
+    servers = start_replicas(work, args.replicas, config, workers=args.workers, extra_args=threads)
+    client_tls = ssl.create_default_context(cafile=str(servers[0].ca_file))
+    targets = [Target(s.url, s.tls_url if trusted else None, client_tls) for s in servers]
+    replica_groups = {s.process.pid for s in servers}
+    etcd_groups = {m.process.pid for m in cluster.members if m.process} if cluster else set()
+    sampler = RssSampler(replica_groups)
     sampler.start()
     scraper = None
     if args.scrape:
-        at = server.url if args.scrape_plain else server.tls_url
-        scraper = Scraper(at, server.token, args.scrape, server.ca_file)
+        at = servers[0].url if args.scrape_plain else servers[0].tls_url
+        scraper = Scraper(at, servers[0].token, args.scrape, servers[0].ca_file)
         scraper.start()
     try:
-        target = Target(server.url, server.tls_url if trusted else None, client_tls)
-        mayu = asyncio.run(_storm(target, args.machines, args.concurrency))
-        captured = _capture(server, trusted)
+        cpu_before = _cpu_s(replica_groups), _cpu_s(etcd_groups), time.process_time()
+        results = asyncio.run(_storm(targets, args.machines, args.concurrency))
+        cpu_replicas, cpu_etcd = _cpu_s(replica_groups), _cpu_s(etcd_groups)
+        cpu_client = time.process_time()
+        step_costs = ""
+        if cluster is not None:
+            costs = StepCosts(cluster)
+            probe = Results(on_record=costs)
+            asyncio.run(_storm(targets, PROBE_MACHINES, 1, probe, first=args.machines))
+            step_costs = costs.summary()
+        captured = _capture(servers[0], trusted)
     finally:
         sampler.stop.set()
         sampler.join()
         if scraper:
             scraper.stop.set()
             scraper.join()
-        server.kill(signal.SIGTERM)
+        for server in servers:
+            server.kill(signal.SIGTERM)
+    return MayuRun(
+        results,
+        captured,
+        sampler.peak_kib,
+        cpu_replicas - cpu_before[0],
+        cpu_etcd - cpu_before[1],
+        cpu_client - cpu_before[2],
+        step_costs,
+        scraper,
+    )
+
+
+def _run_nginx(args: argparse.Namespace, work: Path, captured: Captured) -> Results:
+    """The same bytes, pre-rendered, served by nginx (the HTTPS step with the server's cert)."""
+    trusted = args.flow == "trusted"
     (work / "ipxe.txt").write_text(captured.script)
     (work / "ignition.json").write_bytes(captured.ignition)
     if captured.secret is not None:
         (work / "secret.json").write_bytes(captured.secret)
     port, tls_port = free_port(), free_port() if trusted else None
-    nginx = _nginx(work, port, tls_port, server.ca_file.parent)
+    tls_dir = work / "r0" / "pki" / "server"
+    nginx = _nginx(work, port, tls_port, tls_dir)
     try:
         https = f"https://127.0.0.1:{tls_port}" if trusted else None
+        client_tls = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
         target = Target(f"http://127.0.0.1:{port}", https, client_tls)
-        ceiling = asyncio.run(_storm(target, args.machines, args.concurrency))
+        return asyncio.run(_storm([target], args.machines, args.concurrency))
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machines", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--flow", choices=("trusted", "plain"), default="trusted")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per replica")
+    parser.add_argument("--threads", type=int, default=1, help=">1: gthread workers")
+    parser.add_argument("--scrape", type=float, help="GET /metrics every SCRAPE seconds")
+    parser.add_argument("--scrape-plain", action="store_true", help="scrape the HTTP listener")
+    parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite")
+    parser.add_argument("--replicas", type=int, default=1, help="mayu serve replicas (etcd)")
+    parser.add_argument("--etcd-members", type=int, default=3, help="etcd cluster size")
+    args = parser.parse_args()
+    if args.store == "sqlite" and args.replicas != 1:
+        parser.error("--replicas N>1 needs --store etcd (an SQLite file has one server)")
+
+    work = Path(tempfile.mkdtemp(prefix="mayu-bench-"))
+    load_before = os.getloadavg()
+    cluster = None
+    if args.store == "etcd":
+        cluster = EtcdCluster(work / "etcd", size=args.etcd_members).start()
+    try:
+        mayu = _run_mayu(args, work, cluster)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    load_after = os.getloadavg()
+    ceiling = _run_nginx(args, work, mayu.captured)
+
+    captured = mayu.captured
     secret = captured.secret if captured.secret is not None else captured.ignition
+    store = (
+        f"etcd ({args.etcd_members} members)" if args.store == "etcd" else "sqlite"
+    ) + f", {args.replicas} replica{'s' if args.replicas > 1 else ''}"
     print(
         f"boot storm: flow {args.flow}, {args.machines} machines, {args.concurrency} concurrent "
-        f"clients, gunicorn {'gthread' if args.threads > 1 else 'sync'} x{args.workers} workers "
-        f"x{args.threads} threads, {os.cpu_count()} cores; secret config {len(secret)} bytes"
-        + (f", stub {len(captured.ignition)} bytes" if trusted else "")
+        f"clients, store {store}, gunicorn {'gthread' if args.threads > 1 else 'sync'} "
+        f"x{args.workers} workers x{args.threads} threads, {os.cpu_count()} cores; secret "
+        f"config {len(secret)} bytes"
+        + (f", stub {len(captured.ignition)} bytes" if captured.secret is not None else "")
     )
-    ours = _summary("mayu serve", mayu, args.machines)
+    print(
+        "load average before "
+        + "/".join(f"{v:.2f}" for v in load_before)
+        + ", after the storm "
+        + "/".join(f"{v:.2f}" for v in load_after)
+    )
+    ours = _summary("mayu serve", mayu.results, args.machines)
     ref = _summary("nginx (same bytes, pre-rendered)", ceiling, args.machines)
     print(
-        f"\npeak RSS of mayu serve (master, workers, HTTPS listener): "
-        f"{sampler.peak_kib / 1024:.0f} MiB"
+        f"\npeak RSS of mayu serve (masters, workers, HTTPS listeners): "
+        f"{mayu.rss_kib / 1024:.0f} MiB"
     )
+    per = max(1, mayu.results.provisioned)
+    print(
+        f"CPU per machine during the storm: {1000 * mayu.cpu_replicas_s / per:.1f} ms in the "
+        f"replicas, {1000 * mayu.cpu_etcd_s / per:.1f} ms in etcd, "
+        f"{1000 * mayu.cpu_client_s / per:.1f} ms in this client (with its samplers)"
+    )
+    if mayu.step_costs:
+        print(f"etcd per step (median of {PROBE_MACHINES} machines, one at a time): "
+              f"{mayu.step_costs}")  # fmt: skip
     if ref:
         print(f"ratio mayu/nginx (machines/s): {ours / ref:.3f}")
+    scraper = mayu.scraper
     if scraper and scraper.latencies:
         print(
             f"/metrics scraped ({scraper.url}) {len(scraper.latencies)} times during the storm, "

@@ -192,6 +192,14 @@ class ServerConfig(_Strict):
     metrics_token: str | None = Field(default=None, min_length=32)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    # Addresses of TCP balancers whose PROXY protocol (v1) header names the machine's address
+    # (it binds boot tokens), on both listeners. Empty: off, a PROXY header is refused.
+    proxy_protocol_from: list[str] = Field(default_factory=list)
+
+    @field_validator("proxy_protocol_from")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_address(address)) for address in value]
 
     @property
     def tls_listen(self) -> str:

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc make pkg-config git
   qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf
-  dnsmasq-base etcd-server ignition busybox-static linux-image-amd64 cpio kmod
+  dnsmasq-base etcd-server etcd-client ignition busybox-static linux-image-amd64 cpio kmod
   libvirt-daemon-system libvirt-dev libxml2-utils
   iproute2 iptables nginx-light wrk openssl curl tftp-hpa procps psmisc gnupg gpgv
   prometheus haproxy chromium chromium-driver

@@ -15,7 +15,7 @@ from mayu_py.cli.asset_listener import AssetListener
 from mayu_py.cli.bmc_runner import BmcRunnerProcess
 from mayu_py.cli.serving import admin_token, build_app, check_bindable
 from mayu_py.cli.tls_listener import TlsListener
-from mayu_py.cli.wsgi import GunicornServer, server_options
+from mayu_py.cli.wsgi import GunicornServer, proxy_protocol_options, server_options
 from mayu_py.config import Settings, load_settings
 from mayu_py.dhcp import resolve_dhcp
 from mayu_py.server.metrics import ServerMetrics, metrics_dir, use_multiprocess_dir
@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
     help="Inventory: sqlite:PATH (default <data-dir>/inventory.sqlite3) or "
     "etcd://HOST:PORT,HOST:PORT[/PREFIX] (etcds:// for TLS; docs/store.md).",
 )
+@click.option(
+    "--proxy-protocol-from",
+    help="ADDR[,ADDR]: TCP balancers whose PROXY protocol header names the machine's address "
+    "(server.proxy_protocol_from; default: none, PROXY headers refused).",
+)
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option(
     "--threads", default=1, show_default=True, help="Threads per worker (>1: gthread workers)."
@@ -52,6 +57,7 @@ def serve(
     assets_listen: str | None,
     dhcp: str | None,
     store_url: str | None,
+    proxy_protocol_from: str | None,
     workers: int,
     threads: int,
 ) -> None:
@@ -65,6 +71,9 @@ def serve(
             ("assets", "listen"): assets_listen,
             ("dhcp", "mode"): dhcp,
             ("store", "url"): store_url,
+            ("server", "proxy_protocol_from"): (
+                proxy_protocol_from.split(",") if proxy_protocol_from is not None else None
+            ),
         },
     )
     if settings.dhcp.mode != "off":
@@ -131,6 +140,7 @@ def serve(
         preload_app=True,
         on_exit=on_exit,
         when_ready=when_ready,
+        **proxy_protocol_options(settings.server.proxy_protocol_from),
     )
     GunicornServer(app, options).run()
     sys.exit(0)

@@ -25,6 +25,7 @@ from mayu_py.cli.children import (
     connect_address,
 )
 from mayu_py.cli.logging_setup import configure_logging
+from mayu_py.cli.proxy_tls import ProxyTlsWorker
 from mayu_py.cli.serving import build_app
 from mayu_py.cli.wsgi import GunicornServer, die_with_parent, server_options
 from mayu_py.config import Settings
@@ -44,13 +45,19 @@ def _child(settings: Settings, token: str, workers: int, parent_pid: int) -> Non
     configure_logging(False)
     app, tls = build_app(settings, token)
     app.wsgi_app = _mark_tls(app.wsgi_app)  # type: ignore[method-assign]
+    balancers = settings.server.proxy_protocol_from
     options = server_options(
         settings.server.tls_listen,
         workers,
         "mayu-serve-tls",
         certfile=str(tls.cert_file),
         keyfile=str(tls.key_file),
+        # PROXY lines come before TLS here: the worker reads them, gunicorn's parser never.
+        proxy_protocol=False,
+        proxy_allow_ips=",".join(balancers),
     )
+    if balancers:
+        options["worker_class"] = ProxyTlsWorker
     GunicornServer(app, options).run()
 
 

@@ -31,6 +31,12 @@ def server_options(bind: str, workers: int, proc_name: str, **extra: Any) -> dic
     }
 
 
+def proxy_protocol_options(balancers: list[str]) -> dict[str, Any]:
+    """gunicorn settings for PROXY headers: accepted only from `balancers` (never from
+    anyone when empty, whatever gunicorn's own default list says)."""
+    return {"proxy_protocol": bool(balancers), "proxy_allow_ips": ",".join(balancers)}
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """A gunicorn application around an already-built Flask app (preloaded in the master)."""
 

@@ -114,51 +114,54 @@ class Delivery:
     def secret(
         self, mac_raw: str, token: str | None, source: str | None, urls: ServerUrls
     ) -> bytes:
-        """The machine's real config (the bytes its stub names); spends the boot token."""
-        machine, pending = self._pending(mac_raw, token, source, urls)
-
-        def txn(tx: Tx) -> bytes | None:
-            now = self.clock()
-            current = tx.get_machine(machine.id)
-            stored = tx.get_pending_config(machine.id)
-            if (
-                current is None
-                or stored is None
-                or not self._window_ok(current, token, source, now)
-            ):
-                return None
-            if stored.token_hash != current.token_hash:
-                return None
-            served = replace(
-                current,
-                token_consumed=True,
-                ip=current.window_address,
-                report_hash=stored.report_hash,
-                state=MachineState.INSTALLING,
-                updated=now,
-            )
-            tx.add_event(
-                Event(
-                    current.id,
-                    now,
-                    "transition",
-                    "secret config served over HTTPS; boot token spent",
-                    source,
-                    str(current.state),
-                    str(MachineState.INSTALLING),
-                    {"sha512": stored.sha512},
-                )
-            )
-            tx.delete_pending_config(current.id)
-            tx.put_machine(served)
-            self.hosts.issue_for_machine(tx, current.node_name, stored.agent_token_hash)
-            return stored.body
-
-        body = self.store.atomically(txn)
+        """The machine's real config (the bytes its stub names); spends the boot token.
+        The common case is one transaction (on etcd: one read and the commit); when it
+        serves nothing, `_pending` tells why (the refusal) or renders the config of a
+        machine whose stub was never fetched, and the spend is tried once more."""
+        mac = self._mac(mac_raw)
+        body = self.store.atomically(lambda tx: self._spend(tx, mac, token, source))
         if body is None:
-            raise self._refuse(machine.id, "ignition-refused", "boot token already spent", source)
+            self._pending(mac_raw, token, source, urls)
+            body = self.store.atomically(lambda tx: self._spend(tx, mac, token, source))
+        if body is None:
+            raise self._refuse(mac, "ignition-refused", "boot token already spent", source)
         self.metrics.tokens_consumed.inc()
         return body
+
+    def _spend(self, tx: Tx, mac: str, token: str | None, source: str | None) -> bytes | None:
+        """Serve the pending config of the machine's current token and spend the token;
+        None (and no write) unless the window, token and pending config all agree."""
+        now = self.clock()
+        current = tx.get_machine(mac)
+        stored = tx.get_pending_config(mac)
+        if current is None or stored is None or not self._window_ok(current, token, source, now):
+            return None
+        if stored.token_hash != current.token_hash:
+            return None
+        served = replace(
+            current,
+            token_consumed=True,
+            ip=current.window_address,
+            report_hash=stored.report_hash,
+            state=MachineState.INSTALLING,
+            updated=now,
+        )
+        tx.add_event(
+            Event(
+                current.id,
+                now,
+                "transition",
+                "secret config served over HTTPS; boot token spent",
+                source,
+                str(current.state),
+                str(MachineState.INSTALLING),
+                {"sha512": stored.sha512},
+            )
+        )
+        tx.delete_pending_config(current.id)
+        tx.put_machine(served)
+        self.hosts.issue_for_machine(tx, current.node_name, stored.agent_token_hash)
+        return stored.body
 
     def _pending(
         self, mac_raw: str, token: str | None, source: str | None, urls: ServerUrls
@@ -166,14 +169,13 @@ class Delivery:
         """The machine and the config rendered for its current token (rendered now if none)."""
         mac = self._mac(mac_raw)
         now = self.clock()
-        machine = self.store.get_machine(mac)
+        machine, existing = self.store.machine_and_pending(mac)
         if machine is None:
             raise self._refuse(mac, "ignition-refused", "unknown machine", source)
         if not self._window_ok(machine, token, source, now):
             raise self._refuse(
                 mac, "ignition-refused", self._why(machine, token, source, now), source
             )
-        existing = self.store.get_pending_config(mac)
         if existing is not None and existing.token_hash == machine.token_hash:
             return machine, existing
         group = match_group(self.settings.groups, machine.selector_view())

@@ -74,9 +74,15 @@ class EtcdTx(BmcKeys, UserRecords):
 
     def get_machine(self, machine_id: str) -> Machine | None:
         # The event counter comes along: most transactions that read a machine add an event.
-        # So does its BMC key: whether it has one decides its place in the discovered index.
+        # So does its BMC key (whether it has one decides its place in the discovered index)
+        # and its pending config (the stub and secret steps read it next): one round trip.
         machine_key = self.keys.machine(machine_id)
-        keys = [machine_key, self.keys.event_seq(machine_id), self.keys.bmc(machine_id)]
+        keys = [
+            machine_key,
+            self.keys.event_seq(machine_id),
+            self.keys.bmc(machine_id),
+            self.keys.pending(machine_id),
+        ]
         data = self.txn.get_many(keys)[machine_key]
         return machine_of(data) if data is not None else None
 
@@ -131,11 +137,11 @@ class EtcdTx(BmcKeys, UserRecords):
         return self._machines([last_segment(e.key) for e in entries])
 
     def registrations_since(self, since: float, source: str | None, limit: int) -> int:
-        """Machines registered after `since` (from `source`), counted up to `limit`.
-        Advisory (not checked at commit): concurrent registrations may overshoot a rate
-        limit by the number of transactions in flight."""
-        range_ = self.keys.created_after(since, source)
-        return len(self.txn.scan(*range_, limit=limit, keys_only=True))
+        """Machines registered after `since` (from `source`), counted up to `limit`, with the
+        ones this transaction registered. Advisory (not checked at commit): concurrent
+        registrations may overshoot a rate limit by the number of transactions in flight."""
+        # Counted by etcd (count_only): a storm's minute of registrations never travels.
+        return min(limit, self.txn.count(*self.keys.created_after(since, source)))
 
     def expired_windows(self, now: float, limit: int) -> list[Machine]:
         range_ = self.keys.windows_until(now)
@@ -193,7 +199,7 @@ class EtcdTx(BmcKeys, UserRecords):
 
     def _trim_alerts(self) -> None:
         start, end = self.keys.alerts
-        excess = self.txn.count(start, end) + len(self._new_alerts) - self._alerts_kept
+        excess = self.txn.count(start, end) - self._alerts_kept  # new alerts included
         if excess <= self._alerts_kept // 10:
             return
         stored = [e.key for e in self.txn.scan(start, end, limit=excess, keys_only=True)]
@@ -403,6 +409,12 @@ class EtcdStore:
 
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         return self._read(lambda tx: tx.get_pending_config(machine_id))
+
+    def machine_and_pending(self, machine_id: str) -> tuple[Machine | None, PendingConfig | None]:
+        def both(tx: EtcdTx) -> tuple[Machine | None, PendingConfig | None]:
+            return tx.get_machine(machine_id), tx.get_pending_config(machine_id)
+
+        return self._read(both)
 
     def get_agent_credential(self, host: str) -> AgentCredential | None:
         return self._read(lambda tx: tx.get_agent_credential(host))

@@ -157,10 +157,11 @@ class OptimisticTxn:
         return ordered[:limit] if limit else ordered
 
     def count(self, start: str, end: str) -> int:
-        """How many keys [start, end) held at the snapshot (not checked at commit)."""
+        """How many keys [start, end) held at the snapshot (not checked at commit), plus the
+        keys this transaction put there (taken as new: an index of records created once)."""
         result = self.gateway.range(start, end, revision=self.revision, count_only=True)
         self._pin(result.revision)
-        return result.count
+        return result.count + sum(1 for key in self._puts if start <= key < end)
 
     def _fetch_range(
         self, start: str, end: str, limit: int | None, descending: bool, keys_only: bool

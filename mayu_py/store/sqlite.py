@@ -746,6 +746,15 @@ class SqliteStore:
     def get_pending_config(self, machine_id: str) -> PendingConfig | None:
         return self._tx(self._connect()).get_pending_config(machine_id)
 
+    def machine_and_pending(self, machine_id: str) -> tuple[Machine | None, PendingConfig | None]:
+        conn = self._connect()
+        tx = self._tx(conn)
+        conn.execute("BEGIN")  # deferred: a read snapshot (WAL), no write lock
+        try:
+            return tx.get_machine(machine_id), tx.get_pending_config(machine_id)
+        finally:
+            conn.execute("COMMIT")
+
     def get_agent_credential(self, host: str) -> AgentCredential | None:
         return self._tx(self._connect()).get_agent_credential(host)
 

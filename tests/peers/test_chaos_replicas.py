@@ -1,19 +1,24 @@
-"""Chaos, bounded: a storm of simulated machines over two `mayu serve` replicas on a 3-member
-etcd cluster; mid-storm one replica and one etcd member are killed with SIGKILL. Machines
-move to the replica that answers, as a load balancer would send them. Afterwards every
-acknowledged registration, token consumption and report is in the store, and no boot
-token was accepted twice (not during the storm, not when tried again afterwards); the
-killed replica, started again, answers as the survivor does."""
+"""Chaos, bounded: storms of simulated machines over two `mayu serve` replicas on a 3-member
+etcd cluster, each with one fault mid-storm: one replica and one etcd member killed with
+SIGKILL; one etcd member stopped with SIGSTOP (a partition, as its peers and the replicas see
+it) until the storm has made progress without it, then resumed; the etcd leader moved to
+another member (etcdctl move-leader). Machines move to the replica that answers, as a load
+balancer would send them, while an operator approves twice as many controller candidates as
+the cluster allows, through both replicas. Afterwards every acknowledged registration, token
+consumption, report and controller approval is in the store, no boot token was accepted
+twice (not during the storm, not when tried again afterwards), exactly the configured
+controllers exist and no hostname is shared; a killed replica, started again, answers as the
+survivor does."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,29 +28,46 @@ import requests
 
 from tests.conftest import RunningServer, start_server
 from tests.support.etcd import EtcdCluster
+from tests.support.replicas import start_replicas
 
 pytestmark = pytest.mark.peer
 
 MACHINES = 40
 THREADS = 8
+CONTROLLERS = 3
+CANDIDATES = 2 * CONTROLLERS
 STORM_DEADLINE_S = 45.0
 _TOKEN = re.compile(r"token=([A-Za-z0-9_-]+)")
 CONFIG = {
-    "groups": [{"name": "storm", "profile": "worker", "selector": {}}],
+    # storm machines say serial=storm and are approved as workers by the first group;
+    # controller candidates say no serial and wait for the operator's approval as controllers
+    "groups": [
+        {"name": "storm", "profile": "worker", "selector": {"serial": "storm"}},
+        {
+            "name": "control",
+            "profile": "controller",
+            "selector": {"role": "controller", "rack": "chaos"},
+        },
+    ],
+    "cluster": {"controller_count": CONTROLLERS},
     "server": {"discovery": {"per_source_per_minute": 100_000, "per_minute": 1_000_000}},
-    "store": {"unavailable_after_seconds": 10},
+    # a stopped member is given up on after 2 s (not etcd's 7 s): the storm moves on
+    "store": {"unavailable_after_seconds": 10, "request_timeout_seconds": 2},
 }
 
 
 @dataclass
 class Ledger:
-    """What the machines were told: acknowledged steps and every secret handed out."""
+    """What the machines and the operator were told: acknowledged steps, every secret
+    handed out, every controller approval answered 200."""
 
     registered: set[str] = field(default_factory=set)
     consumed: dict[str, str] = field(default_factory=dict)  # mac -> token spent
     reported: set[str] = field(default_factory=set)
     interrupted: dict[str, str] = field(default_factory=dict)  # mac -> token lost in flight
     secrets_served: Counter[str] = field(default_factory=Counter)  # token -> 200s
+    controllers: set[str] = field(default_factory=set)
+    approvals: list[tuple[str, int, str]] = field(default_factory=list)  # mac, status, body
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -79,7 +101,7 @@ def _provision(fleet: Fleet, ledger: Ledger, index: int, deadline: float) -> Non
     turn = index
     while time.monotonic() < deadline:
         turn += 1
-        boot = fleet.call(turn, "GET", "/ipxe", params={"mac": mac})
+        boot = fleet.call(turn, "GET", "/ipxe", params={"mac": mac, "serial": "storm"})
         found = _TOKEN.search(boot.text) if boot is not None and boot.ok else None
         if found is None:
             continue
@@ -115,57 +137,161 @@ def _provision(fleet: Fleet, ledger: Ledger, index: int, deadline: float) -> Non
             return
 
 
-def test_a_storm_survives_a_killed_replica_and_etcd_member(tmp_path: Path) -> None:
-    cluster = EtcdCluster(tmp_path / "etcd").start()
-    replicas: list[RunningServer] = []
-    try:
-        url = cluster.url(f"/mayu-chaos-{uuid.uuid4().hex[:8]}/")
-        config = CONFIG | {"store": CONFIG["store"] | {"url": url}}
-        replicas.append(start_server(tmp_path / "a", config=config, workers=1))
-        (tmp_path / "b").mkdir()
-        shutil.copy(tmp_path / "a" / "replica.key", tmp_path / "b" / "replica.key")
-        replicas.append(start_server(tmp_path / "b", config=config, workers=1))
-        fleet, ledger = Fleet(replicas), Ledger()
-        deadline = time.monotonic() + STORM_DEADLINE_S
-        with ThreadPoolExecutor(THREADS) as pool:
-            futures = [pool.submit(_provision, fleet, ledger, i, deadline) for i in range(MACHINES)]
-            while len(ledger.reported) < MACHINES // 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            replicas[0].kill(signal.SIGKILL)  # kill -9 mid-storm: master, workers, listener
-            fleet.dead.add(0)
-            cluster.kill_member(cluster.members[0])
-            killed_at = len(ledger.reported)
-            for future in futures:
-                future.result()
-        took = time.monotonic() - deadline + STORM_DEADLINE_S
-        print(
-            f"storm: {len(ledger.reported)} reported, {len(ledger.interrupted)} interrupted, "
-            f"kills after {killed_at}, {took:.1f} s"
-        )
-        assert MACHINES // 4 <= killed_at < MACHINES  # the kills came mid-storm
-        # every machine got through in the end, but those whose secret fetch was in flight
-        # on the killed replica (a machine spends its token once, acknowledged or not)
-        assert len(ledger.interrupted) <= THREADS
-        assert len(ledger.reported) + len(ledger.interrupted) == MACHINES
+def _approve_controller(fleet: Fleet, ledger: Ledger, index: int, deadline: float) -> None:
+    """A candidate boots (discovered), then the operator approves it as a controller through
+    either replica until one answers: 200 (acknowledged) or 409 (the count is full)."""
+    mac = f"52:54:00:0d:00:{index:02x}"
+    auth = {"Authorization": f"Bearer {fleet.replicas[0].token}"}
+    turn = index
+    while time.monotonic() < deadline:
+        turn += 1
+        boot = fleet.call(turn, "GET", "/ipxe", params={"mac": mac})
+        if boot is None or not boot.ok:
+            continue
+        approval = fleet.call(
+            turn, "POST", f"/api/v1/machines/{mac}/approve", json={"role": "controller", "labels": {"rack": "chaos"}},
+            headers=auth,
+        )  # fmt: skip
+        if approval is None:
+            continue
+        with ledger.lock:
+            ledger.approvals.append((mac, approval.status_code, approval.text[:200]))
+            if approval.status_code == 200:
+                ledger.controllers.add(mac)
+        return
 
-        cluster.start_member(cluster.members[0])
-        cluster.wait_healthy()
-        survivor = replicas[1]
-        machines = {m["id"]: m for m in survivor.api("GET", "/api/v1/machines").json()["items"]}
-        assert ledger.registered <= machines.keys()
-        for mac in ledger.reported:
-            assert machines[mac]["state"] == "installed", machines[mac]
-        assert max(ledger.secrets_served.values()) == 1  # no token accepted twice
-        for mac, token in (ledger.consumed | ledger.interrupted).items():  # nor now
-            again = requests.get(
-                f"{survivor.url}/ignition", params={"mac": mac, "token": token}, timeout=30
-            )
-            assert again.status_code == 403, (mac, again.status_code)
-        # the killed replica comes back on its data dir and answers as the survivor does
-        replicas[0] = start_server(tmp_path / "a", config=config, workers=1)
-        for path in ("/api/v1/machines", f"/api/v1/machines/{sorted(machines)[0]}"):
-            assert replicas[0].api("GET", path).json() == survivor.api("GET", path).json()
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    started = EtcdCluster(tmp_path / "etcd").start()
+    try:
+        yield started
     finally:
-        for server in replicas:
+        started.stop()
+
+
+@pytest.fixture
+def store_url(cluster: EtcdCluster) -> str:
+    return cluster.url(f"/mayu-chaos-{uuid.uuid4().hex[:8]}/")
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, store_url: str) -> Iterator[list[RunningServer]]:
+    started = start_replicas(tmp_path, 2, _config(store_url))
+    try:
+        yield started
+    finally:
+        for server in started:
             server.kill(signal.SIGKILL)
-        cluster.stop()
+
+
+def _config(url: str) -> dict:
+    return CONFIG | {"store": CONFIG["store"] | {"url": url}}
+
+
+def _storm(fleet: Fleet, ledger: Ledger, fault: Callable[[], None]) -> int:
+    """Run the storm (and the controller approvals); `fault` once a quarter of the machines
+    reported. How many had reported when the fault came."""
+    deadline = time.monotonic() + STORM_DEADLINE_S
+    with ThreadPoolExecutor(THREADS) as pool:
+        futures = [
+            pool.submit(_approve_controller, fleet, ledger, i, deadline) for i in range(CANDIDATES)
+        ]
+        futures += [pool.submit(_provision, fleet, ledger, i, deadline) for i in range(MACHINES)]
+        while len(ledger.reported) < MACHINES // 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        at = len(ledger.reported)
+        fault()
+        for future in futures:
+            future.result()
+    took = time.monotonic() - deadline + STORM_DEADLINE_S
+    print(
+        f"storm: {len(ledger.reported)} reported, {len(ledger.interrupted)} interrupted, "
+        f"fault after {at}, {took:.1f} s"
+    )
+    assert MACHINES // 4 <= at < MACHINES  # the fault came mid-storm
+    return at
+
+
+def _check(survivor: RunningServer, ledger: Ledger) -> dict[str, dict]:
+    """The invariants, read back through `survivor`; the machines it lists."""
+    # every machine got through in the end, but those whose secret fetch was in flight on a
+    # killed replica (a machine spends its token once, acknowledged or not)
+    assert len(ledger.interrupted) <= THREADS
+    assert len(ledger.reported) + len(ledger.interrupted) == MACHINES
+    machines = {m["id"]: m for m in survivor.api("GET", "/api/v1/machines").json()["items"]}
+    assert ledger.registered <= machines.keys()
+    for mac in ledger.reported:
+        assert machines[mac]["state"] == "installed", machines[mac]
+    assert max(ledger.secrets_served.values()) == 1  # no token accepted twice
+    for mac, token in (ledger.consumed | ledger.interrupted).items():  # nor now
+        again = requests.get(
+            f"{survivor.url}/ignition", params={"mac": mac, "token": token}, timeout=30
+        )
+        assert again.status_code == 403, (mac, again.status_code)
+    controllers = {i for i, m in machines.items() if m["labels"].get("role") == "controller"}
+    assert len(controllers) == CONTROLLERS, ledger.approvals
+    assert ledger.controllers <= controllers
+    hostnames = [m["hostname"] for m in machines.values() if m["hostname"]]
+    assert len(hostnames) == len(set(hostnames)) >= MACHINES
+    return machines
+
+
+def test_a_storm_survives_a_killed_replica_and_etcd_member(
+    tmp_path: Path, cluster: EtcdCluster, store_url: str, replicas: list[RunningServer]
+) -> None:
+    fleet, ledger = Fleet(replicas), Ledger()
+
+    def kill() -> None:
+        replicas[0].kill(signal.SIGKILL)  # kill -9 mid-storm: master, workers, listener
+        fleet.dead.add(0)
+        cluster.kill_member(cluster.members[0])
+
+    _storm(fleet, ledger, kill)
+    cluster.start_member(cluster.members[0])
+    cluster.wait_healthy()
+    survivor = replicas[1]
+    machines = _check(survivor, ledger)
+    # the killed replica comes back on its data dir and answers as the survivor does
+    replicas[0] = start_server(tmp_path / "r0", config=_config(store_url), workers=1)
+    for path in ("/api/v1/machines", f"/api/v1/machines/{sorted(machines)[0]}"):
+        assert replicas[0].api("GET", path).json() == survivor.api("GET", path).json()
+
+
+def test_a_storm_survives_a_partitioned_etcd_member(
+    cluster: EtcdCluster, replicas: list[RunningServer]
+) -> None:
+    fleet, ledger = Fleet(replicas), Ledger()
+    during: list[int] = []
+
+    def partition() -> None:
+        member = cluster.members[0]  # the one the replicas ask first
+        cluster.pause_member(member)
+        try:
+            before = len(ledger.reported)
+            deadline = time.monotonic() + STORM_DEADLINE_S / 2
+            while len(ledger.reported) < before + MACHINES // 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            during.append(len(ledger.reported) - before)
+        finally:
+            cluster.resume_member(member)
+
+    _storm(fleet, ledger, partition)
+    assert during[0] >= MACHINES // 4  # the storm went on without the partitioned member
+    cluster.wait_healthy()
+    _check(replicas[1], ledger)
+
+
+def test_a_storm_survives_an_etcd_leader_change(
+    cluster: EtcdCluster, replicas: list[RunningServer]
+) -> None:
+    fleet, ledger = Fleet(replicas), Ledger()
+    leaders: list[str] = []
+
+    def move() -> None:
+        leaders.append(cluster.leader()[0].name)
+        leaders.append(cluster.move_leader().name)
+
+    _storm(fleet, ledger, move)
+    assert leaders[0] != leaders[1] == cluster.leader()[0].name
+    _check(replicas[0], ledger)

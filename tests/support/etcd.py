@@ -1,9 +1,10 @@
 """A real etcd cluster (Debian's `etcd-server`) of N members on 127.0.0.1 free ports, for peer
-tests and benchmarks: started, health-checked with bounded waits, members killed and restarted
-on demand, and every process reaped on stop."""
+tests and benchmarks: started, health-checked with bounded waits, members killed, paused and
+restarted on demand, leadership moved (etcdctl), and every process reaped on stop."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from mayu_py.pki.x509 import (
 )
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 START_TIMEOUT_S = 30.0
 
 
@@ -100,13 +102,21 @@ class EtcdMember:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    def _options(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {}
+        tls = self.tls
+        return {"verify": str(tls.ca), "cert": (str(tls.client_cert), str(tls.client_key))}
+
+    def metrics(self) -> str:
+        """The member's Prometheus exposition."""
+        reply = requests.get(f"{self.client_url}/metrics", timeout=5, **self._options())
+        reply.raise_for_status()
+        return reply.text
+
     def healthy(self) -> bool:
-        options: dict[str, Any] = {}
-        if self.tls is not None:
-            tls = self.tls
-            options = {"verify": str(tls.ca), "cert": (str(tls.client_cert), str(tls.client_key))}
         try:
-            reply = requests.get(f"{self.client_url}/health", timeout=1, **options)
+            reply = requests.get(f"{self.client_url}/health", timeout=1, **self._options())
             return reply.ok and reply.json().get("health") == "true"
         except (requests.RequestException, ValueError):
             return False
@@ -217,6 +227,67 @@ class EtcdCluster:
             os.killpg(member.process.pid, signal.SIGKILL)
         member.process.wait(timeout=15)
         member.process = None
+
+    def pause_member(self, member: EtcdMember) -> None:
+        """SIGSTOP: the member neither answers nor times out (a partition, as its peers and
+        clients see it); resume_member lets it catch up."""
+        assert member.process is not None
+        os.killpg(member.process.pid, signal.SIGSTOP)
+
+    def resume_member(self, member: EtcdMember) -> None:
+        assert member.process is not None
+        os.killpg(member.process.pid, signal.SIGCONT)
+
+    def _etcdctl(self, *args: str, members: list[EtcdMember] | None = None) -> str:
+        endpoints = ",".join(m.client_url for m in members or self.members)
+        command = [ETCDCTL, "--endpoints", endpoints, "--command-timeout", "10s", *args]
+        if self.tls is not None:
+            tls = self.tls
+            command += ["--cacert", str(tls.ca), "--cert", str(tls.client_cert)]
+            command += ["--key", str(tls.client_key)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def leader(self) -> tuple[EtcdMember, dict[str, int]]:
+        """The current leader, and every running member's raft id by name."""
+        running = [m for m in self.members if m.process is not None]
+        statuses = json.loads(self._etcdctl("endpoint", "status", "-w", "json", members=running))
+        ids: dict[str, int] = {}
+        leader_id = 0
+        for status in statuses:
+            member = next(m for m in running if m.client_url == status["Endpoint"])
+            ids[member.name] = int(status["Status"]["header"]["member_id"])
+            leader_id = int(status["Status"]["leader"])
+        return next(m for m in running if ids[m.name] == leader_id), ids
+
+    def move_leader(self) -> EtcdMember:
+        """`etcdctl move-leader` to another member (a leader change while clients write);
+        the new leader."""
+        leader, ids = self.leader()
+        target = next(m for m in self.members if m.name in ids and m is not leader)
+        self._etcdctl("move-leader", f"{ids[target.name]:x}", members=[leader])
+        return target
+
+    def counters(self) -> dict[str, int]:
+        """What the cluster has done so far, from the running members' /metrics: `requests`
+        (Range and Txn calls answered, summed over members: every round trip a client made)
+        and `writes` (raft proposals applied: one per write transaction, the same on every
+        member, so the highest value counts)."""
+        requests_, writes = 0, 0
+        for member in self.members:
+            if member.process is None:
+                continue
+            for line in member.metrics().splitlines():
+                name, _, value = line.rpartition(" ")
+                if name.startswith("grpc_server_handled_total{") and (
+                    'grpc_method="Range"' in name or 'grpc_method="Txn"' in name
+                ):
+                    requests_ += int(float(value))
+                elif name == "etcd_server_proposals_applied_total":
+                    writes = max(writes, int(float(value)))
+        return {"requests": requests_, "writes": writes}
 
     def stop(self) -> None:
         """Kill every member (test data is thrown away, so no graceful leader handover)."""

@@ -147,9 +147,11 @@ def test_delete_machine_takes_its_events_and_pending_config(store: Store) -> Non
 
     store.atomically(txn)
     assert store.get_pending_config(mac) == pending
+    assert store.machine_and_pending(mac) == (_machine(mac), pending)
     store.atomically(lambda tx: tx.delete_machine(mac))
     assert store.get_machine(mac) is None and store.events(mac) == []
     assert store.get_pending_config(mac) is None
+    assert store.machine_and_pending(mac) == (None, None)
 
 
 def test_hostnames_are_unique(store: Store) -> None:

@@ -42,6 +42,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
         ({"groups": [{"name": "g", "profile": "controller"}]}, "controllers are never chosen"),
         ({"server": {"tls": {"cert_file": "/x.pem"}}}, "go together"),
         ({"server": {"discovery": {"per_minute": 0}}}, "server.discovery.per_minute"),
+        ({"server": {"proxy_protocol_from": ["balancer"]}}, "server.proxy_protocol_from"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_field(

@@ -12,8 +12,12 @@ and is not counted. Steps (200 connections, one request per connection as iPXE m
   list of fresh MACs longer than a run gets through;
 - `ipxe-local`: installed machines ask `/ipxe` (a read: boot the local disk), for a duration;
 - `boot.ipxe`: the generic script, for a duration;
-- `ipxe-under-downloads`: `ipxe-new` while D slow downloads (each read at RATE) of an asset
-  hold connections on the asset listener (nginx: on itself);
+- `ipxe-light`: `ipxe-new` at LIGHT connections (10), well below saturation: the latency of a
+  script when the server is not queueing;
+- `ipxe-under-downloads`, `ipxe-light-under-downloads`: the same two while D slow downloads
+  (each read at RATE) of an asset hold connections on the asset listener (nginx: on itself);
+  the downloads' total MB/s and their reader's CPU share are printed (they run on the same
+  cores);
 - `assets`: an asset, unthrottled, 8 connections, bytes/s (mayu's asset listener vs nginx).
 
 Prints, per step and server, the median and range over the counted rounds of requests/s (or
@@ -21,10 +25,11 @@ MB/s) and of p99, errors, and the ratio to the empty app; then the peak PSS of e
 
     .venv/bin/python bench/wrk_boot.py [--rounds 4] [--warmup 1] [--machines 20000] [--duration 5]
                                       [--downloads 50] [--rate-mb 2] [--asset-mib 64]
-                                      [--code DIR]
+                                      [--code DIR] [--before DIR]
 
 --code DIR runs `mayu serve` from another checkout's source (PYTHONPATH=DIR, this venv's
-packages): the "before" figures of docs/benchmarks.md.
+packages); --before DIR runs one more `mayu serve` from DIR as the target `before`, in the same
+rounds as this tree's (before and after measured seconds apart, on the same machine load).
 """
 
 from __future__ import annotations
@@ -53,14 +58,13 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness.memory import PssSampler  # noqa: E402
 from bench.harness.wrk import WrkResult, run_wrk, write_inputs  # noqa: E402
-from tests.conftest import free_port, start_server  # noqa: E402
+from tests.conftest import RunningServer, free_port, start_server  # noqa: E402
 
 STORM_CONFIG = {
     "groups": [{"name": "storm", "profile": "worker", "selector": {}}],
     "server": {"discovery": {"per_source_per_minute": 100_000, "per_minute": 1_000_000}},
 }
 INSTALLED = 1000
-TARGETS = ("empty", "nginx", "mayu")
 ASSET = "lab/disk.img"
 
 
@@ -94,6 +98,7 @@ class SlowDownloads(threading.Thread):
         self.count, self.rate = count, rate
         self.stop = threading.Event()
         self.received = 0
+        self.cpu_s = 0.0  # this thread's CPU time: the load generator's share of the cores
 
     def _open(self, selector: selectors.BaseSelector) -> None:
         host, _, port = self.host.rpartition(":")
@@ -106,7 +111,8 @@ class SlowDownloads(threading.Thread):
         selector = selectors.DefaultSelector()
         for _ in range(self.count):
             self._open(selector)
-        chunk = max(int(self.rate / 50), 4096)
+        chunk = max(int(self.rate / 10), 4096)  # 10 reads a second each: pacing, not spinning
+        cpu_started = time.thread_time()
         while not self.stop.is_set():
             now = time.monotonic()
             for key, _ in selector.select(timeout=0.02):
@@ -120,7 +126,8 @@ class SlowDownloads(threading.Thread):
                     selector.unregister(key.fileobj)
                     key.fileobj.close()  # type: ignore[union-attr]
                     self._open(selector)
-            time.sleep(0.005)
+            time.sleep(0.02)
+        self.cpu_s = time.thread_time() - cpu_started
         for key in list(selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
 
@@ -195,8 +202,9 @@ def _bodies(url: str, root: Path, asset: Path) -> None:
     os.link(asset, root / "assets" / asset.parent.name / asset.name)
 
 
-def _fmt(values: list[float], unit: str = "") -> str:
-    return f"{statistics.median(values):8.1f}{unit} [{min(values):.1f}-{max(values):.1f}]"
+def _fmt(values: list[float], unit: str = "", digits: int = 1) -> str:
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:8.{digits}f}{unit} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
 def main() -> None:
@@ -206,78 +214,125 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=20000, help="MACs per new-machine run")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of timed steps")
     parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--light", type=int, default=10, help="connections of the light steps")
     parser.add_argument("--downloads", type=int, default=50)
     parser.add_argument("--rate-mb", type=float, default=2.0)
     parser.add_argument("--asset-mib", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--code", type=Path, help="run mayu serve from this checkout")
+    parser.add_argument(
+        "--before", type=Path, help="also run mayu serve from this checkout, in the same rounds"
+    )
     args = parser.parse_args()
-    if args.code:
-        os.environ["PYTHONPATH"] = str(args.code.resolve())
     work = Path(tempfile.mkdtemp(prefix="mayu-wrk-"))
     work.chmod(0o755)  # nginx workers run as www-data
-    asset = work / "data" / "assets" / ASSET
+    asset = work / "assets" / ASSET
     asset.parent.mkdir(parents=True)
     with open(asset, "wb") as out:
         out.truncate(args.asset_mib << 20)
-    assets_listen = f"127.0.0.1:{free_port()}"
-    extra: tuple[str, ...] = ("--assets-listen", assets_listen) if not args.code else ()
-    server = start_server(
-        work / "data", config=STORM_CONFIG, workers=args.workers, extra_args=extra
-    )
+    codes = {"mayu": args.code} | ({"before": args.before} if args.before else {})
+    servers: dict[str, RunningServer] = {}
     ports = {"empty": free_port(), "nginx": free_port()}
     try:
-        _seed_installed(work / "data" / "inventory.sqlite3")
-        _bodies(server.url, work / "bodies", asset)
+        asset_urls = {
+            name: _start_mayu(args, work, name, code, servers) for name, code in codes.items()
+        }
+        _bodies(servers["mayu"].url, work / "bodies", asset)
         with (
             _empty_app(work / "bodies", ports["empty"], args.workers) as empty_pgid,
             _nginx(work / "bodies", ports["nginx"]),
         ):
-            urls = {
-                "mayu": server.url,
+            urls = {name: server.url for name, server in servers.items()} | {
                 "empty": f"http://127.0.0.1:{ports['empty']}",
                 "nginx": f"http://127.0.0.1:{ports['nginx']}",
             }
-            asset_urls = {
-                "mayu": f"http://{assets_listen}/assets/{ASSET}"
-                if not args.code
-                else f"{server.url}/assets/{ASSET}",
-                "nginx": f"{urls['nginx']}/assets/{ASSET}",
-            }
-            pss = {"mayu": PssSampler(server.process.pid), "empty": PssSampler(empty_pgid)}
+            asset_urls["nginx"] = f"{urls['nginx']}/assets/{ASSET}"
+            pss = {name: PssSampler(server.process.pid) for name, server in servers.items()}
+            pss["empty"] = PssSampler(empty_pgid)
             for sampler in pss.values():
                 sampler.start()
-            results = _rounds(args, work, urls, asset_urls)
+            targets = ("empty", "nginx", *servers)
+            results, downloads = _rounds(args, work, urls, asset_urls, targets)
             peaks = {name: sampler.finish() for name, sampler in pss.items()}
     finally:
-        server.kill()
+        for server in servers.values():
+            server.kill()
         shutil.rmtree(work, ignore_errors=True)
-    _report(args, results, peaks)
+    _report(args, results, peaks, downloads, targets)
+
+
+def _start_mayu(
+    args: argparse.Namespace,
+    work: Path,
+    name: str,
+    code: Path | None,
+    servers: dict[str, RunningServer],
+) -> str:
+    """`mayu serve` (from `code`, a checkout, when given) on a data dir of its own with the
+    installed machines and the asset; returns the asset's URL (on the asset listener when
+    the checkout has one, else on its main listener)."""
+    data = work / name
+    (data / "assets" / ASSET).parent.mkdir(parents=True)
+    os.link(work / "assets" / ASSET, data / "assets" / ASSET)
+    split = code is None or "--assets-listen" in (code / "mayu_py/cli/serve.py").read_text()
+    assets_listen = f"127.0.0.1:{free_port()}"
+    extra = ("--assets-listen", assets_listen) if split else ()
+    if code is not None:
+        os.environ["PYTHONPATH"] = str(code.resolve())
+    try:
+        servers[name] = start_server(
+            data, config=STORM_CONFIG, workers=args.workers, extra_args=extra
+        )
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+    _seed_installed(data / "inventory.sqlite3")
+    base = f"http://{assets_listen}" if split else servers[name].url
+    return f"{base}/assets/{ASSET}"
 
 
 Results = dict[tuple[str, str], list[WrkResult]]
+# Per target, per counted round: the slow downloads' MB/s (all together) and the CPU share
+# (cores) their reading thread took.
+Downloads = dict[str, list[tuple[float, float]]]
 
 
 def _rounds(
-    args: argparse.Namespace, work: Path, urls: dict[str, str], asset_urls: dict[str, str]
-) -> Results:
+    args: argparse.Namespace,
+    work: Path,
+    urls: dict[str, str],
+    asset_urls: dict[str, str],
+    targets: tuple[str, ...],
+) -> tuple[Results, Downloads]:
     results: Results = {}
+    downloads: Downloads = {}
     prefix = 0x100
     for round_ in range(1 - args.warmup, args.rounds + 1):
-        for target in TARGETS:
+        for target in targets:
             runs: dict[str, WrkResult] = {}
             prefix += 1
             runs["ipxe-new"] = _new_machines(args, work, urls[target], prefix)
             local = [f"GET\t/ipxe?mac={_mac(0xFFFF, n)}" for n in range(INSTALLED)]
             runs["ipxe-local"] = _timed(args, work, urls[target], local)
             runs["boot.ipxe"] = _timed(args, work, urls[target], ["GET\t/boot.ipxe"])
+            prefix += 1
+            runs["ipxe-light"] = _new_machines(args, work, urls[target], prefix, args.light)
             if target in asset_urls:
                 slow = SlowDownloads(asset_urls[target], args.downloads, args.rate_mb * 1e6)
                 slow.start()
+                began = time.monotonic()
                 prefix += 1
                 runs["ipxe-under-downloads"] = _new_machines(args, work, urls[target], prefix)
+                prefix += 1
+                runs["ipxe-light-under-downloads"] = _new_machines(
+                    args, work, urls[target], prefix, args.light
+                )
                 slow.stop.set()
                 slow.join(10)
+                elapsed = time.monotonic() - began
+                if round_ > 0:
+                    downloads.setdefault(target, []).append(
+                        (slow.received / elapsed / 1e6, slow.cpu_s / elapsed)
+                    )
                 path = asset_urls[target].partition("/assets/")[2]
                 base = asset_urls[target].partition("/assets/")[0]
                 runs["assets"] = _timed(args, work, base, [f"GET\t/assets/{path}"], connections=8)
@@ -289,14 +344,16 @@ def _rounds(
                 f"{s} {r.rate:.0f}/s p99 {r.p99_ms:.0f} ms err {r.errors}"
                 for s, r in runs.items()
             ), flush=True)  # fmt: skip
-    return results
+    return results, downloads
 
 
-def _new_machines(args: argparse.Namespace, work: Path, url: str, prefix: int) -> WrkResult:
+def _new_machines(
+    args: argparse.Namespace, work: Path, url: str, prefix: int, connections: int | None = None
+) -> WrkResult:
     """New machines for `duration` seconds: a list of fresh MACs, long enough that a run
     rarely comes back to one (a MAC asked again mints a token again: a write too)."""
     lines = [f"GET\t/ipxe?mac={_mac(prefix, n)}" for n in range(args.machines)]
-    return _timed(args, work, url, lines)
+    return _timed(args, work, url, lines, connections)
 
 
 def _timed(
@@ -312,7 +369,13 @@ def _timed(
                    duration_s=args.duration)  # fmt: skip
 
 
-def _report(args: argparse.Namespace, results: Results, peaks: dict[str, int]) -> None:
+def _report(
+    args: argparse.Namespace,
+    results: Results,
+    peaks: dict[str, int],
+    downloads: Downloads,
+    targets: tuple[str, ...],
+) -> None:
     print(
         f"\n== wrk boot plane: {args.rounds} counted rounds (+{args.warmup} warm-up), "
         f"{args.connections} connections, {args.machines} new machines per run, "
@@ -322,7 +385,7 @@ def _report(args: argparse.Namespace, results: Results, peaks: dict[str, int]) -
     steps = dict.fromkeys(step for step, _ in results)
     for step in steps:
         empty = results.get((step, "empty"))
-        for target in TARGETS:
+        for target in targets:
             runs = results.get((step, target))
             if not runs:
                 continue
@@ -332,13 +395,20 @@ def _report(args: argparse.Namespace, results: Results, peaks: dict[str, int]) -
                 rate = _fmt([r.rate for r in runs], "/s")
             ratio = ""
             if empty and target != "empty":
-                share = statistics.median(r.rate for r in runs) / statistics.median(
-                    r.rate for r in empty
-                )
-                ratio = f" = {share:.2f}x empty"
+                # Each round's own ratio (the servers ran seconds apart), then their median.
+                shares = [r.rate / e.rate for r, e in zip(runs, empty, strict=True) if e.rate]
+                ratio = f" = {_fmt(shares, 'x', 2).strip()} empty per round"
+            before = results.get((step, "before"))
+            if before and target == "mayu":
+                gains = [r.rate / b.rate for r, b in zip(runs, before, strict=True) if b.rate]
+                ratio += f", {_fmt(gains, 'x', 2).strip()} before"
             errors = sum(r.errors for r in runs)
             p99 = _fmt([r.p99_ms for r in runs], " ms")
             print(f"{step:21} {target:5} {rate}{ratio}  p99 {p99}  errors {errors}")
+    for target, figures in downloads.items():
+        rates = _fmt([r for r, _ in figures], " MB/s")
+        cpus = _fmt([c for _, c in figures], "", 2)
+        print(f"slow downloads from {target}: {rates} in all, their reader's CPU {cpus} cores")
     print("peak PSS: " + ", ".join(f"{name} {mib} MiB" for name, mib in peaks.items()))
 
 

@@ -36,6 +36,7 @@ from mayu_py.model import (
     default_hostname,
 )
 from mayu_py.server.addresses import same_address
+from mayu_py.server.boot_cache import VersionedCache
 from mayu_py.server.matching import match_group
 from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.tokens import new_token, token_hash
@@ -107,14 +108,21 @@ class BootService:
         self.lease_of = lease_of  # full DHCP: the address our dnsmasq leased to a MAC
         self.clock = clock
         self.metrics = metrics or ServerMetrics()
+        self.cache: VersionedCache[BootAnswer] = VersionedCache()
 
     def answer(self, identity: Identity, source: str | None) -> BootAnswer:
         """The boot answer for a machine presenting `identity` from address `source`."""
+        version = self.store.state_version()  # before the read it vouches for
+        cached = self.cache.get(version, identity)
+        if cached is not None:
+            return cached
         now = self.clock()
         known = self.store.get_machine(identity.mac)
         if known is not None:
             quick = self._read_only_answer(known, identity, now)
             if quick is not None:
+                if quick.machine.state != MachineState.DISCOVERED:  # not on the clock either
+                    self.cache.put(version, identity, quick)
                 return quick
         lease = self.lease_of(identity.mac) if self.lease_of else None
         token = new_token()
@@ -130,6 +138,8 @@ class BootService:
     def _read_only_answer(
         self, machine: Machine, identity: Identity, now: float
     ) -> BootAnswer | None:
+        """The answer when it is a read; it follows from the machine's record alone (and may
+        be cached with it), except a discovered machine's, which also depends on the clock."""
         if identity.mismatch(machine) or machine.window_expires is not None:
             return None
         if machine.state in LOCAL_BOOT_STATES:
@@ -146,16 +156,34 @@ class BootService:
     def _decide(
         self, tx: Tx, identity: Identity, source: str | None, lease: str | None, token: str
     ) -> BootAnswer | None:
+        """The answer, the machine written once whatever steps it took (discovered,
+        approved, window opened: one row write, not three)."""
         now = self.clock()
         expire_windows(tx, now)
-        machine = tx.get_machine(identity.mac)
+        stored = tx.get_machine(identity.mac)
         if self.settings.dhcp.mode == "full" and not same_address(source, lease):
-            return self._not_from_lease(tx, identity.mac, machine, source, lease, now)
+            return self._not_from_lease(tx, identity.mac, stored, source, lease, now)
+        machine = stored or self._discover(tx, identity, source, now)
         if machine is None:
-            machine = self._discover(tx, identity, source, now)
-            if machine is None:
-                return None
-        elif mismatch := identity.mismatch(machine):
+            return None
+        answer = self._advance(tx, machine, identity, source, lease, token, now)
+        if answer.machine is not stored:
+            tx.put_machine(answer.machine)
+        return answer
+
+    def _advance(
+        self,
+        tx: Tx,
+        machine: Machine,
+        identity: Identity,
+        source: str | None,
+        lease: str | None,
+        token: str,
+        now: float,
+    ) -> BootAnswer:
+        """The steps a machine takes on this request (events recorded, the machine not
+        written): its answer carries the machine as it ends."""
+        if mismatch := identity.mismatch(machine):
             tx.add_event(
                 Event(
                     machine.id,
@@ -172,11 +200,10 @@ class BootService:
             group = self._group(machine)
             if group is None:
                 if now - machine.updated >= self.settings.server.discovery.ttl_seconds / 4:
-                    tx.put_machine(replace(machine, updated=now))
+                    machine = replace(machine, updated=now)
                 return BootAnswer(BootKind.WAIT, machine, "discovered: waiting for approval")
-            machine = approve(
-                tx, machine, group, self.settings, f"config group {group.name}", source, now
-            )
+            cause = f"config group {group.name}"
+            machine = approve(tx, machine, group, self.settings, cause, source, now, write=False)
             if machine.state != MachineState.CONFIGURED:
                 return BootAnswer(BootKind.WAIT, machine, "approval refused")
         if machine.state == MachineState.CONFIGURED:
@@ -226,7 +253,6 @@ class BootService:
                 {"uuid": identity.uuid, "serial": identity.serial},
             )
         )
-        tx.put_machine(machine)
         log.info("discovered machine mac=%s source=%s", machine.id, source)
         return machine
 
@@ -279,7 +305,6 @@ class BootService:
                 details={"address": bound, "expires": expires, "profile": group.profile},
             )
         )
-        tx.put_machine(machine)
         profile = self.settings.profiles[group.profile]
         return BootAnswer(BootKind.INSTALL, machine, "provisioning", token, profile)
 
@@ -323,9 +348,12 @@ def approve(
     source: str | None,
     now: float,
     labels: dict[str, str] | None = None,
+    write: bool = True,
 ) -> Machine:
-    """Move a discovered machine to configured under `group` (with the operator's `labels`);
-    a controller beyond the cluster's controller_count is refused (recorded, unchanged)."""
+    """Move a discovered machine to configured under `group` (with the operator's `labels`),
+    its events recorded, and write it (with `write=False` the caller writes it, once, with
+    whatever else its request changes); a controller beyond the cluster's controller_count is
+    refused (recorded, unchanged)."""
     role = settings.profiles[group.profile].role
     if role == "controller":
         named = tx.count_with_role("controller") - (machine.role == "controller")
@@ -341,7 +369,7 @@ def approve(
                 )
             )
             return machine
-    approved = replace(
+    result = replace(
         machine,
         labels={**machine.labels, **(labels or {}), ROLE_LABEL: role},
         profile=group.profile,
@@ -360,8 +388,9 @@ def approve(
             {"group": group.name, "role": role},
         )
     )
-    tx.put_machine(approved)
-    return approved
+    if write:
+        tx.put_machine(result)
+    return result
 
 
 def expire_windows(tx: Tx, now: float) -> None:

@@ -30,7 +30,7 @@ from mayu_py.model import (
 )
 from mayu_py.server.boot_service import ROLE_LABEL, approve, expire_windows
 from mayu_py.server.hosts import HostService
-from mayu_py.server.listing import decode_token, page, parse_selector, selected
+from mayu_py.server.listing import decode_token, encode_token, page, parse_selector, selected
 from mayu_py.server.matching import match_group
 from mayu_py.server.power import PowerService
 from mayu_py.store import Store, Tx
@@ -38,6 +38,8 @@ from mayu_py.store import Store, Tx
 log = logging.getLogger(__name__)
 
 ROLES = ("controller", "worker")
+# A page of the inventory is read from the store this many machines at a time (at least).
+PAGE_BATCH = 500
 _LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
 _LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 REINSTALLABLE = frozenset(
@@ -112,8 +114,20 @@ class MachineService:
         terms = parse_selector(selector)
         start = decode_token(after) if after else None
         self.store.atomically(lambda tx: expire_windows(tx, self.clock()))
-        machines = [m for m in self.store.list_machines(state) if selected(terms, m.labels)]
-        return page(machines, lambda m: m.id, limit, start)
+        if limit is None:
+            machines = [m for m in self.store.list_machines(state) if selected(terms, m.labels)]
+            return page(machines, lambda m: m.id, None, start)
+        # Read a page from the store (and more while a selector leaves it short), never all.
+        shown: list[Machine] = []
+        batch_size = max(limit + 1, PAGE_BATCH)
+        while len(shown) <= limit:
+            batch = self.store.machines_after(start, batch_size, state)
+            shown += [m for m in batch if selected(terms, m.labels)]
+            if len(batch) < batch_size:
+                break  # the end of the inventory
+            start = batch[-1].id
+        more = len(shown) > limit
+        return shown[:limit], encode_token(shown[limit - 1].id) if more else None
 
     def approve(
         self, machine_id: str, role: str, labels: dict[str, str], source: str | None

@@ -14,7 +14,7 @@ happens after `atomically` returns.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -163,7 +163,20 @@ class Store(Protocol):
 
     def get_machine(self, machine_id: str) -> Machine | None: ...
 
+    def state_version(self) -> Hashable | None:
+        """A value that changes whenever anyone commits anything to the store, read before
+        what it vouches for (an answer read after it is valid while it stays the same);
+        None when the backend has no cheap one (then nothing may be cached)."""
+        ...
+
     def list_machines(self, state: str | None = None) -> list[Machine]: ...
+
+    def machines_after(
+        self, after: str | None, limit: int, state: str | None = None
+    ) -> list[Machine]:
+        """Up to `limit` machines (in `state`) whose id sorts after `after`, in id order: a
+        page of the inventory (SQLite: at a cost that does not grow with it)."""
+        ...
 
     def machine_counts(self) -> dict[str, int]:
         """How many machines are in each state (states with none are left out)."""

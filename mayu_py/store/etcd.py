@@ -365,10 +365,23 @@ class EtcdStore:
     def get_machine(self, machine_id: str) -> Machine | None:
         return self._read(lambda tx: tx.get_machine(machine_id))
 
+    def state_version(self) -> None:
+        """No cheap version here: the cluster's revision is a round trip, as costly as the
+        read it would save, so nothing read from etcd is cached."""
+        return None
+
     def list_machines(self, state: str | None = None) -> list[Machine]:
         entries = self._read(lambda tx: tx.txn.scan(*self.keys.machines))
         machines = [machine_of(e.data) for e in entries]
         return [m for m in machines if state is None or str(m.state) == state]
+
+    def machines_after(
+        self, after: str | None, limit: int, state: str | None = None
+    ) -> list[Machine]:
+        """Read from the whole machines range (keys are not in id order): each page costs a
+        full read here, which the inventory sizes etcd is chosen for keep small."""
+        machines = sorted(self.list_machines(state), key=lambda m: m.id)
+        return [m for m in machines if after is None or m.id > after][:limit]
 
     def machine_counts(self) -> dict[str, int]:
         return dict(Counter(str(m.state) for m in self.list_machines()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -29,6 +30,9 @@ from mayu_py.store.sqlite_users import UserRows
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
+
+# Numbers the connections this process opens (a state version names its connection).
+_CONNECTIONS = itertools.count()
 
 # How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -201,7 +205,19 @@ _MACHINE_COLUMNS = (
 _UPDATED_COLUMNS = [c.strip() for c in _MACHINE_COLUMNS.split(",") if c.strip() != "id"] + ["role"]
 _MACHINE_PLACEHOLDERS = ", ".join("?" * (_MACHINE_COLUMNS.count(",") + 1))
 
+_PUT_MACHINE = (
+    f"INSERT INTO machines ({_MACHINE_COLUMNS}, role) VALUES ({_MACHINE_PLACEHOLDERS}, ?) "
+    "ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED_COLUMNS)
+)
+_GET_MACHINE = f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE id = ?"
+
 _REFUSALS = "(" + ", ".join(f"'{kind}'" for kind in sorted(REFUSAL_EVENTS)) + ")"
+# The retention DELETE of one machine's events, by budget (refusals: True, the rest: False).
+_TRIM_EVENTS = {
+    refusals: f"DELETE FROM events WHERE machine_id = ? AND {budget} AND seq <= (SELECT seq "
+    f"FROM events WHERE machine_id = ? AND {budget} ORDER BY seq DESC LIMIT 1 OFFSET ?)"
+    for refusals, budget in ((True, f"kind IN {_REFUSALS}"), (False, f"kind NOT IN {_REFUSALS}"))
+}
 _EVENT_COLUMNS = "seq, machine_id, time, kind, cause, source, from_state, to_state, details"
 
 
@@ -286,22 +302,21 @@ class _SqliteTx(BmcRows, UserRows):
         self._conn = conn
         self._events_kept = events_kept
         self._alerts_kept = alerts_kept
+        # (machine, refusal budget) whose events grew in this transaction: trimmed once each
+        # before it commits, not once per event.
+        self._to_trim: set[tuple[str, bool]] = set()
 
     # -- machines ---------------------------------------------------------------------------
 
     def get_machine(self, machine_id: str) -> Machine | None:
-        row = self._conn.execute(
-            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE id = ?", (machine_id,)
-        ).fetchone()
+        row = self._conn.execute(_GET_MACHINE, (machine_id,)).fetchone()
         return _machine_from_row(row) if row else None
 
     def put_machine(self, machine: Machine) -> None:
         """Insert or update by id; a hostname another machine has is a Conflict (409)."""
         try:
             self._conn.execute(
-                f"INSERT INTO machines ({_MACHINE_COLUMNS}, role) "
-                f"VALUES ({_MACHINE_PLACEHOLDERS}, ?) ON CONFLICT(id) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED_COLUMNS),
+                _PUT_MACHINE,
                 (
                     machine.id,
                     machine.mac,
@@ -396,7 +411,7 @@ class _SqliteTx(BmcRows, UserRows):
             "details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             _event_values(event),
         )
-        self._trim_events(event)
+        self._to_trim.add((event.machine_id, event.kind in REFUSAL_EVENTS))
 
     def restore_event(self, event: Event) -> None:
         """Events are numbered across machines here: an event keeps its number when no
@@ -419,16 +434,14 @@ class _SqliteTx(BmcRows, UserRows):
             "to_state, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (None if taken else event.seq, *_event_values(event)),
         )
-        self._trim_events(event)
+        self._to_trim.add((event.machine_id, event.kind in REFUSAL_EVENTS))
 
-    def _trim_events(self, event: Event) -> None:
-        same_budget = f"kind {'IN' if event.kind in REFUSAL_EVENTS else 'NOT IN'} {_REFUSALS}"
-        self._conn.execute(
-            f"DELETE FROM events WHERE machine_id = ? AND {same_budget} AND seq <= (SELECT seq "
-            f"FROM events WHERE machine_id = ? AND {same_budget} ORDER BY seq DESC LIMIT 1 "
-            "OFFSET ?)",
-            (event.machine_id, event.machine_id, self._events_kept),
-        )
+    def trim_events(self) -> None:
+        """Keep the newest `events_kept` events of each machine (and budget) that got events
+        in this transaction: run once, before it commits."""
+        for machine_id, refusals in self._to_trim:
+            self._conn.execute(_TRIM_EVENTS[refusals], (machine_id, machine_id, self._events_kept))
+        self._to_trim.clear()
 
     def add_alert(self, event: Event) -> None:
         """Record an event about no enrolled machine (unknown MAC, refused request); only the
@@ -599,6 +612,7 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             sqlite_writer.prepare(conn)
+            self._local.serial = next(_CONNECTIONS)
             self._local.writer = sqlite_writer.WriterLock(self.path)
             self._local.pid = os.getpid()
             self._local.conn = conn
@@ -659,7 +673,9 @@ class SqliteStore:
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable.from_error(self.path, exc) from exc
         try:
-            result = fn(self._tx(conn))
+            tx = self._tx(conn)
+            result = fn(tx)
+            tx.trim_events()
         except sqlite3.OperationalError as exc:
             conn.execute("ROLLBACK")
             raise StoreUnavailable.from_error(self.path, exc) from exc
@@ -676,10 +692,29 @@ class SqliteStore:
     def get_machine(self, machine_id: str) -> Machine | None:
         return self._tx(self._connect()).get_machine(machine_id)
 
+    def state_version(self) -> tuple[int, int, int]:
+        """This thread's connection (its number in the process), SQLite's `data_version` on
+        it (moves when any other connection, in any process, commits) and its own commits
+        (which `data_version` does not count)."""
+        conn = self._connect()
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        return self._local.serial, version, self._local.writer.commits
+
     def list_machines(self, state: str | None = None) -> list[Machine]:
         where, args = ("WHERE state = ?", (state,)) if state else ("", ())
         rows = self._connect().execute(
             f"SELECT {_MACHINE_COLUMNS} FROM machines {where} ORDER BY id", args
+        )
+        return [_machine_from_row(r) for r in rows.fetchall()]
+
+    def machines_after(
+        self, after: str | None, limit: int, state: str | None = None
+    ) -> list[Machine]:
+        """By the primary key from `after` on (a state filters the rows it walks)."""
+        where, args = ("AND state = ?", (state,)) if state else ("", ())
+        rows = self._connect().execute(
+            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE id > ? {where} ORDER BY id LIMIT ?",
+            (after or "", *args, limit),
         )
         return [_machine_from_row(r) for r in rows.fetchall()]
 

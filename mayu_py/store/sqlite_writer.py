@@ -38,7 +38,7 @@ class WriterLock:
     def __init__(self, store: Path) -> None:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         self._fd = os.open(lock_path(store), flags, 0o600)
-        self._commits = 0
+        self.commits = 0
 
     def acquire(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -46,8 +46,8 @@ class WriterLock:
     def release(self, committed: bool) -> bool:
         """Release the lock; True when this connection is due for a checkpoint."""
         fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._commits += committed
-        return committed and self._commits % CHECKPOINT_EVERY == 0
+        self.commits += committed
+        return committed and self.commits % CHECKPOINT_EVERY == 0
 
     def close(self) -> None:
         os.close(self._fd)

@@ -88,12 +88,14 @@ def test_the_wrk_bench_measures_every_step_on_every_server() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     rows = re.findall(r"^(\S+) +(empty|nginx|mayu) +([\d.]+)[/ ].* errors (\d+)$", run.stdout, re.M)
     measured = {(step, target) for step, target, rate, errors in rows if float(rate) > 0}
+    downloads = ("ipxe-under-downloads", "ipxe-light-under-downloads", "assets")
     assert measured == {
         (step, target)
-        for step in ("ipxe-new", "ipxe-local", "boot.ipxe", "ipxe-under-downloads", "assets")
+        for step in ("ipxe-new", "ipxe-local", "boot.ipxe", "ipxe-light", *downloads)
         for target in ("empty", "nginx", "mayu")
-        if target != "empty" or step not in ("ipxe-under-downloads", "assets")
+        if target != "empty" or step not in downloads
     }, run.stdout
+    assert re.search(r"^slow downloads from mayu: +[\d.]+ MB/s .+ cores$", run.stdout, re.M)
     assert {int(errors) for *_, errors in rows} == {0}, run.stdout
     assert re.search(r"^peak PSS: mayu [1-9]\d* MiB, empty [1-9]\d* MiB$", run.stdout, re.M)
 
@@ -124,6 +126,18 @@ def test_the_ingress_reload_bench_keeps_its_held_session() -> None:
         r"held session survived: yes\n",
         run.stdout,
     ), run.stdout
+
+
+def test_the_inventory_bench_walks_every_page() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "inventory_pages.py"), "--machines", "700",
+         "--limit", "50", "--rounds", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^inventory: 700 machines, .+ \[20\] kept", run.stdout, re.M), run.stdout
+    walks = re.findall(r"^round 1 (\S+) +(\d+) pages of 50, (\d+) machines", run.stdout, re.M)
+    assert walks == [("all", "14", "700"), ("rack=r3", "2", "100")], run.stdout
 
 
 def test_the_mixed_storm_runs_every_kind_alone_and_mixed_with_downloads() -> None:

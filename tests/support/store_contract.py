@@ -56,6 +56,22 @@ def test_put_get_list(store: Store) -> None:
     assert [m.id for m in store.machines_with_role("controller")] == ["52:54:00:00:00:01"]
 
 
+def test_machines_after_pages_in_id_order(store: Store) -> None:
+    macs = [f"52:54:00:00:01:{n:02x}" for n in range(7)]
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        for n, mac in enumerate(reversed(macs)):
+            state = MachineState.RUNNING if n % 2 else MachineState.DISCOVERED
+            tx.put_machine(replace(_machine(mac), state=state))
+
+    store.atomically(txn)
+    assert [m.id for m in store.machines_after(None, 3)] == macs[:3]
+    assert [m.id for m in store.machines_after(macs[2], 3)] == macs[3:6]
+    assert [m.id for m in store.machines_after(macs[5], 3)] == macs[6:]
+    running = [m.id for m in store.list_machines("running")]
+    assert [m.id for m in store.machines_after(running[0], 10, "running")] == running[1:]
+
+
 def test_machine_counts_by_state(store: Store) -> None:
     assert store.machine_counts() == {}
 

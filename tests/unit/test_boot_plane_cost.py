@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from mayu_py.model import Machine as StoredMachine
 from mayu_py.model import MachineState
-from mayu_py.store.sqlite import SqliteStore
+from mayu_py.store.sqlite import SqliteStore, _SqliteTx
 from tests.support.flask_app import Machine, make_app, services_of
 
 INVENTORY = 300
@@ -108,3 +108,27 @@ def test_an_installed_machine_booting_its_disk_writes_nothing(client: FlaskClien
     mac = CONTROLLER.replace("-", ":")
     store.atomically(lambda tx: tx.put_machine(tx.get_machine(mac)))
     assert watcher.execute("PRAGMA data_version").fetchone()[0] != version
+
+
+def test_a_new_machine_is_written_once_and_trimmed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovered, approved by its group and given a window in one request: one write of
+    its row and one retention pass over its three events, not three of each."""
+    group = {"name": "all", "profile": "worker", "selector": {}}
+    client = make_app(tmp_path, {("groups",): [group]}).test_client()
+    calls: list[str] = []
+    for name in ("put_machine", "add_event", "trim_events"):
+        original = getattr(_SqliteTx, name)
+
+        def counted(self, *args, _name=name, _original=original):  # type: ignore[no-untyped-def]
+            calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(_SqliteTx, name, counted)
+    _, statements = _traced(client)
+    status, script = Machine(client, "52-54-00-78-00-0a").ipxe()
+    assert status == 200 and "token=" in script
+    assert sorted(calls) == ["add_event"] * 3 + ["put_machine", "trim_events"]
+    trims = [s for s in statements if s.startswith("DELETE FROM events")]
+    assert len(trims) == 1

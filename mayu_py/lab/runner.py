@@ -114,8 +114,6 @@ def _refuse_if_up() -> None:
 
 
 def _check_libvirt_vms(opts: UpOptions) -> None:
-    if opts.firmware != "bios":
-        raise ConfigError("--vms libvirt: only --firmware bios so far (UEFI: --vms qemu)")
     if opts.bmc == "redfish" and shutil.which(SUSHY_EMULATOR) is None:
         raise ConfigError("sushy-emulator not found: pip install sushy-tools")
     if opts.bmc == "ipmi" and shutil.which(VBMCD) is None:

@@ -115,16 +115,19 @@ def _undefine_foreign() -> bool:
         conn.close()
 
 
-def _up(lab: Lab, bmc: str) -> tuple[LabState, Path]:
-    """`mayu lab up --vms libvirt --bmc BMC` with one machine; (state, the machine's disk)."""
+def _up(lab: Lab, bmc: str, firmware: str = "bios") -> tuple[LabState, Path]:
+    """`mayu lab up --vms libvirt --bmc BMC --firmware FIRMWARE` with one machine; (state,
+    the machine's disk)."""
     started = time.monotonic()
-    up = lab.mayu(*lab.up_args(1, timeout=300), "--vms", "libvirt", "--bmc", bmc, timeout=420)
-    print(f"\nmayu lab up --vms libvirt --bmc {bmc}: {time.monotonic() - started:.1f} s")
+    options = ("--vms", "libvirt", "--bmc", bmc, "--firmware", firmware)
+    up = lab.mayu(*lab.up_args(1, timeout=300), *options, timeout=420)
+    print(f"\nmayu lab up {' '.join(options)}: {time.monotonic() - started:.1f} s")
     assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{lab.serve_log()[-3000:]}"
     assert "all 1 machine(s) running from disk" in up.stdout
     _host_side_has_no_lab_address()
     state = lab.state()
     assert state.vm_driver == "libvirt" and state.bmc_protocol == bmc and state.bmc_pid
+    assert state.firmware == firmware
     return state, lab.data_dir / "lab" / "machines" / f"{M.name}.qcow2"
 
 
@@ -221,3 +224,19 @@ def test_an_ipmi_machine_is_powered_on_through_vbmc_and_runs_from_disk(lab: Lab)
         assert bmc["protocol"] == "ipmi" and bmc["ipmi_cipher_suite"] == 3
         assert "password" not in bmc
         _installed_and_running_from_disk(lab, client, disk)
+
+
+def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> None:
+    """OVMF: the NIC's iPXE installs, the reboot gets the local-boot script (`exit`) and
+    OVMF goes on to the disk's GRUB; the machine's own UEFI variables go with `down`."""
+    state, disk = _up(lab, "redfish", "uefi")
+    nvram = disk.with_name(f"{M.name}.OVMF_VARS.fd")
+    assert nvram.exists()
+    with InNamespace(topo.NAMESPACE) as ns:
+        _installed_and_running_from_disk(lab, LabClient(ns, state.url, state.token), disk)
+    console = lab.console(M)
+    local_boot = console.index(": booting its disk")  # the local-boot script, then `exit`
+    assert "GRUB" in console[local_boot:], console[local_boot:]
+    down = lab.mayu("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not nvram.exists() and not disk.exists()

@@ -5,7 +5,8 @@ server's inventory and powers it on. It PXE-boots, installs to its disk, reboots
 the disk with its own report credential (no second token) and reports `running`; powered off
 and on through the BMC it boots from its disk again; `mayu lab ctl reinstall` through Redfish
 rewrites the disk with exactly one new token; with `--bmc ipmi` (vbmc) the same power-on,
-install and disk boot through IPMI. `mayu lab down` finds and removes the domain,
+install, disk boot and reinstall through IPMI; with `--firmware uefi` (OVMF) the install and
+the disk boot after the local-boot script's `exit`. `mayu lab down` finds and removes the domain,
 disk, emulator, bridge and veth without the state file, and nothing else.
 Run under `flock /tmp/mayu-vm.lock`.
 """
@@ -216,14 +217,20 @@ def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -
         assert _undefine_foreign(), "down removed a domain that is not the lab's"
 
 
-def test_an_ipmi_machine_is_powered_on_through_vbmc_and_runs_from_disk(lab: Lab) -> None:
+def test_an_ipmi_machine_installs_and_reinstalls_through_vbmc(lab: Lab) -> None:
+    """Powered on, installed and reinstalled through IPMI: the reinstall's disk-again step
+    power-cycles (vbmc's PXE override leaves the NIC as the only boot device)."""
     state, disk = _up(lab, "ipmi")
     with InNamespace(topo.NAMESPACE) as ns:
         client = LabClient(ns, state.url, state.token)
         bmc = client.request("GET", f"/api/v1/machines/{M.mac}/bmc")
         assert bmc["protocol"] == "ipmi" and bmc["ipmi_cipher_suite"] == 3
         assert "password" not in bmc
-        _installed_and_running_from_disk(lab, client, disk)
+        first_id = _installed_and_running_from_disk(lab, client, disk)
+        seen = len(client.events(M.mac))
+        _reinstall_rewrites_the_disk(lab, client, disk, first_id)
+        disk_boot = [e for e in client.events(M.mac)[seen:] if e["kind"] == "power-acknowledged"]
+        assert [e["details"]["action"] for e in disk_boot] == ["reinstall", "disk-boot"]
 
 
 def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> None:

@@ -2,10 +2,10 @@
 
 Each machine is a persistent domain `mayu-lab-labN` (TCG unless the lab chose KVM; SeaBIOS
 printing on the serial console, or OVMF with `--firmware uefi`; boot order network, then
-disk) with a blank qcow2 disk the
-lab installer writes, one virtio NIC on the host's address-less lab bridge (RECIPES.md 12)
-and the machine's fixed identity (MAC, SMBIOS uuid and serial). Persistent and with a NIC and
-a disk, because the Redfish emulator needs both for its Pxe/Hdd boot targets (RECIPES.md 15).
+disk) with a blank qcow2 disk the lab installer writes, one virtio NIC on the host's
+address-less lab bridge (RECIPES.md 12) and the machine's fixed identity (MAC, SMBIOS uuid
+and serial). Persistent and with a NIC and a disk, because the Redfish emulator needs both
+for its Pxe/Hdd boot targets (RECIPES.md 15).
 
 A domain is the lab's when it carries the lab's metadata element (`virt.ownership.LAB_NS`,
 owner `mayu-lab`): `remove_lab_domains` deletes exactly those, through the same
@@ -58,8 +58,9 @@ def disk_path(work: Path, m: topo.LabMachine) -> Path:
     return machines_dir(work) / f"{m.name}.qcow2"
 
 
-def nvram_path(work: Path, m: topo.LabMachine) -> Path:
-    return machines_dir(work) / f"{m.name}{UEFI_VARS_SUFFIX}"
+def nvram_path(disk: Path) -> Path:
+    """The machine's UEFI variable store, beside its disk (labN.OVMF_VARS.fd)."""
+    return disk.with_suffix(UEFI_VARS_SUFFIX)
 
 
 def console_path(work: Path, m: topo.LabMachine) -> Path:
@@ -101,7 +102,7 @@ def domain_xml(
     _sub(_sub(sysinfo, "system"), "entry", m.serial, name="serial")
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35" if firmware == "uefi" else "pc")
-    _firmware(root, os_el, firmware, disk.with_name(f"{m.name}{UEFI_VARS_SUFFIX}"))
+    _firmware(root, os_el, firmware, nvram_path(disk))
     _sub(os_el, "smbios", mode="sysinfo")
     features = _sub(root, "features")
     _sub(features, "acpi")
@@ -148,7 +149,7 @@ def define_machine(
     disk = disk_path(work, m)
     host.delete_domain(m.domain, LAB_MACHINES)
     disk.unlink(missing_ok=True)
-    nvram_path(work, m).unlink(missing_ok=True)  # fresh firmware settings, from the template
+    nvram_path(disk).unlink(missing_ok=True)  # fresh firmware settings, from the template
     run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), DISK_SIZE], timeout=60)
     console = console_path(work, m)
     console.unlink(missing_ok=True)

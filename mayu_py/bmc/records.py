@@ -37,6 +37,7 @@ class ActionKind(StrEnum):
     BOOTDEV_PXE = "bootdev-pxe"
     BOOTDEV_DISK = "bootdev-disk"
     REINSTALL = "reinstall"  # next boot PXE, then power cycle
+    DISK_BOOT = "disk-boot"  # next boot disk, then power cycle (IPMI after an install)
 
 
 class ActionState(StrEnum):
@@ -85,6 +86,10 @@ STEPS: dict[ActionKind, tuple[Step, ...]] = {
     ActionKind.BOOTDEV_DISK: (Step("bootdev", device=BootDevice.DISK),),
     ActionKind.REINSTALL: (
         Step("bootdev", device=BootDevice.PXE),
+        Step("power", power=PowerAction.CYCLE),
+    ),
+    ActionKind.DISK_BOOT: (
+        Step("bootdev", device=BootDevice.DISK),
         Step("power", power=PowerAction.CYCLE),
     ),
 }

@@ -66,7 +66,8 @@ def lab() -> None:
     type=click.Choice(["bios", "uefi"]),
     default="bios",
     show_default=True,
-    help="uefi: OVMF PXE-boots ipxe.efi over TFTP first (slower under TCG).",
+    help="uefi: OVMF (slower under TCG); --vms qemu: its PXE loads ipxe.efi over TFTP, "
+    "--vms libvirt: the NIC's iPXE ROM boots the network.",
 )
 @click.option(
     "--dhcp",

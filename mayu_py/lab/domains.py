@@ -1,16 +1,25 @@
 """`--vms libvirt`: the lab's machines as libvirt domains, their disks, and their removal.
 
 Each machine is a persistent domain `mayu-lab-labN` (TCG unless the lab chose KVM; SeaBIOS
-printing on the serial console; boot order network, then disk) with a blank qcow2 disk the
-lab installer writes, one virtio NIC on the host's address-less lab bridge (RECIPES.md 12)
-and the machine's fixed identity (MAC, SMBIOS uuid and serial). Persistent and with a NIC and
-a disk, because the Redfish emulator needs both for its Pxe/Hdd boot targets (RECIPES.md 15).
+printing on the serial console, or OVMF with `--firmware uefi`; boot order network, then
+disk) with a blank qcow2 disk the lab installer writes, one virtio NIC on the host's
+address-less lab bridge (RECIPES.md 12) and the machine's fixed identity (MAC, SMBIOS uuid
+and serial). Persistent and with a NIC and a disk, because the Redfish emulator needs both
+for its Pxe/Hdd boot targets (RECIPES.md 15).
 
 A domain is the lab's when it carries the lab's metadata element (`virt.ownership.LAB_NS`,
 owner `mayu-lab`): `remove_lab_domains` deletes exactly those, through the same
 `LibvirtHost` deletion the agent uses, whatever state the lab left (a SIGKILLed `up`, no
 state file). Disks live in `<data dir>/lab/machines/` (0755: libvirt gives qemu the files,
 never the directories, RECIPES.md 7) and go with them.
+
+UEFI: q35 with OVMF and the machine's own variable store (`labN.OVMF_VARS.fd` beside its
+disk, which libvirt copies from OVMF's template at the first start and deletes with the
+domain). The NIC's iPXE ROM (qemu's efi-virtio.rom) is its network boot, and OVMF's own
+PXE and HTTP boot clients are turned off (OvmfPkg/RUNTIME_CONFIG.md fw_cfg knobs): iPXE's
+`exit` (the local-boot script) then returns to OVMF, which goes on to the disk's
+EFI/BOOT/BOOTX64.EFI. With OVMF's PXE client loading `ipxe.efi` instead, that `exit` never
+returns to the firmware (docs/lab.md, "UEFI machines").
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from pathlib import Path
 from mayu_py.command import run
 from mayu_py.errors import MayuError
 from mayu_py.lab import topology as topo
+from mayu_py.lab.vm import OVMF_CODE, OVMF_VARS, UEFI_VARS_SUFFIX
 from mayu_py.virt.cleanup import remove_owned
 from mayu_py.virt.host import LibvirtHost
 from mayu_py.virt.ownership import LAB_NS, DomainMeta, Ownership, mark_domain
@@ -33,6 +43,8 @@ LIBVIRT_URI = "qemu:///system"
 MEMORY_MIB = 512  # the installer holds the disk image in RAM while it checks and writes it
 DISK_SIZE = "256M"
 TB_CACHE_MIB = 32  # TCG's code cache: 1 GiB virtual by default (RECIPES.md 7)
+# OVMF's own network boot clients, off: the NIC's iPXE ROM boots the network (see above).
+OVMF_NETWORK_BOOT_OFF = ("IPv4PXESupport", "IPv6PXESupport", "IPv4Support", "IPv6Support")
 LAB_MACHINES = Ownership(
     name="a lab machine", tenant=lambda owner: owner == topo.LAB_DOMAIN_OWNER, ns=LAB_NS
 )
@@ -46,6 +58,11 @@ def disk_path(work: Path, m: topo.LabMachine) -> Path:
     return machines_dir(work) / f"{m.name}.qcow2"
 
 
+def nvram_path(disk: Path) -> Path:
+    """The machine's UEFI variable store, beside its disk (labN.OVMF_VARS.fd)."""
+    return disk.with_suffix(UEFI_VARS_SUFFIX)
+
+
 def console_path(work: Path, m: topo.LabMachine) -> Path:
     return work / f"{m.name}.console.log"
 
@@ -57,7 +74,24 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-def domain_xml(m: topo.LabMachine, accel: str, disk: Path, console_log: Path) -> str:
+def _firmware(root: ET.Element, os_el: ET.Element, firmware: str, nvram: Path) -> None:
+    """SeaBIOS on the serial console, or OVMF with its own variables and network boot off."""
+    if firmware == "uefi":
+        _sub(os_el, "loader", str(OVMF_CODE), readonly="yes", type="pflash")
+        _sub(os_el, "nvram", str(nvram), template=str(OVMF_VARS))
+        fw_cfg = _sub(root, "sysinfo", type="fwcfg")
+        for knob in OVMF_NETWORK_BOOT_OFF:
+            _sub(fw_cfg, "entry", "no", name=f"opt/org.tianocore/{knob}")
+    _sub(os_el, "boot", dev="network")
+    _sub(os_el, "boot", dev="hd")
+    if firmware != "uefi":
+        # SeaBIOS and iPXE print on the serial console; a failed boot is retried after 1 s.
+        _sub(os_el, "bios", useserial="yes", rebootTimeout="1000")
+
+
+def domain_xml(
+    m: topo.LabMachine, accel: str, disk: Path, console_log: Path, firmware: str = "bios"
+) -> str:
     """The machine's domain: network boot first (iPXE ROM of the NIC), then its disk."""
     root = ET.Element("domain", type="kvm" if accel == "kvm" else "qemu")
     _sub(root, "name", m.domain)
@@ -67,11 +101,8 @@ def domain_xml(m: topo.LabMachine, accel: str, disk: Path, console_log: Path) ->
     sysinfo = _sub(root, "sysinfo", type="smbios")
     _sub(_sub(sysinfo, "system"), "entry", m.serial, name="serial")
     os_el = _sub(root, "os")
-    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
-    _sub(os_el, "boot", dev="network")
-    _sub(os_el, "boot", dev="hd")
-    # SeaBIOS and iPXE print on the serial console; a failed boot is retried after 1 s.
-    _sub(os_el, "bios", useserial="yes", rebootTimeout="1000")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="q35" if firmware == "uefi" else "pc")
+    _firmware(root, os_el, firmware, nvram_path(disk))
     _sub(os_el, "smbios", mode="sysinfo")
     features = _sub(root, "features")
     _sub(features, "acpi")
@@ -107,7 +138,9 @@ def domain_xml(m: topo.LabMachine, accel: str, disk: Path, console_log: Path) ->
     return ET.tostring(root, encoding="unicode")
 
 
-def define_machine(host: LibvirtHost, m: topo.LabMachine, accel: str, work: Path) -> None:
+def define_machine(
+    host: LibvirtHost, m: topo.LabMachine, accel: str, work: Path, firmware: str = "bios"
+) -> None:
     """A fresh blank disk and the machine's domain, defined (not started: its BMC powers it
     on). An earlier run's domain of the same name is replaced."""
     directory = machines_dir(work)
@@ -116,10 +149,11 @@ def define_machine(host: LibvirtHost, m: topo.LabMachine, accel: str, work: Path
     disk = disk_path(work, m)
     host.delete_domain(m.domain, LAB_MACHINES)
     disk.unlink(missing_ok=True)
+    nvram_path(disk).unlink(missing_ok=True)  # fresh firmware settings, from the template
     run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), DISK_SIZE], timeout=60)
     console = console_path(work, m)
     console.unlink(missing_ok=True)
-    host.define_domain(domain_xml(m, accel, disk, console))
+    host.define_domain(domain_xml(m, accel, disk, console, firmware))
 
 
 def domain_states(host: LibvirtHost) -> dict[str, str]:

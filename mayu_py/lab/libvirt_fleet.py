@@ -31,7 +31,7 @@ class LibvirtFleet(Fleet):
     def start(self, machines: list[topo.LabMachine]) -> None:
         """Define the domains (powered off), start their BMC emulator, register the BMCs."""
         for m in machines:
-            domains.define_machine(self.host, m, self.state.accel, self.work)
+            domains.define_machine(self.host, m, self.state.accel, self.work, self.state.firmware)
             self.record(m)
         self.state.save()
         emulator, coordinates = bmcs.start(self.work, machines, self.state.bmc_protocol)

@@ -72,7 +72,7 @@ class UpOptions:
     config_file: Path | None = None
     poll_interval: float = 1.0
     tenants: int = 1
-    firmware: str = "bios"  # or uefi: OVMF's own PXE client, TFTP ipxe.efi, then iPXE
+    firmware: str = "bios"  # or uefi: OVMF (qemu: its PXE, TFTP ipxe.efi; libvirt: NIC ROM)
     dhcp: str = "full"  # or proxy: the site's DHCP server assigns addresses, we add boot info
     vms: str = "qemu"  # or libvirt: domains with a Redfish BMC each, installed to disk
     bmc: str = "redfish"  # libvirt: or ipmi (vbmc)
@@ -115,8 +115,6 @@ def _refuse_if_up() -> None:
 
 
 def _check_libvirt_vms(opts: UpOptions) -> None:
-    if opts.firmware != "bios":
-        raise ConfigError("--vms libvirt: only --firmware bios so far (UEFI: --vms qemu)")
     if opts.bmc == "redfish" and shutil.which(SUSHY_EMULATOR) is None:
         raise ConfigError("sushy-emulator not found: pip install sushy-tools")
     if opts.bmc == "ipmi" and shutil.which(VBMCD) is None:

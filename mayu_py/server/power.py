@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mayu_py.bmc.coordinates import BmcCoordinates
+from mayu_py.bmc.coordinates import BmcCoordinates, BmcProtocol
 from mayu_py.bmc.records import ActionKind, BmcAction, StoredBmc
 from mayu_py.bmc.sealing import PasswordSealer
 from mayu_py.errors import BadRequest, Conflict, NotFound
@@ -202,9 +202,19 @@ class PowerService:
     @staticmethod
     def queue_disk_after_install(tx: Tx, mac: str, now: float) -> BmcAction | None:
         """A machine whose reinstall set PXE reported installed: boot from disk again
-        (both emulators, and many BMCs, keep a PXE override for every later boot)."""
+        (both emulators, and many BMCs, keep a PXE override for every later boot).
+
+        Redfish: the boot device alone. The emulator's PXE override keeps the disk after
+        the NIC, so the installer's reboot reaches the disk through the local-boot script.
+        IPMI: the boot device, then a power cycle. An IPMI boot device applies at the next
+        power-on, and virtualbmc's PXE override leaves the NIC as the only boot device:
+        the machine powered on by the reinstall has no BIOS disk (SeaBIOS boots strictly
+        from the list), so the local-boot script's `sanboot` fails and its reboot loops on
+        the network; the installer has synced the disk before it reports `installed`."""
         stored = tx.get_bmc(mac)
         if stored is None or not stored.disk_after_install:
             return None
         tx.put_bmc(replace(stored, disk_after_install=False, updated=now))
-        return queue(tx, mac, ActionKind.BOOTDEV_DISK, DISK_AGAIN, "server", now)
+        ipmi = stored.settings.get("protocol") == str(BmcProtocol.IPMI)
+        kind = ActionKind.DISK_BOOT if ipmi else ActionKind.BOOTDEV_DISK
+        return queue(tx, mac, kind, DISK_AGAIN, "server", now)

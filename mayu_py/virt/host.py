@@ -295,7 +295,9 @@ class LibvirtHost:
                     raise Conflict(f"domain {name} is not {owner.name}; not deleting it")
                 if dom.isActive():
                     dom.destroy()
-                if dom.isPersistent():
+                if dom.isPersistent() and "<nvram" in dom.XMLDesc(0):  # UEFI: its variables too
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                elif dom.isPersistent():
                     dom.undefine()
             except libvirt.libvirtError as exc:
                 # NO_DOMAIN: gone already, or vanished half-way (a transient guest): done

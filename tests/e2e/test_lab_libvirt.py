@@ -5,7 +5,8 @@ server's inventory and powers it on. It PXE-boots, installs to its disk, reboots
 the disk with its own report credential (no second token) and reports `running`; powered off
 and on through the BMC it boots from its disk again; `mayu lab ctl reinstall` through Redfish
 rewrites the disk with exactly one new token; with `--bmc ipmi` (vbmc) the same power-on,
-install and disk boot through IPMI. `mayu lab down` finds and removes the domain,
+install, disk boot and reinstall through IPMI; with `--firmware uefi` (OVMF) the install and
+the disk boot after the local-boot script's `exit`. `mayu lab down` finds and removes the domain,
 disk, emulator, bridge and veth without the state file, and nothing else.
 Run under `flock /tmp/mayu-vm.lock`.
 """
@@ -115,16 +116,19 @@ def _undefine_foreign() -> bool:
         conn.close()
 
 
-def _up(lab: Lab, bmc: str) -> tuple[LabState, Path]:
-    """`mayu lab up --vms libvirt --bmc BMC` with one machine; (state, the machine's disk)."""
+def _up(lab: Lab, bmc: str, firmware: str = "bios") -> tuple[LabState, Path]:
+    """`mayu lab up --vms libvirt --bmc BMC --firmware FIRMWARE` with one machine; (state,
+    the machine's disk)."""
     started = time.monotonic()
-    up = lab.mayu(*lab.up_args(1, timeout=300), "--vms", "libvirt", "--bmc", bmc, timeout=420)
-    print(f"\nmayu lab up --vms libvirt --bmc {bmc}: {time.monotonic() - started:.1f} s")
+    options = ("--vms", "libvirt", "--bmc", bmc, "--firmware", firmware)
+    up = lab.mayu(*lab.up_args(1, timeout=300), *options, timeout=420)
+    print(f"\nmayu lab up {' '.join(options)}: {time.monotonic() - started:.1f} s")
     assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{lab.serve_log()[-3000:]}"
     assert "all 1 machine(s) running from disk" in up.stdout
     _host_side_has_no_lab_address()
     state = lab.state()
     assert state.vm_driver == "libvirt" and state.bmc_protocol == bmc and state.bmc_pid
+    assert state.firmware == firmware
     return state, lab.data_dir / "lab" / "machines" / f"{M.name}.qcow2"
 
 
@@ -213,11 +217,33 @@ def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -
         assert _undefine_foreign(), "down removed a domain that is not the lab's"
 
 
-def test_an_ipmi_machine_is_powered_on_through_vbmc_and_runs_from_disk(lab: Lab) -> None:
+def test_an_ipmi_machine_installs_and_reinstalls_through_vbmc(lab: Lab) -> None:
+    """Powered on, installed and reinstalled through IPMI: the reinstall's disk-again step
+    power-cycles (vbmc's PXE override leaves the NIC as the only boot device)."""
     state, disk = _up(lab, "ipmi")
     with InNamespace(topo.NAMESPACE) as ns:
         client = LabClient(ns, state.url, state.token)
         bmc = client.request("GET", f"/api/v1/machines/{M.mac}/bmc")
         assert bmc["protocol"] == "ipmi" and bmc["ipmi_cipher_suite"] == 3
         assert "password" not in bmc
-        _installed_and_running_from_disk(lab, client, disk)
+        first_id = _installed_and_running_from_disk(lab, client, disk)
+        seen = len(client.events(M.mac))
+        _reinstall_rewrites_the_disk(lab, client, disk, first_id)
+        disk_boot = [e for e in client.events(M.mac)[seen:] if e["kind"] == "power-acknowledged"]
+        assert [e["details"]["action"] for e in disk_boot] == ["reinstall", "disk-boot"]
+
+
+def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> None:
+    """OVMF: the NIC's iPXE installs, the reboot gets the local-boot script (`exit`) and
+    OVMF goes on to the disk's GRUB; the machine's own UEFI variables go with `down`."""
+    state, disk = _up(lab, "redfish", "uefi")
+    nvram = disk.with_name(f"{M.name}.OVMF_VARS.fd")
+    assert nvram.exists()
+    with InNamespace(topo.NAMESPACE) as ns:
+        _installed_and_running_from_disk(lab, LabClient(ns, state.url, state.token), disk)
+    console = lab.console(M)
+    local_boot = console.index(": booting its disk")  # the local-boot script, then `exit`
+    assert "GRUB" in console[local_boot:], console[local_boot:]
+    down = lab.mayu("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not nvram.exists() and not disk.exists()

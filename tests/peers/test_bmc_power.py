@@ -314,16 +314,22 @@ def test_reinstall_sets_pxe_cycles_and_disk_comes_back_once_installed(
     fetch_config(serve.url, mac, token, serve.ca_file)
     report(serve, mac, token, "installed")
 
+    # IPMI: the boot device applies at the next power-on, so the server power-cycles too.
+    ipmi = protocol is BmcProtocol.IPMI
+    disk_action, last_step = ("disk-boot", "power") if ipmi else ("bootdev-disk", "bootdev")
+    installed_id = running_id(dom)
+
     def disk_acknowledged() -> list[dict[str, Any]]:
         """This reinstall's boot-from-disk acknowledgement (not the first install's)."""
         return [
             e
             for e in events(serve, mac)[seen:]
-            if e["kind"] == "bootdev-acknowledged" and e["details"]["action"] == "bootdev-disk"
+            if e["kind"] == f"{last_step}-acknowledged" and e["details"]["action"] == disk_action
         ]
 
     done = wait_for("the server's boot-from-disk action", disk_acknowledged)[-1]
     assert persistent_boot(dom) == "hd"
+    assert (live_boot(dom) == "hd") is ipmi and (running_id(dom) != installed_id) is ipmi
     same = done["details"]["action_id"]
     requested = [e for e in events(serve, mac) if e["details"].get("action_id") == same]
     assert requested[0]["kind"] == "bootdev-requested" and requested[0]["source"] == "server"

@@ -16,6 +16,7 @@ from mayu_py.lab import topology as topo
 from mayu_py.lab.domains import LAB_MACHINES, domain_xml
 from mayu_py.lab.site import INSTALL_DISK, serve_config
 from mayu_py.lab.tenants import LAB_TENANTS
+from mayu_py.lab.vm import OVMF_CODE, OVMF_VARS
 from mayu_py.virt.cleanup import remove_owned
 from mayu_py.virt.host import LibvirtHost
 from mayu_py.virt.ownership import LAB_NS, MAYU, NS, DomainMeta, mark_domain, parse_domain_meta
@@ -23,8 +24,9 @@ from mayu_py.virt.ownership import LAB_NS, MAYU, NS, DomainMeta, mark_domain, pa
 M = topo.LabMachine(2)
 
 
-def _xml(accel: str = "tcg") -> str:
-    return domain_xml(M, accel, Path("/var/lib/x/machines/lab2.qcow2"), Path("/var/log/c.log"))
+def _xml(accel: str = "tcg", firmware: str = "bios") -> str:
+    disk = Path("/var/lib/x/machines/lab2.qcow2")
+    return domain_xml(M, accel, disk, Path("/var/log/c.log"), firmware)
 
 
 def test_the_domain_boots_the_network_then_its_disk_on_the_host_bridge() -> None:
@@ -43,6 +45,25 @@ def test_the_domain_boots_the_network_then_its_disk_on_the_host_bridge() -> None
     assert root.find("devices/disk/source").get("file").endswith("lab2.qcow2")
     assert root.findtext("on_reboot") == "restart"
     assert ET.fromstring(_xml("kvm")).get("type") == "kvm"
+    assert root.find("os/loader") is None and root.find("sysinfo[@type='fwcfg']") is None
+
+
+def test_a_uefi_domain_has_ovmf_its_own_variables_and_no_firmware_network_boot() -> None:
+    root = ET.fromstring(_xml(firmware="uefi"))
+    assert root.find("os/type").get("machine") == "q35"
+    loader = root.find("os/loader")
+    assert loader.text == str(OVMF_CODE) and loader.get("type") == "pflash"
+    nvram = root.find("os/nvram")
+    assert nvram.text == "/var/lib/x/machines/lab2.OVMF_VARS.fd"
+    assert nvram.get("template") == str(OVMF_VARS)
+    assert [b.get("dev") for b in root.findall("os/boot")] == ["network", "hd"]
+    assert root.find("os/bios") is None  # SeaBIOS only
+    knobs = {e.get("name"): e.text for e in root.findall("sysinfo[@type='fwcfg']/entry")}
+    assert knobs == {
+        f"opt/org.tianocore/{k}": "no"
+        for k in ("IPv4PXESupport", "IPv6PXESupport", "IPv4Support", "IPv6Support")
+    }
+    assert root.find("devices/interface/rom") is None  # the NIC's iPXE ROM boots the network
 
 
 def test_the_lab_mark_is_in_its_own_namespace() -> None:

@@ -337,6 +337,26 @@ def test_reinstall_sets_pxe_cycles_then_disk_again_once_installed(
     ]  # fmt: skip
 
 
+def test_an_ipmi_reinstall_boots_the_disk_again_by_a_power_cycle_once_installed(
+    client: FlaskClient, fleet: FakeFleet
+) -> None:
+    """IPMI boot devices apply at the next power-on (and vbmc's PXE override leaves no disk
+    to fall through to): after the install, disk again and a power cycle."""
+    machine = installed_machine(client)
+    ipmi = {"protocol": "ipmi", "address": "10.0.0.201", "username": "admin", "password": PASSWORD}
+    set_bmc(client, body=ipmi)
+    assert client.post(f"/api/v1/machines/{MAC}/reinstall", headers=AUTH).status_code == 202
+    runner(client, fleet).run_pending()
+    machine.provision()
+    disk = events(client, MAC)[-2:]
+    assert [e["kind"] for e in disk] == ["bootdev-requested", "power-requested"]
+    assert {e["details"]["action"] for e in disk} == {"disk-boot"}
+    runner(client, fleet).run_pending()
+    bmc = fleet.bmcs["10.0.0.201"]
+    assert bmc.calls == ["bootdev pxe", "power cycle", "bootdev disk", "power cycle"]
+    assert bmc.device is BootDevice.DISK and bmc.state is PowerState.ON
+
+
 def test_an_install_without_a_bmc_reinstall_leaves_the_boot_device_alone(
     client: FlaskClient,
 ) -> None:

@@ -115,23 +115,23 @@ class Election:
 
     def _renew(self) -> float:
         assert self.lease is not None
-        if self.clock() >= self.renewed + self.fence_after:
-            self._depose("the lease could not be renewed in time")
-            return self.poll_interval
-        sent = self.clock()
-        try:
-            remaining = self.key.keepalive(self.lease)
-        except StoreFailure as exc:
-            log.warning("leader election: renewal failed (%s)", exc)
-            if self.clock() >= self.renewed + self.fence_after:
-                self._depose("the store is unreachable")
-                return self.poll_interval
-            return min(self.poll_interval, self.renewed + self.fence_after - self.clock())
-        if remaining <= 0:
-            self._depose("the lease has expired")
-            return self.poll_interval
-        self.renewed = sent
-        return self.renew_interval
+        fence = self.renewed + self.fence_after
+        if self.clock() < fence:
+            sent = self.clock()
+            try:
+                remaining = self.key.keepalive(self.lease)
+            except StoreFailure as exc:
+                log.warning("leader election: renewal failed (%s)", exc)
+                if self.clock() < fence:
+                    return min(self.poll_interval, fence - self.clock())
+            else:
+                if remaining <= 0:
+                    self._depose("the lease has expired")
+                    return self.poll_interval
+                self.renewed = sent
+                return self.renew_interval
+        self._depose("the lease could not be renewed in time (store unreachable)")
+        return self.poll_interval
 
     def _depose(self, reason: str) -> None:
         log.warning("leader election: stepping down: %s", reason)

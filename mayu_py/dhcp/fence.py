@@ -25,12 +25,23 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def main(argv: list[str]) -> int:
     parent, program = int(argv[0]), argv[1:]
+    child: subprocess.Popen[bytes] | None = None
+    early: list[int] = []  # signals that came before the program started
+
+    def forward(number: int, _frame: object) -> None:
+        if child is None:
+            early.append(number)
+        else:
+            child.send_signal(number)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before the signal was set
+    if os.getppid() != parent or early:  # the parent died (or asked us to stop) already
         return 1
     child = subprocess.Popen(program)
-    for sig in FORWARDED:
-        signal.signal(sig, lambda number, _frame: child.send_signal(number))
+    for number in early:
+        child.send_signal(number)
     code = child.wait()
     return 128 - code if code < 0 else code
 

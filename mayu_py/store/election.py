@@ -150,8 +150,14 @@ class Election:
             log.warning("leader election: could not end the lease (%s); it expires", exc)
 
     def run(self, stopping: threading.Event) -> None:
-        """Step until `stopping` is set, then resign."""
+        """Step until `stopping` is set, then resign. An unexpected error resigns too: a
+        leader whose loop ended would run on past its lease."""
         delay = 0.0
         while not stopping.wait(delay):
-            delay = self.step()
+            try:
+                delay = self.step()
+            except Exception:
+                log.exception("leader election: unexpected error; resigning")
+                self.resign("unexpected error")
+                delay = float(self.ttl)
         self.resign()

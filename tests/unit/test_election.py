@@ -3,6 +3,7 @@ keeps etcd's semantics: one holder, a lease that expires `ttl` after its last re
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -208,3 +209,22 @@ def test_renewal_and_fencing_intervals_leave_room(ttl: int) -> None:
     assert election.renew_interval * 2 <= election.fence_after
     assert election.fence_after + call_budget(ttl) < ttl
     assert 0.2 <= election.poll_interval <= 1.0
+
+
+def test_the_loop_survives_an_unexpected_error_by_resigning() -> None:
+    clock = Clock()
+    key = FakeKey(clock)
+    first = candidate(key, clock)
+    first.election.step()
+    stopping = threading.Event()
+    calls = []
+
+    def broken(lease: int) -> int:
+        calls.append(lease)
+        stopping.set()
+        raise KeyError("a bug")
+
+    key.keepalive = broken  # type: ignore[method-assign]
+    first.election.run(stopping)
+    assert calls and not first.election.leading and key.holder_lease is None
+    assert first.events == ["elected", "unexpected error"]

@@ -26,7 +26,7 @@ from mayu_py.dhcp.leases import LeaseChange, lease_file_text
 from mayu_py.dhcp.service import dhcp_dir, lease_file, start_supervised_dnsmasq
 from mayu_py.files import atomic_write
 from mayu_py.server.metrics import ServerMetrics
-from mayu_py.store.election import Election, StoreFailure, call_budget
+from mayu_py.store.election import Election, StoreFailure, call_budget, lease_ttl
 from mayu_py.store.etcd_dhcp import EtcdDhcpLeases, EtcdLeaderKey
 from mayu_py.store.etcd_gateway import EtcdGateway
 from mayu_py.store.etcd_keys import KeyLayout
@@ -73,7 +73,7 @@ class DhcpLeader:
         self.settings = settings
         self.metrics = metrics
         self.leases = store_leases(settings, location)
-        ttl = settings.dhcp.leader_ttl_seconds
+        ttl = lease_ttl(settings.dhcp.leader_ttl_seconds)
         budget = call_budget(ttl)
         identity = f"{socket.gethostname()} {settings.server.listen} pid {os.getpid()}"
         key = EtcdLeaderKey(

@@ -6,8 +6,9 @@ its lease every `ttl`/3. Fencing: a leader that cannot renew (the store is unrea
 the lease has expired) steps down by `ttl`*2/3 after its last renewal, so whatever it runs
 as leader is stopped well before the lease can expire and another candidate take over.
 A leader that dies stops renewing: its key disappears when its lease expires, and a
-candidate takes over within `ttl` plus one poll. The store's own calls must give up within
-`ttl`/6 (`call_budget`), so no call can carry a leader past its fence.
+candidate takes over within `ttl` plus one poll (at most 0.5 s): `lease_ttl` picks the TTL
+that hands over within a given time. The store's own calls must give up within `ttl`/6
+(`call_budget`), so no call can carry a leader past its fence.
 
 `Election.step()` does one round and returns the seconds until the next; `run` loops until
 told to stop, then resigns (ends the lease: a candidate takes over at once). Unit tests step
@@ -52,6 +53,14 @@ class LeaderKey(Protocol):
     def revoke(self, lease: int) -> None: ...
 
 
+def lease_ttl(handover: int) -> int:
+    """The lease TTL with which a dead leader is replaced within `handover` seconds: its lease
+    runs out at most a TTL after its death, etcd deletes its key within 0.5 s after that, a
+    candidate sees the key gone within a poll (<= 0.5 s) and starts what it runs within the
+    second left."""
+    return handover - 2
+
+
 def call_budget(ttl: float) -> float:
     """How long one call to the store may take at most for a leader with this TTL."""
     return ttl / 6
@@ -76,7 +85,7 @@ class Election:
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.clock = clock
-        self.poll_interval = poll_interval or min(1.0, max(0.2, ttl / 10))
+        self.poll_interval = poll_interval or min(0.5, max(0.2, ttl / 10))
         self.renew_interval = ttl / 3
         self.fence_after = ttl * 2 / 3
         self.lease: int | None = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mayu_py.store.election import Election, call_budget
+from mayu_py.store.election import Election, call_budget, lease_ttl
 from mayu_py.store.errors import StoreUnavailable
 
 TTL = 9
@@ -202,13 +202,13 @@ def test_a_candidate_that_cannot_start_gives_the_leadership_back() -> None:
     assert broken.events == ["starting as leader failed"]
 
 
-@pytest.mark.parametrize("ttl", [3, 10, 60])
+@pytest.mark.parametrize("ttl", [lease_ttl(5), lease_ttl(10), 60])
 def test_renewal_and_fencing_intervals_leave_room(ttl: int) -> None:
     election = Election(FakeKey(Clock()), ttl, on_elected=lambda: None, on_deposed=print)
     # renewals are tried twice before the fence; the fence plus one call is before expiry
     assert election.renew_interval * 2 <= election.fence_after
     assert election.fence_after + call_budget(ttl) < ttl
-    assert 0.2 <= election.poll_interval <= 1.0
+    assert 0.2 <= election.poll_interval <= 0.5
 
 
 def test_the_loop_survives_an_unexpected_error_by_resigning() -> None:

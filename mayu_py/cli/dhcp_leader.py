@@ -93,7 +93,6 @@ class DhcpLeader:
         ]
 
     def start(self) -> DhcpLeader:
-        # dnsmasq's files are checked now: a wrong interface or range stops start-up.
         self.script.parent.mkdir(parents=True, exist_ok=True)
         write_lease_script(self.script, self.journal.path)
         for thread in self._threads:
@@ -115,7 +114,9 @@ class DhcpLeader:
         atomic_write(
             lease_file(self.settings.data_path), lease_file_text(leases, time.time()), 0o644
         )
-        self.journal.reset()
+        with self._lock:  # this term's journal starts empty
+            self.journal.reset()
+            self._pending = []
         self.supervisor = start_supervised_dnsmasq(
             self.settings,
             self.settings.data_path,

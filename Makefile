@@ -21,7 +21,11 @@ lab: setup
 lab-down:
 	.venv/bin/mayu lab down
 
-bench:
-	.venv/bin/python bench/boot_storm.py
-	.venv/bin/python bench/wrk_boot.py
-	.venv/bin/python bench/store_writers.py
+# Every benchmark under bench/, one after another (docs/benchmarks.md records their figures).
+# metrics_overhead compares this tree with another checkout: BASE=DIR (default: this tree).
+BENCHES := $(filter-out bench/metrics_overhead.py,$(sort $(wildcard bench/*.py)))
+BASE ?= .
+
+bench: setup
+	set -e; for b in $(BENCHES); do echo "== $$b"; .venv/bin/python $$b; done
+	.venv/bin/python bench/metrics_overhead.py --compare $(BASE)

@@ -91,6 +91,14 @@ def lab() -> None:
     show_default=True,
     help="--vms libvirt: each machine's BMC, Redfish (sushy-emulator) or IPMI (vbmc).",
 )
+@click.option(
+    "--approve",
+    type=click.Choice(["config", "manual"]),
+    default="config",
+    show_default=True,
+    help="manual: the lab's config approves no machine; approve each one while `up` waits, "
+    "with `mayu lab ctl approve ID --role R` or in the dashboard (/ui).",
+)
 def up(
     machines: int,
     accel: str,
@@ -102,6 +110,7 @@ def up(
     dhcp: str,
     vms: str,
     bmc: str,
+    approve: str,
 ) -> None:
     """Start the lab, boot MACHINES VMs until every one is installed, then run a `mayu agent`
     and TENANTS tenant clusters until every tenant is Ready (or the timeout)."""
@@ -116,6 +125,7 @@ def up(
         config_file=config_file,
         vms=vms,
         bmc=bmc,
+        approve_by_config=approve == "config",
     )
     code = lab_up(opts)
     if code:

@@ -76,6 +76,7 @@ class UpOptions:
     dhcp: str = "full"  # or proxy: the site's DHCP server assigns addresses, we add boot info
     vms: str = "qemu"  # or libvirt: domains with a Redfish BMC each, installed to disk
     bmc: str = "redfish"  # libvirt: or ipmi (vbmc)
+    approve_by_config: bool = True  # False: an operator approves each machine while up waits
 
     @property
     def libvirt(self) -> bool:
@@ -179,6 +180,7 @@ class Lab:
             self.opts.data_dir,
             self.opts.config_file,
             disk_install=self.opts.libvirt,
+            approve_by_config=self.opts.approve_by_config,
         )
         atomic_write(config_path, yaml.safe_dump(config), 0o600)
         settings = load_settings(config_path)  # fails here, with one line, on a bad file

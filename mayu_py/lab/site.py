@@ -87,9 +87,11 @@ def serve_config(
     data_dir: Path,
     config_file: Path | None,
     disk_install: bool = False,
+    approve_by_config: bool = True,
 ) -> dict[str, Any]:
     """The server's configuration: the user's file (if any) under the lab's facts;
-    `disk_install`: the lab's profiles install to the machines' disks."""
+    `disk_install`: the lab's profiles install to the machines' disks; without
+    `approve_by_config` the lab names no group, so its machines wait to be approved by hand."""
     user = _user_config(config_file)
     cluster = load_settings(config_file, environ={}).cluster  # a bad file: one line, here
     dhcp: dict[str, Any] = {
@@ -117,8 +119,9 @@ def serve_config(
             "report_details_max_bytes": REPORT_DETAILS_MAX_BYTES,
         },
         "dhcp": dhcp,
-        "groups": machine_groups(machines, cluster.controller_count),
     }
+    if approve_by_config:
+        lab["groups"] = machine_groups(machines, cluster.controller_count)
     if disk_install:
         lab["profiles"] = disk_profiles()
     if not cluster.etcd_members:

@@ -25,7 +25,10 @@ from typing import Any
 import libvirt
 import pytest
 import yaml
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
+from mayu_py.api_client import AdminClient, ApiError
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.netns import InNamespace
@@ -37,15 +40,18 @@ from mayu_py.server.tokens import AGENT_TOKEN_FILE
 from mayu_py.store import Tx, inventory_path, open_store
 from tests.e2e import lab_machine as lm
 from tests.e2e import tenant_helpers as th
+from tests.support.dashboard import act, chromium, column_of, log_in, screenshot, text_of
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.prometheus import assert_matches_store, parse, value
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 MACHINES = 3
 TENANT = topo.LabTenant(1)
+DASHBOARD_ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -377,6 +383,98 @@ def _assert_ignition_wrote(config: dict[str, Any], reported: dict[str, dict[str,
 def _dnsmasq_in_lab() -> set[int]:
     out = subprocess.run(["ip", "netns", "pids", topo.NAMESPACE], capture_output=True, text=True)
     return {int(p) for p in out.stdout.split()} & _procs("dnsmasq")
+
+
+def _operate_the_board(url: str, token: str, machines: list[topo.LabMachine]) -> list[str]:
+    """Run on the lab namespace's thread (the server's address is reachable only there, and
+    chromedriver, started from this thread, lives there too): a person logs in, watches the
+    lab's machines arrive `discovered` on the board without a reload, approves each on its
+    page (the first as controller), then watches them install. Returns what went wrong."""
+    admin = AdminClient(url, token, timeout=20, trust_env=False)
+    olga = admin.call("POST", "/api/v1/users", json={"name": "olga"}).json()["token"]
+    base = topo.SERVER_TLS_URL
+    with chromium("1280,860") as driver:
+        log_in(driver, base, olga)
+        wait_for("the board", lambda: text_of(driver, "who") == "olga")
+        driver.execute_script("window.sameDocument = true;")
+        for m in machines:
+            wait_for(
+                f"{m.name} discovered on the board",
+                lambda m=m: column_of(driver, m.mac) == "discovered",
+                timeout_s=180,
+            )
+        assert driver.execute_script("return window.sameDocument === true;"), "page reloaded"
+        screenshot(driver, DASHBOARD_ARTIFACTS / "lab-01-discovered.png")
+        for m, role in zip(machines, ["controller"] + ["worker"] * len(machines), strict=False):
+            driver.get(f"{base}/ui/machines/{m.mac}")
+            wait_for(f"{m.name}'s page", lambda: text_of(driver, "machine-state") == "discovered")
+
+            def approve(role: str = role) -> None:
+                Select(driver.find_element(By.ID, "approve-role")).select_by_value(role)
+                driver.find_element(By.ID, "approve").click()
+
+            act(driver, f"approving {m.name}", approve)
+            wait_for(f"{m.name} approved", lambda: text_of(driver, "machine-state") != "discovered")
+        driver.get(f"{base}/ui/")
+        wait_for("the board again", lambda: text_of(driver, "who") == "olga")
+        driver.execute_script("window.sameDocument = true;")
+        for m in machines:
+            wait_for(
+                f"{m.name} installed on the board",
+                lambda m=m: column_of(driver, m.mac) == "installed",
+                timeout_s=300,
+            )
+        assert driver.execute_script("return window.sameDocument === true;"), "page reloaded"
+        screenshot(driver, DASHBOARD_ARTIFACTS / "lab-02-installed.png")
+    problems = []
+    for m in machines:
+        events = admin.call("GET", f"/api/v1/machines/{m.mac}").json()["events"]
+        approvals = [e for e in events if (e["source"] or "").startswith("user:olga@")]
+        if [(e["from"], e["to"]) for e in approvals] != [("discovered", "configured")]:
+            problems.append(f"{m.name}: approvals by olga {approvals}")
+    return problems
+
+
+def test_an_operator_approves_the_booting_lab_in_chromium_and_watches_it_install(
+    lab: Lab,
+) -> None:
+    """Issue 13 in the lab: with `--approve manual` the lab's config approves nothing; its real
+    VMs PXE-boot and wait, discovered, while a person on the dashboard (headless Chromium)
+    sees them arrive live, approves each, and sees them install live; `up` then ends."""
+    DASHBOARD_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    machines = topo.lab_machines(2)
+    up = subprocess.Popen(
+        [str(BIN / "mayu"), "lab", *lab.up_args(2, timeout=400), "--approve", "manual"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=lab.env,
+    )
+    try:
+        _wait(lab, "the lab server up", lambda: _server_answers(lab), 120)
+        state = lab.state()
+        with InNamespace(state.namespace) as ns:
+            problems = ns.call(_operate_the_board, state.url, state.token, machines, timeout=600)
+        assert problems == [], problems
+        out, _ = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            up.communicate(timeout=120)
+    assert up.returncode == 0, f"{out}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
+    assert "all 2 machine(s) installed" in out, out
+
+
+def _server_answers(lab: Lab) -> bool:
+    """The lab's state names its server, and the server answers /healthz in the namespace."""
+    state = LabState.load(lab.state_file)
+    if state is None or not state.url or state.namespace not in _mayu_names():
+        return False
+    with InNamespace(state.namespace) as ns:
+        try:
+            return LabClient(ns, state.url, state.token).call("GET", "/healthz").ok
+        except ApiError:
+            return False
 
 
 def test_dnsmasq_killed_during_the_boot_is_restarted_and_machines_finish(lab: Lab) -> None:

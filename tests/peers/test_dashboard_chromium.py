@@ -9,24 +9,16 @@ from the server itself. Screenshots go to artifacts/dashboard/ (git-ignored)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from selenium.common.exceptions import (
-    NoAlertPresentException,
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
-from selenium.webdriver.common.alert import Alert
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from tests.conftest import REPO, RunningServer
 from tests.support.boot import enroll, fetch_config, ipxe
-from tests.support.dashboard import chromium, screenshot
+from tests.support.dashboard import act, alert_of, chromium, column_of, log_in, screenshot, text_of
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
@@ -35,52 +27,6 @@ ARTIFACTS = REPO / "artifacts" / "dashboard"
 NEW = "52:54:00:da:00:01"  # discovered while the board is open, then approved in the browser
 OLD = "52:54:00:da:00:02"  # installs while the board is open, then reinstalled in the browser
 SPARE = "52:54:00:da:00:03"  # the target of the forged action
-
-
-def column_of(driver: WebDriver, mac: str) -> str | None:
-    """The state column the board shows the machine in, if it shows it (read in one script:
-    a live panel may replace its elements between two WebDriver calls)."""
-    column = driver.execute_script(
-        'const card = document.querySelector(`li.card[data-machine="${arguments[0]}"]`);'
-        "const column = card && card.closest('section');"
-        "return column ? column.id : null;",
-        mac,
-    )
-    return column.removeprefix("state-") if column else None
-
-
-def text_of(driver: WebDriver, element_id: str) -> str | None:
-    return driver.execute_script(
-        "const e = document.getElementById(arguments[0]); return e && e.textContent.trim();",
-        element_id,
-    )
-
-
-def act(driver: WebDriver, what: str, step: Callable[[], object]) -> None:
-    """Run a step on elements of a live panel, again if the panel replaced them meanwhile."""
-
-    def attempt() -> bool:
-        try:
-            step()
-        except (StaleElementReferenceException, NoSuchElementException):
-            return False
-        return True
-
-    wait_for(what, attempt)
-
-
-def alert_of(driver: WebDriver) -> Alert | None:
-    try:
-        return driver.switch_to.alert
-    except NoAlertPresentException:
-        return None
-
-
-def log_in(driver: WebDriver, base: str, token: str) -> None:
-    driver.get(f"{base}/ui/")
-    wait_for("the login form", lambda: driver.find_elements(By.ID, "token"))
-    driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.ID, "login").click()
 
 
 def machine_state(server: RunningServer, mac: str) -> str:

@@ -5,14 +5,25 @@ selenium through Debian's chromedriver: nothing downloaded)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from flask.testing import FlaskClient
+from selenium import webdriver
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.alert import Alert
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from mayu_py.server.boot import TLS_ENVIRON_KEY
 from tests.support.flask_app import AUTH
+from tests.support.wait import wait_for
 
 TLS = {TLS_ENVIRON_KEY: True}
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -43,13 +54,10 @@ def login(client: FlaskClient, token: str) -> str:
 
 
 @contextmanager
-def chromium(window: str = "1440,960") -> Iterator[object]:
+def chromium(window: str = "1440,960") -> Iterator[WebDriver]:
     """A headless Chromium under selenium. The server's CA is a throw-away one the browser
     does not know: its certificate errors are accepted (the page is still https://, so
     Secure cookies behave as in production)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={window}"):
         options.add_argument(argument)
@@ -62,8 +70,60 @@ def chromium(window: str = "1440,960") -> Iterator[object]:
         driver.quit()
 
 
-def screenshot(driver: object, path: Path) -> Path:
+def screenshot(driver: WebDriver, path: Path) -> Path:
     """Save a PNG of the page and check it is one."""
-    assert driver.save_screenshot(str(path)), path  # type: ignore[attr-defined]
+    assert driver.save_screenshot(str(path)), path
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
+
+
+# -- the board in a browser ------------------------------------------------------------
+
+
+def column_of(driver: WebDriver, mac: str) -> str | None:
+    """The state column the board shows the machine in, if it shows it (read in one script:
+    a live panel may replace its elements between two WebDriver calls)."""
+    column = driver.execute_script(
+        'const card = document.querySelector(`li.card[data-machine="${arguments[0]}"]`);'
+        "const column = card && card.closest('section');"
+        "return column ? column.id : null;",
+        mac,
+    )
+    return column.removeprefix("state-") if column else None
+
+
+def text_of(driver: WebDriver, element_id: str) -> str | None:
+    """The text of the element with that id, if the page has one."""
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e && e.textContent.trim();",
+        element_id,
+    )
+
+
+def act(driver: WebDriver, what: str, step: Callable[[], object]) -> None:
+    """Run a step on elements of a live panel, again if the panel replaced them meanwhile."""
+
+    def attempt() -> bool:
+        try:
+            step()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+        return True
+
+    wait_for(what, attempt)
+
+
+def alert_of(driver: WebDriver) -> Alert | None:
+    """The open alert (a confirmation), if any."""
+    try:
+        return driver.switch_to.alert
+    except NoAlertPresentException:
+        return None
+
+
+def log_in(driver: WebDriver, base: str, token: str) -> None:
+    """Open the dashboard at `base` and submit the login form with `token`."""
+    driver.get(f"{base}/ui/")
+    wait_for("the login form", lambda: driver.find_elements(By.ID, "token"))
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "login").click()

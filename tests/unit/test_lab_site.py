@@ -75,6 +75,23 @@ def test_the_users_etcd_members_win_and_proxy_drops_address_settings(tmp_path: P
     assert "reservations" not in config["dhcp"] and config["dhcp"]["mode"] == "proxy"
 
 
+def test_manual_approval_names_no_group_and_keeps_the_users(tmp_path: Path) -> None:
+    """`up --approve manual`: the lab's machines wait, discovered, for an operator; a group
+    of the user's own file still approves what it selects."""
+    mine = {"name": "rack-a", "profile": "worker", "selector": {"rack": "a"}}
+    user = _user_file(tmp_path, {"groups": [mine]})
+    machines = topo.lab_machines(2)
+    config = serve_config(machines, "full", tmp_path / "data", user, approve_by_config=False)
+    assert config["groups"] == [mine]
+    assert "groups" not in serve_config(
+        machines, "full", tmp_path / "data", None, approve_by_config=False
+    )
+    # the etcd members stay pinned to the machines the lab would name controllers
+    assert config["cluster"]["etcd_members"] == [
+        {"name": m.hostname, "address": m.ip} for m in machines
+    ]
+
+
 def test_a_bad_user_file_is_one_line(tmp_path: Path) -> None:
     user = _user_file(tmp_path, {"cluster": {"controller_count": 0}})
     with pytest.raises(ConfigError, match=r"^config error at cluster\.controller_count"):

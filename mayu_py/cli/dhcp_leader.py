@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from mayu_py.config import Settings
 from mayu_py.dhcp import DnsmasqSupervisor, LeaseBook
@@ -93,7 +92,10 @@ class DhcpLeader:
         ]
 
     def start(self) -> DhcpLeader:
+        """Stand as a candidate; a lease file left by an earlier term (a killed serve) goes:
+        the store's leases are the ones that count until this replica leads."""
         self.script.parent.mkdir(parents=True, exist_ok=True)
+        lease_file(self.settings.data_path).unlink(missing_ok=True)
         write_lease_script(self.script, self.journal.path)
         for thread in self._threads:
             thread.daemon = True
@@ -138,7 +140,7 @@ class DhcpLeader:
             self.supervisor = None
         if reason == "shutting down":
             self._copy()
-        Path(lease_file(self.settings.data_path)).unlink(missing_ok=True)
+        lease_file(self.settings.data_path).unlink(missing_ok=True)
         self.metrics.dhcp_leader.set(0)
         self.metrics.dhcp_leadership_changes.labels("deposed").inc()
         log.warning("full DHCP: no longer the leader (%s); dnsmasq stopped", reason)

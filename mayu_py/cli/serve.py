@@ -102,13 +102,14 @@ def serve(
         raise
 
     def on_exit(_arbiter: Any) -> None:
-        # Runs in the gunicorn master only: a worker exiting must not stop dnsmasq.
+        # Runs in the gunicorn master only: a worker exiting must not stop dnsmasq. DHCP
+        # first: a full-DHCP leader hands over as soon as it has stopped (docs/ha.md).
+        if supervisor is not None:
+            supervisor.stop()
         runner.stop()
         if assets is not None:
             assets.stop()
         tls.stop()
-        if supervisor is not None:
-            supervisor.stop()
 
     def when_ready(_arbiter: Any) -> None:
         log.info(

@@ -64,9 +64,15 @@ def site(tmp_path: Path) -> Iterator[tuple[NetLab, EtcdCluster]]:
             cluster.stop()
 
 
-def _replica(lab: NetLab, tmp_path: Path, name: str, octet: int, store: str) -> RunningServer:
-    ns, ifname = lab.add_namespace(f"02:5d:00:00:01:{octet:02x}", f"{lab.prefix}.{octet}")
+def _replica(
+    lab: NetLab, tmp_path: Path, name: str, octet: int, store: str, namespace: str | None = None
+) -> RunningServer:
+    """Replica `name` at prefix.octet, in a new namespace on the bridge (or again in its own)."""
     address = f"{lab.prefix}.{octet}"
+    if namespace is None:
+        ns, ifname = lab.add_namespace(f"02:5d:00:00:01:{octet:02x}", address)
+    else:
+        ns, ifname = namespace, "mayu-eth0"  # the interface add_namespace made there
     dhcp = {
         "mode": "full",
         "interface": ifname,
@@ -178,6 +184,22 @@ def test_one_replica_leads_full_dhcp_and_another_takes_over_with_its_leases(
         assert _offers(third_ns, third_if, THIRD_MAC) == {new_ip}
         assert _metric(new, "mayu_dhcp_leader ") == 1
         assert _metric(new, 'mayu_dhcp_leadership_changes_total{change="elected"}') == 1
+
+        # The killed replica comes back and stands by; the leader stopped with SIGTERM hands
+        # over at once, and the machines' leases (copied into the store) go along.
+        with contextlib.suppress(ProcessLookupError):  # the killed master's workers
+            os.killpg(old.process.pid, signal.SIGKILL)
+        back = _replica(lab, tmp_path, "a", 2, store, namespace=old.namespace)
+        replicas.append(back)
+        assert not _dnsmasq_running(back)
+        stopped = time.monotonic()
+        new.kill()
+        wait_for("the standby to lead", lambda: _dnsmasq_running(back), HANDOVER, 0.05)
+        print(f"SIGTERM to the leader: new dnsmasq after {time.monotonic() - stopped:.2f} s")
+        leases_file = (tmp_path / "a" / "dhcp" / "leases").read_text()
+        assert f"{SECOND_MAC} {second['ip']} " in leases_file
+        again = udhcpc(first_ns, first_if, tmp_path)
+        assert (again["ip"], again["serverid"]) == (first["ip"], old_ip)
     finally:
         for server in replicas:
             server.kill()

@@ -142,6 +142,9 @@ class DhcpConfig(_Strict):
     range_end: str | None = None
     lease_time: str = "1h"
     reservations: dict[str, str] = Field(default_factory=dict)
+    # Full DHCP with the store on etcd: one replica, elected, runs dnsmasq; when it dies,
+    # another runs it within this many seconds (its etcd lease lasts two seconds less).
+    leader_ttl_seconds: int = Field(default=10, ge=5, le=300)
 
 
 class DiscoveryConfig(_Strict):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,12 @@ import click
 
 from mayu_py.cli.asset_listener import AssetListener
 from mayu_py.cli.bmc_runner import BmcRunnerProcess
+from mayu_py.cli.dhcp_leader import DhcpLeader, etcd_location
 from mayu_py.cli.serving import admin_token, build_app, check_bindable
 from mayu_py.cli.tls_listener import TlsListener
 from mayu_py.cli.wsgi import GunicornServer, proxy_protocol_options, server_options
 from mayu_py.config import Settings, load_settings
-from mayu_py.dhcp import resolve_dhcp
+from mayu_py.dhcp import DnsmasqSupervisor, resolve_dhcp
 from mayu_py.server.metrics import ServerMetrics, metrics_dir, use_multiprocess_dir
 from mayu_py.store import inventory_path
 
@@ -102,7 +102,7 @@ def serve(
         if assets is not None:
             assets.start()
         runner.start()
-        supervisor = start_dhcp(settings, metrics.dnsmasq_restarts.inc)
+        supervisor = start_dhcp(settings, metrics)
     except BaseException:
         runner.stop()
         if assets is not None:
@@ -111,13 +111,14 @@ def serve(
         raise
 
     def on_exit(_arbiter: Any) -> None:
-        # Runs in the gunicorn master only: a worker exiting must not stop dnsmasq.
+        # Runs in the gunicorn master only: a worker exiting must not stop dnsmasq. DHCP
+        # first: a full-DHCP leader hands over as soon as it has stopped (docs/ha.md).
+        if supervisor is not None:
+            supervisor.stop()
         runner.stop()
         if assets is not None:
             assets.stop()
         tls.stop()
-        if supervisor is not None:
-            supervisor.stop()
 
     def when_ready(_arbiter: Any) -> None:
         log.info(
@@ -146,10 +147,15 @@ def serve(
     sys.exit(0)
 
 
-def start_dhcp(settings: Settings, on_restart: Callable[[], object]):  # type: ignore[no-untyped-def]
-    """Start the supervised dnsmasq when --dhcp is proxy or full; None when off."""
+def start_dhcp(settings: Settings, metrics: ServerMetrics) -> DnsmasqSupervisor | DhcpLeader | None:
+    """Start the supervised dnsmasq when --dhcp is proxy or full; None when off. Full DHCP
+    with the store on etcd: this replica's candidacy instead, dnsmasq running while it leads
+    (docs/ha.md)."""
     if settings.dhcp.mode == "off":
         return None
+    location = etcd_location(settings)
+    if settings.dhcp.mode == "full" and location is not None:
+        return DhcpLeader(settings, location, metrics).start()
     from mayu_py.dhcp.service import start_supervised_dnsmasq
 
-    return start_supervised_dnsmasq(settings, Path(settings.data_dir), on_restart)
+    return start_supervised_dnsmasq(settings, Path(settings.data_dir), metrics.dnsmasq_restarts.inc)

@@ -13,9 +13,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
+from mayu_py.cli.dhcp_leader import lease_lookup
 from mayu_py.config import Settings
-from mayu_py.dhcp import LeaseBook
-from mayu_py.dhcp.service import lease_file
 from mayu_py.errors import ConfigError
 from mayu_py.pki import server_tls
 from mayu_py.pki.server_tls import ServerTls
@@ -123,8 +122,6 @@ def build_app(
     )
     sync_replica_files(store, settings)  # the CAs every replica shares, before loading them
     tls = load_tls(settings)
-    full = settings.dhcp.mode == "full"
-    lease_of = LeaseBook(lease_file(data)).address_of if full else None
-    app = create_app(settings, store, token, tls, lease_of, metrics)
+    app = create_app(settings, store, token, tls, lease_lookup(settings), metrics)
     store.close()
     return app, tls

@@ -39,6 +39,7 @@ def render_dnsmasq_conf(
     router_advertisements: bool | None = None,
     log_dhcp: bool = False,
     user: str | None = None,
+    lease_script: Path | None = None,
 ) -> str:
     """The dnsmasq configuration file text for `cfg` (mode full or proxy).
 
@@ -46,7 +47,8 @@ def render_dnsmasq_conf(
     `router_advertisements`: None renders the RA block in full mode when the interface has a
     non-link-local IPv6 address (else a comment on how to enable it); True/False force it.
     `user` sets the account dnsmasq drops to (default: dnsmasq's own, usually nobody), which
-    must be able to read `tftp_root`.
+    must be able to read `tftp_root`. `lease_script` (full mode) is run by dnsmasq on each
+    lease change, renewals included (lease_journal.py).
     """
     if not _URL_RE.match(boot_url):
         raise ConfigError(f"boot URL {boot_url!r} must be an http(s) URL without spaces or commas")
@@ -78,6 +80,9 @@ def render_dnsmasq_conf(
     ]
     if plan.mode == "full":
         lines += _full_lines(plan, boot_url)
+        if lease_script:
+            script = _path_value("lease_script", lease_script)
+            lines += [f"dhcp-script={script}", "script-on-renewal"]
         want_ra = plan.ipv6 if router_advertisements is None else router_advertisements
     else:
         lines += _proxy_lines(plan, boot_url)

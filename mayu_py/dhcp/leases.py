@@ -1,8 +1,12 @@
-"""dnsmasq's lease file, read into canonical MAC -> IPv4 address."""
+"""dnsmasq's leases: its lease file (read into canonical MAC -> IPv4 address, or written from
+records kept elsewhere), and the lease changes its `dhcp-script` reports (docs/ha.md)."""
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from mayu_py.errors import BadRequest
 from mayu_py.model import canonical_mac
@@ -48,3 +52,51 @@ class LeaseBook:
         if stamp != self._stamp:
             self._leases, self._stamp = read_leases(self.lease_file), stamp
         return self._leases.get(mac)
+
+
+LeaseAction = Literal["add", "old", "del"]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One DHCPv4 lease as dnsmasq keeps it; `hostname` and `client_id` are `*` when none."""
+
+    mac: str
+    ip: str
+    expires: int
+    hostname: str = "*"
+    client_id: str = "*"
+
+    def lease_line(self) -> str:
+        """The lease as a line of dnsmasq's lease file."""
+        return f"{self.expires} {self.mac} {self.ip} {self.hostname} {self.client_id}"
+
+
+@dataclass(frozen=True)
+class LeaseChange:
+    action: LeaseAction
+    lease: Lease
+
+
+def parse_change(line: str) -> LeaseChange | None:
+    """A line the lease script wrote (`ACTION MAC IP EXPIRES HOSTNAME CLIENT-ID`), or None for
+    what is not a DHCPv4 lease of an Ethernet MAC (DHCPv6, tftp, a torn line)."""
+    fields = line.split()
+    if len(fields) != 6 or fields[0] not in ("add", "old", "del"):
+        return None
+    action, raw_mac, ip, expires, hostname, client_id = fields
+    try:
+        mac = canonical_mac(raw_mac)
+        address = ipaddress.IPv4Address(ip)
+    except (BadRequest, ValueError):
+        return None
+    if not expires.isdigit():
+        return None
+    lease = Lease(mac, str(address), int(expires), hostname or "*", client_id or "*")
+    return LeaseChange(action, lease)  # type: ignore[arg-type]
+
+
+def lease_file_text(leases: list[Lease], now: float) -> str:
+    """dnsmasq's lease file holding the unexpired `leases` (0: an infinite lease)."""
+    kept = [lease for lease in leases if lease.expires == 0 or lease.expires > now]
+    return "".join(lease.lease_line() + "\n" for lease in sorted(kept, key=lambda x: x.mac))

@@ -78,10 +78,16 @@ def stop_stale_dnsmasq(pid_file: Path, conf_file: Path) -> None:
 
 
 def start_supervised_dnsmasq(
-    settings: Settings, data_dir: Path, on_restart: Callable[[], object] | None = None
+    settings: Settings,
+    data_dir: Path,
+    on_restart: Callable[[], object] | None = None,
+    *,
+    lease_script: Path | None = None,
+    die_with_parent: bool = False,
 ) -> DnsmasqSupervisor:
     """Validate `settings.dhcp`, write dnsmasq's files and start it; the caller stops it.
-    `on_restart` is called after each restart of dnsmasq."""
+    `on_restart` is called after each restart of dnsmasq; `lease_script` is run on each lease
+    change; with `die_with_parent`, dnsmasq ends when this process dies (fence.py)."""
     plan = resolve_dhcp(settings.dhcp)
     workdir = dhcp_dir(data_dir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -93,11 +99,14 @@ def start_supervised_dnsmasq(
         tftp_root=prepare_tftp_root(workdir / "tftp"),
         lease_file=lease_file(data_dir),
         pid_file=workdir / "dnsmasq.pid",
+        lease_script=lease_script,
     )
     conf_file = workdir / "dnsmasq.conf"
     stop_stale_dnsmasq(workdir / "dnsmasq.pid", conf_file)
     atomic_write(conf_file, conf, 0o644)
-    supervisor = DnsmasqSupervisor(conf_file, on_restart=on_restart)
+    supervisor = DnsmasqSupervisor(
+        conf_file, on_restart=on_restart, die_with_parent=die_with_parent
+    )
     supervisor.start()
     log.info(
         "dhcp %s on %s (%s), boot URL %s",

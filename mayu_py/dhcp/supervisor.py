@@ -2,12 +2,15 @@
 `dnsmasq --test` first, its stderr forwarded to the logger `mayu_py.dhcp.dnsmasq`.
 
 With `netns`, dnsmasq runs inside that network namespace (`ip netns exec NS dnsmasq ...`; ip
-execs, so the pid is dnsmasq's).
+execs, so the pid is dnsmasq's). With `die_with_parent`, it runs under `fence.py` and ends
+when this process dies, even by SIGKILL (the supervised pid is then the fence's).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from mayu_py.errors import CommandError, ConfigError
 from mayu_py.supervisor import Supervisor
 
 dnsmasq_log = logging.getLogger("mayu_py.dhcp.dnsmasq")
+FENCE = Path(__file__).with_name("fence.py")
 
 _READY_MARK = "started, version"
 
@@ -37,6 +41,7 @@ class DnsmasqSupervisor(Supervisor):
         stable_after: float = 30.0,
         startup_timeout: float = 5.0,
         on_restart: Callable[[], object] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.conf_file = Path(conf_file)
         self.netns = netns
@@ -47,9 +52,12 @@ class DnsmasqSupervisor(Supervisor):
             "--log-facility=-",
             f"--conf-file={self.conf_file}",
         ]
+        argv = in_namespace(netns, argv)
+        if die_with_parent:
+            argv = [sys.executable, "-I", "-S", str(FENCE), str(os.getpid()), *argv]
         super().__init__(
             "dnsmasq",
-            in_namespace(netns, argv),
+            argv,
             ready_mark=_READY_MARK,
             output_log=dnsmasq_log,
             backoff_initial=backoff_initial,

@@ -169,6 +169,19 @@ class ServerMetrics:
             "Times the supervised dnsmasq was restarted after it exited.",
             registry=r,
         )
+        self.dhcp_leader = Gauge(
+            "mayu_dhcp_leader",
+            "1 while this replica is the elected full-DHCP leader (runs dnsmasq), else 0.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.dhcp_leadership_changes = Counter(
+            "mayu_dhcp_leadership_changes_total",
+            "Times this replica became the full-DHCP leader (elected) or stopped being it "
+            "(deposed).",
+            ["change"],
+            registry=r,
+        )
         self.render = Histogram(
             "mayu_ignition_render_duration_seconds",
             "Time to produce one secret Ignition config (templates, certificates, JSON), by "

@@ -192,6 +192,26 @@ class EtcdGateway:
         reply = self.call("/kv/txn", {"compare": compare, "success": success}, idempotent=False)
         return bool(reply.get("succeeded", False))  # absent from a failed txn's reply
 
+    # -- leases (leader election) ----------------------------------------------------------
+
+    def lease_grant(self, ttl: int) -> tuple[int, int]:
+        """A new lease of `ttl` seconds (etcd may lengthen it to its minimum): (id, ttl)."""
+        reply = self.call("/lease/grant", {"TTL": ttl}, idempotent=False)
+        return int(reply["ID"]), int(reply["TTL"])
+
+    def lease_keepalive(self, lease: int) -> int:
+        """Renew a lease: its TTL in seconds from now, 0 once it has expired (or never was)."""
+        reply = self.call("/lease/keepalive", {"ID": lease}, idempotent=True)
+        return int(reply.get("result", {}).get("TTL", 0))
+
+    def lease_revoke(self, lease: int) -> None:
+        """End a lease now, deleting its keys; a lease that is gone already is no error."""
+        try:
+            self.call("/lease/revoke", {"ID": lease}, idempotent=True)
+        except StoreUnavailable as exc:
+            if "lease not found" not in str(exc):
+                raise
+
     # -- transport --------------------------------------------------------------------------
 
     def call(self, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:

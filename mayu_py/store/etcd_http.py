@@ -88,8 +88,9 @@ class Http1Connection:
         chunks = []
         while True:
             size = int(self._reader.readline(MAX_LINE).split(b";")[0], 16)
-            if size == 0:
-                self._reader.readline(MAX_LINE)  # the blank line after the last chunk
+            if size == 0:  # trailers (etcd's errors carry one) up to a blank line
+                while self._reader.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
+                    pass
                 return b"".join(chunks)
             chunks.append(self._exactly(size))
             self._reader.readline(MAX_LINE)

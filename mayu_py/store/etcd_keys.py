@@ -131,6 +131,20 @@ class KeyLayout:
     def discovered_before(self, before: float) -> Range:
         return self.under("index", "discovered")[0], self.key("index", "discovered", stamp(before))
 
+    # -- full DHCP: the leader running it and the leases it handed out ----------------------
+
+    @property
+    def dhcp_leader(self) -> str:
+        """Held, under an etcd lease, by the replica running full DHCP (docs/ha.md)."""
+        return self.key("dhcp", "leader")
+
+    def dhcp_lease(self, mac: str) -> str:
+        return self.key("dhcp", "leases", segment(mac))
+
+    @property
+    def dhcp_leases(self) -> Range:
+        return self.under("dhcp", "leases")
+
     # -- BMCs and BMC actions ---------------------------------------------------------------
 
     def bmc(self, machine_id: str) -> str:

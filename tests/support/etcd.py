@@ -1,9 +1,11 @@
-"""A real etcd cluster (Debian's `etcd-server`) of N members on 127.0.0.1 free ports, for peer
-tests and benchmarks: started, health-checked with bounded waits, members killed, paused and
-restarted on demand, leadership moved (etcdctl), and every process reaped on stop."""
+"""A real etcd cluster (Debian's `etcd-server`) of N members on 127.0.0.1 free ports (or on an
+address inside a network namespace a test made), for peer tests and benchmarks: started,
+health-checked with bounded waits, members killed, paused and restarted on demand, leadership
+moved (etcdctl), and every process reaped on stop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,12 +14,14 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from mayu_py.lab.netns import InNamespace
 from mayu_py.pki.x509 import (
     LeafSpec,
     certificate_pem,
@@ -88,19 +92,20 @@ class EtcdMember:
     log_path: Path
     tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def client_url(self) -> str:
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.client_port}"
+        return f"{scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     def _options(self) -> dict[str, Any]:
         if self.tls is None:
@@ -124,11 +129,14 @@ class EtcdMember:
 
 @dataclass
 class EtcdCluster:
-    """N etcd members forming one cluster; `endpoints` is what `etcd://` URLs name."""
+    """N etcd members forming one cluster; `endpoints` is what `etcd://` URLs name. With
+    `namespace`, the members run in that network namespace on `host`, an address there."""
 
     work: Path
     size: int = 3
     tls: TlsFiles | None = None
+    host: str = "127.0.0.1"
+    namespace: str | None = None
     token: str = field(default_factory=lambda: f"mayu-test-{uuid.uuid4().hex[:8]}")
     members: list[EtcdMember] = field(default_factory=list)
 
@@ -145,6 +153,7 @@ class EtcdCluster:
                     self.work / f"{name}.etcd",
                     self.work / f"{name}.log",
                     self.tls,
+                    host=self.host,
                 )
             )
 
@@ -186,9 +195,12 @@ class EtcdCluster:
         return command
 
     def start_member(self, member: EtcdMember) -> None:
+        command = self._command(member)
+        if self.namespace is not None:
+            command = ["ip", "netns", "exec", self.namespace, *command]  # exec's etcd: same pid
         with open(member.log_path, "ab") as log:
             member.process = subprocess.Popen(
-                self._command(member),
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -210,14 +222,25 @@ class EtcdCluster:
         """Wait until every running member reports healthy (a leader is elected)."""
         deadline = time.monotonic() + timeout
         running = [m for m in self.members if m.process is not None]
-        while time.monotonic() < deadline:
-            for member in running:
-                if member.process is not None and member.process.poll() is not None:
-                    raise RuntimeError(f"etcd {member.name} exited: {member.log_path.read_text()}")
-            if all(m.healthy() for m in running):
-                return
-            time.sleep(0.1)
+        with self._probes() as probe:
+            while time.monotonic() < deadline:
+                for member in running:
+                    if member.process is not None and member.process.poll() is not None:
+                        log = member.log_path.read_text()
+                        raise RuntimeError(f"etcd {member.name} exited: {log}")
+                if all(probe(m.healthy) for m in running):
+                    return
+                time.sleep(0.1)
         raise RuntimeError(f"etcd cluster not healthy within {timeout} s (logs in {self.work})")
+
+    @contextlib.contextmanager
+    def _probes(self) -> Iterator[Callable[[Callable[[], bool]], bool]]:
+        """Runs a health probe where the members are reachable (inside their namespace)."""
+        if self.namespace is None:
+            yield lambda probe: probe()
+            return
+        with InNamespace(self.namespace) as inside:
+            yield lambda probe: inside.call(probe)
 
     def kill_member(self, member: EtcdMember) -> None:
         """kill -9 one member and reap it (start_member brings it back, same data)."""

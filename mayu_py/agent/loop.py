@@ -11,6 +11,7 @@ reported `failed` and retried at the next pass, never in a tight loop; the other
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -33,12 +34,15 @@ from mayu_py.agent.plan import (
 )
 from mayu_py.agent.probe import detect_domain_type
 from mayu_py.agent.readiness import ReadinessTracker
+from mayu_py.agent.reasons import BOOT_FAILED, failure
 from mayu_py.agent.source import DesiredSource
 from mayu_py.agent.statedir import StateDir, log_name
 from mayu_py.errors import MayuError, NotFound
 from mayu_py.files import temp_target
 from mayu_py.images.base import BaseImages
 from mayu_py.tenants import HostRegistration, NodeReport, NodeState, TenantNode
+from mayu_py.tenants.conditions import state_reason
+from mayu_py.tenants.wire import IMAGE_NAME_PATTERN, HostImage
 from mayu_py.virt.host import LibvirtHost, start_event_loop
 from mayu_py.virt.overlay import HostOverlay
 
@@ -50,6 +54,7 @@ RETRY_S = 5.0  # after a temporary error, the next pass comes this soon (at most
 class ReconcileResult:
     applied: list[Action] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # node or tenant -> message
+    reasons: dict[str, str] = field(default_factory=dict)  # node or tenant -> its reason
     states: dict[str, NodeState] = field(default_factory=dict)  # node -> observed state
     deleted: list[str] = field(default_factory=list)  # nodes reported `deleted` this pass
     booting: list[str] = field(default_factory=list)  # running, no MAYU-READY yet
@@ -97,17 +102,24 @@ class Agent:
         self.underlay = underlay
         self.overlay = overlay  # tenant VXLAN overlays on this host (None: none are run)
         kwargs = {"drain": drain} if drain else {}
+        self.images = images
         self.applier = Applier(host, state_dir, images, source.ignition, domain_type, **kwargs)
-        self._reported: dict[str, tuple[NodeState, str, int]] = {}  # node: (state, message, gen)
+        self._reported: dict[str, NodeReport] = {}  # node: its last report
         self.readiness = ReadinessTracker()
         self._booting: dict[str, TenantNode] = {}
         self._wake = source.wake_event  # set by the source's watch and by libvirt events
         self.state_dir.ensure()
 
     def register(self) -> None:
+        """Heartbeat: this host's capacity, addresses and base images (placement needs them)."""
         cpus, memory_mib = self.host.capacity()
+        images = tuple(
+            HostImage(i.name, i.version, i.sha256)
+            for i in self.images.summaries()
+            if re.fullmatch(IMAGE_NAME_PATTERN, i.name)
+        )
         self.source.register(
-            HostRegistration(self.host_name, cpus, memory_mib, self.address, self.underlay)
+            HostRegistration(self.host_name, cpus, memory_mib, self.address, self.underlay, images)
         )
 
     def run_once(self) -> ReconcileResult:
@@ -145,7 +157,7 @@ class Agent:
                     raise
                 key = _blame(action)
                 log.error("%s failed for %s: %s", type(action).__name__, key, exc.message)
-                result.errors[key] = exc.message
+                result.reasons[key], result.errors[key] = failure(action, exc, self.host_name)
                 failed.add(key)
         after = observe(self.host, self.state_dir) if actions else actual
         self.metrics.observed(after)
@@ -221,7 +233,9 @@ class Agent:
             del self._reported[name]
         for node in desired:
             dom = actual.domains.get(node.name)
-            message = out.errors.get(node.name) or out.errors.get(node.tenant, "")
+            blame = node.name if node.name in out.errors else node.tenant
+            message = out.errors.get(blame, "")
+            reason = out.reasons.get(blame, "")
             current = dom is not None and dom.spec_hash == node.spec_hash
             generation = node.generation if current else 0
             if message:
@@ -236,22 +250,42 @@ class Agent:
                 if verdict.ready:
                     state, ip = NodeState.READY, verdict.ip
                 elif verdict.failed:
-                    state, message = NodeState.FAILED, verdict.failed
+                    state, message, reason = NodeState.FAILED, verdict.failed, BOOT_FAILED
                 else:
                     if self.readiness.booting(node.name):
                         out.booting.append(node.name)
             out.states[node.name] = state
-            if self._reported.get(node.name) == (state, message, generation):
-                continue
-            try:
-                self.source.report(
-                    NodeReport(
-                        node.tenant, node.name, state, ip, self.host_name, message, generation
-                    )
-                )
-                self._reported[node.name] = (state, message, generation)
-            except MayuError as exc:
-                log.warning("could not report %s: %s", node.name, exc.message)
+            self._send(node, state, ip, generation, reason, message)
+
+    def _send(
+        self,
+        node: TenantNode,
+        state: NodeState,
+        ip: str | None,
+        generation: int,
+        reason: str = "",
+        message: str = "",
+    ) -> None:
+        """Report a node's state with why (the state's own reason unless told), unless the
+        last report said the same; a failure to report is retried at the next pass."""
+        if not reason:
+            reason, message = state_reason(state)[0], message or state_reason(state)[1]
+        report = NodeReport(
+            node.tenant, node.name, state, ip, self.host_name, message, generation, reason
+        )
+        last = self._reported.get(node.name)
+        if last is not None and (last.state, last.message, last.generation, last.reason) == (
+            state,
+            message,
+            generation,
+            reason,
+        ):
+            return
+        try:
+            self.source.report(report)
+            self._reported[node.name] = report
+        except MayuError as exc:
+            log.warning("could not report %s: %s", node.name, exc.message)
 
     def _on_event(self, name: str, event: int) -> None:
         log.debug("lifecycle event %s for %s", event, name)
@@ -271,15 +305,8 @@ class Agent:
                     del self._booting[name]
                 continue
             del self._booting[name]
-            try:
-                self.source.report(
-                    NodeReport(
-                        node.tenant, name, state, ip, self.host_name, message, node.generation
-                    )
-                )
-                self._reported[name] = (state, message, node.generation)
-            except MayuError as exc:
-                log.warning("could not report %s: %s", name, exc.message)
+            reason = BOOT_FAILED if state == NodeState.FAILED else ""
+            self._send(node, state, ip, node.generation, reason, message)
 
     def run_forever(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.model import Event, Machine, MachineState, transition_allowed
 from mayu_py.server.machines import REINSTALLABLE
-from mayu_py.tenants import HostInfo, TenantRecord, lapsed_nodes, tenant_nodes
+from mayu_py.tenants import HostInfo, TenantRecord, tenant_nodes
 
 # Newest first, at most this many events on a machine's timeline (the store keeps 200).
 TIMELINE_LENGTH = 100
@@ -138,8 +138,7 @@ def _node_rows(
     stopped heartbeating)."""
     rows = []
     for record in records:
-        lapsed = lapsed_nodes(dict(record.assignments), hosts, now=now)
-        states = {n.name: n for n in record.status(lapsed).nodes}
+        states = {n.name: n for n in record.status(hosts, now).nodes}
         for node in tenant_nodes(record.tenant):
             status = states[node.name]
             rows.append(

@@ -226,11 +226,26 @@ class Agent:
         out.deleted.append(node)
         self._reported.pop(node, None)
 
+    def _report_vanished(
+        self, desired: list[TenantNode], actual: ActualState, out: ReconcileResult
+    ) -> None:
+        """Nodes this agent reported that are no longer desired and of which nothing is left
+        here (e.g. one that failed before its first file): `deleted`, so that a deleting
+        tenant is purged; the deletion of a domain or files reports the others itself."""
+        for name in set(self._reported) - {n.name for n in desired}:
+            tenant = self._reported.pop(name).tenant
+            files = actual.files.get(tenant, frozenset())
+            if name in actual.domains or any(_node_of_file(f) == name for f in files):
+                continue
+            try:
+                self._report_deleted(tenant, name, out)
+            except MayuError as exc:
+                log.warning("could not report %s deleted: %s", name, exc.message)
+
     def _report(self, desired: list[TenantNode], actual: ActualState, out: ReconcileResult) -> None:
         running = {n for n, d in actual.domains.items() if d.state == NodeState.RUNNING}
         self.readiness.forget(running)
-        for name in set(self._reported) - {n.name for n in desired}:
-            del self._reported[name]
+        self._report_vanished(desired, actual, out)
         for node in desired:
             dom = actual.domains.get(node.name)
             blame = node.name if node.name in out.errors else node.tenant

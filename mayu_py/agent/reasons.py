@@ -43,14 +43,13 @@ def failure(action: p.Action, exc: MayuError, host: str) -> tuple[str, str]:
     if isinstance(exc, ImageMissing):
         name = exc.image
         if name == "lab":
-            fix = f"run `mayu images build-lab --tenant-images DIR` on {host}"
+            fix = (
+                f"run `mayu images build-lab --tenant-images DIR` on {host} "
+                "(DIR: its agent's --images-dir)"
+            )
         else:
-            fix = f"fetch it (`mayu images fetch {name}`) and install it on {host}"
-        return (
-            "BaseImageMissing",
-            f"base image `{name}` is not present on host `{host}`: {fix} "
-            "(DIR: its agent's --images-dir)",
-        )
+            fix = f"run `mayu images fetch {name}` and install it into the --images-dir of {host}"
+        return "BaseImageMissing", f"base image `{name}` is not present on host `{host}`: {fix}"
     if isinstance(exc, ImageCorrupt):
         return "BaseImageCorrupt", one_line(f"on host {host}: {exc.message}")
     return _BY_ACTION.get(type(action), "ActionFailed"), one_line(exc.message)

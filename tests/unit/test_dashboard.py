@@ -309,6 +309,9 @@ def test_hosts_and_tenants_pages_show_placement_and_node_states(
     tenants = client.get("/ui/live/tenants", environ_base=TLS).text
     assert 'id="tenant-acme"' in tenants and "node-ready" in tenants and "10.100.0.10" in tenants
     assert tenants.count("node-pending") == 2
+    # the conditions of the tenant and of each node, with their reasons
+    assert "<strong>Progressing</strong> True · Creating" in tenants
+    assert "Ready=True (Ready)" in tenants and tenants.count("Ready=False (Creating)") == 2
 
 
 def test_session_cookie_is_refused_over_plain_http(client: FlaskClient, alice: str) -> None:

@@ -271,13 +271,14 @@ def hosts() -> None:
 
 
 HOST_COLUMNS = ["name", "cpus", "memory_mib", "address", "underlay", "alive", "credential"]
+HOST_WIDE = ["images"]
 
 
 @hosts.command("list")
 @output_option
 @click.pass_context
 def hosts_list(ctx: click.Context, output: str | None) -> None:
-    """Hosts with their capacity, last heartbeat and credential."""
+    """Hosts with their capacity, last heartbeat and credential (wide: their base images)."""
     items = _client(ctx).request("GET", "/api/v1/hosts")["items"]
     fmt = _fmt(ctx, output)
     if is_table(fmt):
@@ -286,7 +287,9 @@ def hosts_list(ctx: click.Context, output: str | None) -> None:
             item["credential"] = (
                 "revoked" if credential.get("revoked") else credential.get("origin", "none")
             )
-    emit(items, fmt, HOST_COLUMNS)
+            images = item.get("images")  # None: an agent that does not tell its images
+            item["images"] = None if images is None else [i["name"] for i in images]
+    emit(items, fmt, HOST_COLUMNS, HOST_WIDE)
 
 
 def _host_token(

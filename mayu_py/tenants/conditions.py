@@ -88,6 +88,14 @@ def _first_why(nodes: Iterable[tuple[NodeFacts, Condition]]) -> tuple[str, str]:
     return reason, "; ".join(parts)[:1000]
 
 
+def _about(
+    kind: str, status: str, nodes: Sequence[NodeFacts], ready_of: dict[str, Condition]
+) -> Condition:
+    """A tenant condition whose reason and message come from the nodes it is about."""
+    reason, detail = _first_why((f, ready_of[f.name]) for f in nodes)
+    return Condition(type=kind, status=status, reason=reason, message=detail)  # type: ignore[arg-type]
+
+
 def tenant_conditions(nodes: Sequence[NodeFacts], *, deleting: bool = False) -> list[Condition]:
     """`Ready`, `Progressing` and `Degraded` of a tenant from its nodes, without times."""
     ready_of = {f.name: next(c for c in node_conditions(f) if c.type == READY) for f in nodes}
@@ -108,23 +116,20 @@ def tenant_conditions(nodes: Sequence[NodeFacts], *, deleting: bool = False) -> 
         progressing = Condition(
             type=PROGRESSING, status="True", reason="Deleting", message="agents remove its nodes"
         )
-    elif moving:
-        reason, detail = _first_why((f, ready_of[f.name]) for f in moving)
-        progressing = Condition(type=PROGRESSING, status="True", reason=reason, message=detail)
-    elif unplaced:
-        reason, detail = _first_why((f, ready_of[f.name]) for f in unplaced)
-        progressing = Condition(type=PROGRESSING, status="False", reason=reason, message=detail)
+    elif moving or unplaced:  # on their way, or stalled by what keeps them from a host
+        status = "True" if moving else "False"
+        progressing = _about(PROGRESSING, status, moving or unplaced, ready_of)
     else:
         progressing = Condition(
             type=PROGRESSING, status="False", reason="Settled", message="no node is on its way"
         )
-    if degraded:
-        reason, detail = _first_why((f, ready_of[f.name]) for f in degraded)
-        degraded_c = Condition(type=DEGRADED, status="True", reason=reason, message=detail)
-    else:
-        degraded_c = Condition(
+    degraded_c = (
+        _about(DEGRADED, "True", degraded, ready_of)
+        if degraded
+        else Condition(
             type=DEGRADED, status="False", reason="NoFailures", message="no node failed or lost"
         )
+    )
     return [ready_c, progressing, degraded_c]
 
 

@@ -172,6 +172,7 @@ def hosts_page(hosts: list[HostInfo], records: list[TenantRecord], now: float) -
                 "last_seen": iso(host.last_seen),
                 "cpus": host.cpus,
                 "memory_mib": host.memory_mib,
+                "images": None if host.images is None else [i.name for i in host.images],
                 "used_cpus": sum(r["cpus"] for r in placed),
                 "used_memory_mib": sum(r["memory_mib"] for r in placed),
                 "nodes": placed,

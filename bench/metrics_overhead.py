@@ -7,7 +7,9 @@ transactions to the metrics, prometheus-client in multiprocess mode as under gun
 Two interpreters, one on this tree and one on another checkout (e.g. the commit before the
 instrumentation: `git archive BASE | tar -x -C /tmp/base`), run batches of machines in turn,
 so the noise of a shared machine falls on both alike; prints CPU ms per machine for both, the
-overhead, and what one scrape of /metrics costs.
+overhead, and what one scrape of /metrics and one poll of the open dashboard cost (its live
+board, as static/dashboard.js fetches it every 1.5 s, rendered afresh since the storm changes
+it), and what a scraper every second plus the open dashboard take from the storm.
 
     .venv/bin/python bench/metrics_overhead.py --compare /tmp/base [--batch 20] [--batches 40]
 """
@@ -22,8 +24,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+SCRAPE_EVERY_S = 1.0  # a Prometheus scraper polling every second
+POLL_EVERY_S = 1.5  # POLL_MS of static/dashboard.js
 APPROVE_ALL = [{"name": "everyone", "profile": "worker", "selector": {}}]
 
 
@@ -53,7 +58,9 @@ class _Loop:
         if metrics is not None:
             metrics.use_multiprocess_dir(metrics.metrics_dir(settings.data_path), clean=True)
         app, _tls = serving.build_app(settings, ADMIN_TOKEN)
+        self.app = app
         self.client = app.test_client()
+        self.browser: Any = None  # a logged-in dashboard session, made at its first poll
         self.count = 0
         self.batch(1)  # warm: templates, PKI, connections
 
@@ -74,6 +81,18 @@ class _Loop:
         assert response.status_code == 200
         return (time.process_time() - start) * 1000
 
+    def poll(self) -> float:
+        """CPU ms of one poll of the open dashboard's live board (no matching ETag)."""
+        from tests.support.dashboard import TLS, add_user, login
+
+        if self.browser is None:
+            self.browser = self.app.test_client()
+            login(self.browser, add_user(self.browser, "bench"))
+        start = time.process_time()
+        response = self.browser.get("/ui/live/board", environ_base=TLS)
+        assert response.status_code == 200, response.status_code
+        return (time.process_time() - start) * 1000
+
 
 def _worker(tree: Path) -> None:
     """Answer `batch N` and `scrape` lines on stdin with one number each on stdout."""
@@ -82,7 +101,10 @@ def _worker(tree: Path) -> None:
     try:
         for line in sys.stdin:
             verb, _, arg = line.partition(" ")
-            figure = loop.batch(int(arg)) if verb == "batch" else loop.scrape()
+            if verb == "batch":
+                figure = loop.batch(int(arg))
+            else:
+                figure = loop.scrape() if verb == "scrape" else loop.poll()
             print(f"{figure:.4f}", flush=True)
     finally:
         shutil.rmtree(loop.work, ignore_errors=True)
@@ -114,6 +136,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20, help="machines per batch")
     parser.add_argument("--batches", type=int, default=40, help="batches per tree")
     parser.add_argument("--compare", type=Path, help="the other checkout (required)")
+    parser.add_argument(
+        "--cores", type=int, default=2, help="cores the storm keeps busy (this machine: 2)"
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -128,6 +153,7 @@ def main() -> None:
             figures["this tree"].append(ours.ask(f"batch {args.batch}"))
             figures["other tree"].append(other.ask(f"batch {args.batch}"))
         scrapes = [ours.ask("scrape") for _ in range(20)] if ours.kind == "instrumented" else []
+        polls = [ours.ask("poll") for _ in range(20)] if ours.kind == "instrumented" else []
     finally:
         ours.close()
         other.close()
@@ -147,8 +173,17 @@ def main() -> None:
     )
     if scrapes:
         inventory = args.batch * args.batches + 1
+        scrape, poll = statistics.median(scrapes), statistics.median(polls)
+        print(f"  one /metrics scrape ({inventory} machines): {scrape:.2f} ms CPU")
+        print(f"  one poll of the open dashboard's board: {poll:.2f} ms CPU")
+        # CPU the watchers take each second, as a share of the cores the storm keeps busy
+        watchers = scrape / SCRAPE_EVERY_S + poll / POLL_EVERY_S
+        share = watchers / (1000 * args.cores)
+        paired = statistics.median(ratios) - 1
         print(
-            f"  one /metrics scrape ({inventory} machines): {statistics.median(scrapes):.2f} ms CPU"
+            f"  scraper every {SCRAPE_EVERY_S:g} s + dashboard every {POLL_EVERY_S:g} s: "
+            f"{watchers:.1f} ms CPU/s = {share * 100:.2f}% of {args.cores} cores; with the "
+            f"instrumentation: machines/s {((1 - share) / (1 + paired) - 1) * 100:+.1f}%"
         )
 
 

@@ -43,8 +43,9 @@ from mayu_py.tenants import (
     place,
     tenant_nodes,
 )
+from mayu_py.tenants.conditions import NodeFacts, node_conditions, stamp, tenant_conditions
 from mayu_py.tenants.ignition import render_tenant_node
-from mayu_py.tenants.resource import NodeStatus
+from mayu_py.tenants.resource import Condition, NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,50 @@ def _phase(nodes: list[dict[str, Any]], deleting: bool = False) -> Phase:
     return phase_of((_state(n.get("state")) for n in nodes), deleting=deleting)
 
 
-def _entry(node: TenantNode, old: dict[str, Any], host: str | None) -> dict[str, Any]:
-    """A status.nodes[] item; absent keys rather than nulls (the CRD types them as strings)."""
+def _conditions(holder: dict[str, Any]) -> list[Condition]:
+    """The conditions an object or status.nodes[] item carries (unreadable ones left out)."""
+    found = []
+    for item in holder.get("conditions") or []:
+        try:
+            found.append(Condition.model_validate(item))
+        except ValueError:  # pydantic's ValidationError is one
+            continue
+    return found
+
+
+def _entry(
+    node: TenantNode,
+    old: dict[str, Any],
+    host: str | None,
+    conditions: list[Condition] | None = None,
+) -> dict[str, Any]:
+    """A status.nodes[] item; absent keys rather than nulls (the CRD types them as strings);
+    its conditions as given, else as they were."""
     status = NodeStatus(
         name=node.name,
         role=node.role,
         host=host or None,
         state=_state(old.get("state")),
         ip=old.get("ip") or None,
+        conditions=_conditions(old) if conditions is None else conditions,
     )
-    return status.model_dump(mode="json", exclude_none=True)
+    return status.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {
+        "name": node.name,
+        "role": node.role,
+        "state": str(status.state),
+    }
+
+
+def _facts(entry: dict[str, Any]) -> NodeFacts:
+    """What a status.nodes[] item says of its node, for the tenant's conditions."""
+    ready = next((c for c in _conditions(entry) if c.type == "Ready"), None)
+    return NodeFacts(
+        str(entry.get("name")),
+        _state(entry.get("state")),
+        entry.get("host") or None,
+        ready.reason if ready else "",
+        ready.message if ready else "",
+    )
 
 
 class KubernetesSource:
@@ -168,11 +203,17 @@ class KubernetesSource:
                 self._generations.pop(key, None)
             else:
                 self._generations[key] = report.generation
-            nodes = _reported_nodes(obj, old, report)
+            now = self.clock()
+            nodes = _reported_nodes(obj, old, report, now)
             status["nodes"] = nodes
             deleting = bool(_meta(obj).get("deletionTimestamp"))
             if deleting or nodes:
                 status["phase"] = str(_phase(nodes, deleting))
+                own = tenant_conditions([_facts(n) for n in nodes], deleting=deleting)
+                before = _conditions(status)
+                valid = [c.model_dump(mode="json") for c in before if c.type == VALID]
+                ours = [c.model_dump(mode="json") for c in stamp(own, before, now)]
+                status["conditions"] = valid + ours
             if status.get("phase") == Phase.READY:
                 status["observedGeneration"] = self._observed(report.tenant, nodes, status)
             try:
@@ -439,10 +480,11 @@ class KubernetesSource:
 
 
 def _reported_nodes(
-    obj: dict[str, Any], old: dict[str, dict[str, Any]], report: NodeReport
+    obj: dict[str, Any], old: dict[str, dict[str, Any]], report: NodeReport, now: float
 ) -> list[dict[str, Any]]:
-    """status.nodes with the report applied: the spec's nodes in order (a `deleted` node
-    dropped), or for an object that no longer validates just the old entries."""
+    """status.nodes with the report applied (its conditions as of `now`): the spec's nodes
+    in order (a `deleted` node dropped), or for an object that no longer validates just the
+    old entries."""
     try:
         nodes = tenant_nodes(TenantCluster.model_validate(_without_status(obj)))
     except ValueError:  # pydantic's ValidationError is one
@@ -453,7 +495,10 @@ def _reported_nodes(
         if node.name != report.node:
             result.append(_entry(node, before, before.get("host")))
         elif report.state != NodeState.DELETED:
-            result.append(_entry(node, {"state": report.state, "ip": report.ip}, report.host))
+            facts = NodeFacts(node.name, report.state, report.host, report.reason, report.message)
+            conditions = stamp(node_conditions(facts), _conditions(before), now)
+            entry = {"state": report.state, "ip": report.ip}
+            result.append(_entry(node, entry, report.host, conditions))
     return result
 
 

@@ -11,6 +11,7 @@ reported `failed` and retried at the next pass, never in a tight loop; the other
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -33,12 +34,15 @@ from mayu_py.agent.plan import (
 )
 from mayu_py.agent.probe import detect_domain_type
 from mayu_py.agent.readiness import ReadinessTracker
+from mayu_py.agent.reasons import BOOT_FAILED, failure
 from mayu_py.agent.source import DesiredSource
 from mayu_py.agent.statedir import StateDir, log_name
 from mayu_py.errors import MayuError, NotFound
 from mayu_py.files import temp_target
 from mayu_py.images.base import BaseImages
 from mayu_py.tenants import HostRegistration, NodeReport, NodeState, TenantNode
+from mayu_py.tenants.conditions import state_reason
+from mayu_py.tenants.wire import IMAGE_NAME_PATTERN, HostImage
 from mayu_py.virt.host import LibvirtHost, start_event_loop
 from mayu_py.virt.overlay import HostOverlay
 from mayu_py.virt.ownership import HostScope
@@ -51,6 +55,7 @@ RETRY_S = 5.0  # after a temporary error, the next pass comes this soon (at most
 class ReconcileResult:
     applied: list[Action] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # node or tenant -> message
+    reasons: dict[str, str] = field(default_factory=dict)  # node or tenant -> its reason
     states: dict[str, NodeState] = field(default_factory=dict)  # node -> observed state
     deleted: list[str] = field(default_factory=list)  # nodes reported `deleted` this pass
     booting: list[str] = field(default_factory=list)  # running, no MAYU-READY yet
@@ -101,20 +106,27 @@ class Agent:
         self.scope = HostScope(host_name)
         self.overlay_tag = overlay.tag if overlay is not None else ""
         kwargs = {"drain": drain} if drain else {}
+        self.images = images
         self.applier = Applier(
             host, state_dir, images, source.ignition, domain_type,
             scope=self.scope, overlay_tag=self.overlay_tag, **kwargs,
         )  # fmt: skip
-        self._reported: dict[str, tuple[NodeState, str, int]] = {}  # node: (state, message, gen)
+        self._reported: dict[str, NodeReport] = {}  # node: its last report
         self.readiness = ReadinessTracker()
         self._booting: dict[str, TenantNode] = {}
         self._wake = source.wake_event  # set by the source's watch and by libvirt events
         self.state_dir.ensure()
 
     def register(self) -> None:
+        """Heartbeat: this host's capacity, addresses and base images (placement needs them)."""
         cpus, memory_mib = self.host.capacity()
+        images = tuple(
+            HostImage(i.name, i.version, i.sha256)
+            for i in self.images.summaries()
+            if re.fullmatch(IMAGE_NAME_PATTERN, i.name)
+        )
         self.source.register(
-            HostRegistration(self.host_name, cpus, memory_mib, self.address, self.underlay)
+            HostRegistration(self.host_name, cpus, memory_mib, self.address, self.underlay, images)
         )
 
     def run_once(self) -> ReconcileResult:
@@ -152,7 +164,7 @@ class Agent:
                     raise
                 key = _blame(action)
                 log.error("%s failed for %s: %s", type(action).__name__, key, exc.message)
-                result.errors[key] = exc.message
+                result.reasons[key], result.errors[key] = failure(action, exc, self.host_name)
                 failed.add(key)
         after = observe(self.host, self.state_dir, self.scope) if actions else actual
         self.metrics.observed(after)
@@ -221,14 +233,31 @@ class Agent:
         out.deleted.append(node)
         self._reported.pop(node, None)
 
+    def _report_vanished(
+        self, desired: list[TenantNode], actual: ActualState, out: ReconcileResult
+    ) -> None:
+        """Nodes this agent reported that are no longer desired and of which nothing is left
+        here (e.g. one that failed before its first file): `deleted`, so that a deleting
+        tenant is purged; the deletion of a domain or files reports the others itself."""
+        for name in set(self._reported) - {n.name for n in desired}:
+            tenant = self._reported.pop(name).tenant
+            files = actual.files.get(tenant, frozenset())
+            if name in actual.domains or any(_node_of_file(f) == name for f in files):
+                continue
+            try:
+                self._report_deleted(tenant, name, out)
+            except MayuError as exc:
+                log.warning("could not report %s deleted: %s", name, exc.message)
+
     def _report(self, desired: list[TenantNode], actual: ActualState, out: ReconcileResult) -> None:
         running = {n for n, d in actual.domains.items() if d.state == NodeState.RUNNING}
         self.readiness.forget(running)
-        for name in set(self._reported) - {n.name for n in desired}:
-            del self._reported[name]
+        self._report_vanished(desired, actual, out)
         for node in desired:
             dom = actual.domains.get(node.name)
-            message = out.errors.get(node.name) or out.errors.get(node.tenant, "")
+            blame = node.name if node.name in out.errors else node.tenant
+            message = out.errors.get(blame, "")
+            reason = out.reasons.get(blame, "")
             current = dom is not None and dom.spec_hash == node.spec_hash
             generation = node.generation if current else 0
             if message:
@@ -243,22 +272,42 @@ class Agent:
                 if verdict.ready:
                     state, ip = NodeState.READY, verdict.ip
                 elif verdict.failed:
-                    state, message = NodeState.FAILED, verdict.failed
+                    state, message, reason = NodeState.FAILED, verdict.failed, BOOT_FAILED
                 else:
                     if self.readiness.booting(node.name):
                         out.booting.append(node.name)
             out.states[node.name] = state
-            if self._reported.get(node.name) == (state, message, generation):
-                continue
-            try:
-                self.source.report(
-                    NodeReport(
-                        node.tenant, node.name, state, ip, self.host_name, message, generation
-                    )
-                )
-                self._reported[node.name] = (state, message, generation)
-            except MayuError as exc:
-                log.warning("could not report %s: %s", node.name, exc.message)
+            self._send(node, state, ip, generation, reason, message)
+
+    def _send(
+        self,
+        node: TenantNode,
+        state: NodeState,
+        ip: str | None,
+        generation: int,
+        reason: str = "",
+        message: str = "",
+    ) -> None:
+        """Report a node's state with why (the state's own reason unless told), unless the
+        last report said the same; a failure to report is retried at the next pass."""
+        if not reason:
+            reason, message = state_reason(state)[0], message or state_reason(state)[1]
+        report = NodeReport(
+            node.tenant, node.name, state, ip, self.host_name, message, generation, reason
+        )
+        last = self._reported.get(node.name)
+        if last is not None and (last.state, last.message, last.generation, last.reason) == (
+            state,
+            message,
+            generation,
+            reason,
+        ):
+            return
+        try:
+            self.source.report(report)
+            self._reported[node.name] = report
+        except MayuError as exc:
+            log.warning("could not report %s: %s", node.name, exc.message)
 
     def _on_event(self, name: str, event: int) -> None:
         log.debug("lifecycle event %s for %s", event, name)
@@ -278,15 +327,8 @@ class Agent:
                     del self._booting[name]
                 continue
             del self._booting[name]
-            try:
-                self.source.report(
-                    NodeReport(
-                        node.tenant, name, state, ip, self.host_name, message, node.generation
-                    )
-                )
-                self._reported[name] = (state, message, node.generation)
-            except MayuError as exc:
-                log.warning("could not report %s: %s", name, exc.message)
+            reason = BOOT_FAILED if state == NodeState.FAILED else ""
+            self._send(node, state, ip, node.generation, reason, message)
 
     def run_forever(
         self,

@@ -19,6 +19,8 @@ MACHINE_COLUMNS = ["id", "hostname", "state", "ip", "profile", "labels", "age"]
 MACHINE_WIDE = ["uuid", "serial", "created", "updated", "window_expires"]
 EVENT_COLUMNS = ["seq", "time", "kind", "from", "to", "source", "cause", "details"]
 TENANT_COLUMNS = ["name", "phase", "masters", "workers", "generation"]
+NODE_COLUMNS = ["name", "role", "host", "state", "reason", "ip"]
+CONDITION_COLUMNS = ["object", "type", "status", "reason", "since", "message"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 _fmt = fmt_of
@@ -269,13 +271,14 @@ def hosts() -> None:
 
 
 HOST_COLUMNS = ["name", "cpus", "memory_mib", "address", "underlay", "alive", "credential"]
+HOST_WIDE = ["images"]
 
 
 @hosts.command("list")
 @output_option
 @click.pass_context
 def hosts_list(ctx: click.Context, output: str | None) -> None:
-    """Hosts with their capacity, last heartbeat and credential."""
+    """Hosts with their capacity, last heartbeat and credential (wide: their base images)."""
     items = _client(ctx).request("GET", "/api/v1/hosts")["items"]
     fmt = _fmt(ctx, output)
     if is_table(fmt):
@@ -284,7 +287,9 @@ def hosts_list(ctx: click.Context, output: str | None) -> None:
             item["credential"] = (
                 "revoked" if credential.get("revoked") else credential.get("origin", "none")
             )
-    emit(items, fmt, HOST_COLUMNS)
+            images = item.get("images")  # None: an agent that does not tell its images
+            item["images"] = None if images is None else [i["name"] for i in images]
+    emit(items, fmt, HOST_COLUMNS, HOST_WIDE)
 
 
 def _host_token(
@@ -365,7 +370,32 @@ def tenants_show(ctx: click.Context, name: str, output: str | None) -> None:
         return
     emit(_tenant_row(doc), fmt)
     click.echo()
-    emit(doc.get("status", {}).get("nodes", []), fmt, ["name", "role", "host", "state", "ip"])
+    nodes = doc.get("status", {}).get("nodes", [])
+    emit([_node_row(n) for n in nodes], fmt, NODE_COLUMNS)
+    click.echo()
+    emit(_condition_rows(doc), fmt, CONDITION_COLUMNS)
+
+
+def _ready_reason(node: dict[str, Any]) -> str | None:
+    """The reason of a node's Ready condition (why it is, or is not, ready)."""
+    found = [c for c in node.get("conditions") or [] if c.get("type") == "Ready"]
+    return found[0].get("reason") if found else None
+
+
+def _node_row(node: dict[str, Any]) -> dict[str, Any]:
+    return node | {"reason": _ready_reason(node)}
+
+
+def _condition_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tenant's conditions, then each node's: what, type, status, reason, since, why."""
+    status = doc.get("status") or {}
+    owners = [(f"tenant/{doc['metadata']['name']}", status)]
+    owners += [(f"node/{n.get('name')}", n) for n in status.get("nodes") or []]
+    return [
+        {"object": owner, **condition, "since": condition.get("lastTransitionTime")}
+        for owner, holder in owners
+        for condition in holder.get("conditions") or []
+    ]
 
 
 @tenants.command("create")

@@ -24,6 +24,24 @@ class ImageCorrupt(MayuError):
     status = 500
 
 
+class ImageMissing(NotFound):
+    """No manifest of this base image in the images directory."""
+
+    def __init__(self, name: str, images_dir: Path) -> None:
+        super().__init__(f"unknown base image {name!r}", {"images_dir": str(images_dir)})
+        self.image = name
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """What a host tells the server of a base image: name, version, its manifest's sha256
+    (the manifest holds the digests of the image's files, so this names them all)."""
+
+    name: str
+    version: str
+    sha256: str
+
+
 @dataclass(frozen=True)
 class BaseImage:
     name: str
@@ -46,7 +64,7 @@ class BaseImages:
     def _load(self, name: str) -> BaseImage:
         manifest = self.dir / f"{name}.json"
         if "/" in name or not manifest.is_file():
-            raise NotFound(f"unknown base image {name!r}", {"images_dir": str(self.dir)})
+            raise ImageMissing(name, self.dir)
         data = json.loads(manifest.read_text())
         return BaseImage(
             name=data["name"],
@@ -83,6 +101,20 @@ class BaseImages:
 
     def known(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.json"))
+
+    def summaries(self) -> list[ImageSummary]:
+        """Each image whose manifest reads, without hashing its files (cheap: a heartbeat
+        carries them); a file that fails its checksum is still refused when used."""
+        found = []
+        for manifest in sorted(self.dir.glob("*.json")):
+            try:
+                data = json.loads(manifest.read_bytes())
+                found.append(
+                    ImageSummary(manifest.stem, str(data["version"]), file_digest(manifest))
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not an image manifest: `get` reports it when a node needs it
+        return found
 
 
 def install_base_image(

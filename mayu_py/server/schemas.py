@@ -23,7 +23,7 @@ from mayu_py.model import (
     MachineState,
 )
 from mayu_py.tenants.nodes import ROLES as NODE_ROLES
-from mayu_py.tenants.wire import OverlayPeerBody
+from mayu_py.tenants.wire import HostImageBody, OverlayPeerBody
 
 Mac = Annotated[str, Field(pattern=MAC_PATTERN, examples=["52-54-00-12-34-56"])]
 Hostname = Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]
@@ -294,6 +294,9 @@ class HostSeen(BaseModel):
     last_seen: Epoch
     address: str
     underlay: str = ""
+    images: list[HostImageBody] | None = Field(
+        default=None, description="its base images; null: it did not say (placed as having any)"
+    )
 
 
 class HostView(BaseModel):
@@ -305,6 +308,7 @@ class HostView(BaseModel):
     last_seen: Epoch | None = None
     address: str | None = None
     underlay: str | None = None
+    images: list[HostImageBody] | None = None
     alive: bool | None = None
     credential: CredentialView | None
 

@@ -32,7 +32,6 @@ from mayu_py.tenants import (
     ReportedNode,
     TenantNode,
     TenantRecord,
-    lapsed_nodes,
     parse_tenant,
     place,
     tenant_nodes,
@@ -187,8 +186,9 @@ class TenantService:
         host = HostInfo.seen(HostRegistration.from_json(body), self.clock())
 
         def txn(tx: Tx) -> None:
+            before = tx.list_hosts()  # a lapse it ends is stored first, at its own time
             tx.put_host(host)
-            self.place_nodes(tx)
+            self.place_nodes(tx, before)
 
         self.store.atomically(txn)
         return host.to_json()
@@ -235,8 +235,7 @@ class TenantService:
     def view(self, record: TenantRecord, hosts: list[HostInfo] | None = None) -> dict[str, Any]:
         """The TenantCluster document with its computed status."""
         hosts = self.store.list_hosts() if hosts is None else hosts
-        lapsed = lapsed_nodes(dict(record.assignments), hosts, now=self.clock())
-        status = record.status(lapsed).model_dump(mode="json", exclude={"conditions"})
+        status = record.status(hosts, self.clock()).model_dump(mode="json")
         return record.tenant.model_dump(mode="json", exclude={"status"}) | {"status": status}
 
     @staticmethod
@@ -252,26 +251,37 @@ class TenantService:
             for name, image in self.settings.tenant_images.items()
         }
 
-    def place_nodes(self, tx: Tx) -> None:
-        """Place every tenant's nodes on the known hosts (in the caller's transaction)."""
-        records = [r for r in tx.list_tenants() if not r.deleting]
-        nodes = [n for r in records for n in tenant_nodes(r.tenant)]
-        existing = {n: h for r in records for n, h in r.assignments.items()}
-        placed = place(nodes, tx.list_hosts(), existing, now=self.clock())
+    def place_nodes(self, tx: Tx, hosts_before: list[HostInfo] | None = None) -> None:
+        """Place every tenant's nodes on the known hosts and store their conditions (in the
+        caller's transaction); `hosts_before`: the hosts before the caller changed them, whose
+        view of the conditions is stored first."""
+        now = self.clock()
+        hosts = tx.list_hosts()
+        records = tx.list_tenants()
+        live = [r for r in records if not r.deleting]
+        nodes = [n for r in live for n in tenant_nodes(r.tenant)]
+        existing = {n: h for r in live for n, h in r.assignments.items()}
+        placed = place(nodes, hosts, existing, now=now)
         for record in records:
-            names = {n.name for n in tenant_nodes(record.tenant)}
-            wanted = {n: h for n, h in placed.items() if n in names}
-            if wanted != record.assignments:
-                tx.put_tenant(dataclasses.replace(record, assignments=wanted))
+            changed = record
+            if hosts_before is not None:
+                changed = changed.refreshed(hosts_before, now)
+            if not record.deleting:
+                names = {n.name for n in tenant_nodes(record.tenant)}
+                wanted = {n: h for n, h in placed.items() if n in names}
+                changed = dataclasses.replace(changed, assignments=wanted)
+            changed = changed.refreshed(hosts, now)
+            if changed != record:
+                tx.put_tenant(changed)
 
-    @staticmethod
-    def _store_or_purge(tx: Tx, record: TenantRecord) -> TenantRecord:
-        """Keep a tenant's record, or purge it once it is `purgeable`. The caller removes a
-        purged tenant's PKI after the commit (`_after_purge`)."""
+    def _store_or_purge(self, tx: Tx, record: TenantRecord) -> TenantRecord:
+        """Keep a tenant's record with its conditions, or purge it once it is `purgeable`.
+        The caller removes a purged tenant's PKI after the commit (`_after_purge`)."""
         if record.purgeable:
             tx.delete_tenant(record.name)
-        else:
-            tx.put_tenant(record)
+            return record
+        record = record.refreshed(tx.list_hosts(), self.clock())
+        tx.put_tenant(record)
         return record
 
     def _after_purge(self, record: TenantRecord) -> TenantRecord:

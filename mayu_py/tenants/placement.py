@@ -7,15 +7,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mayu_py.tenants.nodes import TenantNode
-from mayu_py.tenants.wire import HostRegistration
+from mayu_py.tenants.wire import HostImage, HostRegistration
 
 HEARTBEAT_LAPSE_S = 60.0
 
 
 @dataclass(frozen=True)
 class HostInfo:
-    """An agent host as it registered: capacity, addresses and the time of its last heartbeat
-    (`underlay`: its VXLAN endpoint, as the host says)."""
+    """An agent host as it registered: capacity, addresses, base images and the time of its
+    last heartbeat (`underlay`: its VXLAN endpoint, as the host says; `images` None: the
+    host did not say, and is taken to have any)."""
 
     name: str
     cpus: int
@@ -23,15 +24,26 @@ class HostInfo:
     last_seen: float
     address: str = ""
     underlay: str = ""
+    images: tuple[HostImage, ...] | None = None
 
     def alive(self, now: float, lapse_s: float = HEARTBEAT_LAPSE_S) -> bool:
         return now - self.last_seen <= lapse_s
 
+    def lapsed_at(self, lapse_s: float = HEARTBEAT_LAPSE_S) -> float:
+        """When its heartbeat lapsed (or will)."""
+        return self.last_seen + lapse_s
+
+    def has_image(self, name: str) -> bool:
+        return self.images is None or any(i.name == name for i in self.images)
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["images"] = None if self.images is None else [i.to_json() for i in self.images]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HostInfo:
+        images = data.get("images")
         return cls(
             name=data["name"],
             cpus=data["cpus"],
@@ -39,12 +51,15 @@ class HostInfo:
             last_seen=data["last_seen"],
             address=data.get("address", ""),
             underlay=data.get("underlay", ""),
+            images=None if images is None else tuple(HostImage(**i) for i in images),
         )
 
     @classmethod
     def seen(cls, host: HostRegistration, now: float) -> HostInfo:
         """The host as of its heartbeat at `now`."""
-        return cls(host.name, host.cpus, host.memory_mib, now, host.address, host.underlay)
+        return cls(
+            host.name, host.cpus, host.memory_mib, now, host.address, host.underlay, host.images
+        )
 
 
 def lapsed_nodes(
@@ -71,9 +86,10 @@ def place(
     """Assign nodes (every tenant's, so usage is known) to hosts; return node name -> host.
 
     Existing assignments to known hosts are kept, also on a lapsed host (its nodes are not
-    moved: see `lapsed_nodes`). New nodes go to a live host with room, masters of a tenant on
-    hosts without another master of it while there are such hosts, then the host with the most
-    free memory. A node that fits nowhere is left out (pending).
+    moved: see `lapsed_nodes`). New nodes go to a live host with their base image and room,
+    masters of a tenant on hosts without another master of it while there are such hosts, then
+    the host with the most free memory. A node that fits nowhere is left out (pending: see
+    `why_unplaced`).
     """
     now = time.time() if now is None else now
     by_name = {h.name: h for h in hosts}
@@ -99,10 +115,38 @@ def place(
     live = [h.name for h in hosts if h.alive(now, lapse_s)]
     pending.sort(key=lambda n: (n.role != "master", -n.memory_mib, -n.cpus, n.name))
     for node in pending:
-        fits = [h for h in live if free_cpu[h] >= node.cpus and free_mem[h] >= node.memory_mib]
+        fits = [
+            h
+            for h in live
+            if by_name[h].has_image(node.image)
+            and free_cpu[h] >= node.cpus
+            and free_mem[h] >= node.memory_mib
+        ]
         if node.role == "master":
             spread = [h for h in fits if masters_on.get((node.tenant, h), 0) == 0]
             fits = spread or fits
         if fits:
             take(node, min(fits, key=lambda h: (-free_mem[h], -free_cpu[h], h)))
     return result
+
+
+def why_unplaced(
+    node: TenantNode, hosts: list[HostInfo], now: float, lapse_s: float = HEARTBEAT_LAPSE_S
+) -> tuple[str, str]:
+    """The reason and message of a node `place` left out: no live host, none with its base
+    image, or none with room."""
+    live = [h for h in hosts if h.alive(now, lapse_s)]
+    if not live:
+        return "NoLiveHost", "no agent host is sending heartbeats"
+    if not any(h.has_image(node.image) for h in live):
+        return (
+            "NoHostWithImage",
+            f"no live host has base image `{node.image}`: run `mayu images build-lab "
+            f"--tenant-images DIR` (image lab) or install `{node.image}` into an agent's "
+            "images dir; hosts report their images in their heartbeats",
+        )
+    return (
+        "Unschedulable",
+        f"no live host with base image `{node.image}` has room for {node.cpus} CPUs and "
+        f"{node.memory_mib} MiB",
+    )

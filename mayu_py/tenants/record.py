@@ -1,21 +1,34 @@
 """The server's record of a tenant: its resource, node placement, reported node states.
 
-The store keeps a `TenantRecord` as JSON ({"doc", "assignments", "nodes", "deleting"}) and
-gives it back typed. Records are immutable: a change is a new record (`dataclasses.replace`).
-`status` computes the TenantCluster's `status` from a record, with the phase rule of
-`tenants.states`.
+The store keeps a `TenantRecord` as JSON ({"doc", "assignments", "nodes", "deleting",
+"conditions"}) and gives it back typed. Records are immutable: a change is a new record
+(`dataclasses.replace`). `status` computes the TenantCluster's `status` from a record, with the
+phase rule of `tenants.states` and the conditions of `tenants.conditions`; the conditions last
+stored (`refreshed`, in every transaction that changes a tenant or its hosts) keep their
+lastTransitionTime while their status holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mayu_py.tenants.conditions import (
+    NodeFacts,
+    node_conditions,
+    rfc3339,
+    stamp,
+    tenant_conditions,
+)
 from mayu_py.tenants.nodes import tenant_nodes
-from mayu_py.tenants.resource import NodeStatus, TenantCluster, TenantStatus
+from mayu_py.tenants.placement import HostInfo, why_unplaced
+from mayu_py.tenants.resource import Condition, NodeStatus, TenantCluster, TenantStatus
 from mayu_py.tenants.states import NodeState, phase_of
 from mayu_py.tenants.wire import NodeReport
+
+TENANT_KEY = ""  # the tenant's own conditions in `TenantRecord.conditions`
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class TenantRecord:
     assignments: Mapping[str, str] = field(default_factory=dict)  # node -> host
     nodes: Mapping[str, ReportedNode] = field(default_factory=dict)  # node -> last report
     deleting: bool = False
+    # as last stored: "" -> the tenant's, node -> the node's (for their transition times)
+    conditions: Mapping[str, tuple[Condition, ...]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -60,28 +75,52 @@ class TenantRecord:
             if node in self.nodes
         )
 
-    def status(self, lapsed: set[str]) -> TenantStatus:
-        """The computed status; nodes in `lapsed` (their host stopped heartbeating) are
-        `unknown`."""
-        nodes = []
+    def status(self, hosts: Sequence[HostInfo], now: float) -> TenantStatus:
+        """The computed status as of `now`: nodes on a host whose heartbeat lapsed are
+        `unknown` (since the lapse), unplaced ones say why; conditions keep the transition
+        times of the stored ones while their status holds."""
+        by_host = {h.name: h for h in hosts}
+        facts, when = [], []
         for node in tenant_nodes(self.tenant):
             reported = self.nodes.get(node.name)
-            state = reported.state if reported else NodeState.PENDING
-            nodes.append(
-                NodeStatus(
-                    name=node.name,
-                    role=node.role,
-                    host=self.assignments.get(node.name),
-                    state=NodeState.UNKNOWN if node.name in lapsed else state,
-                    ip=reported.report.ip if reported else None,
-                )
+            host = self.assignments.get(node.name)
+            report = reported.report if reported else None
+            state = report.state if report else NodeState.PENDING
+            reason, message, at = (report.reason, report.message, now) if report else ("", "", now)
+            info = by_host.get(host) if host else None
+            if info is not None and not info.alive(now):
+                state, reason, at = NodeState.UNKNOWN, "", info.lapsed_at()
+                message = f"host {host} sent no heartbeat since {rfc3339(info.last_seen)}"
+            unplaced = why_unplaced(node, list(hosts), now) if host is None else None
+            facts.append(NodeFacts(node.name, state, host, reason, message, unplaced))
+            when.append(at)
+        lapses = [at for f, at in zip(facts, when, strict=True) if f.state is NodeState.UNKNOWN]
+        nodes = [
+            NodeStatus(
+                name=node.name,
+                role=node.role,
+                host=f.host,
+                state=f.state,
+                ip=r.report.ip if (r := self.nodes.get(node.name)) else None,
+                conditions=stamp(node_conditions(f), self.conditions.get(f.name, ()), at),
             )
+            for node, f, at in zip(tenant_nodes(self.tenant), facts, when, strict=True)
+        ]
         generations = [r.report.generation if (r := self.nodes.get(n.name)) else 0 for n in nodes]
+        own = tenant_conditions(facts, deleting=self.deleting)
         return TenantStatus(
             phase=phase_of((n.state for n in nodes), deleting=self.deleting),
             observedGeneration=min(generations, default=0),
+            conditions=stamp(own, self.conditions.get(TENANT_KEY, ()), max(lapses, default=now)),
             nodes=nodes,
         )
+
+    def refreshed(self, hosts: Sequence[HostInfo], now: float) -> TenantRecord:
+        """The record with its conditions as of `now` stored (for their transition times)."""
+        status = self.status(hosts, now)
+        conditions = {TENANT_KEY: tuple(status.conditions)}
+        conditions |= {n.name: tuple(n.conditions) for n in status.nodes}
+        return dataclasses.replace(self, conditions=conditions)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +128,10 @@ class TenantRecord:
             "assignments": dict(self.assignments),
             "nodes": {name: r.to_json() for name, r in self.nodes.items()},
             "deleting": self.deleting,
+            "conditions": {
+                key: [c.model_dump(mode="json") for c in found]
+                for key, found in self.conditions.items()
+            },
         }
 
     @classmethod
@@ -102,4 +145,8 @@ class TenantRecord:
                 for node, reported in (data.get("nodes") or {}).items()
             },
             deleting=bool(data.get("deleting")),
+            conditions={
+                key: tuple(Condition.model_validate(c) for c in found)
+                for key, found in (data.get("conditions") or {}).items()
+            },
         )

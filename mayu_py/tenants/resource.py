@@ -87,6 +87,7 @@ class NodeStatus(_Strict):
     host: str | None = None
     state: NodeState = NodeState.PENDING
     ip: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
 
 
 class TenantStatus(_Strict):

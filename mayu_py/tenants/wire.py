@@ -26,12 +26,15 @@ from pydantic import (
 
 from mayu_py.errors import BadRequest
 from mayu_py.model import HOSTNAME_PATTERN
+from mayu_py.tenants.conditions import MAX_REASON, REASON_PATTERN
 from mayu_py.tenants.states import REPORTED_STATES, NodeState
 
 MAX_MESSAGE = 500
 MAX_CPUS = 4096
 MAX_MEMORY_MIB = 1 << 24  # 16 TiB
 MAX_GENERATION = (1 << 31) - 1
+MAX_IMAGES = 256
+IMAGE_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 
 
 def _ip_text(value: str | None) -> str | None:
@@ -61,8 +64,19 @@ IpAddress = Annotated[
 ]
 
 
+class HostImageBody(BaseModel):
+    """A base image present on an agent host."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: Annotated[StrictStr, Field(pattern=IMAGE_NAME_PATTERN)]
+    version: Annotated[StrictStr, Field(max_length=128)] = ""
+    sha256: Annotated[StrictStr, Field(pattern=r"^([0-9a-f]{64})?$")] = Field(
+        default="", description="of the image's manifest (which holds its files' digests)"
+    )
+
+
 class HostRegistrationBody(BaseModel):
-    """POST /api/v1/hosts: an agent host's heartbeat with its capacity."""
+    """POST /api/v1/hosts: an agent host's heartbeat with its capacity and base images."""
 
     model_config = ConfigDict(extra="ignore")
     name: HostName
@@ -70,6 +84,11 @@ class HostRegistrationBody(BaseModel):
     memory_mib: StrictInt = Field(ge=1, le=MAX_MEMORY_MIB)
     address: IpAddress = Field(default=None, description="where the host reaches the server")
     underlay: IpAddress = Field(default=None, description="its VXLAN endpoint for tenants")
+    images: list[HostImageBody] | None = Field(
+        default=None,
+        max_length=MAX_IMAGES,
+        description="its base images; absent or null (an older agent): placement assumes any",
+    )
 
 
 class NodeReportBody(BaseModel):
@@ -84,6 +103,9 @@ class NodeReportBody(BaseModel):
     )
     generation: StrictInt | None = Field(
         default=None, ge=0, le=MAX_GENERATION, description="the tenant generation the VM is of"
+    )
+    reason: Annotated[StrictStr, Field(pattern=REASON_PATTERN, max_length=MAX_REASON)] | None = (
+        Field(default=None, description="why, in one CamelCase word (e.g. BaseImageMissing)")
     )
 
 
@@ -100,31 +122,53 @@ def _read(model: type[Any], body: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class HostImage:
+    """A base image on a host: its name, version and the sha256 of its manifest."""
+
+    name: str
+    version: str = ""
+    sha256: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
 class HostRegistration:
-    """An agent host's capacity, the address it reaches the server from, and its underlay
-    address: the local end of its tenants' VXLAN tunnels ("" when it has none)."""
+    """An agent host's capacity, the address it reaches the server from, its underlay
+    address (the local end of its tenants' VXLAN tunnels, "" when it has none) and its base
+    images (None: not told, as by an agent older than image reports)."""
 
     name: str
     cpus: int
     memory_mib: int
     address: str
     underlay: str = ""
+    images: tuple[HostImage, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "name": self.name,
             "cpus": self.cpus,
             "memory_mib": self.memory_mib,
             "address": self.address,
             "underlay": self.underlay,
         }
+        if self.images is not None:
+            body["images"] = [i.to_json() for i in self.images]
+        return body
 
     @classmethod
     def from_json(cls, body: Any) -> HostRegistration:
         """Read a heartbeat body; BadRequest for a missing field, a wrong type, or a name,
-        address or capacity out of bounds."""
+        address, capacity or image out of bounds."""
         read: HostRegistrationBody = _read(HostRegistrationBody, body)
-        return cls(read.name, read.cpus, read.memory_mib, read.address or "", read.underlay or "")
+        images = None
+        if read.images is not None:
+            images = tuple(HostImage(i.name, i.version, i.sha256) for i in read.images)
+        return cls(
+            read.name, read.cpus, read.memory_mib, read.address or "", read.underlay or "", images
+        )
 
 
 @dataclass(frozen=True)
@@ -138,6 +182,7 @@ class NodeReport:
     host: str | None
     message: str = ""
     generation: int = 0  # the tenant generation the node's VM reflects (0: none yet)
+    reason: str = ""  # why, in one CamelCase word ("": the state's own reason)
 
     def to_json(self) -> dict[str, Any]:
         """The body of PUT /api/v1/tenants/<tenant>/nodes/<node>/status."""
@@ -147,6 +192,7 @@ class NodeReport:
             "host": self.host,
             "message": self.message,
             "generation": self.generation,
+            "reason": self.reason,
         }
 
     @classmethod
@@ -164,6 +210,7 @@ class NodeReport:
             host=read.host or None,
             message=(read.message or "")[:MAX_MESSAGE],
             generation=read.generation or 0,
+            reason=read.reason or "",
         )
 
 

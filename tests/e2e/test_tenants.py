@@ -173,12 +173,18 @@ def test_two_tenants_ready_isolated_scaled_deleted(rig: Rig) -> None:
     rig.create(TB)
     nodes = {TA: rig.wait_ready(TA, 2), TB: rig.wait_ready(TB, 2)}
     print(f"\n4 nodes ready {time.monotonic() - started:.1f}s after create")
-    assert (
-        json.loads(rig.server.mayuctl("tenants", "show", TA, "-o", "json").stdout)["status"][
-            "phase"
-        ]
-        == "Ready"
-    )
+    status = json.loads(rig.server.mayuctl("tenants", "show", TA, "-o", "json").stdout)["status"]
+    assert status["phase"] == "Ready"
+    # the real agent said why at each step: the conditions end ready, booting left behind
+    tenant = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert tenant == {
+        "Ready": ("True", "AllNodesReady"),
+        "Progressing": ("False", "Settled"),
+        "Degraded": ("False", "NoFailures"),
+    }
+    for node in status["nodes"]:
+        ready = next(c for c in node["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("True", "Ready")
 
     # every VM got its reserved address and ran its own Ignition, read from fw_cfg
     for tenant, members in nodes.items():

@@ -266,7 +266,16 @@ def test_failure_is_isolated_per_node(rig: Rig) -> None:
         nodes[2].name: "running",
     }
     report = rig.source.last_reports()[broken.name]
-    assert report.state == "failed" and "unknown base image" in report.message
+    assert (report.state, report.reason) == ("failed", "BaseImageMissing")
+    assert report.message.startswith("base image `nope` is not present on host `h1`: run `")
+    assert rig.source.last_reports()[nodes[0].name].reason == "Booting"
+    agent = rig.agent()
+    agent.register()
+    assert [i.name for i in rig.source.registrations[-1].images or ()] == ["lab"]
+    agent.run_once()
+    rig.source.nodes = [nodes[0], nodes[2]]  # the broken node is no longer wanted here
+    assert agent.run_once().errors == {}
+    assert rig.source.last_reports()[broken.name].state == "deleted"  # nothing of it was left
 
 
 def test_corrupt_base_image_is_never_used(rig: Rig) -> None:
@@ -277,6 +286,7 @@ def test_corrupt_base_image_is_never_used(rig: Rig) -> None:
     rig.source.nodes = desired(ACME)[:1]
     result = rig.agent().run_once()
     assert "fails its checksum" in result.errors["acme-master-0"]
+    assert rig.source.last_reports()["acme-master-0"].reason == "BaseImageCorrupt"
     assert not rig.state.overlay(rig.source.nodes[0]).exists()
     assert set(rig.domains()) == {FOREIGN_DOMAIN}
 

@@ -117,13 +117,16 @@ def test_hosts_approve_rotate_revoke(server: RunningServer) -> None:
     assert rotated != token
     (listed,) = json.loads(server.mayuctl("hosts", "list", "-o", "json").stdout)
     assert listed["credential"]["underlay"] == "192.0.2.9"  # the enrolled address stays
-    heartbeat = {"name": "lab-host", "cpus": 2, "memory_mib": 2048}
+    heartbeat = {"name": "lab-host", "cpus": 2, "memory_mib": 2048, "images": [{"name": "lab"}]}
     old = requests.post(f"{server.url}/api/v1/hosts", json=heartbeat, timeout=10,
                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert old.status_code == 401
     new = requests.post(f"{server.url}/api/v1/hosts", json=heartbeat, timeout=10,
                         headers={"Authorization": f"Bearer {rotated}"})  # fmt: skip
     assert new.status_code == 200, new.text
+    wide = server.mayuctl("hosts", "list", "-o", "wide")
+    assert wide.returncode == 0 and "IMAGES" in wide.stdout and " lab" in wide.stdout
+    assert "IMAGES" not in server.mayuctl("hosts", "list").stdout
     revoked = server.mayuctl("hosts", "revoke", "lab-host")
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
     as_json = json.loads(server.mayuctl("hosts", "list", "-o", "json").stdout)

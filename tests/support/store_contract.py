@@ -28,6 +28,7 @@ from mayu_py.tenants import (
     TenantRecord,
     parse_tenant,
 )
+from mayu_py.tenants.wire import HostImage
 from tests.support.inventory import fill, mac_of
 from tests.support.tenants import acme
 
@@ -203,14 +204,18 @@ def test_event_and_alert_retention(open_backend: OpenBackend) -> None:
 
 def test_tenants_and_hosts_records(store: Store) -> None:
     tenant = parse_tenant(acme(), {"lab": ImageInfo("lab")}, [])
-    report = NodeReport("acme", "acme-master-0", NodeState.READY, "10.100.0.10", "h1", "", 1)
+    report = NodeReport(
+        "acme", "acme-master-0", NodeState.READY, "10.100.0.10", "h1", "", 1, "Ready"
+    )
     reported = ReportedNode(report, 5.0)
+    host = HostInfo("h1", 2, 4096, 7.0, "192.0.2.5", images=(HostImage("lab", "1", "a" * 64),))
     record = TenantRecord(tenant, {"acme-master-0": "h1"}, {"acme-master-0": reported})
+    record = record.refreshed([host], 7.0)  # with its conditions
     store.atomically(lambda tx: tx.put_tenant(record))
-    store.atomically(lambda tx: tx.put_host(HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")))
-    assert store.get_tenant("acme") == record
+    store.atomically(lambda tx: tx.put_host(host))
+    assert store.get_tenant("acme") == record and record.conditions
     assert store.atomically(lambda tx: tx.list_tenants()) == [record]
-    assert store.list_hosts() == [HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")]
+    assert store.list_hosts() == [host]
     deleting = dataclasses.replace(record, deleting=True)
     store.atomically(lambda tx: tx.put_tenant(deleting))
     assert store.get_tenant("acme") == deleting

@@ -74,7 +74,8 @@ def test_api_shapes(server) -> None:
         ("GET", "/api/v1/hosts/h1/nodes", None),
         ("GET", "/api/v1/tenants/acme/nodes/acme-master-0/ignition", None),
         ("PUT", "/api/v1/tenants/acme/nodes/acme-master-0/status",
-         {"state": "running", "ip": "10.100.0.10", "host": "h1", "message": "", "generation": 2}),
+         {"state": "running", "ip": "10.100.0.10", "host": "h1", "message": "", "generation": 2,
+              "reason": ""}),
     ]  # fmt: skip
     assert {a for _m, _p, a, _b in seen} == {"Bearer s3cret"}
 

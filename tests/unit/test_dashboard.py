@@ -302,6 +302,10 @@ def test_hosts_and_tenants_pages_show_placement_and_node_states(
     assert client.post("/api/v1/tenants", headers=AUTH, json=acme()).status_code == 201
     hosts = client.get("/ui/hosts", environ_base=TLS).text
     assert 'id="host-h1"' in hosts and "CPUs 3 / 8" in hosts and "1536 / 16384 MiB" in hosts
+    assert "base images not reported" in hosts  # an agent that does not tell them
+    told = body | {"images": [{"name": "lab"}, {"name": "flatcar"}]}
+    assert client.post("/api/v1/hosts", headers=AUTH, json=told).status_code == 200
+    assert "base images lab, flatcar" in client.get("/ui/hosts", environ_base=TLS).text
     assert hosts.count("<td>acme</td>") == 3
     report = {"state": "ready", "ip": "10.100.0.10", "host": "h1", "generation": 1}
     put = client.put("/api/v1/tenants/acme/nodes/acme-master-0/status", headers=AUTH, json=report)
@@ -309,6 +313,9 @@ def test_hosts_and_tenants_pages_show_placement_and_node_states(
     tenants = client.get("/ui/live/tenants", environ_base=TLS).text
     assert 'id="tenant-acme"' in tenants and "node-ready" in tenants and "10.100.0.10" in tenants
     assert tenants.count("node-pending") == 2
+    # the conditions of the tenant and of each node, with their reasons
+    assert "<strong>Progressing</strong> True · Creating" in tenants
+    assert "Ready=True (Ready)" in tenants and tenants.count("Ready=False (Creating)") == 2
 
 
 def test_session_cookie_is_refused_over_plain_http(client: FlaskClient, alice: str) -> None:

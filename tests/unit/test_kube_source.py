@@ -481,6 +481,7 @@ def test_report_patches_status_until_ready(kube, tmp_path: Path) -> None:
     nodes = source.desired_nodes()
     source.report(NodeReport("acme", nodes[0].name, "running", nodes[0].ip, "h1", "", 1))
     status = fake.get("acme")["status"]
+    conditions = {c["type"]: c for c in status["nodes"][0].pop("conditions")}
     assert status["nodes"][0] == {
         "name": "acme-master-0",
         "role": "master",
@@ -488,15 +489,25 @@ def test_report_patches_status_until_ready(kube, tmp_path: Path) -> None:
         "state": "running",
         "ip": "10.100.0.10",
     }
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "Booting")
+    assert conditions["Scheduled"]["status"] == "True"
     assert status["phase"] == "Provisioning" and status.get("observedGeneration", 0) == 0
+    tenant = {c["type"]: c for c in status["conditions"]}
+    assert (tenant["Progressing"]["status"], tenant["Ready"]["status"]) == ("True", "False")
     for node in nodes:
         source.report(NodeReport("acme", node.name, "ready", node.ip, "h1", "", 1))
     status = fake.get("acme")["status"]
     assert {n["state"] for n in status["nodes"]} == {"ready"}
     assert status["phase"] == "Ready" and status["observedGeneration"] == 1
-    source.report(NodeReport("acme", nodes[1].name, "failed", None, "h1", "boom", 1))
+    status = fake.get("acme")["status"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    report = NodeReport("acme", nodes[1].name, "failed", None, "h1", "boom", 1, "DefineFailed")
+    source.report(report)
     status = fake.get("acme")["status"]
     assert status["phase"] == "Degraded" and "ip" not in status["nodes"][1]
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "DefineFailed")
+    assert "boom" in degraded["message"]
     source.report(NodeReport("acme", nodes[1].name, "deleted", None, "h1"))
     assert [n["name"] for n in fake.get("acme")["status"]["nodes"]] == ["acme-master-0"]
     with pytest.raises(NotFound):

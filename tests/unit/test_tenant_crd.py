@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mayu_py.tenants import ImageInfo, TenantCluster, parse_tenant
-from mayu_py.tenants.resource import TenantSpec
+from mayu_py.tenants.resource import Condition, NodeStatus, TenantSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "static_manifests/crds/tenantcluster.yaml").read_text())
@@ -61,8 +61,15 @@ def test_status_of_the_model_validates() -> None:
         "observedGeneration": 1,
         "conditions": [{"type": "Ready", "status": "True", "reason": "", "message": ""}],
         "nodes": [{"name": "acme-master-0", "role": "master", "host": "h1", "state": "running",
-                   "ip": "10.100.0.10"}],
+                   "ip": "10.100.0.10",
+                   "conditions": [{"type": "Ready", "status": "False", "reason": "Booting",
+                                   "message": "", "lastTransitionTime": "2026-11-30T22:00:00Z"}]}],
     }  # fmt: skip
     model = TenantCluster.model_validate(example)
     jsonschema.validate(model.model_dump(mode="json", exclude_none=True), schema())
+    node = schema()["properties"]["status"]["properties"]["nodes"]["items"]["properties"]
+    assert set(node) == set(NodeStatus.model_fields)
+    assert node["conditions"] == schema()["properties"]["status"]["properties"]["conditions"]
+    condition = node["conditions"]["items"]["properties"]
+    assert set(condition) == set(Condition.model_fields)
     assert set(schema()["properties"]["spec"]["properties"]) == set(TenantSpec.model_fields)

@@ -8,6 +8,7 @@ import pytest
 
 from mayu_py.errors import BadRequest
 from mayu_py.tenants import (
+    HostInfo,
     ImageInfo,
     NodeReport,
     NodeState,
@@ -17,6 +18,7 @@ from mayu_py.tenants import (
     parse_tenant,
     phase_of,
 )
+from mayu_py.tenants.placement import HEARTBEAT_LAPSE_S
 from tests.support.tenants import acme
 
 S = NodeState
@@ -84,14 +86,15 @@ def test_status_of_a_record() -> None:
             NODES[1]: _reported(1, S.READY, "10.100.0.11", generation=1),
         },
     )
-    status = record.status(lapsed=set())
+    hosts = [HostInfo("h1", 4, 4096, 100.0), HostInfo("h2", 4, 4096, 50.0)]
+    status = record.status(hosts, now=100.0)
     assert [(n.name, n.host, n.state, n.ip) for n in status.nodes] == [
         (NODES[0], "h1", S.READY, "10.100.0.10"),
         (NODES[1], "h2", S.READY, "10.100.0.11"),
         (NODES[2], None, S.PENDING, None),
     ]
     assert status.phase == Phase.PROVISIONING and status.observedGeneration == 0
-    lapsed = record.status(lapsed={NODES[1]})
+    lapsed = record.status(hosts, now=50.0 + HEARTBEAT_LAPSE_S + 1)
     assert lapsed.nodes[1].state == S.UNKNOWN and lapsed.phase == Phase.DEGRADED
 
 

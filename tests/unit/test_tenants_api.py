@@ -406,3 +406,57 @@ def test_hosts_publish_each_tenant_s_overlay_peers(client: FlaskClient) -> None:
     client.post("/api/v1/hosts/h2/revoke", headers=AUTH)
     moved = client.get("/api/v1/hosts/h1/nodes", headers=AUTH).get_json()
     assert [n["network"]["peers"] for n in moved] == [[], []]
+
+
+def _conditions(holder: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in holder["conditions"]}
+
+
+def test_nodes_wait_for_a_host_with_their_image_and_say_why(client: FlaskClient) -> None:
+    images = [{"name": "flatcar", "version": "1", "sha256": "b" * 64}]
+    body = {"name": "h1", "cpus": 8, "memory_mib": 8192, "images": images}
+    assert client.post("/api/v1/hosts", headers=AUTH, json=body).status_code == 200
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    shown = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]
+    assert {n["host"] for n in shown["nodes"]} == {None}
+    assert {n["state"] for n in shown["nodes"]} == {"pending"}
+    scheduled = _conditions(shown["nodes"][0])["Scheduled"]
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "NoHostWithImage")
+    assert "base image `lab`" in scheduled["message"]
+    progressing = _conditions(shown)["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False", "NoHostWithImage")
+    hosts = client.get("/api/v1/hosts", headers=AUTH).get_json()["items"]
+    assert hosts[0]["images"] == images
+
+    with_lab = body | {"images": [*images, {"name": "lab", "version": "6.1"}]}
+    assert client.post("/api/v1/hosts", headers=AUTH, json=with_lab).status_code == 200
+    placed = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]
+    assert {n["host"] for n in placed["nodes"]} == {"h1"}
+    assert _conditions(placed["nodes"][0])["Scheduled"]["status"] == "True"
+    since = _conditions(placed)["Ready"]["lastTransitionTime"]
+
+    report = {"state": "failed", "host": "h1", "reason": "BaseImageMissing",
+              "message": "base image `lab` is not present on host `h1`: run ..."}  # fmt: skip
+    put = client.put("/api/v1/tenants/acme/nodes/acme-master-0/status", headers=AUTH, json=report)
+    assert put.status_code == 200, put.get_json()
+    status = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]
+    ready = _conditions(status["nodes"][0])["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "BaseImageMissing")
+    assert ready["message"].startswith("base image `lab` is not present on host `h1`")
+    degraded = _conditions(status)["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "BaseImageMissing")
+    assert _conditions(status)["Ready"]["lastTransitionTime"] == since  # still False
+    bad = client.put(
+        "/api/v1/tenants/acme/nodes/acme-master-0/status",
+        headers=AUTH,
+        json=report | {"reason": "not one word"},
+    )
+    assert bad.status_code == 400
+
+
+def test_a_host_that_reports_no_images_takes_any(client: FlaskClient) -> None:
+    _heartbeat(client, "h1")  # an agent older than image reports: no `images` member
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    status = client.get("/api/v1/tenants/acme", headers=AUTH).get_json()["status"]
+    assert {n["host"] for n in status["nodes"]} == {"h1"}
+    assert client.get("/api/v1/hosts", headers=AUTH).get_json()["items"][0]["images"] is None

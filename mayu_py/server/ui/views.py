@@ -14,7 +14,7 @@ from typing import Any
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.model import Event, Machine, MachineState, transition_allowed
 from mayu_py.server.machines import REINSTALLABLE
-from mayu_py.tenants import HostInfo, TenantRecord, lapsed_nodes, tenant_nodes
+from mayu_py.tenants import HostInfo, TenantRecord, tenant_nodes
 
 # Newest first, at most this many events on a machine's timeline (the store keeps 200).
 TIMELINE_LENGTH = 100
@@ -138,8 +138,7 @@ def _node_rows(
     stopped heartbeating)."""
     rows = []
     for record in records:
-        lapsed = lapsed_nodes(dict(record.assignments), hosts, now=now)
-        states = {n.name: n for n in record.status(lapsed).nodes}
+        states = {n.name: n for n in record.status(hosts, now).nodes}
         for node in tenant_nodes(record.tenant):
             status = states[node.name]
             rows.append(
@@ -173,6 +172,7 @@ def hosts_page(hosts: list[HostInfo], records: list[TenantRecord], now: float) -
                 "last_seen": iso(host.last_seen),
                 "cpus": host.cpus,
                 "memory_mib": host.memory_mib,
+                "images": None if host.images is None else [i.name for i in host.images],
                 "used_cpus": sum(r["cpus"] for r in placed),
                 "used_memory_mib": sum(r["memory_mib"] for r in placed),
                 "nodes": placed,

@@ -454,9 +454,9 @@ def test_an_operator_approves_the_booting_lab_in_chromium_and_watches_it_install
     sees them arrive live, approves each, and sees them install live; `up` then ends. The
     reinstall she then makes in the browser provisions that machine again at its next boot."""
     DASHBOARD_ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    machines = topo.lab_machines(2)
+    machines = topo.lab_machines(MACHINES)
     up = subprocess.Popen(
-        [str(BIN / "mayu"), "lab", *lab.up_args(2, timeout=400), "--approve", "manual"],
+        [str(BIN / "mayu"), "lab", *lab.up_args(MACHINES, timeout=400), "--approve", "manual"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -474,7 +474,7 @@ def test_an_operator_approves_the_booting_lab_in_chromium_and_watches_it_install
             up.send_signal(signal.SIGINT)
             up.communicate(timeout=120)
     assert up.returncode == 0, f"{out}\n{lab.serve_log()[-3000:]}\n{lab.consoles()}"
-    assert "all 2 machine(s) installed" in out, out
+    assert f"all {MACHINES} machine(s) installed" in out, out
     # The reinstall made in the browser: at its next network boot that machine provisions
     # again, with exactly one new token, and the reinstall names olga.
     last = machines[-1]

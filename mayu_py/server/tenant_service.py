@@ -3,7 +3,9 @@
 Tenants are kept as `TenantRecord`s (mayu_py.tenants.record). Placement runs in the same
 transaction as every change that can affect it (tenant created or changed, host heartbeat).
 A tenant's PKI directory is removed only after the transaction that purged its record
-committed.
+committed. A spec change that needs new VMs is rolled out one node at a time: the changed
+nodes stay pinned to what they run and `rollout.advance` releases the next one whenever a node
+report shows the whole tenant ready (mayu_py.tenants.rollout); hosts get the pinned nodes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from mayu_py.tenants import (
 )
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
 from mayu_py.tenants.networking import TenantOptions
+from mayu_py.tenants.rollout import advance, desired_nodes, pin_changed
 from mayu_py.tenants.validation import is_tenant_name
 from mayu_py.tenants.wire import OverlayPeer
 
@@ -118,7 +121,11 @@ class TenantService:
             tenant = parse_tenant({**doc, "metadata": meta, "spec": spec}, self._images(), others)
             names = {n.name for n in tenant_nodes(tenant)}
             assignments = {n: h for n, h in record.assignments.items() if n in names}
-            tx.put_tenant(dataclasses.replace(record, tenant=tenant, assignments=assignments))
+            rollout = pin_changed(record.tenant, tenant, record.rollout, record.reports)
+            changed = dataclasses.replace(
+                record, tenant=tenant, assignments=assignments, rollout=rollout
+            )
+            tx.put_tenant(self._advanced(tx, changed))
             self.place_nodes(tx)
             return self._record(tx, name)
 
@@ -150,7 +157,8 @@ class TenantService:
             if node not in known:
                 raise NotFound("no such node", {"tenant": tenant, "node": node[:64]})
             nodes = {**record.nodes, node: ReportedNode(report, self.clock())}
-            return self._store_or_purge(tx, dataclasses.replace(record, nodes=nodes))
+            updated = self._advanced(tx, dataclasses.replace(record, nodes=nodes))
+            return self._store_or_purge(tx, updated)
 
         return self.view(self._after_purge(self.store.atomically(txn)))
 
@@ -205,7 +213,7 @@ class TenantService:
         for record in self.store.list_tenants():
             if record.deleting:
                 continue
-            nodes = tenant_nodes(record.tenant)
+            nodes = desired_nodes(record.tenant, record.rollout)
             mine = [n for n in nodes if record.assignments.get(n.name) == host]
             if mine:
                 peers = self._overlay_peers(record, nodes, host, hosts)
@@ -236,8 +244,18 @@ class TenantService:
         """The TenantCluster document with its computed status."""
         hosts = self.store.list_hosts() if hosts is None else hosts
         lapsed = lapsed_nodes(dict(record.assignments), hosts, now=self.clock())
-        status = record.status(lapsed).model_dump(mode="json", exclude={"conditions"})
+        computed = record.status(lapsed)
+        hidden = {"conditions"} | ({"rollout"} if computed.rollout is None else set())
+        status = computed.model_dump(mode="json", exclude=hidden)
         return record.tenant.model_dump(mode="json", exclude={"status"}) | {"status": status}
+
+    def _advanced(self, tx: Tx, record: TenantRecord) -> TenantRecord:
+        """The record with its rollout moved on, when every node is ready for the next step."""
+        if not record.rollout.members or record.deleting:
+            return record
+        lapsed = lapsed_nodes(dict(record.assignments), tx.list_hosts(), now=self.clock())
+        rollout = advance(record.tenant, record.rollout, record.reports, lapsed)
+        return dataclasses.replace(record, rollout=rollout)
 
     @staticmethod
     def _record(tx_or_store: Tx | Store, name: str) -> TenantRecord:

@@ -1,7 +1,8 @@
 """The server's record of a tenant: its resource, node placement, reported node states.
 
-The store keeps a `TenantRecord` as JSON ({"doc", "assignments", "nodes", "deleting"}) and
-gives it back typed. Records are immutable: a change is a new record (`dataclasses.replace`).
+The store keeps a `TenantRecord` as JSON ({"doc", "assignments", "nodes", "deleting",
+"rollout"}) and gives it back typed. `rollout` holds the nodes pinned to an earlier revision
+while a spec change replaces them one at a time (mayu_py.tenants.rollout). Records are immutable: a change is a new record (`dataclasses.replace`).
 `status` computes the TenantCluster's `status` from a record, with the phase rule of
 `tenants.states`.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from mayu_py.tenants.nodes import tenant_nodes
 from mayu_py.tenants.resource import NodeStatus, TenantCluster, TenantStatus
+from mayu_py.tenants.rollout import Rollout, rollout_status
 from mayu_py.tenants.states import NodeState, phase_of
 from mayu_py.tenants.wire import NodeReport
 
@@ -45,6 +47,7 @@ class TenantRecord:
     assignments: Mapping[str, str] = field(default_factory=dict)  # node -> host
     nodes: Mapping[str, ReportedNode] = field(default_factory=dict)  # node -> last report
     deleting: bool = False
+    rollout: Rollout = field(default_factory=Rollout)
 
     @property
     def name(self) -> str:
@@ -81,7 +84,13 @@ class TenantRecord:
             phase=phase_of((n.state for n in nodes), deleting=self.deleting),
             observedGeneration=min(generations, default=0),
             nodes=nodes,
+            rollout=rollout_status(self.tenant, self.rollout, self.reports, lapsed),
         )
+
+    @property
+    def reports(self) -> dict[str, NodeReport]:
+        """node -> its last report."""
+        return {name: reported.report for name, reported in self.nodes.items()}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +98,7 @@ class TenantRecord:
             "assignments": dict(self.assignments),
             "nodes": {name: r.to_json() for name, r in self.nodes.items()},
             "deleting": self.deleting,
+            "rollout": self.rollout.to_json(),
         }
 
     @classmethod
@@ -102,4 +112,5 @@ class TenantRecord:
                 for node, reported in (data.get("nodes") or {}).items()
             },
             deleting=bool(data.get("deleting")),
+            rollout=Rollout.from_json(data.get("rollout")),
         )

@@ -2,9 +2,9 @@
 
 The store keeps a `TenantRecord` as JSON ({"doc", "assignments", "nodes", "deleting",
 "rollout"}) and gives it back typed. `rollout` holds the nodes pinned to an earlier revision
-while a spec change replaces them one at a time (mayu_py.tenants.rollout). Records are immutable: a change is a new record (`dataclasses.replace`).
-`status` computes the TenantCluster's `status` from a record, with the phase rule of
-`tenants.states`.
+while a spec change replaces them one at a time (mayu_py.tenants.rollout). Records are
+immutable: a change is a new record (`dataclasses.replace`). `status` computes the
+TenantCluster's `status` from a record, with the phase rule of `tenants.states`.
 """
 
 from __future__ import annotations

@@ -117,9 +117,7 @@ def _pruned(
     return Rollout(pins, kept, members)
 
 
-def _settled(
-    node: TenantNode, reported: Mapping[str, NodeReport], lapsed: Collection[str]
-) -> bool:
+def _settled(node: TenantNode, reported: Mapping[str, NodeReport], lapsed: Collection[str]) -> bool:
     report = reported.get(node.name)
     return (
         report is not None

@@ -113,9 +113,7 @@ def test_through_the_api_a_host_gets_one_new_node_at_a_time(client: FlaskClient)
     assert client.post("/api/v1/tenants", headers=AUTH, json=_doc()).status_code == 201
 
     def desired() -> dict[str, dict[str, Any]]:
-        return {
-            n["node"]: n for n in client.get("/api/v1/hosts/h1/nodes", headers=AUTH).get_json()
-        }
+        return {n["node"]: n for n in client.get("/api/v1/hosts/h1/nodes", headers=AUTH).get_json()}
 
     def report(node: str, state: str, generation: int) -> dict[str, Any]:
         url = f"/api/v1/tenants/ro/nodes/{node}/status"

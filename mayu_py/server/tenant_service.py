@@ -174,6 +174,10 @@ class TenantService:
         """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""
         return self._record(self.store, tenant).assignments.get(node)
 
+    def hosts_of(self, tenant: str) -> set[str]:
+        """The hosts carrying nodes of a tenant; NotFound for an unknown tenant."""
+        return set(self._record(self.store, tenant).assignments.values())
+
     def tenant_pki(self, name: str) -> ClusterPKI:
         directory = self._pki_dir(name)
         if self.shared is not None:

@@ -164,7 +164,9 @@ class TenantService:
 
     def node_ignition(self, tenant_name: str, node_name: str) -> bytes:
         """A tenant node's Ignition, with certificates from the tenant's own PKI."""
-        tenant = self._record(self.store, tenant_name).tenant
+        record = self._record(self.store, tenant_name)
+        pinned = record.rollout.pins.get(node_name)  # still the revision it runs
+        tenant = record.rollout.revisions[pinned] if pinned is not None else record.tenant
         with self.metrics.render.labels("tenant_node").time():
             return render_tenant_node(
                 tenant, node_name, self.tenant_pki(tenant.name), self.renderer, self.options

@@ -72,6 +72,7 @@ class AgentProcess:
     log_path: Path
     host_name: str = "h1"
     interval: float = 2.0
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:
@@ -90,6 +91,7 @@ class AgentProcess:
             str(self.images_dir),
             "--interval",
             str(self.interval),
+            *self.extra_args,
         ]
         env = {**os.environ, "MAYU_TOKEN": self.token, "MAYU_ACCEL": "tcg"}
         with open(self.log_path, "ab") as log:

@@ -51,18 +51,16 @@ class KubeDrain:
         kubeconfig: KubeconfigFetcher,
         timeout_s: float = 60.0,
         request_timeout_s: float = 5.0,
-        api_factory: Callable[[str], client.ApiClient] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.timeout_s = timeout_s
         self.request_timeout_s = request_timeout_s
-        self.api_factory = api_factory or _api_client
 
     def __call__(self, tenant: str, node: str) -> str:
         started = time.monotonic()
         deadline = started + self.timeout_s
         try:
-            api = self.api_factory(self.kubeconfig(tenant))
+            api = _api_client(self.kubeconfig(tenant))
         except Exception as exc:  # noqa: BLE001 — any failure to get a client is reported
             return self._said(tenant, node, f"drain skipped: no tenant kubeconfig ({exc})")
         try:
@@ -127,7 +125,9 @@ class KubeDrain:
     def _evict(self, core: client.CoreV1Api, pod: Any, deadline: float) -> None:
         meta = pod.metadata
         body = client.V1Eviction(
-            metadata=client.V1ObjectMeta(name=meta.name, namespace=meta.namespace)
+            api_version="policy/v1",
+            kind="Eviction",
+            metadata=client.V1ObjectMeta(name=meta.name, namespace=meta.namespace),
         )
         try:
             self._call(

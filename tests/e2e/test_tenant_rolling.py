@@ -5,7 +5,8 @@ While the version goes 1.36 -> 1.37, a sampler reads libvirt's domains and the s
 states every 0.2 s: never more than one node is down in either. The nodes are replaced masters
 first, one by one, then workers. Each master's data disk (`<node>.data.qcow2`, its vdb) gets
 a marker written from inside the guest before; after the rollout the same file is there and the
-new VM reads the marker. No kube-apiserver runs in the lab image, so every drain says, in the
+new VM reads the marker. The agent is killed -9 mid-rollout and restarted: it resumes and
+leaves no orphan. No kube-apiserver runs in the lab image, so every drain says, in the
 agent's log and the node's message, that the tenant API was unreachable within the timeout.
 At the end the tenant is deleted and nothing of it is left, data disks included.
 """
@@ -13,6 +14,7 @@ At the end the tenant is deleted and nothing of it is left, data disks included.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -60,9 +62,8 @@ class Sampler:
             for node in ORDER:
                 if node not in self.went and (node in down or doms[node].id != self.ids[node]):
                     self.went[node] = now
-            states = th.tenant_nodes(
-                self.server.mayuctl("tenants", "show", NAME, "-o", "json").stdout
-            )
+            shown = self.server.api("GET", f"/api/v1/tenants/{NAME}").json()
+            states = {n["name"]: n for n in shown["status"]["nodes"]}
             not_ready = [n for n in ORDER if states[n]["state"] != "ready"]
             for node in ORDER:
                 returned = node not in not_ready + down and doms[node].id != self.ids[node]
@@ -171,6 +172,12 @@ def test_rolling_version_change_of_three_masters_two_workers(rig: Rig) -> None:
 
     shown = th.wait_for("mayuctl tenants show with the rollout", rollout_shown, 60.0, 0.2)
     assert "rollout to generation 2" in shown
+
+    # kill -9 of the agent mid-rollout, once the second master's old VM is gone: the restarted
+    # agent resumes (the server holds the others back meanwhile) and leaves no orphan file
+    th.wait_for("master-1 replaced", lambda: MASTERS[1] in sampler.went, 120.0, 0.05)
+    rig.agent.kill(signal.SIGKILL)
+    rig.agent.start()
     try:
         th.wait_for("the rollout done", lambda: all_ready(2), 300.0, 0.5)
     except AssertionError:
@@ -202,6 +209,11 @@ def test_rolling_version_change_of_three_masters_two_workers(rig: Rig) -> None:
         assert _data_disk(rig, node).stat().st_ino == inodes[node]
         rc, out = rig.console(node, f"head -c {len(marker)} /dev/vdb")
         assert (rc, out.strip()) == (0, marker.decode())
+
+    desired = rig.server.api("GET", "/api/v1/hosts/h1/nodes").json()
+    expected = {f"{n['node']}.{n['spec_hash']}.{ext}" for n in desired for ext in ("qcow2", "ign")}
+    expected |= {f"{n}.log" for n in ORDER} | {f"{n}.data.qcow2" for n in MASTERS}
+    assert th.state_files(rig.agent.state_dir)[NAME] == expected
 
     # the whole tenant goes, data disks too
     assert rig.server.api("DELETE", f"/api/v1/tenants/{NAME}").status_code == 202

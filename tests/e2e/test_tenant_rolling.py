@@ -124,7 +124,8 @@ def _host_read(path: Path, length: int) -> bytes:
         ["qemu-io", "-r", "-U", "-f", "qcow2", "-c", f"read -v 0 {length}", str(path)],
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout  # fmt: skip
-    hexdump = re.findall(r"^[0-9a-f]{8}:((?: [0-9a-f]{2})+)", out, re.MULTILINE)
+    # "00000000:  41 41 ... 41  AAAA...": at most 16 bytes a line, then their text
+    hexdump = re.findall(r"^[0-9a-f]{8}:((?:\s+[0-9a-f]{2}){1,16})", out, re.MULTILINE)
     return bytes(int(b, 16) for line in hexdump for b in line.split())[:length]
 
 

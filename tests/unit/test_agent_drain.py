@@ -24,7 +24,7 @@ def test_cordons_then_evicts_in_order_skipping_daemonsets_and_mirror_pods() -> N
         FakePod("default", "elsewhere", "acme-worker-0"),
     ]
     with serve(core) as url:
-        said = KubeDrain(lambda tenant: kubeconfig(url), timeout_s=10.0)("acme", NODE)
+        said = KubeDrain(lambda tenant: kubeconfig(url), timeout_s=30.0)("acme", NODE)
     assert said == "drained: cordoned, 2 pods evicted"
     calls = [(method, path.split("?")[0]) for method, path, _ in core.requests]
     pods_of_node = ("GET", "/api/v1/pods")
@@ -35,7 +35,7 @@ def test_cordons_then_evicts_in_order_skipping_daemonsets_and_mirror_pods() -> N
         ("POST", "/api/v1/namespaces/default/pods/db-0/eviction"),  # 429: its budget
         ("POST", "/api/v1/namespaces/default/pods/db-0/eviction"),
         pods_of_node,
-    ]
+    ], core.requests
     assert core.requests[0][2] == {"spec": {"unschedulable": True}}
     assert f"fieldSelector=spec.nodeName%3D{NODE}" in core.requests[1][1]
     eviction = core.requests[2][2]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mayu_py.tenants import ImageInfo, TenantCluster, parse_tenant
-from mayu_py.tenants.resource import TenantSpec
+from mayu_py.tenants.resource import RolloutStatus, TenantSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "static_manifests/crds/tenantcluster.yaml").read_text())
@@ -62,7 +62,11 @@ def test_status_of_the_model_validates() -> None:
         "conditions": [{"type": "Ready", "status": "True", "reason": "", "message": ""}],
         "nodes": [{"name": "acme-master-0", "role": "master", "host": "h1", "state": "running",
                    "ip": "10.100.0.10"}],
+        "rollout": {"node": "acme-master-0", "step": "booting", "message": "drained", "done": 0,
+                    "total": 3, "revision": 2},
     }  # fmt: skip
     model = TenantCluster.model_validate(example)
     jsonschema.validate(model.model_dump(mode="json", exclude_none=True), schema())
     assert set(schema()["properties"]["spec"]["properties"]) == set(TenantSpec.model_fields)
+    rollout = schema()["properties"]["status"]["properties"]["rollout"]["properties"]
+    assert set(rollout) == set(RolloutStatus.model_fields)

@@ -19,9 +19,10 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import libvirt
 import pytest
@@ -31,6 +32,7 @@ from tests.e2e import tenant_helpers as th
 from tests.support.tenants import tenant_doc
 
 pytestmark = pytest.mark.e2e
+T = TypeVar("T")
 
 NAME = f"s18ro{uuid.uuid4().hex[:5]}"
 CIDR, VNI = "10.218.18.0/24", 9818
@@ -85,6 +87,14 @@ class Rig:
         resp = self.server.api("GET", f"/api/v1/tenants/{NAME}")
         assert resp.status_code == 200, resp.text
         return resp.json()
+
+    def wait(self, what: str, check: Callable[[], T], timeout_s: float, every: float) -> T:
+        """th.wait_for, telling the tenant's status and the agent's log when it times out."""
+        try:
+            return th.wait_for(what, check, timeout_s, every)
+        except AssertionError:
+            print(f"status: {self.show()['status']}\nagent log:\n{self.agent.log()[-6000:]}")
+            raise
 
     def console(self, node: str, command: str) -> tuple[int, str]:
         return th.console_run(th.serial_pty(self.conn, node), command, 30.0)
@@ -144,7 +154,7 @@ def test_rolling_version_change_of_three_masters_two_workers(rig: Rig) -> None:
             and "rollout" not in shown["status"]
         )
 
-    th.wait_for("5 nodes ready", lambda: all_ready(1), 240.0, 0.5)
+    rig.wait("5 nodes ready", lambda: all_ready(1), 240.0, 0.5)
     create_to_ready = time.monotonic() - created
 
     markers = {node: f"S18RO-MARKER-{node}".encode() for node in MASTERS}
@@ -176,14 +186,10 @@ def test_rolling_version_change_of_three_masters_two_workers(rig: Rig) -> None:
 
     # kill -9 of the agent mid-rollout, once the second master's old VM is gone: the restarted
     # agent resumes (the server holds the others back meanwhile) and leaves no orphan file
-    th.wait_for("master-1 replaced", lambda: MASTERS[1] in sampler.went, 120.0, 0.05)
+    rig.wait("master-1 replaced", lambda: MASTERS[1] in sampler.went, 120.0, 0.05)
     rig.agent.kill(signal.SIGKILL)
     rig.agent.start()
-    try:
-        th.wait_for("the rollout done", lambda: all_ready(2), 300.0, 0.5)
-    except AssertionError:
-        print(rig.agent.log()[-5000:])
-        raise
+    rig.wait("the rollout done", lambda: all_ready(2), 300.0, 0.5)
     rolled = time.monotonic() - started
     sampler.stop.set()
     thread.join(timeout=10)

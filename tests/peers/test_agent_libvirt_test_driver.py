@@ -186,11 +186,21 @@ def test_scale_up_down_spec_change_delete(rig: Rig) -> None:
     drained: list[str] = []
     changed = desired(tenant_doc("acme", "10.100.0.0/24", 100, workers=1, worker_cpus=2))
     rig.source.nodes = changed
-    agent = Agent(
-        "h1", rig.host, rig.source, rig.state, rig.images, drain=lambda t, n: drained.append(n)
-    )
+
+    def drain(tenant: str, node: str) -> str:
+        drained.append(node)
+        return "drain skipped: tenant API unreachable after 1.0s"
+
+    agent = Agent("h1", rig.host, rig.source, rig.state, rig.images, drain=drain)
     result = agent.run_once()
     assert drained == ["acme-worker-0"]
+    # what the drain did is the replaced node's message until it is ready again
+    report = rig.source.last_reports()["acme-worker-0"]
+    assert (report.state, report.message) == (
+        "running",
+        "drain skipped: tenant API unreachable after 1.0s",
+    )
+    assert rig.source.last_reports()["acme-master-0"].message == ""
     assert [a.describe() for a in result.applied if isinstance(a, p.DefineDomain)] == [
         "DefineDomain acme/acme-worker-0"
     ]

@@ -160,7 +160,9 @@ def test_rolling_version_change_of_three_masters_two_workers(rig: Rig) -> None:
     markers = {node: f"S18RO-MARKER-{node}".encode() for node in MASTERS}
     inodes = {}
     for node, marker in markers.items():
-        rc, out = rig.console(node, f"printf '{marker.decode()}' > /dev/vdb && sync")
+        # fsync: the guest flushes the disk, so qemu writes the qcow2 metadata out too
+        write = f"printf '{marker.decode()}' | dd of=/dev/vdb conv=fsync 2>/dev/null"
+        rc, out = rig.console(node, f"[ -b /dev/vdb ] && {write}")
         assert rc == 0, out
         assert _host_read(_data_disk(rig, node), len(marker)) == marker
         inodes[node] = _data_disk(rig, node).stat().st_ino

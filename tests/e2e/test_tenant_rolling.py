@@ -51,6 +51,7 @@ class Sampler:
     ids: dict[str, int]  # each node's domain id before the rollout
     max_down_libvirt: int = 0
     max_down_api: int = 0
+    released: dict[str, float] = field(default_factory=dict)  # node -> the server let it go
     went: dict[str, float] = field(default_factory=dict)  # node -> when its old VM went
     back: dict[str, float] = field(default_factory=dict)  # node -> ready again, new VM
     samples: int = 0
@@ -67,10 +68,13 @@ class Sampler:
             shown = self.server.api("GET", f"/api/v1/tenants/{NAME}").json()
             states = {n["name"]: n for n in shown["status"]["nodes"]}
             not_ready = [n for n in ORDER if states[n]["state"] != "ready"]
+            replacing = (shown["status"].get("rollout") or {}).get("node")
+            if replacing and replacing not in self.released:
+                self.released[replacing] = now
             for node in ORDER:
                 returned = node not in not_ready + down and doms[node].id != self.ids[node]
-                if node in self.went and node not in self.back and returned:
-                    self.back[node] = time.monotonic()
+                if node in self.went and node not in self.back and returned and replacing != node:
+                    self.back[node] = now
             self.max_down_libvirt = max(self.max_down_libvirt, len(down))
             self.max_down_api = max(self.max_down_api, len(not_ready))
             self.samples += 1
@@ -200,6 +204,10 @@ def test_rolling_version_change_of_three_masters_two_workers(rig: Rig) -> None:
         f"\ncreate-to-ready of 5 nodes {create_to_ready:.1f}s; rollout of 5 nodes {rolled:.1f}s"
         f" ({sampler.samples} samples); per node (old VM gone -> new ready): "
         + ", ".join(f"{n.split('-', 1)[1]} {sampler.back[n] - sampler.went[n]:.1f}s" for n in ORDER)
+        + "; per node (released by the server -> new ready, drain included): "
+        + ", ".join(
+            f"{n.split('-', 1)[1]} {sampler.back[n] - sampler.released[n]:.1f}s" for n in ORDER
+        )
     )
     assert sampler.samples > 50
     assert sampler.max_down_libvirt <= 1 and sampler.max_down_api <= 1

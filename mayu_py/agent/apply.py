@@ -18,7 +18,7 @@ from mayu_py.agent.libvirt_xml import (
     network_xml,
     nwfilter_xml,
 )
-from mayu_py.agent.statedir import SECRET_MODE, StateDir, has_data_disk
+from mayu_py.agent.statedir import SECRET_MODE, StateDir, has_data_disk, log_name
 from mayu_py.command import run
 from mayu_py.errors import Conflict
 from mayu_py.files import atomic_write, replacing
@@ -109,6 +109,10 @@ class Applier:
         self.drain_notes[a.name] = self.drain(a.owner, a.name) or ""
 
     def _delete_domain(self, a: p.DeleteDomain) -> None:
+        # The serial log goes first: a node recreated under the same name must not be judged
+        # ready on its old VM's MAYU-READY (e.g. by an agent restarted before it saw the new
+        # boot's banner). Its qemu keeps writing to the unlinked file until it is destroyed.
+        self.state_dir.delete_files(a.owner, [log_name(a.name)])
         self.host.delete_domain(a.name)
 
     def _start_domain(self, a: p.StartDomain) -> None:

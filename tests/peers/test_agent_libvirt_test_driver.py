@@ -192,8 +192,11 @@ def test_scale_up_down_spec_change_delete(rig: Rig) -> None:
         return "drain skipped: tenant API unreachable after 1.0s"
 
     agent = Agent("h1", rig.host, rig.source, rig.state, rig.images, drain=drain)
+    old_log = rig.state.log(changed[1])
+    old_log.write_text("Linux version 6\nMAYU-READY ip=10.100.0.11\n")  # the old VM's boot
     result = agent.run_once()
     assert drained == ["acme-worker-0"]
+    assert not old_log.exists()  # the new VM is not judged by the old one's MAYU-READY
     # what the drain did is the replaced node's message until it is ready again
     report = rig.source.last_reports()["acme-worker-0"]
     assert (report.state, report.message) == (

@@ -8,9 +8,13 @@ The floor, in the same run: the same lab image and a real node Ignition booted b
 `qemu-system-x86_64 -accel tcg` processes at once (fw_cfg Ignition, user-mode NIC for DHCP),
 time to MAYU-READY on their serial output. Last, the reconcile time of an unchanged state of
 50 domains: test:///default (50 running mock domains) and qemu:///system (50 real qemu
-processes started paused, so they cost no CPU).
+processes started paused, so they cost no CPU). With --rolling N: a tenant of 1 master and
+N-1 workers changes its Kubernetes version, replaced one node at a time (the agent runs with
+`--drain none`: no tenant API to drain through); the time per node against a fresh 1-node
+tenant's create->ready (sizes must hold 1).
 
-    .venv/bin/python bench/tenant_lifecycle.py [--sizes 1,3,6] [--reconcile-domains 50]
+    .venv/bin/python bench/tenant_lifecycle.py [--sizes 1,3,6] [--reconcile-domains 50] \
+        [--rolling 3]
 """
 
 from __future__ import annotations
@@ -97,6 +101,34 @@ def lifecycle(rig: dict, size: int, idx: int) -> dict:
         "agent_cpu_to_ready_s": cpu_ready,
         "qemu_rss_mib": statistics.mean(qemu_rss) if qemu_rss else 0.0,
     }
+
+
+def rolling(rig: dict, size: int) -> dict:
+    """Seconds of a rolling version change of a ready tenant of `size` nodes, and per node."""
+    server = rig["server"]
+    name = f"roll{os.getpid() % 1000}"
+    rig["tenants"].append(name)
+    doc = tenant_doc(name, "10.210.70.0/24", 9270, workers=size - 1)
+    doc["spec"]["kubernetesVersion"] = "1.36"
+    assert server.api("POST", "/api/v1/tenants", json=doc).status_code == 201
+
+    def settled(generation: int) -> bool:
+        status = server.api("GET", f"/api/v1/tenants/{name}").json()["status"]
+        return (
+            all(n["state"] == "ready" for n in status["nodes"])
+            and status["observedGeneration"] == generation
+            and "rollout" not in status
+        )
+
+    th.wait_for(f"{name} ready", lambda: settled(1), 600, 0.1)
+    t0 = time.monotonic()
+    patch = {"spec": {"kubernetesVersion": "1.37"}}
+    assert server.api("PATCH", f"/api/v1/tenants/{name}", json=patch).status_code == 200
+    th.wait_for(f"{name} rolled", lambda: settled(2), 900, 0.1)
+    took = time.monotonic() - t0
+    assert server.api("DELETE", f"/api/v1/tenants/{name}").status_code == 202
+    th.wait_for(f"{name} gone", lambda: not th.domains(rig["conn"], name + "-"), 300, 0.2)
+    return {"nodes": size, "rollout_s": took, "per_node_s": took / size}
 
 
 def node_ignition(rig: dict) -> Path:
@@ -199,6 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,3,6")
     parser.add_argument("--reconcile-domains", type=int, default=50)
+    parser.add_argument("--rolling", type=int, default=0, help="nodes of the rolling case")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -219,6 +252,7 @@ def main() -> None:
             work / "images",
             work / "agent.log",
             interval=30.0,
+            extra=("--drain", "none"),
         ).start()
         th.wait_for(
             "agent registered", lambda: server.api("GET", "/api/v1/hosts").json()["items"], 30
@@ -230,13 +264,21 @@ def main() -> None:
             "| agent CPU | qemu RSS/VM |"
         )
         print("|---|---|---|---|---|---|---|")
+        fresh: dict[int, float] = {}
         for idx, size in enumerate(sizes):
             bare = floor(images, ignition, size)
             r = lifecycle(rig, size, idx)
+            fresh[size] = r["ready_s"]
             over = (r["ready_s"] - bare) / size
             print(f"| {size} | {r['ready_s']:.1f} s | {bare:.1f} s | {over:+.2f} s | "
                   f"{r['deleted_s']:.1f} s | {r['agent_cpu_s']:.2f} s | {r['qemu_rss_mib']:.0f} MiB |",
                   flush=True)  # fmt: skip
+        if args.rolling:
+            roll = rolling(rig, args.rolling)
+            ratio = roll["per_node_s"] / fresh[1]
+            print(f"\nrolling version change of {args.rolling} nodes: {roll['rollout_s']:.1f} s, "
+                  f"{roll['per_node_s']:.1f} s per node = {ratio:.2f}x a fresh 1-node tenant's "
+                  f"create->ready ({fresh[1]:.1f} s)", flush=True)  # fmt: skip
         agent_peak = status_kib(agent.pid, "VmHWM") / 1024
         print(f"\nagent peak RSS (VmHWM over the whole run): {agent_peak:.0f} MiB; "
               f"agent CPU total: {cpu_seconds(agent.pid):.1f} s")  # fmt: skip

@@ -18,7 +18,7 @@ from mayu_py.agent.libvirt_xml import (
     network_xml,
     nwfilter_xml,
 )
-from mayu_py.agent.statedir import SECRET_MODE, StateDir
+from mayu_py.agent.statedir import SECRET_MODE, StateDir, has_data_disk, log_name
 from mayu_py.command import run
 from mayu_py.errors import Conflict
 from mayu_py.files import atomic_write, replacing
@@ -29,11 +29,12 @@ from mayu_py.virt.ownership import ANY_HOST, HostScope
 
 log = logging.getLogger(__name__)
 IgnitionFetcher = Callable[[TenantNode], bytes]
-DrainHook = Callable[[str, str], None]
+DrainHook = Callable[[str, str], "str | None"]  # (tenant, node) -> what happened, one line
 
 
-def _no_drain(tenant: str, node: str) -> None:
+def _no_drain(tenant: str, node: str) -> str:
     log.info("drain %s/%s: no drain hook configured", tenant, node)
+    return "not drained: no drain hook configured"
 
 
 class Applier:
@@ -58,6 +59,7 @@ class Applier:
         self.ignition = ignition
         self.domain_type = domain_type
         self.drain = drain
+        self.drain_notes: dict[str, str] = {}  # node -> what its last drain did
         self._handlers: dict[type[p.Action], Callable[[Any], None]] = {
             p.EnsureFilter: self._ensure_filter,
             p.CreateNetwork: self._create_network,
@@ -69,6 +71,7 @@ class Applier:
             p.DeleteDomain: self._delete_domain,
             p.StartDomain: self._start_domain,
             p.CreateOverlay: self._create_overlay,
+            p.CreateDataDisk: self._create_data_disk,
             p.WriteIgnition: self._write_ignition,
             p.DefineDomain: self._define_domain,
             p.Blocked: self._blocked,
@@ -104,9 +107,13 @@ class Applier:
         self.host.delete_network(a.name)
 
     def _drain_node(self, a: p.DrainNode) -> None:
-        self.drain(a.owner, a.name)
+        self.drain_notes[a.name] = self.drain(a.owner, a.name) or ""
 
     def _delete_domain(self, a: p.DeleteDomain) -> None:
+        # The serial log goes first: a node recreated under the same name must not be judged
+        # ready on its old VM's MAYU-READY (e.g. by an agent restarted before it saw the new
+        # boot's banner). Its qemu keeps writing to the unlinked file until it is destroyed.
+        self.state_dir.delete_files(a.owner, [log_name(a.name)])
         self.host.delete_domain(a.name)
 
     def _start_domain(self, a: p.StartDomain) -> None:
@@ -124,6 +131,15 @@ class Applier:
                  tmp, f"{a.node.disk_gib}G"]
             )  # fmt: skip
 
+    def _create_data_disk(self, a: p.CreateDataDisk) -> None:
+        """A master's persistent data disk: created once, kept across replacements."""
+        path = self.state_dir.data_disk(a.node)
+        if path.exists():
+            return
+        self.state_dir.tenant_dir(a.node.tenant, create=True)
+        with replacing(path, SECRET_MODE) as tmp:
+            run(["qemu-img", "create", "-q", "-f", "qcow2", tmp, f"{a.node.disk_gib}G"])
+
     def _write_ignition(self, a: p.WriteIgnition) -> None:
         data = self.ignition(a.node)
         self.state_dir.tenant_dir(a.node.tenant, create=True)
@@ -139,6 +155,7 @@ class Applier:
             overlay=self.state_dir.overlay(node),
             ignition=self.state_dir.ignition(node),
             log=self.state_dir.log(node),
+            data=self.state_dir.data_disk(node) if has_data_disk(node) else None,
         )
         net = network_of(node, self.overlay_tag)
         self.host.define_domain(domain_xml(node, net, files, self.domain_type, self.scope.host))

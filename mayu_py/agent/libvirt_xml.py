@@ -29,6 +29,7 @@ class DomainFiles:
     overlay: Path
     ignition: Path
     log: Path
+    data: Path | None = None  # a master's persistent data disk (vdb)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -144,6 +145,11 @@ def domain_xml(
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=str(files.overlay))
     _sub(disk, "target", dev="vda", bus="virtio")
+    if files.data is not None:
+        data = _sub(devices, "disk", type="file", device="disk")
+        _sub(data, "driver", name="qemu", type="qcow2")
+        _sub(data, "source", file=str(files.data))
+        _sub(data, "target", dev="vdb", bus="virtio")
     iface = _sub(devices, "interface", type="network")
     _sub(iface, "mac", address=node.mac)
     _sub(iface, "source", network=net.name)

@@ -276,6 +276,10 @@ class Agent:
                 else:
                     if self.readiness.booting(node.name):
                         out.booting.append(node.name)
+            if state == NodeState.READY:
+                self.applier.drain_notes.pop(node.name, None)
+            elif not message:  # while it is replaced: how its drain went
+                message = self.applier.drain_notes.get(node.name, "")
             out.states[node.name] = state
             self._send(node, state, ip, generation, reason, message)
 
@@ -327,6 +331,7 @@ class Agent:
                     del self._booting[name]
                 continue
             del self._booting[name]
+            self.applier.drain_notes.pop(name, None)
             reason = BOOT_FAILED if state == NodeState.FAILED else ""
             self._send(node, state, ip, node.generation, reason, message)
 
@@ -387,7 +392,7 @@ class AgentOptions:
     ingress_domain: str | None = None  # tenants' API names are <tenant>.api.<domain>
 
 
-def run_agent(options: AgentOptions, source: DesiredSource) -> None:
+def run_agent(options: AgentOptions, source: DesiredSource, drain: DrainHook | None = None) -> None:
     """Entry point of `mayu agent`: reconcile this host against a desired-state source (the
     mayu API, Kubernetes) until SIGTERM (after the pass under way) or Ctrl-C, or once. Closes
     the source and stops the ingress's HAProxy when done (a kill -9 leaves HAProxy to the next
@@ -414,7 +419,7 @@ def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     agent = Agent(
         options.host_name, host, source, state, images,
         domain_type=domain_type, address=options.address, underlay=options.underlay,
-        metrics=metrics, ingress=ingress,
+        metrics=metrics, ingress=ingress, drain=drain,
         overlay=(
             HostOverlay(options.host_name, options.underlay, options.overlay_netns)
             if options.underlay

@@ -2,7 +2,8 @@
 
 Order within a plan: the nwfilter, drains and deletions of domains (undesired, changed, or
 defined with files other than this agent's, e.g. after a restart with another --state-dir),
-network changes and deletions, orphan files, then per node: overlay, Ignition, define, start.
+network changes and deletions, orphan files, then per node: overlay, data disk (masters),
+Ignition, define, start.
 Only objects carrying our metadata (domains) or our name prefix and bridge (networks) are ever
 the subject of an action; a foreign object with a name we want blocks that node instead.
 """
@@ -13,7 +14,13 @@ from dataclasses import dataclass
 
 from mayu_py.agent.actual import ActualState
 from mayu_py.agent.desired import DesiredNetwork
-from mayu_py.agent.statedir import ignition_name, node_files, overlay_name
+from mayu_py.agent.statedir import (
+    data_name,
+    has_data_disk,
+    ignition_name,
+    node_files,
+    overlay_name,
+)
 from mayu_py.tenants import NodeState, TenantNode
 from mayu_py.virt.ownership import tenant_of_network
 
@@ -125,6 +132,11 @@ class _NodeAction(Action):
 @dataclass(frozen=True)
 class CreateOverlay(_NodeAction):
     pass
+
+
+@dataclass(frozen=True)
+class CreateDataDisk(_NodeAction):
+    """A master's persistent data disk (kept when the node is replaced)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +270,8 @@ def _node_actions(
     actions: list[Action] = []
     if overlay_name(node) not in files:
         actions.append(CreateOverlay(node))
+    if has_data_disk(node) and data_name(node) not in files:
+        actions.append(CreateDataDisk(node))
     if ignition_name(node) not in files:
         actions.append(WriteIgnition(node))
     if dom is None:

@@ -66,6 +66,10 @@ class ApiSource:
     def report(self, report: NodeReport) -> None:
         self.client.report_node(report)
 
+    def kubeconfig(self, tenant: str) -> str:
+        """The tenant's admin kubeconfig (for the drain hook: mayu_py.agent.drain)."""
+        return str(self.client.request("GET", f"/api/v1/tenants/{tenant}/kubeconfig"))
+
     def start_watch(self, every_s: float = WATCH_EVERY_S) -> None:
         """Check the host's desired nodes every `every_s` with If-None-Match (a 304 when
         nothing changed) and set `wake_event` on a change, so the agent acts within about a

@@ -1,6 +1,8 @@
 """The agent's state directory: per-tenant overlays, Ignition files and serial logs.
 
-Layout: ROOT/tenants/<tenant>/<node>.<spec_hash>.qcow2, <node>.<spec_hash>.ign, <node>.log;
+Layout: ROOT/tenants/<tenant>/<node>.<spec_hash>.qcow2, <node>.<spec_hash>.ign, <node>.log,
+and for a master <node>.data.qcow2: its persistent data disk, which outlives the node's
+replacement (its name has no spec hash) and goes with the node or the tenant;
 ROOT/ingress/ holds the host's HAProxy configuration and pidfile (mayu_py.agent.ingress).
 Directories are 0711 (qemu, running as libvirt-qemu, must traverse them), Ignition files 0600.
 Every file is written to a temporary name and renamed (`mayu_py.files`), so a kill -9 leaves
@@ -31,9 +33,19 @@ def log_name(node_name: str) -> str:
     return f"{node_name}.log"
 
 
+def data_name(node: TenantNode) -> str:
+    return f"{node.name}.data.qcow2"
+
+
+def has_data_disk(node: TenantNode) -> bool:
+    """Masters keep their data (etcd) on a disk of their own."""
+    return node.role == "master"
+
+
 def node_files(node: TenantNode) -> set[str]:
     """The file names a desired node keeps in its tenant directory."""
-    return {overlay_name(node), ignition_name(node), log_name(node.name)}
+    names = {overlay_name(node), ignition_name(node), log_name(node.name)}
+    return names | {data_name(node)} if has_data_disk(node) else names
 
 
 class StateDir:
@@ -58,6 +70,9 @@ class StateDir:
 
     def overlay(self, node: TenantNode) -> Path:
         return self.tenant_dir(node.tenant) / overlay_name(node)
+
+    def data_disk(self, node: TenantNode) -> Path:
+        return self.tenant_dir(node.tenant) / data_name(node)
 
     def ignition(self, node: TenantNode) -> Path:
         return self.tenant_dir(node.tenant) / ignition_name(node)

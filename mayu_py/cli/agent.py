@@ -82,6 +82,23 @@ import click
     help="The server's tenants.ingress_domain (env MAYU_INGRESS_DOMAIN); needed with "
     "--ingress-listen.",
 )
+@click.option(
+    "--drain",
+    "drain_kind",
+    type=click.Choice(["none", "kube"]),
+    default="kube",
+    show_default=True,
+    help="Before a node of a still-wanted tenant is deleted (a rolling replacement, a scale "
+    "down): kube = cordon it and evict its pods through the tenant's Kubernetes API (with "
+    "--source api); none = delete it undrained. Either way the agent says what it did.",
+)
+@click.option(
+    "--drain-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds a drain may take; a tenant API unreachable that long: the drain is skipped "
+    "(said in the log and the node's message).",
+)
 def agent(
     host_name: str,
     libvirt_uri: str,
@@ -98,6 +115,8 @@ def agent(
     overlay_netns: str | None,
     ingress_listen: str | None,
     ingress_domain: str | None,
+    drain_kind: str,
+    drain_timeout: float,
 ) -> None:
     """Reconcile the tenant clusters assigned to this host."""
     if ingress_listen and not ingress_domain:
@@ -106,6 +125,7 @@ def agent(
     from mayu_py.agent.source import ApiSource, DesiredSource
 
     source: DesiredSource
+    drain = None
     if source_kind == "kubernetes":
         from mayu_py.agent.kube_source import KubernetesSource
 
@@ -124,6 +144,10 @@ def agent(
             raise click.UsageError("give --token-file or set MAYU_TOKEN (agent or admin token)")
         source = api = ApiSource(server_url, token, host_name)
         address = api.local_address()
+        if drain_kind == "kube":
+            from mayu_py.agent.drain import KubeDrain
+
+            drain = KubeDrain(api.kubeconfig, timeout_s=drain_timeout)
         if not once:
             api.start_watch()
     options = AgentOptions(
@@ -140,7 +164,7 @@ def agent(
         ingress_listen=ingress_listen,
         ingress_domain=ingress_domain,
     )
-    run_agent(options, source)
+    run_agent(options, source, drain)
 
 
 def _kube_client(kubeconfig: str | None) -> Any:

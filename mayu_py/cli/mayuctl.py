@@ -369,6 +369,13 @@ def tenants_show(ctx: click.Context, name: str, output: str | None) -> None:
         emit(doc, fmt)
         return
     emit(_tenant_row(doc), fmt)
+    rollout = doc.get("status", {}).get("rollout")
+    if rollout:
+        note = f": {rollout['message']}" if rollout.get("message") else ""
+        click.echo(
+            f"\nrollout to generation {rollout['revision']}: {rollout['done']}/{rollout['total']}"
+            f" nodes replaced; {rollout.get('node')} {rollout['step']}{note}"
+        )
     click.echo()
     nodes = doc.get("status", {}).get("nodes", [])
     emit([_node_row(n) for n in nodes], fmt, NODE_COLUMNS)

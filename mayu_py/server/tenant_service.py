@@ -3,7 +3,9 @@
 Tenants are kept as `TenantRecord`s (mayu_py.tenants.record). Placement runs in the same
 transaction as every change that can affect it (tenant created or changed, host heartbeat).
 A tenant's PKI directory is removed only after the transaction that purged its record
-committed.
+committed. A spec change that needs new VMs is rolled out one node at a time: the changed
+nodes stay pinned to what they run and `rollout.advance` releases the next one whenever a node
+report shows the whole tenant ready (mayu_py.tenants.rollout); hosts get the pinned nodes.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from mayu_py.tenants import (
     ReportedNode,
     TenantNode,
     TenantRecord,
+    lapsed_nodes,
     parse_tenant,
     place,
     tenant_nodes,
 )
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
 from mayu_py.tenants.networking import TenantOptions
+from mayu_py.tenants.rollout import advance, desired_nodes, pin_changed
 from mayu_py.tenants.validation import is_tenant_name
 from mayu_py.tenants.wire import OverlayPeer
 
@@ -117,7 +121,11 @@ class TenantService:
             tenant = parse_tenant({**doc, "metadata": meta, "spec": spec}, self._images(), others)
             names = {n.name for n in tenant_nodes(tenant)}
             assignments = {n: h for n, h in record.assignments.items() if n in names}
-            tx.put_tenant(dataclasses.replace(record, tenant=tenant, assignments=assignments))
+            rollout = pin_changed(record.tenant, tenant, record.rollout, record.reports)
+            changed = dataclasses.replace(
+                record, tenant=tenant, assignments=assignments, rollout=rollout
+            )
+            tx.put_tenant(self._advanced(tx, changed))
             self.place_nodes(tx)
             return self._record(tx, name)
 
@@ -149,13 +157,16 @@ class TenantService:
             if node not in known:
                 raise NotFound("no such node", {"tenant": tenant, "node": node[:64]})
             nodes = {**record.nodes, node: ReportedNode(report, self.clock())}
-            return self._store_or_purge(tx, dataclasses.replace(record, nodes=nodes))
+            updated = self._advanced(tx, dataclasses.replace(record, nodes=nodes))
+            return self._store_or_purge(tx, updated)
 
         return self.view(self._after_purge(self.store.atomically(txn)))
 
     def node_ignition(self, tenant_name: str, node_name: str) -> bytes:
         """A tenant node's Ignition, with certificates from the tenant's own PKI."""
-        tenant = self._record(self.store, tenant_name).tenant
+        record = self._record(self.store, tenant_name)
+        pinned = record.rollout.pins.get(node_name)  # still the revision it runs
+        tenant = record.rollout.revisions[pinned] if pinned is not None else record.tenant
         with self.metrics.render.labels("tenant_node").time():
             return render_tenant_node(
                 tenant, node_name, self.tenant_pki(tenant.name), self.renderer, self.options
@@ -164,6 +175,10 @@ class TenantService:
     def host_of(self, tenant: str, node: str) -> str | None:
         """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""
         return self._record(self.store, tenant).assignments.get(node)
+
+    def hosts_of(self, tenant: str) -> set[str]:
+        """The hosts carrying nodes of a tenant; NotFound for an unknown tenant."""
+        return set(self._record(self.store, tenant).assignments.values())
 
     def tenant_pki(self, name: str) -> ClusterPKI:
         directory = self._pki_dir(name)
@@ -205,7 +220,7 @@ class TenantService:
         for record in self.store.list_tenants():
             if record.deleting:
                 continue
-            nodes = tenant_nodes(record.tenant)
+            nodes = desired_nodes(record.tenant, record.rollout)
             mine = [n for n in nodes if record.assignments.get(n.name) == host]
             if mine:
                 peers = self._overlay_peers(record, nodes, host, hosts)
@@ -235,8 +250,18 @@ class TenantService:
     def view(self, record: TenantRecord, hosts: list[HostInfo] | None = None) -> dict[str, Any]:
         """The TenantCluster document with its computed status."""
         hosts = self.store.list_hosts() if hosts is None else hosts
-        status = record.status(hosts, self.clock()).model_dump(mode="json")
+        computed = record.status(hosts, self.clock())
+        hidden = {"rollout"} if computed.rollout is None else set()
+        status = computed.model_dump(mode="json", exclude=hidden)
         return record.tenant.model_dump(mode="json", exclude={"status"}) | {"status": status}
+
+    def _advanced(self, tx: Tx, record: TenantRecord) -> TenantRecord:
+        """The record with its rollout moved on, when every node is ready for the next step."""
+        if not record.rollout.members or record.deleting:
+            return record
+        lapsed = lapsed_nodes(dict(record.assignments), tx.list_hosts(), now=self.clock())
+        rollout = advance(record.tenant, record.rollout, record.reports, lapsed)
+        return dataclasses.replace(record, rollout=rollout)
 
     @staticmethod
     def _record(tx_or_store: Tx | Store, name: str) -> TenantRecord:

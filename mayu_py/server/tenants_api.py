@@ -128,15 +128,17 @@ def delete_tenant(name: str) -> tuple[Response, int]:
 @bp.get("/tenants/<name>/kubeconfig")
 @operation(
     Operation(
-        "The admin kubeconfig of a tenant cluster",
+        "The admin kubeconfig of a tenant cluster (also for the agents of its hosts: drains)",
         TENANTS,
         {200: Reply({"type": "string"}, "kubeconfig", media=YAML)},
+        auth="agent-of-host",
         errors=(404,),
         path_patterns=BY_NAME,
     )
 )
 def tenant_kubeconfig(name: str) -> Response:
-    require_admin()
+    if not g.principal.admin:
+        require_host(next(iter(services().tenants.hosts_of(name) & {g.principal.host}), None))
     return Response(services().tenants.admin_kubeconfig(name), mimetype=YAML)
 
 

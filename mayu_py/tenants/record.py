@@ -1,11 +1,13 @@
 """The server's record of a tenant: its resource, node placement, reported node states.
 
 The store keeps a `TenantRecord` as JSON ({"doc", "assignments", "nodes", "deleting",
-"conditions"}) and gives it back typed. Records are immutable: a change is a new record
-(`dataclasses.replace`). `status` computes the TenantCluster's `status` from a record, with the
-phase rule of `tenants.states` and the conditions of `tenants.conditions`; the conditions last
-stored (`refreshed`, in every transaction that changes a tenant or its hosts) keep their
-lastTransitionTime while their status holds.
+"conditions", "rollout"}) and gives it back typed. `rollout` holds the nodes pinned to an
+earlier revision while a spec change replaces them one at a time (mayu_py.tenants.rollout).
+Records are immutable: a change is a new record (`dataclasses.replace`). `status` computes the
+TenantCluster's `status` from a record, with the phase rule of `tenants.states` and the
+conditions of `tenants.conditions`; the conditions last stored (`refreshed`, in every
+transaction that changes a tenant or its hosts) keep their lastTransitionTime while their
+status holds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mayu_py.tenants.conditions import (
 from mayu_py.tenants.nodes import tenant_nodes
 from mayu_py.tenants.placement import HostInfo, why_unplaced
 from mayu_py.tenants.resource import Condition, NodeStatus, TenantCluster, TenantStatus
+from mayu_py.tenants.rollout import Rollout, rollout_status
 from mayu_py.tenants.states import NodeState, phase_of
 from mayu_py.tenants.wire import NodeReport
 
@@ -60,6 +63,7 @@ class TenantRecord:
     deleting: bool = False
     # as last stored: "" -> the tenant's, node -> the node's (for their transition times)
     conditions: Mapping[str, tuple[Condition, ...]] = field(default_factory=dict)
+    rollout: Rollout = field(default_factory=Rollout)
 
     @property
     def name(self) -> str:
@@ -80,7 +84,7 @@ class TenantRecord:
         `unknown` (since the lapse), unplaced ones say why; conditions keep the transition
         times of the stored ones while their status holds."""
         by_host = {h.name: h for h in hosts}
-        facts, when = [], []
+        facts, when, lapsed = [], [], set()
         for node in tenant_nodes(self.tenant):
             reported = self.nodes.get(node.name)
             host = self.assignments.get(node.name)
@@ -89,6 +93,7 @@ class TenantRecord:
             reason, message, at = (report.reason, report.message, now) if report else ("", "", now)
             info = by_host.get(host) if host else None
             if info is not None and not info.alive(now):
+                lapsed.add(node.name)
                 state, reason, at = NodeState.UNKNOWN, "", info.lapsed_at()
                 message = f"host {host} sent no heartbeat since {rfc3339(info.last_seen)}"
             unplaced = why_unplaced(node, list(hosts), now) if host is None else None
@@ -113,6 +118,7 @@ class TenantRecord:
             observedGeneration=min(generations, default=0),
             conditions=stamp(own, self.conditions.get(TENANT_KEY, ()), max(lapses, default=now)),
             nodes=nodes,
+            rollout=rollout_status(self.tenant, self.rollout, self.reports, lapsed),
         )
 
     def refreshed(self, hosts: Sequence[HostInfo], now: float) -> TenantRecord:
@@ -121,6 +127,11 @@ class TenantRecord:
         conditions = {TENANT_KEY: tuple(status.conditions)}
         conditions |= {n.name: tuple(n.conditions) for n in status.nodes}
         return dataclasses.replace(self, conditions=conditions)
+
+    @property
+    def reports(self) -> dict[str, NodeReport]:
+        """node -> its last report."""
+        return {name: reported.report for name, reported in self.nodes.items()}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +143,7 @@ class TenantRecord:
                 key: [c.model_dump(mode="json") for c in found]
                 for key, found in self.conditions.items()
             },
+            "rollout": self.rollout.to_json(),
         }
 
     @classmethod
@@ -149,4 +161,5 @@ class TenantRecord:
                 key: tuple(Condition.model_validate(c) for c in found)
                 for key, found in (data.get("conditions") or {}).items()
             },
+            rollout=Rollout.from_json(data.get("rollout")),
         )

@@ -90,11 +90,23 @@ class NodeStatus(_Strict):
     conditions: list[Condition] = Field(default_factory=list)
 
 
+class RolloutStatus(_Strict):
+    """`status.rollout` while nodes are replaced one at a time (mayu_py.tenants.rollout)."""
+
+    node: str | None = None  # the node being replaced, or next in line when `waiting`
+    step: str = ""  # draining | recreating | booting | waiting | a node state
+    message: str = ""  # the node's last word from its agent (e.g. how its drain went)
+    done: int = 0
+    total: int = 0
+    revision: int = 0  # the generation the nodes are replaced into
+
+
 class TenantStatus(_Strict):
     phase: Phase = Phase.PENDING
     observedGeneration: int = 0
     conditions: list[Condition] = Field(default_factory=list)
     nodes: list[NodeStatus] = Field(default_factory=list)
+    rollout: RolloutStatus | None = None
 
 
 class TenantCluster(_Strict):

@@ -72,7 +72,7 @@ class AgentProcess:
     log_path: Path
     host_name: str = "h1"
     interval: float = 2.0
-    extra: tuple[str, ...] = ()  # more options (--underlay, --overlay-netns, ...)
+    extra: tuple[str, ...] = ()  # more options (--underlay, --overlay-netns, --drain, ...)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:

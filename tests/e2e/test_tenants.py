@@ -253,13 +253,16 @@ def test_two_tenants_ready_isolated_scaled_deleted(rig: Rig) -> None:
 
 
 def _expected_files(rig: Rig, tenant: str) -> set[str]:
-    """What the agent keeps per node: <node>.<hash>.qcow2, <node>.<hash>.ign, <node>.log."""
+    """What the agent keeps per node: <node>.<hash>.qcow2, <node>.<hash>.ign, <node>.log, and
+    a master's data disk <node>.data.qcow2."""
     nodes = rig.server.api("GET", "/api/v1/hosts/h1/nodes").json()
     names = set()
     for n in nodes:
         if n["tenant"] == tenant:
             names |= {f"{n['node']}.{n['spec_hash']}.qcow2", f"{n['node']}.{n['spec_hash']}.ign"}
             names.add(f"{n['node']}.log")
+            if n["role"] == "master":
+                names.add(f"{n['node']}.data.qcow2")
     return names
 
 

@@ -25,7 +25,7 @@ from mayu_py.agent.desired import network_of, networks_for
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.metrics import AgentMetrics
-from mayu_py.agent.statedir import StateDir
+from mayu_py.agent.statedir import StateDir, log_name, node_files
 from mayu_py.api_client import ApiError
 from mayu_py.command import run
 from mayu_py.errors import ConfigError, PeerUnavailable
@@ -132,9 +132,8 @@ def assert_converged(rig: Rig, nodes: list[TenantNode]) -> None:
     assert all(d.files_current and d.state == "running" for d in actual.domains.values())
     expected: dict[str, set[str]] = {}
     for n in nodes:
-        expected.setdefault(n.tenant, set()).update(
-            {rig.state.overlay(n).name, rig.state.ignition(n).name}
-        )
+        kept = node_files(n) - {log_name(n.name)}  # overlay, Ignition; a master's data disk
+        expected.setdefault(n.tenant, set()).update(kept)
     got = {t: {f for f in names if not f.endswith(".log")} for t, names in rig.files().items()}
     assert got == expected
     assert rig.agent().run_once().applied == []
@@ -187,11 +186,24 @@ def test_scale_up_down_spec_change_delete(rig: Rig) -> None:
     drained: list[str] = []
     changed = desired(tenant_doc("acme", "10.100.0.0/24", 100, workers=1, worker_cpus=2))
     rig.source.nodes = changed
-    agent = Agent(
-        "h1", rig.host, rig.source, rig.state, rig.images, drain=lambda t, n: drained.append(n)
-    )
+
+    def drain(tenant: str, node: str) -> str:
+        drained.append(node)
+        return "drain skipped: tenant API unreachable after 1.0s"
+
+    agent = Agent("h1", rig.host, rig.source, rig.state, rig.images, drain=drain)
+    old_log = rig.state.log(changed[1])
+    old_log.write_text("Linux version 6\nMAYU-READY ip=10.100.0.11\n")  # the old VM's boot
     result = agent.run_once()
     assert drained == ["acme-worker-0"]
+    assert not old_log.exists()  # the new VM is not judged by the old one's MAYU-READY
+    # what the drain did is the replaced node's message until it is ready again
+    report = rig.source.last_reports()["acme-worker-0"]
+    assert (report.state, report.message) == (
+        "running",
+        "drain skipped: tenant API unreachable after 1.0s",
+    )
+    assert rig.source.last_reports()["acme-master-0"].message == ""
     assert [a.describe() for a in result.applied if isinstance(a, p.DefineDomain)] == [
         "DefineDomain acme/acme-worker-0"
     ]
@@ -365,9 +377,11 @@ def test_generated_xml_validates(rig: Rig, tmp_path: Path) -> None:
     require_peers("virt-xml-validate")
     image = rig.images.get("lab")
     for node in desired(ACME):
+        data = Path("/d.qcow2") if node.role == "master" else None  # a master's data disk
         files = DomainFiles(
-            image.kernel, image.initrd, image.cmdline, Path("/o.qcow2"), Path("/i.ign"), Path("/l")
-        )
+            image.kernel, image.initrd, image.cmdline, Path("/o.qcow2"), Path("/i.ign"), Path("/l"),
+            data,
+        )  # fmt: skip
         for domain_type in ("qemu", "kvm"):
             path = tmp_path / f"{node.name}-{domain_type}.xml"
             path.write_text(domain_xml(node, networks_for([node])[0], files, domain_type))

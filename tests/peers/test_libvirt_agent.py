@@ -20,7 +20,7 @@ from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import networks_for
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.probe import detect_domain_type
-from mayu_py.agent.statedir import StateDir
+from mayu_py.agent.statedir import StateDir, log_name, node_files
 from mayu_py.command import run
 from mayu_py.errors import MayuError
 from mayu_py.images.base import BaseImages, install_base_image
@@ -194,7 +194,7 @@ def test_create_noop_delete_and_crash_recovery(env) -> None:
     assert converge.errors == {}
     assert _ours(host) == {n.name: n.uuid for n in nodes}
     files = {f for f in state.scan()[TENANT] if not f.endswith(".log")}
-    assert files == {state.overlay(n).name for n in nodes} | {state.ignition(n).name for n in nodes}
+    assert files == {f for n in nodes for f in node_files(n) - {log_name(n.name)}}
     assert _agent(host, work, source).run_once().applied == []
 
     source.nodes = []

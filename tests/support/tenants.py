@@ -26,8 +26,9 @@ def tenant_doc(
     memory: str = "256Mi",
     disk: str = "1Gi",
     worker_cpus: int = 1,
+    masters: int = 1,
 ) -> dict[str, Any]:
-    """A TenantCluster with one master and `workers` workers of the given size."""
+    """A TenantCluster with `masters` masters and `workers` workers of the given size."""
     size = {"cpus": 1, "memory": memory, "disk": disk}
     return {
         "apiVersion": "mayu.io/v1alpha1",
@@ -37,7 +38,7 @@ def tenant_doc(
             "kubernetesVersion": "1.37",
             "image": "lab",
             "network": {"cidr": cidr, "vni": vni},
-            "masters": [size],
+            "masters": [size] * masters,
             "workers": [dict(size, cpus=worker_cpus) for _ in range(workers)],
             "sshAuthorizedKeys": [],
         },

@@ -63,6 +63,7 @@ def test_create_from_nothing() -> None:
         "EnsureFilter",
         "CreateNetwork acme",
         "CreateOverlay acme/acme-master-0",
+        "CreateDataDisk acme/acme-master-0",  # a master's data disk of its own
         "WriteIgnition acme/acme-master-0",
         "DefineDomain acme/acme-master-0",
         "StartDomain acme/acme-master-0",
@@ -122,6 +123,24 @@ def test_spec_change_replaces_node() -> None:
     ]
     old = before[1]
     assert set(actions[2].names) == node_files(old) - node_files(after[1])
+
+
+def test_replacing_a_master_keeps_its_data_disk_and_scaling_it_away_drops_it() -> None:
+    before = [dn("acme", 0, "master"), dn("acme", 1, "master")]
+    after = [dn("acme", 0, "master", spec_hash="h2"), before[1]]
+    actions = run(after, converged(before))
+    assert kinds(actions) == [
+        "DrainNode acme/acme-master-0",
+        "DeleteDomain acme/acme-master-0",
+        "DeleteFiles acme",
+        "CreateOverlay acme/acme-master-0",  # a fresh root disk; the data disk stays
+        "WriteIgnition acme/acme-master-0",
+        "DefineDomain acme/acme-master-0",
+        "StartDomain acme/acme-master-0",
+    ]
+    assert set(actions[2].names) == {"acme-master-0.h1.qcow2", "acme-master-0.h1.ign"}
+    gone = run(before[:1], converged(before))
+    assert "acme-master-1.data.qcow2" in next(a for a in gone if isinstance(a, p.DeleteFiles)).names
 
 
 def test_delete_tenant_removes_domains_network_and_dir() -> None:

@@ -30,6 +30,7 @@ from mayu_py.pki import ClusterPKI
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
 from mayu_py.tenants import HostRegistration, NodeReport, TenantCluster, TenantNode, tenant_nodes
+from tests.support.fake_kube_core import JsonHandler
 from tests.support.wait import wait_for
 
 BASE = "/apis/mayu.io/v1alpha1/tenantclusters"
@@ -145,20 +146,7 @@ class FakeKube:
 
 
 def _handler(kube: FakeKube) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _send(self, code: int, body: Any) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
+    class Handler(JsonHandler):
         def _body(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
             return json.loads(self.rfile.read(length)) if length else None

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mayu_py.tenants import ImageInfo, TenantCluster, parse_tenant
-from mayu_py.tenants.resource import Condition, NodeStatus, TenantSpec
+from mayu_py.tenants.resource import Condition, NodeStatus, RolloutStatus, TenantSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "static_manifests/crds/tenantcluster.yaml").read_text())
@@ -64,6 +64,8 @@ def test_status_of_the_model_validates() -> None:
                    "ip": "10.100.0.10",
                    "conditions": [{"type": "Ready", "status": "False", "reason": "Booting",
                                    "message": "", "lastTransitionTime": "2026-11-30T22:00:00Z"}]}],
+        "rollout": {"node": "acme-master-0", "step": "booting", "message": "drained", "done": 0,
+                    "total": 3, "revision": 2},
     }  # fmt: skip
     model = TenantCluster.model_validate(example)
     jsonschema.validate(model.model_dump(mode="json", exclude_none=True), schema())
@@ -73,3 +75,5 @@ def test_status_of_the_model_validates() -> None:
     condition = node["conditions"]["items"]["properties"]
     assert set(condition) == set(Condition.model_fields)
     assert set(schema()["properties"]["spec"]["properties"]) == set(TenantSpec.model_fields)
+    rollout = schema()["properties"]["status"]["properties"]["rollout"]["properties"]
+    assert set(rollout) == set(RolloutStatus.model_fields)

@@ -63,12 +63,31 @@ AGENT_TOKEN_FILE = "/etc/mayu/agent.token"
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """A 32-byte server secret kept in a 0600 file (the BMC passwords' sealing key)."""
+    """A 32-byte server secret kept in a 0600 file (the BMC passwords' sealing key, the
+    dashboard's session key). Processes starting at once agree on one key: the file appears
+    whole (written aside, then hard-linked into place, which fails if another was first), so
+    no process ever reads a half-written one."""
     if path.exists():
-        return bytes.fromhex(path.read_text().strip())
+        return _read_key(path)
     key = secrets.token_bytes(32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(aside, path)
+    except FileExistsError:
+        return _read_key(path)  # another process made it first: use that one
+    finally:
+        aside.unlink(missing_ok=True)
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) != 32:
+        raise ConfigError(f"{path}: not a 32-byte key (remove it to make a new one)")
     return key

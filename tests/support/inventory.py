@@ -58,9 +58,12 @@ def fill(store: Store, machines: int, events_each: int = 3) -> None:
     def others(tx: Tx) -> None:
         tx.put_agent_credential(AgentCredential("h1", "hash-1", "operator", False, 1.0, 2.0))
         tx.put_user(User("alice", "hash-alice", 1.0, 2.0))
-        tx.put_host(HostInfo("h1", 2, 4096, 7.0, "192.0.2.5"))
+        host = HostInfo("h1", 2, 4096, 7.0, "192.0.2.5")
+        tx.put_host(host)
         tx.put_shared("replica-files", {"files": {"ca.crt": {"mode": 420, "data": "QQ=="}}})
-        tx.put_tenant(TenantRecord(tenant, {"acme-master-0": "h1"}, {}))
+        # with its conditions stored as of t=8 (as every API transaction stores them), so
+        # their transition times are the same at every read, on either backend
+        tx.put_tenant(TenantRecord(tenant, {"acme-master-0": "h1"}, {}).refreshed([host], 8.0))
         for mac in (mac_of(1), "52:54:00:ff:00:01"):  # the second machine never booted yet
             tx.put_bmc(StoredBmc(mac, {"protocol": "ipmi", "address": "10.9.0.1"}, "v1:s"))
         done = BmcAction(mac_of(1), ActionKind.POWER_ON, 5.0, "operator", "10.0.0.1")

@@ -142,15 +142,19 @@ def _qemu_pid(name: str) -> int | None:
 
 
 def domains(conn: libvirt.virConnect, prefix: str) -> dict[str, Dom]:
-    """Every domain whose name starts with prefix (a test's tenant names)."""
+    """Every domain whose name starts with prefix (a test's tenant names). A domain undefined
+    between the listing and its questions (an agent replacing it) is left out: it is gone."""
     out = {}
     for dom in conn.listAllDomains():
-        name = dom.name()
-        if name.startswith(prefix):
-            active = bool(dom.isActive())
-            out[name] = Dom(
-                name, dom.UUIDString(), dom.ID(), active, _qemu_pid(name) if active else None
-            )
+        try:
+            name = dom.name()
+            if name.startswith(prefix):
+                active = bool(dom.isActive())
+                pid = _qemu_pid(name) if active else None
+                out[name] = Dom(name, dom.UUIDString(), dom.ID(), active, pid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
     return out
 
 

@@ -128,26 +128,32 @@ def _request(session: aiohttp.ClientSession, method: str, url: str, **kwargs: ob
 
 async def _secret_over_https(
     session: aiohttp.ClientSession, target: Target, stub: bytes, results: Results
-) -> bool:
-    """Fetch the stub's merge source from target.https and check its SHA-512."""
+) -> bytes | None:
+    """Fetch the stub's merge source from target.https and check its SHA-512; its body."""
     assert target.https is not None
     (merge,) = json.loads(stub)["ignition"]["config"]["merge"]
     source = urlsplit(merge["source"])
     url = f"{target.https}{source.path}?{source.query}"
     status, body = await _timed(results, HTTPS_STEP, _request(session, "GET", url, ssl=target.tls))
     if status != 200:
-        return False
+        return None
     if merge["verification"]["hash"] != f"sha512-{hashlib.sha512(body).hexdigest()}":
         results.fail("sha512")
-        return False
-    return True
+        return None
+    return body
+
+
+def machine_mac(index: int) -> str:
+    """The MAC simulated machine `index` asks with (as iPXE writes it: hyphens)."""
+    return "52-54-" + "-".join(f"{index >> shift & 255:02x}" for shift in (24, 16, 8, 0))
 
 
 async def _machine(
     session: aiohttp.ClientSession, targets: list[Target], index: int, results: Results
-) -> None:
-    """One machine's conversation; its k-th request goes to targets[(index + k) % n]."""
-    mac = "52-54-" + "-".join(f"{index >> shift & 255:02x}" for shift in (24, 16, 8, 0))
+) -> bytes | None:
+    """One machine's conversation; its k-th request goes to targets[(index + k) % n].
+    The secret config it was served when it ended `installed`, else None."""
+    mac = machine_mac(index)
     turns = (targets[(index + k) % len(targets)] for k in range(4))
     target = next(turns)
     start = time.perf_counter()
@@ -155,21 +161,24 @@ async def _machine(
         results, "/ipxe", _request(session, "GET", f"{target.http}/ipxe", params={"mac": mac})
     )
     if status != 200:
-        return
+        return None
     match = TOKEN_RE.search(script.decode())
     if match is None:
         results.fail("no token")
-        return
+        return None
     query = {"mac": mac, "token": match.group(1)}
     target = next(turns)
     status, config = await _timed(
         results, "/ignition", _request(session, "GET", f"{target.http}/ignition", params=query)
     )
     if status != 200:
-        return
+        return None
     target = next(turns)
-    if target.https is not None and not await _secret_over_https(session, target, config, results):
-        return
+    if target.https is not None:  # trusted: config is the stub, the secret comes over HTTPS
+        secret = await _secret_over_https(session, target, config, results)
+        if secret is None:
+            return None
+        config = secret
     target = next(turns)
     report = {"event": "installed", "details": {}}
     status, _ = await _timed(
@@ -177,9 +186,11 @@ async def _machine(
         "/report",
         _request(session, "POST", f"{target.http}/report", params=query, json=report),
     )
-    if status == 200:
-        results.provisioned += 1
-        results.record(MACHINE, time.perf_counter() - start)
+    if status != 200:
+        return None
+    results.provisioned += 1
+    results.record(MACHINE, time.perf_counter() - start)
+    return config
 
 
 async def _storm(

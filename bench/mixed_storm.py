@@ -42,7 +42,16 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.boot_storm import STORM_CONFIG, TOKEN_RE, Results, Target, _request, _timed  # noqa: E402
+from bench.boot_storm import (  # noqa: E402
+    STORM_CONFIG,
+    TOKEN_RE,
+    Results,
+    Target,
+    _machine,
+    _request,
+    _timed,
+    machine_mac,
+)
 from bench.wrk_boot import ASSET, SlowDownloads  # noqa: E402
 from mayu_py.render.ignition import file_text  # noqa: E402
 from tests.conftest import free_port, start_server  # noqa: E402
@@ -73,43 +82,14 @@ class Round:
         return self.units / self.wall_s if self.wall_s else 0.0
 
 
-def _mac(n: int) -> str:
-    return "52-54-" + "-".join(f"{n >> shift & 255:02x}" for shift in (24, 16, 8, 0))
-
-
-async def _install(session: aiohttp.ClientSession, target: Target, mac: str, results: Results) -> Installed | None:  # fmt: skip
-    """A new machine's whole conversation; its report credential when it ends `installed`."""
-    status, script = await _timed(
-        results, "/ipxe", _request(session, "GET", f"{target.http}/ipxe", params={"mac": mac})
-    )
-    match = TOKEN_RE.search(script.decode()) if status == 200 else None
-    if match is None:
-        results.fail("no token")
-        return None
-    query = {"mac": mac, "token": match.group(1)}
-    status, stub = await _timed(
-        results, "/ignition", _request(session, "GET", f"{target.http}/ignition", params=query)
-    )
-    if status != 200:
-        return None
-    (merge,) = json.loads(stub)["ignition"]["config"]["merge"]
-    path = merge["source"].partition("://")[2].partition("/")[2]
-    status, secret = await _timed(
-        results,
-        "/ignition https",
-        _request(session, "GET", f"{target.https}/{path}", ssl=target.tls),
-    )
-    credential = file_text(json.loads(secret), REPORT_CREDENTIAL) if status == 200 else None
+async def _install(session: aiohttp.ClientSession, target: Target, index: int, results: Results) -> Installed | None:  # fmt: skip
+    """A new machine's whole conversation (bench/boot_storm.py's); its report credential,
+    taken from the secret config it was served, when it ends `installed`."""
+    secret = await _machine(session, [target], index, results)
+    credential = file_text(json.loads(secret), REPORT_CREDENTIAL) if secret else None
     if credential is None:
-        results.fail("no credential")
         return None
-    report = {"event": "installed", "details": {}}
-    status, _ = await _timed(
-        results,
-        "/report",
-        _request(session, "POST", f"{target.http}/report", params=query, json=report),
-    )
-    return Installed(mac, credential.strip()) if status == 200 else None
+    return Installed(machine_mac(index), credential.strip())
 
 
 async def _reboot(session: aiohttp.ClientSession, target: Target, machine: Installed, results: Results) -> bool:  # fmt: skip
@@ -170,8 +150,7 @@ class Storm:
     def _new_unit(self, out: Round) -> Unit:
         async def unit(session: aiohttp.ClientSession, n: int) -> bool:
             self.macs += 1
-            mac = _mac(self.macs)
-            return await _install(session, self.target, mac, out.results) is not None
+            return await _install(session, self.target, self.macs, out.results) is not None
 
         return unit
 
@@ -208,7 +187,7 @@ async def _setup(target: Target, count: int) -> list[Installed]:
 
         async def one(n: int) -> Installed | None:
             async with limit:
-                return await _install(session, target, _mac(INSTALLED_MACS + n), results)
+                return await _install(session, target, INSTALLED_MACS + n, results)
 
         done = await asyncio.gather(*(one(n) for n in range(count)))
     installed = [m for m in done if m is not None]

@@ -15,7 +15,7 @@ import re
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mayu_py.agent.actual import ActualState, observe
@@ -295,17 +295,13 @@ class Agent:
         """Report a node's state with why (the state's own reason unless told), unless the
         last report said the same; a failure to report is retried at the next pass."""
         if not reason:
-            reason, message = state_reason(state)[0], message or state_reason(state)[1]
+            reason, default = state_reason(state)
+            message = message or default
         report = NodeReport(
             node.tenant, node.name, state, ip, self.host_name, message, generation, reason
         )
         last = self._reported.get(node.name)
-        if last is not None and (last.state, last.message, last.generation, last.reason) == (
-            state,
-            message,
-            generation,
-            reason,
-        ):
+        if last is not None and replace(last, ip=ip) == report:  # a new address alone is no news
             return
         try:
             self.source.report(report)

@@ -84,7 +84,7 @@ class TenantRecord:
         `unknown` (since the lapse), unplaced ones say why; conditions keep the transition
         times of the stored ones while their status holds."""
         by_host = {h.name: h for h in hosts}
-        facts, when, lapsed = [], [], set()
+        facts, when = [], []
         for node in tenant_nodes(self.tenant):
             reported = self.nodes.get(node.name)
             host = self.assignments.get(node.name)
@@ -93,13 +93,13 @@ class TenantRecord:
             reason, message, at = (report.reason, report.message, now) if report else ("", "", now)
             info = by_host.get(host) if host else None
             if info is not None and not info.alive(now):
-                lapsed.add(node.name)
                 state, reason, at = NodeState.UNKNOWN, "", info.lapsed_at()
                 message = f"host {host} sent no heartbeat since {rfc3339(info.last_seen)}"
             unplaced = why_unplaced(node, list(hosts), now) if host is None else None
             facts.append(NodeFacts(node.name, state, host, reason, message, unplaced))
             when.append(at)
         lapses = [at for f, at in zip(facts, when, strict=True) if f.state is NodeState.UNKNOWN]
+        lapsed = {f.name for f in facts if f.state is NodeState.UNKNOWN}
         nodes = [
             NodeStatus(
                 name=node.name,

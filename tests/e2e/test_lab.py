@@ -26,6 +26,7 @@ import libvirt
 import pytest
 import yaml
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from mayu_py.api_client import AdminClient, ApiError
@@ -385,6 +386,20 @@ def _dnsmasq_in_lab() -> set[int]:
     return {int(p) for p in out.stdout.split()} & _procs("dnsmasq")
 
 
+def _watch_board(
+    driver: WebDriver, machines: list[topo.LabMachine], column: str, timeout_s: float
+) -> None:
+    """Wait until the open board shows every machine in `column`, with no page reload."""
+    driver.execute_script("window.sameDocument = true;")
+    for m in machines:
+        wait_for(
+            f"{m.name} {column} on the board",
+            lambda m=m: column_of(driver, m.mac) == column,
+            timeout_s=timeout_s,
+        )
+    assert driver.execute_script("return window.sameDocument === true;"), "page reloaded"
+
+
 def _operate_the_board(url: str, token: str, machines: list[topo.LabMachine]) -> list[str]:
     """Run on the lab namespace's thread (the server's address is reachable only there, and
     chromedriver, started from this thread, lives there too): a person logs in, watches the
@@ -397,14 +412,7 @@ def _operate_the_board(url: str, token: str, machines: list[topo.LabMachine]) ->
     with chromium("1280,860") as driver:
         log_in(driver, base, olga)
         wait_for("the board", lambda: text_of(driver, "who") == "olga")
-        driver.execute_script("window.sameDocument = true;")
-        for m in machines:
-            wait_for(
-                f"{m.name} discovered on the board",
-                lambda m=m: column_of(driver, m.mac) == "discovered",
-                timeout_s=180,
-            )
-        assert driver.execute_script("return window.sameDocument === true;"), "page reloaded"
+        _watch_board(driver, machines, "discovered", 180)
         screenshot(driver, DASHBOARD_ARTIFACTS / "lab-01-discovered.png")
         for m, role in zip(machines, ["controller"] + ["worker"] * len(machines), strict=False):
             driver.get(f"{base}/ui/machines/{m.mac}")
@@ -418,14 +426,7 @@ def _operate_the_board(url: str, token: str, machines: list[topo.LabMachine]) ->
             wait_for(f"{m.name} approved", lambda: text_of(driver, "machine-state") != "discovered")
         driver.get(f"{base}/ui/")
         wait_for("the board again", lambda: text_of(driver, "who") == "olga")
-        driver.execute_script("window.sameDocument = true;")
-        for m in machines:
-            wait_for(
-                f"{m.name} installed on the board",
-                lambda m=m: column_of(driver, m.mac) == "installed",
-                timeout_s=300,
-            )
-        assert driver.execute_script("return window.sameDocument === true;"), "page reloaded"
+        _watch_board(driver, machines, "installed", 300)
         screenshot(driver, DASHBOARD_ARTIFACTS / "lab-02-installed.png")
         # Reinstall the last one from its page (the page asks first).
         last = machines[-1]

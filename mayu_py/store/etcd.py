@@ -378,10 +378,21 @@ class EtcdStore:
     def machines_after(
         self, after: str | None, limit: int, state: str | None = None
     ) -> list[Machine]:
-        """Read from the whole machines range (keys are not in id order): each page costs a
-        full read here, which the inventory sizes etcd is chosen for keep small."""
-        machines = sorted(self.list_machines(state), key=lambda m: m.id)
-        return [m for m in machines if after is None or m.id > after][:limit]
+        """A range read from the key after `after`: machine keys are their canonical MACs,
+        which need no quoting, so key order is id order. A state filter reads on in batches
+        of `limit` until the page is full or the range ends."""
+        start, end = self.keys.machines
+        if after is not None:
+            start = self.keys.machine(after) + "\x00"  # the first key after `after`'s
+        shown: list[Machine] = []
+        while len(shown) < limit:
+            entries = self._read(lambda tx, start=start: tx.txn.scan(start, end, limit=limit))
+            batch = [machine_of(e.data) for e in entries]
+            shown += [m for m in batch if state is None or str(m.state) == state]
+            if len(entries) < limit:
+                break
+            start = entries[-1].key + "\x00"
+        return shown[:limit]
 
     def machine_counts(self) -> dict[str, int]:
         return dict(Counter(str(m.state) for m in self.list_machines()))

@@ -71,6 +71,9 @@ def test_machines_after_pages_in_id_order(store: Store) -> None:
     assert [m.id for m in store.machines_after(macs[5], 3)] == macs[6:]
     running = [m.id for m in store.list_machines("running")]
     assert [m.id for m in store.machines_after(running[0], 10, "running")] == running[1:]
+    # A sparse state fills its page from several batches; `after` need not be stored.
+    assert [m.id for m in store.machines_after(None, 2, "running")] == running[:2]
+    assert [m.id for m in store.machines_after("52:54:00:00:01:00", 7)] == macs[1:]
 
 
 def test_machine_counts_by_state(store: Store) -> None:

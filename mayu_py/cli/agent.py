@@ -147,7 +147,7 @@ def agent(
         if drain_kind == "kube":
             from mayu_py.agent.drain import KubeDrain
 
-            drain = KubeDrain(api.kubeconfig, timeout_s=drain_timeout)
+            drain = KubeDrain(api.drain_kubeconfig, timeout_s=drain_timeout)
         if not once:
             api.start_watch()
     options = AgentOptions(

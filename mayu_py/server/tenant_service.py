@@ -176,10 +176,6 @@ class TenantService:
         """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""
         return self._record(self.store, tenant).assignments.get(node)
 
-    def hosts_of(self, tenant: str) -> set[str]:
-        """The hosts carrying nodes of a tenant; NotFound for an unknown tenant."""
-        return set(self._record(self.store, tenant).assignments.values())
-
     def tenant_pki(self, name: str) -> ClusterPKI:
         directory = self._pki_dir(name)
         if self.shared is not None:
@@ -194,6 +190,16 @@ class TenantService:
     def admin_kubeconfig(self, name: str) -> str:
         tenant = self._record(self.store, name).tenant
         return self.tenant_pki(name).admin_kubeconfig(admin_facts(tenant, self.options))
+
+    def drainer_kubeconfig(self, name: str, host: str) -> str:
+        """The drain credential of the agent of `host` for tenant `name` (its own client
+        certificate from the tenant's CA, mayu_py.pki.layout.drainer_spec); NotFound unless
+        the host carries nodes of the tenant."""
+        record = self._record(self.store, name)
+        if host not in record.assignments.values():
+            raise NotFound("host carries no node of the tenant", {"tenant": name, "host": host})
+        facts = admin_facts(record.tenant, self.options)
+        return self.tenant_pki(name).drainer_kubeconfig(host, facts)
 
     # -- hosts --------------------------------------------------------------------------
 

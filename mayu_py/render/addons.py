@@ -1,11 +1,12 @@
-"""A cluster's in-cluster networking: the CNI manifests its masters apply (flannel, vxlan).
+"""A cluster's add-ons its masters apply: the CNI manifests (flannel, vxlan) and mayu's RBAC.
 
 `flannel_manifests` renders static_manifests/addons/flannel.yaml.j2 with the cluster's pod
 CIDR and the MTU of the nodes' own link: flannel's vxlan backend costs VXLAN_OVERHEAD bytes
 per packet, so pods get that much less. `operator_manifests` reads a file an operator gives
 instead. `drainer_rbac` is what the mayu agents' drain identity may do in the cluster
-(static_manifests/addons/drainers.yaml.j2), applied beside the CNI. Either way the text is one or more YAML documents, each a Kubernetes object
-(`manifest_documents` checks that much; tests validate ours with kubernetes-validate).
+(static_manifests/addons/drainers.yaml.j2), applied beside the CNI. Each text is one or more
+YAML documents, each a Kubernetes object (`manifest_documents` checks that much; tests
+validate ours with kubernetes-validate).
 """
 
 from __future__ import annotations

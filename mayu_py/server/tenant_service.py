@@ -4,8 +4,9 @@ Tenants are kept as `TenantRecord`s (mayu_py.tenants.record). Placement runs in 
 transaction as every change that can affect it (tenant created or changed, host heartbeat).
 A tenant's PKI directory is removed only after the transaction that purged its record
 committed. A spec change that needs new VMs is rolled out one node at a time: the changed
-nodes stay pinned to what they run and `rollout.advance` releases the next one whenever a node
-report shows the whole tenant ready (mayu_py.tenants.rollout); hosts get the pinned nodes.
+nodes stay pinned to what they run (`TenantRecord.with_spec`) and `TenantRecord.advanced`
+releases the next one whenever a node report shows the whole tenant ready
+(mayu_py.tenants.rollout); hosts get the pinned nodes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from mayu_py.tenants import (
 )
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
 from mayu_py.tenants.networking import TenantOptions
-from mayu_py.tenants.rollout import advance, desired_nodes, pin_changed
+from mayu_py.tenants.rollout import desired_nodes
 from mayu_py.tenants.validation import is_tenant_name
 from mayu_py.tenants.wire import OverlayPeer
 
@@ -119,13 +120,7 @@ class TenantService:
             meta = {**doc["metadata"], "generation": record.tenant.metadata.generation + 1}
             others = [r.tenant for r in tx.list_tenants() if r.name != name]
             tenant = parse_tenant({**doc, "metadata": meta, "spec": spec}, self._images(), others)
-            names = {n.name for n in tenant_nodes(tenant)}
-            assignments = {n: h for n, h in record.assignments.items() if n in names}
-            rollout = pin_changed(record.tenant, tenant, record.rollout, record.reports)
-            changed = dataclasses.replace(
-                record, tenant=tenant, assignments=assignments, rollout=rollout
-            )
-            tx.put_tenant(self._advanced(tx, changed))
+            tx.put_tenant(self._advanced(tx, record.with_spec(tenant)))
             self.place_nodes(tx)
             return self._record(tx, name)
 
@@ -266,8 +261,7 @@ class TenantService:
         if not record.rollout.members or record.deleting:
             return record
         lapsed = lapsed_nodes(dict(record.assignments), tx.list_hosts(), now=self.clock())
-        rollout = advance(record.tenant, record.rollout, record.reports, lapsed)
-        return dataclasses.replace(record, rollout=rollout)
+        return record.advanced(lapsed)
 
     @staticmethod
     def _record(tx_or_store: Tx | Store, name: str) -> TenantRecord:

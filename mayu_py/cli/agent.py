@@ -90,7 +90,8 @@ import click
     show_default=True,
     help="Before a node of a still-wanted tenant is deleted (a rolling replacement, a scale "
     "down): kube = cordon it and evict its pods through the tenant's Kubernetes API (with "
-    "--source api); none = delete it undrained. Either way the agent says what it did.",
+    "this host's drain credential); none = delete it undrained. Either way the agent says "
+    "what it did.",
 )
 @click.option(
     "--drain-timeout",
@@ -121,21 +122,25 @@ def agent(
     """Reconcile the tenant clusters assigned to this host."""
     if ingress_listen and not ingress_domain:
         raise click.UsageError("--ingress-listen needs --ingress-domain (or MAYU_INGRESS_DOMAIN)")
+    from mayu_py.agent.apply import DrainHook
+    from mayu_py.agent.drain import KubeDrain
     from mayu_py.agent.loop import AgentOptions, run_agent
     from mayu_py.agent.source import ApiSource, DesiredSource
 
     source: DesiredSource
-    drain = None
+    drain: DrainHook | None = None
     if source_kind == "kubernetes":
         from mayu_py.agent.kube_source import KubernetesSource
 
-        source = KubernetesSource(
+        source = kube = KubernetesSource(
             host_name,
             _kube_client(kubeconfig),
             pki_root=Path(state_dir) / "tenant-pki",
             watch=not once,
         )
         address = ""
+        if drain_kind == "kube":
+            drain = KubeDrain(kube.drain_kubeconfig, timeout_s=drain_timeout)
     else:
         token = (
             Path(token_file).read_text().strip() if token_file else os.environ.get("MAYU_TOKEN", "")
@@ -145,8 +150,6 @@ def agent(
         source = api = ApiSource(server_url, token, host_name)
         address = api.local_address()
         if drain_kind == "kube":
-            from mayu_py.agent.drain import KubeDrain
-
             drain = KubeDrain(api.drain_kubeconfig, timeout_s=drain_timeout)
         if not once:
             api.start_watch()

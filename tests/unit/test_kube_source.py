@@ -21,15 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from cryptography import x509
 from kubernetes import client
 
 from mayu_py.agent.kube_source import KubernetesSource
 from mayu_py.config import load_settings
 from mayu_py.errors import NotFound
 from mayu_py.pki import ClusterPKI
+from mayu_py.render import IgnitionRenderer
 from mayu_py.server.app import create_app
 from mayu_py.store import open_store
 from mayu_py.tenants import HostRegistration, NodeReport, TenantCluster, TenantNode, tenant_nodes
+from mayu_py.tenants.ignition import render_tenant_node
 from tests.support.fake_kube_core import JsonHandler
 from tests.support.wait import wait_for
 
@@ -539,3 +543,89 @@ def test_ignition_is_what_the_server_renders(kube, tmp_path: Path) -> None:
     for node in nodes:
         path = f"/api/v1/tenants/acme/nodes/{node.name}/ignition"
         assert same.ignition(node) == web.get(path, headers=auth).data
+
+
+def _ready(source: KubernetesSource, nodes: list[TenantNode]) -> None:
+    """What the agent reports once the nodes' VMs of their generation answer."""
+    for node in nodes:
+        source.report(NodeReport("acme", node.name, "ready", node.ip, "h1", "", node.generation))
+
+
+def test_a_version_change_rolls_one_node_at_a_time_masters_first(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    doc = copy.deepcopy(ACME)
+    doc["spec"].update(kubernetesVersion="1.36", masters=[SIZE] * 3, workers=[SIZE])
+    fake.create(doc)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    old = source.desired_nodes()
+    _ready(source, old)
+    order = [n.name for n in old]
+    running = TenantCluster.model_validate({**doc, "metadata": {"name": "acme", "generation": 1}})
+    assert order[:3] == [f"acme-master-{i}" for i in range(3)] and order[3] == "acme-worker-0"
+
+    doc["spec"]["kubernetesVersion"] = "1.37"
+    fake.update_spec("acme", doc["spec"])
+    replaced = []
+    for step in range(4):
+        if step == 2:  # an agent restarted mid-rollout resumes with the same pins
+            source = _source(api, tmp_path)
+            source.register(H1)
+        source.wake_event.clear()
+        nodes = source.desired_nodes()
+        new = [n for n in nodes if n.generation == 2]
+        assert [n.name for n in new] == order[: step + 1]  # one more node released
+        pinned = [n for n in nodes if n.generation == 1]
+        assert [n.spec_hash for n in pinned] == [n.spec_hash for n in old[step + 1 :]]
+        rollout = fake.get("acme")["status"]["rollout"]
+        assert rollout == {
+            "node": order[step], "step": "draining", "message": "", "done": step, "total": 4,
+            "revision": 2,
+        }  # fmt: skip
+        if pinned:  # a pinned node's Ignition is still its revision's
+            pki = ClusterPKI.load_or_create(tmp_path / "pki-h1" / "acme", "acme")
+            then = render_tenant_node(running, pinned[0].name, pki, IgnitionRenderer())
+            assert source.ignition(pinned[0]) == then
+            assert source.desired_nodes() == nodes  # nothing more until that node is ready
+        current = new[-1]
+        replaced.append(current.name)
+        said = "drain skipped: tenant API unreachable after 1.0s"
+        source.report(NodeReport("acme", current.name, "running", None, "h1", said, 2))
+        assert fake.get("acme")["status"]["rollout"]["step"] == "booting"
+        assert fake.get("acme")["status"]["rollout"]["message"] == said
+        assert not source.wake_event.is_set()
+        _ready(source, [current])
+        assert source.wake_event.is_set()  # the next node may go (or the rollout ended) at once
+    assert replaced == order
+    status = fake.get("acme")["status"]
+    assert "rollout" not in status and status["observedGeneration"] == 2
+    assert {n.generation for n in source.desired_nodes()} == {2}
+
+    # what the fake API server saw, in order: each node replaced alone, masters first
+    steps = [
+        (e["status"]["rollout"]["node"], e["status"]["rollout"]["step"])
+        for _, kind, e in fake.events
+        if kind == "MODIFIED" and "rollout" in e.get("status", {})
+    ]
+    released = [node for i, (node, step) in enumerate(steps) if step == "draining"]
+    assert list(dict.fromkeys(released)) == order
+    assert all(p[0] == "PATCH" for p in fake.requests if p[1].startswith(BASE + "/acme/status"))
+
+
+def test_the_drain_credential_is_this_hosts_own(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    fake.create(ACME)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    source.desired_nodes()
+    config = yaml.safe_load(source.drain_kubeconfig("acme"))
+    user = config["users"][0]
+    assert user["name"] == "mayu:drainer:h1"
+    pem = base64.b64decode(user["user"]["client-certificate-data"])
+    subject = x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
+    assert subject == "CN=mayu:drainer:h1,O=mayu:drainers"
+    assert config["clusters"][0]["cluster"]["server"] == "https://10.100.0.10:6443"
+    bundle = tmp_path / "pki-h1" / "acme" / "users" / "drainer-h1" / "drainer.pem"
+    assert bundle.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(NotFound):
+        source.drain_kubeconfig("other")

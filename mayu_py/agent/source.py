@@ -37,6 +37,10 @@ class DesiredSource(Protocol):
     def report(self, report: NodeReport) -> None:
         """Record a node's observed state."""
 
+    def drain_kubeconfig(self, tenant: str) -> str:
+        """This host's kubeconfig for draining the tenant's nodes (mayu_py.agent.drain): a
+        credential that may cordon and evict, never the tenant's admin one."""
+
     def close(self) -> None:
         """Stop any background work (a watch)."""
 

@@ -122,25 +122,20 @@ def agent(
     """Reconcile the tenant clusters assigned to this host."""
     if ingress_listen and not ingress_domain:
         raise click.UsageError("--ingress-listen needs --ingress-domain (or MAYU_INGRESS_DOMAIN)")
-    from mayu_py.agent.apply import DrainHook
-    from mayu_py.agent.drain import KubeDrain
     from mayu_py.agent.loop import AgentOptions, run_agent
     from mayu_py.agent.source import ApiSource, DesiredSource
 
     source: DesiredSource
-    drain: DrainHook | None = None
     if source_kind == "kubernetes":
         from mayu_py.agent.kube_source import KubernetesSource
 
-        source = kube = KubernetesSource(
+        source = KubernetesSource(
             host_name,
             _kube_client(kubeconfig),
             pki_root=Path(state_dir) / "tenant-pki",
             watch=not once,
         )
         address = ""
-        if drain_kind == "kube":
-            drain = KubeDrain(kube.drain_kubeconfig, timeout_s=drain_timeout)
     else:
         token = (
             Path(token_file).read_text().strip() if token_file else os.environ.get("MAYU_TOKEN", "")
@@ -149,8 +144,6 @@ def agent(
             raise click.UsageError("give --token-file or set MAYU_TOKEN (agent or admin token)")
         source = api = ApiSource(server_url, token, host_name)
         address = api.local_address()
-        if drain_kind == "kube":
-            drain = KubeDrain(api.drain_kubeconfig, timeout_s=drain_timeout)
         if not once:
             api.start_watch()
     options = AgentOptions(
@@ -166,8 +159,10 @@ def agent(
         metrics_listen=metrics_listen,
         ingress_listen=ingress_listen,
         ingress_domain=ingress_domain,
+        drain=drain_kind,
+        drain_timeout=drain_timeout,
     )
-    run_agent(options, source, drain)
+    run_agent(options, source)
 
 
 def _kube_client(kubeconfig: str | None) -> Any:

@@ -72,15 +72,7 @@ class ClusterPKI:
 
     def admin_kubeconfig(self, facts: ClusterFacts) -> str:
         """A cluster-admin kubeconfig, also written to <directory>/admin.conf (0600)."""
-        leaf = self._admin_leaf()
-        text = kubeconfig.render(
-            cluster=facts.name,
-            server=facts.api_endpoint,
-            ca_pem=self.ca_certificate_pem,
-            user=leaf.common_name,
-            certificate_pem=leaf.certificate_pem,
-            key_pem=leaf.key_pem,
-        )
+        text = self._kubeconfig(self._admin_leaf(), facts)
         atomic_write(self.directory / "admin.conf", text, 0o600)
         return text
 
@@ -90,6 +82,10 @@ class ClusterPKI:
         Kept only as the 0600 certificate bundle; the text is the caller's (never logged)."""
         cache = self._cache("users", f"{layout.DRAINER_LEAF}-{host}")
         leaf = cache.leaves({layout.DRAINER_LEAF: layout.drainer_spec(host)})[layout.DRAINER_LEAF]
+        return self._kubeconfig(leaf, facts)
+
+    def _kubeconfig(self, leaf: Leaf, facts: ClusterFacts) -> str:
+        """A kubeconfig for the cluster's API with `leaf` as the user (named after its CN)."""
         return kubeconfig.render(
             cluster=facts.name,
             server=facts.api_endpoint,

@@ -156,6 +156,26 @@ def _installed_and_running_from_disk(lab: Lab, client: LabClient, disk: Path) ->
     return install_id
 
 
+def _off_and_on_boots_the_disk_again(lab: Lab, client: LabClient, install_id: str) -> None:
+    """Off and on through the BMC: the machine boots from its disk again, with no token."""
+    assert "power-off acknowledged, machine off" in _ctl(lab, "power", "off", M.mac)
+    assert _domain_state(M.domain) == libvirt.VIR_DOMAIN_SHUTOFF
+    seen = len(client.events(M.mac))
+    started = time.monotonic()
+    assert "power-on acknowledged, machine on" in _ctl(lab, "power", "on", M.mac)
+    _wait(
+        lab,
+        "a running report after the BMC's power on",
+        lambda: len(_reports(client.events(M.mac)[seen:], "running")) == 1,
+        180,
+    )
+    print(f"BMC power on -> running from disk: {time.monotonic() - started:.1f} s")
+    events = client.events(M.mac)
+    again = _reports(events[seen:], "running")[0]
+    assert again["details"]["boot"] == "disk" and again["details"]["install_id"] == install_id
+    assert tokens_issued(events) == 1
+
+
 def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before: str) -> None:
     """`reinstall --wait` through the BMC: PXE, one new token, a new install on the disk."""
     seen = len(client.events(M.mac))
@@ -179,23 +199,7 @@ def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -
         assert bmc["protocol"] == "redfish" and bmc["system_id"] == M.uuid
         assert "password" not in bmc
         first_id = _installed_and_running_from_disk(lab, client, disk)
-
-        # Off and on through the BMC: it boots from its disk again, no token.
-        assert "power-off acknowledged, machine off" in _ctl(lab, "power", "off", M.mac)
-        assert _domain_state(M.domain) == libvirt.VIR_DOMAIN_SHUTOFF
-        seen = len(client.events(M.mac))
-        assert "power-on acknowledged, machine on" in _ctl(lab, "power", "on", M.mac)
-        _wait(
-            lab,
-            "a running report after the BMC's power on",
-            lambda: len(_reports(client.events(M.mac)[seen:], "running")) == 1,
-            180,
-        )
-        events = client.events(M.mac)
-        again = _reports(events[seen:], "running")[0]
-        assert again["details"]["boot"] == "disk" and again["details"]["install_id"] == first_id
-        assert tokens_issued(events) == 1
-
+        _off_and_on_boots_the_disk_again(lab, client, first_id)
         _reinstall_rewrites_the_disk(lab, client, disk, first_id)
 
     # down without the state file (as after a SIGKILLed `up`): by ownership and by name.
@@ -235,15 +239,20 @@ def test_an_ipmi_machine_installs_and_reinstalls_through_vbmc(lab: Lab) -> None:
 
 def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> None:
     """OVMF: the NIC's iPXE installs, the reboot gets the local-boot script (`exit`) and
-    OVMF goes on to the disk's GRUB; the machine's own UEFI variables go with `down`."""
+    OVMF goes on to the disk's GRUB; off and on through Redfish it boots its disk again, and
+    a reinstall rewrites the disk (the boot overrides and the machine's UEFI variables
+    survive both); the machine's own UEFI variables go with `down`."""
     state, disk = _up(lab, "redfish", "uefi")
     nvram = disk.with_name(f"{M.name}.OVMF_VARS.fd")
     assert nvram.exists()
     with InNamespace(topo.NAMESPACE) as ns:
-        _installed_and_running_from_disk(lab, LabClient(ns, state.url, state.token), disk)
-    console = lab.console(M)
-    local_boot = console.index(": booting its disk")  # the local-boot script, then `exit`
-    assert "GRUB" in console[local_boot:], console[local_boot:]
+        client = LabClient(ns, state.url, state.token)
+        first_id = _installed_and_running_from_disk(lab, client, disk)
+        console = lab.console(M)
+        local_boot = console.index(": booting its disk")  # the local-boot script, then `exit`
+        assert "GRUB" in console[local_boot:], console[local_boot:]
+        _off_and_on_boots_the_disk_again(lab, client, first_id)
+        _reinstall_rewrites_the_disk(lab, client, disk, first_id)
     down = lab.mayu("down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert not nvram.exists() and not disk.exists()

@@ -21,6 +21,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from mayu_py.images.disk import DISK_NAME, SHA256_SUFFIX, read_sha256_file
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR
@@ -143,7 +144,10 @@ def _installed_and_running_from_disk(lab: Lab, client: LabClient, disk: Path) ->
     (running,) = _reports(events, "running")
     assert installed["cause"] == "report installed (boot token)"
     assert running["cause"] == "report running (report credential)"
+    assert (installed["to"], running["to"]) == ("installed", "running")
     assert installed["details"]["install"]["disk"] == "/dev/vda"
+    served = lab.data_dir / "assets" / "lab" / f"{DISK_NAME}{SHA256_SUFFIX}"
+    assert installed["details"]["install"]["image_sha256"] == read_sha256_file(served)
     assert running["details"]["boot"] == "disk"
     install_id = installed["details"]["install"]["install_id"]
     assert running["details"]["install_id"] == install_id
@@ -151,16 +155,20 @@ def _installed_and_running_from_disk(lab: Lab, client: LabClient, disk: Path) ->
     print(f"BMC power-on acknowledged -> running: {running['time'] - on['time']:.1f} s")
     console = lab.console(M)
     assert console.count("mayu: installing") == 1, console[-3000:]
-    assert console.count("MAYU: mode disk") == 1
+    assert console.count("MAYU: mode install") == 1 and console.count("MAYU: mode disk") == 1
+    assert "Ignition finished successfully" in console.split("MAYU: mode disk")[1]
     assert _disk_marker(disk, lab.workdir) == install_id
     return install_id
 
 
 def _off_and_on_boots_the_disk_again(lab: Lab, client: LabClient, install_id: str) -> None:
-    """Off and on through the BMC: the machine boots from its disk again, with no token."""
+    """Off and on through the BMC: the machine boots from its disk (the install `install_id`)
+    again: after the power events, its `running` report from the disk and nothing else (no
+    token, no boot request that changed anything)."""
     assert "power-off acknowledged, machine off" in _ctl(lab, "power", "off", M.mac)
     assert _domain_state(M.domain) == libvirt.VIR_DOMAIN_SHUTOFF
     seen = len(client.events(M.mac))
+    tokens = tokens_issued(client.events(M.mac))
     started = time.monotonic()
     assert "power-on acknowledged, machine on" in _ctl(lab, "power", "on", M.mac)
     _wait(
@@ -171,13 +179,17 @@ def _off_and_on_boots_the_disk_again(lab: Lab, client: LabClient, install_id: st
     )
     print(f"BMC power on -> running from disk: {time.monotonic() - started:.1f} s")
     events = client.events(M.mac)
-    again = _reports(events[seen:], "running")[0]
+    new = events[seen:]
+    assert [e["kind"] for e in new[:2]] == ["power-requested", "power-acknowledged"], new
+    (again,) = new[2:]
+    assert again["cause"] == "report running (report credential)", again
     assert again["details"]["boot"] == "disk" and again["details"]["install_id"] == install_id
-    assert tokens_issued(events) == 1
+    assert tokens_issued(events) == tokens
 
 
-def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before: str) -> None:
-    """`reinstall --wait` through the BMC: PXE, one new token, a new install on the disk."""
+def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before: str) -> str:
+    """`reinstall --wait` through the BMC: PXE, one new token, a new install on the disk (its
+    install id)."""
     seen = len(client.events(M.mac))
     started = time.monotonic()
     _ctl(lab, "reinstall", M.mac, "--wait", "--timeout", "300", timeout=360)
@@ -189,6 +201,7 @@ def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before
     assert install_id != before
     assert _reports(new, "running")[-1]["details"]["install_id"] == install_id
     assert _disk_marker(disk, lab.workdir) == install_id  # the first install's marker: gone
+    return install_id
 
 
 def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -> None:
@@ -239,9 +252,11 @@ def test_an_ipmi_machine_installs_and_reinstalls_through_vbmc(lab: Lab) -> None:
 
 def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> None:
     """OVMF: the NIC's iPXE installs, the reboot gets the local-boot script (`exit`) and
-    OVMF goes on to the disk's GRUB; off and on through Redfish it boots its disk again, and
-    a reinstall rewrites the disk (the boot overrides and the machine's UEFI variables
-    survive both); the machine's own UEFI variables go with `down`."""
+    OVMF goes on to the disk's GRUB. `reinstall` through Redfish rewrites the disk (PXE set,
+    power cycle, install, then disk set again while it reboots through iPXE's `exit`); off
+    and on through Redfish afterwards (the emulator's persistent disk-only boot order, the
+    machine's UEFI variables as the installs left them) it boots the new install from its
+    disk. The machine's own UEFI variables go with `down`."""
     state, disk = _up(lab, "redfish", "uefi")
     nvram = disk.with_name(f"{M.name}.OVMF_VARS.fd")
     assert nvram.exists()
@@ -251,8 +266,12 @@ def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> Non
         console = lab.console(M)
         local_boot = console.index(": booting its disk")  # the local-boot script, then `exit`
         assert "GRUB" in console[local_boot:], console[local_boot:]
-        _off_and_on_boots_the_disk_again(lab, client, first_id)
-        _reinstall_rewrites_the_disk(lab, client, disk, first_id)
+        second_id = _reinstall_rewrites_the_disk(lab, client, disk, first_id)
+        booted = len(lab.console(M))
+        _off_and_on_boots_the_disk_again(lab, client, second_id)
+    after_power_on = lab.console(M)[booted:]
+    print("DEBUG iPXE after power on:", "iPXE" in after_power_on, "booting its disk" in after_power_on)
+    assert "GRUB" in after_power_on and "MAYU: mode disk" in after_power_on, after_power_on
     down = lab.mayu("down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert not nvram.exists() and not disk.exists()

@@ -5,8 +5,9 @@ server's inventory and powers it on. It PXE-boots, installs to its disk, reboots
 the disk with its own report credential (no second token) and reports `running`; powered off
 and on through the BMC it boots from its disk again; `mayu lab ctl reinstall` through Redfish
 rewrites the disk with exactly one new token; with `--bmc ipmi` (vbmc) the same power-on,
-install, disk boot and reinstall through IPMI; with `--firmware uefi` (OVMF) the install and
-the disk boot after the local-boot script's `exit`. `mayu lab down` finds and removes the domain,
+install, disk boot and reinstall through IPMI; with `--firmware uefi` (OVMF) the install, the
+disk boot after the local-boot script's `exit`, a reinstall through Redfish and, off and on
+through Redfish after it, the disk boot again. `mayu lab down` finds and removes the domain,
 disk, emulator, bridge and veth without the state file, and nothing else.
 Run under `flock /tmp/mayu-vm.lock`.
 """
@@ -269,9 +270,10 @@ def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> Non
         second_id = _reinstall_rewrites_the_disk(lab, client, disk, first_id)
         booted = len(lab.console(M))
         _off_and_on_boots_the_disk_again(lab, client, second_id)
+    # Straight to the disk's GRUB: the Redfish disk override is the only boot device now.
     after_power_on = lab.console(M)[booted:]
-    print("DEBUG iPXE after power on:", "iPXE" in after_power_on, "booting its disk" in after_power_on)
     assert "GRUB" in after_power_on and "MAYU: mode disk" in after_power_on, after_power_on
+    assert "iPXE" not in after_power_on, after_power_on
     down = lab.mayu("down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert not nvram.exists() and not disk.exists()

@@ -103,10 +103,13 @@ class Lab:
             timeout=timeout,
         )
 
-    def up_args(self, machines: int, timeout: int = 200, tenants: int = 0) -> list[str]:
+    def up_args(
+        self, machines: int, timeout: int = 200, tenants: int = 0, vms: str = "qemu"
+    ) -> list[str]:
+        """`up` with MACHINES machines of the VM driver VMS (named, whatever the default)."""
         return [
             "up", "--machines", str(machines), "--accel", "tcg", "--timeout", str(timeout),
-            "--tenants", str(tenants),
+            "--tenants", str(tenants), "--vms", vms,
             "--data-dir", str(self.data_dir), "--config", str(self.config(machines)),
         ]  # fmt: skip
 

@@ -122,9 +122,9 @@ def _up(lab: Lab, bmc: str, firmware: str = "bios") -> tuple[LabState, Path]:
     """`mayu lab up --vms libvirt --bmc BMC --firmware FIRMWARE` with one machine; (state,
     the machine's disk)."""
     started = time.monotonic()
-    options = ("--vms", "libvirt", "--bmc", bmc, "--firmware", firmware)
-    up = lab.mayu(*lab.up_args(1, timeout=300), *options, timeout=420)
-    print(f"\nmayu lab up {' '.join(options)}: {time.monotonic() - started:.1f} s")
+    options = ("--bmc", bmc, "--firmware", firmware)
+    up = lab.mayu(*lab.up_args(1, timeout=300, vms="libvirt"), *options, timeout=420)
+    print(f"\nmayu lab up --vms libvirt {' '.join(options)}: {time.monotonic() - started:.1f} s")
     assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{lab.serve_log()[-3000:]}"
     assert "all 1 machine(s) running from disk" in up.stdout
     _host_side_has_no_lab_address()

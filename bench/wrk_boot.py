@@ -10,7 +10,11 @@ and is not counted. Steps (200 connections, one request per connection as iPXE m
 - `ipxe-new`: new machines ask `/ipxe` (a catch-all group approves them: discovery, approval,
   a provisioning window and a boot token; one write transaction each), for a duration, from a
   list of fresh MACs longer than a run gets through;
-- `ipxe-local`: installed machines ask `/ipxe` (a read: boot the local disk), for a duration;
+- `ipxe-local`: installed machines ask `/ipxe` (a read: boot the local disk), for a duration,
+  the same INSTALLED machines over and over (after the first pass, answers kept under the
+  store's state version: mayu_py/server/boot_front.py);
+- `ipxe-local-once`: the same read, each of ONCE installed machines asking once in a run (a
+  rack rebooting: nothing kept to answer from);
 - `boot.ipxe`: the generic script, for a duration;
 - `ipxe-light`: `ipxe-new` at LIGHT connections (10), well below saturation: the latency of a
   script when the server is not queueing;
@@ -21,15 +25,18 @@ and is not counted. Steps (200 connections, one request per connection as iPXE m
 - `assets`: an asset, unthrottled, 8 connections, bytes/s (mayu's asset listener vs nginx).
 
 Prints, per step and server, the median and range over the counted rounds of requests/s (or
-MB/s) and of p99, errors, and the ratio to the empty app; then the peak PSS of each server.
+MB/s), of p99 and of the server's CPU per request (all its processes, user + system: a figure
+the other load on the machine moves much less than requests/s), errors, and the ratio to the
+empty app; then the peak PSS of each server.
 
     .venv/bin/python bench/wrk_boot.py [--rounds 4] [--warmup 1] [--machines 20000] [--duration 5]
                                       [--downloads 50] [--rate-mb 2] [--asset-mib 64]
-                                      [--code DIR] [--before DIR]
+                                      [--code DIR] [--before DIR] [--steps A,B]
 
 --code DIR runs `mayu serve` from another checkout's source (PYTHONPATH=DIR, this venv's
 packages); --before DIR runs one more `mayu serve` from DIR as the target `before`, in the same
-rounds as this tree's (before and after measured seconds apart, on the same machine load).
+rounds as this tree's (before and after measured seconds apart, on the same machine load);
+--steps runs only the steps named.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -65,6 +73,19 @@ STORM_CONFIG = {
     "server": {"discovery": {"per_source_per_minute": 100_000, "per_minute": 1_000_000}},
 }
 INSTALLED = 1000
+ONCE = 40_000
+LOCAL, LOCAL_ONCE = 0xFFFF, 0xFFFD  # their MACs' prefixes
+STEPS = (
+    "ipxe-new",
+    "ipxe-local",
+    "ipxe-local-once",
+    "boot.ipxe",
+    "ipxe-light",
+    "ipxe-under-downloads",
+    "ipxe-light-under-downloads",
+    "assets",
+)
+DOWNLOAD_STEPS = ("ipxe-under-downloads", "ipxe-light-under-downloads")
 ASSET = "lab/disk.img"
 
 
@@ -73,11 +94,13 @@ def _mac(prefix: int, n: int) -> str:
 
 
 def _seed_installed(database: Path) -> None:
-    """INSTALLED machines in state `installed`, written straight into the running server's
-    store (its own schema, whatever its version)."""
+    """INSTALLED (and ONCE) machines in state `installed`, written straight into the running
+    server's store (its own schema, whatever its version)."""
     now = time.time()
     rows = [
-        (_mac(0xFFFF, n).replace("-", ":"), f"node-{n}", "installed", now) for n in range(INSTALLED)
+        (_mac(prefix, n).replace("-", ":"), f"node-{prefix:x}-{n}", "installed", now)
+        for prefix, count in ((LOCAL, INSTALLED), (LOCAL_ONCE, ONCE))
+        for n in range(count)
     ]
     with sqlite3.connect(database, timeout=30) as conn:
         conn.executemany(
@@ -133,8 +156,9 @@ class SlowDownloads(threading.Thread):
 
 
 @contextmanager
-def _nginx(root: Path, port: int) -> Iterator[None]:
-    """nginx serving every file of `root` at the same paths (as mayu answered them)."""
+def _nginx(root: Path, port: int) -> Iterator[int]:
+    """nginx serving every file of `root` at the same paths (as mayu answered them); yields
+    its process group."""
     conf = root.parent / "nginx.conf"
     conf.write_text(f"""
 worker_processes 2;
@@ -158,7 +182,7 @@ http {{
     process = subprocess.Popen(["nginx", "-c", str(conf)], start_new_session=True)
     try:
         _wait_answering(f"http://127.0.0.1:{port}/boot.ipxe")
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait(10)
@@ -219,11 +243,17 @@ def main() -> None:
     parser.add_argument("--rate-mb", type=float, default=2.0)
     parser.add_argument("--asset-mib", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--steps", default=",".join(STEPS), help=f"comma-separated, of: {','.join(STEPS)}"
+    )
     parser.add_argument("--code", type=Path, help="run mayu serve from this checkout")
     parser.add_argument(
         "--before", type=Path, help="also run mayu serve from this checkout, in the same rounds"
     )
     args = parser.parse_args()
+    args.steps = set(args.steps.split(","))
+    if unknown := args.steps - set(STEPS):
+        parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
     work = Path(tempfile.mkdtemp(prefix="mayu-wrk-"))
     work.chmod(0o755)  # nginx workers run as www-data
     asset = work / "assets" / ASSET
@@ -240,7 +270,7 @@ def main() -> None:
         _bodies(servers["mayu"].url, work / "bodies", asset)
         with (
             _empty_app(work / "bodies", ports["empty"], args.workers) as empty_pgid,
-            _nginx(work / "bodies", ports["nginx"]),
+            _nginx(work / "bodies", ports["nginx"]) as nginx_pgid,
         ):
             urls = {name: server.url for name, server in servers.items()} | {
                 "empty": f"http://127.0.0.1:{ports['empty']}",
@@ -252,7 +282,9 @@ def main() -> None:
             for sampler in pss.values():
                 sampler.start()
             targets = ("empty", "nginx", *servers)
-            results, downloads = _rounds(args, work, urls, asset_urls, targets)
+            pgids = {name: server.process.pid for name, server in servers.items()}
+            pgids |= {"empty": empty_pgid, "nginx": nginx_pgid}
+            results, downloads = _rounds(args, work, urls, pgids, asset_urls, targets)
             peaks = {name: sampler.finish() for name, sampler in pss.items()}
     finally:
         for server in servers.values():
@@ -300,6 +332,7 @@ def _rounds(
     args: argparse.Namespace,
     work: Path,
     urls: dict[str, str],
+    pgids: dict[str, int],
     asset_urls: dict[str, str],
     targets: tuple[str, ...],
 ) -> tuple[Results, Downloads]:
@@ -309,23 +342,33 @@ def _rounds(
     for round_ in range(1 - args.warmup, args.rounds + 1):
         for target in targets:
             runs: dict[str, WrkResult] = {}
+            wanted = args.steps
+            timed = partial(_timed, args, work, pgid=pgids[target])
+            new = partial(_new_machines, args, work, urls[target], pgid=pgids[target])
             prefix += 1
-            runs["ipxe-new"] = _new_machines(args, work, urls[target], prefix)
-            local = [f"GET\t/ipxe?mac={_mac(0xFFFF, n)}" for n in range(INSTALLED)]
-            runs["ipxe-local"] = _timed(args, work, urls[target], local)
-            runs["boot.ipxe"] = _timed(args, work, urls[target], ["GET\t/boot.ipxe"])
+            if "ipxe-new" in wanted:
+                runs["ipxe-new"] = new(prefix)
+            if "ipxe-local" in wanted:
+                local = [f"GET\t/ipxe?mac={_mac(LOCAL, n)}" for n in range(INSTALLED)]
+                runs["ipxe-local"] = timed(urls[target], local)
+            if "ipxe-local-once" in wanted:
+                once = [f"GET\t/ipxe?mac={_mac(LOCAL_ONCE, n)}" for n in range(ONCE)]
+                runs["ipxe-local-once"] = timed(urls[target], once)
+            if "boot.ipxe" in wanted:
+                runs["boot.ipxe"] = timed(urls[target], ["GET\t/boot.ipxe"])
             prefix += 1
-            runs["ipxe-light"] = _new_machines(args, work, urls[target], prefix, args.light)
-            if target in asset_urls:
+            if "ipxe-light" in wanted:
+                runs["ipxe-light"] = new(prefix, args.light)
+            if target in asset_urls and wanted & set(DOWNLOAD_STEPS):
                 slow = SlowDownloads(asset_urls[target], args.downloads, args.rate_mb * 1e6)
                 slow.start()
                 began = time.monotonic()
                 prefix += 1
-                runs["ipxe-under-downloads"] = _new_machines(args, work, urls[target], prefix)
+                if "ipxe-under-downloads" in wanted:
+                    runs["ipxe-under-downloads"] = new(prefix)
                 prefix += 1
-                runs["ipxe-light-under-downloads"] = _new_machines(
-                    args, work, urls[target], prefix, args.light
-                )
+                if "ipxe-light-under-downloads" in wanted:
+                    runs["ipxe-light-under-downloads"] = new(prefix, args.light)
                 slow.stop.set()
                 slow.join(10)
                 elapsed = time.monotonic() - began
@@ -333,9 +376,10 @@ def _rounds(
                     downloads.setdefault(target, []).append(
                         (slow.received / elapsed / 1e6, slow.cpu_s / elapsed)
                     )
+            if target in asset_urls and "assets" in wanted:
                 path = asset_urls[target].partition("/assets/")[2]
                 base = asset_urls[target].partition("/assets/")[0]
-                runs["assets"] = _timed(args, work, base, [f"GET\t/assets/{path}"], connections=8)
+                runs["assets"] = timed(base, [f"GET\t/assets/{path}"], connections=8)
             if round_ <= 0:
                 continue  # warm-up
             for step, result in runs.items():
@@ -348,12 +392,18 @@ def _rounds(
 
 
 def _new_machines(
-    args: argparse.Namespace, work: Path, url: str, prefix: int, connections: int | None = None
+    args: argparse.Namespace,
+    work: Path,
+    url: str,
+    prefix: int,
+    connections: int | None = None,
+    *,
+    pgid: int,
 ) -> WrkResult:
     """New machines for `duration` seconds: a list of fresh MACs, long enough that a run
     rarely comes back to one (a MAC asked again mints a token again: a write too)."""
     lines = [f"GET\t/ipxe?mac={_mac(prefix, n)}" for n in range(args.machines)]
-    return _timed(args, work, url, lines, connections)
+    return _timed(args, work, url, lines, connections, pgid=pgid)
 
 
 def _timed(
@@ -362,11 +412,14 @@ def _timed(
     url: str,
     lines: list[str],
     connections: int | None = None,
+    *,
+    pgid: int,
 ) -> WrkResult:
+    """wrk on `lines` for `duration`, counting the CPU of the server's process group."""
     directory = work / "wrk" / "timed"
     write_inputs(directory, lines * 2 if len(lines) < 2 else lines, 2)
     return run_wrk(url, directory, connections=connections or args.connections,
-                   duration_s=args.duration)  # fmt: skip
+                   duration_s=args.duration, server_pgids=(pgid,))  # fmt: skip
 
 
 def _report(
@@ -404,7 +457,8 @@ def _report(
                 ratio += f", {_fmt(gains, 'x', 2).strip()} before"
             errors = sum(r.errors for r in runs)
             p99 = _fmt([r.p99_ms for r in runs], " ms")
-            print(f"{step:21} {target:5} {rate}{ratio}  p99 {p99}  errors {errors}")
+            cpu = _fmt([r.server_cpu_ms for r in runs], " ms", 2).strip()
+            print(f"{step:21} {target:5} {rate}{ratio}  p99 {p99}  cpu/req {cpu}  errors {errors}")
     for target, figures in downloads.items():
         rates = _fmt([r for r, _ in figures], " MB/s")
         cpus = _fmt([c for _, c in figures], "", 2)

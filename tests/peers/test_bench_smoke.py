@@ -120,7 +120,8 @@ def test_the_wrk_bench_measures_every_step_on_every_server() -> None:
     downloads = ("ipxe-under-downloads", "ipxe-light-under-downloads", "assets")
     assert measured == {
         (step, target)
-        for step in ("ipxe-new", "ipxe-local", "boot.ipxe", "ipxe-light", *downloads)
+        for step in ("ipxe-new", "ipxe-local", "ipxe-local-once", "boot.ipxe", "ipxe-light")
+        + downloads
         for target in ("empty", "nginx", "mayu")
         if target != "empty" or step not in downloads
     }, out

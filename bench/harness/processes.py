@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -30,3 +31,16 @@ def group_cpu_s(*pgids: int) -> float:
         if (stat := _stat(pid)) is not None:
             total += int(stat[11]) + int(stat[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(
+    *pgids: int, share: float = 0.1, window_s: float = 0.25, timeout_s: float = 15
+) -> None:
+    """Until these process groups use under `share` of a core over `window_s` (a server done
+    with the requests a load generator left queued when it stopped), or `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = group_cpu_s(*pgids)
+        time.sleep(window_s)
+        if group_cpu_s(*pgids) - before < share * window_s:
+            return

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness.processes import group_cpu_s
+from bench.harness.processes import group_cpu_s, wait_idle
 
 LUA = Path(__file__).resolve().parents[1] / "lua"
 
@@ -62,7 +62,8 @@ def run_wrk(
 ) -> WrkResult:
     """wrk against `url` (scheme://host:port) for `duration_s`, each thread cycling through
     its request lines in `directory` (write_inputs); the CPU of the processes of
-    `server_pgids` is counted over the run."""
+    `server_pgids` is counted over the run, and they are let finish what wrk left queued
+    before this returns."""
     argv = [
         "wrk",
         f"-t{threads}",
@@ -78,6 +79,8 @@ def run_wrk(
     cpu_before = group_cpu_s(*server_pgids)
     run = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
     server_cpu_s = group_cpu_s(*server_pgids) - cpu_before
+    if server_pgids:
+        wait_idle(*server_pgids)  # the requests wrk left queued are not the next run's work
     line = next((x for x in run.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no figures: {run.stdout} {run.stderr}")

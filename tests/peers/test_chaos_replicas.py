@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from mayu_py.lab.etcd import EtcdCluster
 from tests.conftest import RunningServer, start_server
-from tests.support.etcd import EtcdCluster
 from tests.support.replicas import start_replicas
 
 pytestmark = pytest.mark.peer

@@ -1,8 +1,9 @@
-"""Chaos, bounded: storms of simulated machines over two `mayu serve` replicas on a 3-member
-etcd cluster, each with one fault mid-storm: one replica and one etcd member killed with
-SIGKILL; one etcd member stopped with SIGSTOP (a partition, as its peers and the replicas see
-it) until the storm has made progress without it, then resumed; the etcd leader moved to
-another member (etcdctl move-leader). Machines move to the replica that answers, as a load
+"""Chaos, bounded: storms of simulated machines over `mayu serve` replicas on a 3-member etcd
+cluster. The issue's storm: 300 machines over three replicas, during which one replica is
+killed with SIGKILL, then one etcd member, then both are started again. Smaller storms (40
+machines, two replicas) with one fault each: one etcd member stopped with SIGSTOP (a
+partition, as its peers and the replicas see it) until the storm has made progress without
+it, then resumed; the etcd leader moved to another member (etcdctl move-leader). Machines move to the replica that answers, as a load
 balancer would send them, while an operator approves twice as many controller candidates as
 the cluster allows, through both replicas. Afterwards every acknowledged registration, token
 consumption, report and controller approval is in the store, no boot token was accepted
@@ -33,6 +34,8 @@ from tests.support.replicas import start_replicas
 pytestmark = pytest.mark.peer
 
 MACHINES = 40
+STORM_MACHINES = 300  # the issue's storm, over STORM_REPLICAS
+STORM_REPLICAS = 3
 THREADS = 8
 CONTROLLERS = 3
 CANDIDATES = 2 * CONTROLLERS
@@ -79,8 +82,9 @@ class Fleet:
         self.dead: set[int] = set()
 
     def call(self, turn: int, method: str, path: str, tls: bool = False, **kwargs):  # type: ignore[no-untyped-def]
-        """One request, to replica `turn` % 2 or else the other; None if none answered."""
-        for i in (turn % 2, (turn + 1) % 2):
+        """One request, to replica `turn` % N or else the next ones; None if none answered."""
+        count = len(self.replicas)
+        for i in ((turn + k) % count for k in range(count)):
             if i in self.dead:
                 continue
             server = self.replicas[i]
@@ -175,9 +179,8 @@ def store_url(cluster: EtcdCluster) -> str:
     return cluster.url(f"/mayu-chaos-{uuid.uuid4().hex[:8]}/")
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, store_url: str) -> Iterator[list[RunningServer]]:
-    started = start_replicas(tmp_path, 2, _config(store_url))
+def _replicas(work: Path, count: int, store_url: str) -> Iterator[list[RunningServer]]:
+    started = start_replicas(work, count, _config(store_url))
     try:
         yield started
     finally:
@@ -185,40 +188,57 @@ def replicas(tmp_path: Path, store_url: str) -> Iterator[list[RunningServer]]:
             server.kill(signal.SIGKILL)
 
 
+@pytest.fixture
+def replicas(tmp_path: Path, store_url: str) -> Iterator[list[RunningServer]]:
+    yield from _replicas(tmp_path, 2, store_url)
+
+
+@pytest.fixture
+def storm_replicas(tmp_path: Path, store_url: str) -> Iterator[list[RunningServer]]:
+    yield from _replicas(tmp_path, STORM_REPLICAS, store_url)
+
+
 def _config(url: str) -> dict:
     return CONFIG | {"store": CONFIG["store"] | {"url": url}}
 
 
-def _storm(fleet: Fleet, ledger: Ledger, fault: Callable[[], None]) -> int:
-    """Run the storm (and the controller approvals); `fault` once a quarter of the machines
-    reported. How many had reported when the fault came."""
-    deadline = time.monotonic() + STORM_DEADLINE_S
+def _until_reported(ledger: Ledger, count: int, deadline: float) -> int:
+    """Wait until `count` machines reported (or the deadline); how many have."""
+    while len(ledger.reported) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(ledger.reported)
+
+
+def _storm(fleet: Fleet, ledger: Ledger, fault: Callable[[float], None], machines: int) -> int:
+    """Run the storm of `machines` (and the controller approvals); `fault(deadline)` once a
+    quarter of the machines reported. How many had reported when the fault came."""
+    started = time.monotonic()
+    deadline = started + STORM_DEADLINE_S
     with ThreadPoolExecutor(THREADS) as pool:
         futures = [
             pool.submit(_approve_controller, fleet, ledger, i, deadline) for i in range(CANDIDATES)
         ]
-        futures += [pool.submit(_provision, fleet, ledger, i, deadline) for i in range(MACHINES)]
-        while len(ledger.reported) < MACHINES // 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        at = len(ledger.reported)
-        fault()
+        futures += [pool.submit(_provision, fleet, ledger, i, deadline) for i in range(machines)]
+        at = _until_reported(ledger, machines // 4, deadline)
+        fault(deadline)
         for future in futures:
             future.result()
-    took = time.monotonic() - deadline + STORM_DEADLINE_S
+    took = time.monotonic() - started
     print(
         f"storm: {len(ledger.reported)} reported, {len(ledger.interrupted)} interrupted, "
-        f"fault after {at}, {took:.1f} s"
+        f"fault after {at}, {took:.1f} s ({machines / took:.0f} machines/s)"
     )
-    assert MACHINES // 4 <= at < MACHINES  # the fault came mid-storm
+    assert machines // 4 <= at < machines  # the fault came mid-storm
     return at
 
 
-def _check(survivor: RunningServer, ledger: Ledger) -> dict[str, dict]:
-    """The invariants, read back through `survivor`; the machines it lists."""
+def _check(survivor: RunningServer, ledger: Ledger, count: int) -> dict[str, dict]:
+    """The invariants after a storm of `count` machines, read back through `survivor`; the
+    machines it lists."""
     # every machine got through in the end, but those whose secret fetch was in flight on a
     # killed replica (a machine spends its token once, acknowledged or not)
     assert len(ledger.interrupted) <= THREADS
-    assert len(ledger.reported) + len(ledger.interrupted) == MACHINES
+    assert len(ledger.reported) + len(ledger.interrupted) == count
     machines = {m["id"]: m for m in survivor.api("GET", "/api/v1/machines").json()["items"]}
     assert ledger.registered <= machines.keys()
     for mac in ledger.reported:
@@ -233,27 +253,37 @@ def _check(survivor: RunningServer, ledger: Ledger) -> dict[str, dict]:
     assert len(controllers) == CONTROLLERS, ledger.approvals
     assert ledger.controllers <= controllers
     hostnames = [m["hostname"] for m in machines.values() if m["hostname"]]
-    assert len(hostnames) == len(set(hostnames)) >= MACHINES
+    assert len(hostnames) == len(set(hostnames)) >= count
     return machines
 
 
-def test_a_storm_survives_a_killed_replica_and_etcd_member(
-    tmp_path: Path, cluster: EtcdCluster, store_url: str, replicas: list[RunningServer]
+def test_a_storm_of_300_survives_a_killed_replica_then_etcd_member_both_restarted(
+    tmp_path: Path, cluster: EtcdCluster, store_url: str, storm_replicas: list[RunningServer]
 ) -> None:
+    replicas = storm_replicas
     fleet, ledger = Fleet(replicas), Ledger()
+    member = cluster.members[0]  # the one the replicas ask first
+    at: dict[str, int] = {}
 
-    def kill() -> None:
+    def faults(deadline: float) -> None:
         replicas[0].kill(signal.SIGKILL)  # kill -9 mid-storm: master, workers, listener
         fleet.dead.add(0)
-        cluster.kill_member(cluster.members[0])
+        at["etcd member killed"] = _until_reported(ledger, STORM_MACHINES * 3 // 8, deadline)
+        cluster.kill_member(member)
+        at["both restarted"] = _until_reported(ledger, STORM_MACHINES // 2, deadline)
+        cluster.start_member(member)
+        # the killed replica comes back on its data dir while the storm goes on
+        replicas[0] = start_server(tmp_path / "r0", config=_config(store_url), workers=1)
+        fleet.dead.discard(0)
+        at["replica answering again"] = len(ledger.reported)
 
-    _storm(fleet, ledger, kill)
-    cluster.start_member(cluster.members[0])
+    _storm(fleet, ledger, faults, STORM_MACHINES)
+    print(f"reported when: {at}")
+    assert at["etcd member killed"] < at["both restarted"] < STORM_MACHINES
     cluster.wait_healthy()
     survivor = replicas[1]
-    machines = _check(survivor, ledger)
-    # the killed replica comes back on its data dir and answers as the survivor does
-    replicas[0] = start_server(tmp_path / "r0", config=_config(store_url), workers=1)
+    machines = _check(survivor, ledger, STORM_MACHINES)
+    # the restarted replica answers as a survivor does
     for path in ("/api/v1/machines", f"/api/v1/machines/{sorted(machines)[0]}"):
         assert replicas[0].api("GET", path).json() == survivor.api("GET", path).json()
 
@@ -264,22 +294,20 @@ def test_a_storm_survives_a_partitioned_etcd_member(
     fleet, ledger = Fleet(replicas), Ledger()
     during: list[int] = []
 
-    def partition() -> None:
+    def partition(deadline: float) -> None:
         member = cluster.members[0]  # the one the replicas ask first
         cluster.pause_member(member)
         try:
             before = len(ledger.reported)
-            deadline = time.monotonic() + STORM_DEADLINE_S / 2
-            while len(ledger.reported) < before + MACHINES // 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            during.append(len(ledger.reported) - before)
+            until = min(deadline, time.monotonic() + STORM_DEADLINE_S / 2)
+            during.append(_until_reported(ledger, before + MACHINES // 4, until) - before)
         finally:
             cluster.resume_member(member)
 
-    _storm(fleet, ledger, partition)
+    _storm(fleet, ledger, partition, MACHINES)
     assert during[0] >= MACHINES // 4  # the storm went on without the partitioned member
     cluster.wait_healthy()
-    _check(replicas[1], ledger)
+    _check(replicas[1], ledger, MACHINES)
 
 
 def test_a_storm_survives_an_etcd_leader_change(
@@ -288,10 +316,10 @@ def test_a_storm_survives_an_etcd_leader_change(
     fleet, ledger = Fleet(replicas), Ledger()
     leaders: list[str] = []
 
-    def move() -> None:
+    def move(deadline: float) -> None:
         leaders.append(cluster.leader()[0].name)
         leaders.append(cluster.move_leader().name)
 
-    _storm(fleet, ledger, move)
+    _storm(fleet, ledger, move, MACHINES)
     assert leaders[0] != leaders[1] == cluster.leader()[0].name
-    _check(replicas[0], ledger)
+    _check(replicas[0], ledger, MACHINES)

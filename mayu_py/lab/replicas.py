@@ -6,8 +6,8 @@ under <work>/etcd, started afresh by every `up`), N `mayu serve` replicas on it,
 docs/examples/haproxy-replicas.cfg) on the lab's server address 10.77.0.1:8080 and :8443 in
 front of them with the PROXY protocol, round robin per connection: machines, and `up`'s own
 client, reach the replicas through it. Replica 1 keeps its data in the lab's data dir and
-creates the CAs and the replica key in the store; replica i > 1 gets <work>/replica-i with a
-copy of that key (0600) and serves the same assets. Full DHCP: the replicas elect one leader
+creates the replica key and the CAs in the store; replica i > 1 gets <work>/replica-i with a
+copy of that key (0600), starts as soon as the key exists, and serves the same assets. Full DHCP: the replicas elect one leader
 by etcd lease (docs/ha.md), whose dnsmasq answers; `up` waits for it before a machine boots.
 Every process is recorded by pid in the state file; `down` stops them (and, like any process
 of the namespace, finds them without it) and removes the etcd data and the further
@@ -17,6 +17,7 @@ replicas' data dirs by their fixed paths.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,7 @@ ETCD_MEMBERS = 3
 PREFIX = "/mayu-lab/"
 START_TIMEOUT_S = 60.0
 LEADER_LOG = "full DHCP leader: dnsmasq started"
+KEY_FILE = "replica.key"  # where a replica keeps the replica key (store.replica_key_file)
 
 
 def check(store: str, replicas: int, dhcp: str) -> None:
@@ -99,6 +101,11 @@ def _wait(what: str, done: Callable[[], bool], failed: Callable[[], str | None])
         time.sleep(0.2)
 
 
+def _exited(proc: subprocess.Popen[bytes], log_path: Path) -> str | None:
+    """Why a process `up` waits for will never be ready: it exited (with its log's tail)."""
+    return None if proc.poll() is None else f"exited {proc.returncode}: {log_tail(log_path)}"
+
+
 class Replicated:
     """Starts the topology of one `up` and records it in `state`."""
 
@@ -115,10 +122,24 @@ class Replicated:
     def start(self, config_path: Path, assets_root: Path) -> None:
         self.start_etcd()
         base = yaml.safe_load(config_path.read_text())
-        for index in range(1, self.count + 1):
-            self.start_replica(
-                index, replica_config(base, self.state.store_url, self.data_dir, index, assets_root)
+        store_url = self.state.store_url
+        first = self.spawn_replica(
+            1, replica_config(base, store_url, self.data_dir, 1, assets_root)
+        )
+        if self.count > 1:
+            # the others start as soon as the first has made the replica key (a replica that
+            # finds the shared files published by another takes those over its own)
+            _wait(
+                "replica r1 (mayu serve) made no replica key",
+                (self.data_dir / KEY_FILE).exists,
+                lambda: _exited(first, Path(self.state.serve_log)),
             )
+        started = [first] + [
+            self.spawn_replica(i, replica_config(base, store_url, self.data_dir, i, assets_root))
+            for i in range(2, self.count + 1)
+        ]
+        for index, proc in enumerate(started, start=1):
+            self.wait_replica(index, proc)
         self.start_balancer()
         if self.state.dhcp == "full":
             logs = [Path(p) for p in self.state.replica_logs]
@@ -140,12 +161,12 @@ class Replicated:
             f"(data and logs in {self.work / 'etcd'})"
         )
 
-    def start_replica(self, index: int, config: dict[str, Any]) -> None:
+    def spawn_replica(self, index: int, config: dict[str, Any]) -> subprocess.Popen[bytes]:
         data_dir = replica_data_dir(self.data_dir, index)
         data_dir.mkdir(parents=True, exist_ok=True)
         if index > 1:  # every replica seals and unseals the shared CAs with the first's key
-            key = (self.data_dir / "replica.key").read_bytes()
-            atomic_write(data_dir / "replica.key", key, 0o600)
+            key = (self.data_dir / KEY_FILE).read_bytes()
+            atomic_write(data_dir / KEY_FILE, key, 0o600)
         config_path = self.work / f"serve-r{index}.yaml"
         atomic_write(config_path, yaml.safe_dump(config), 0o600)
         log_path = Path(self.state.serve_log) if index == 1 else self.work / f"serve-r{index}.log"
@@ -158,13 +179,13 @@ class Replicated:
         self.state.replica_urls.append(f"http://{plain}")
         self.state.replica_logs.append(str(log_path))
         self.state.save()
-        client = LabClient(self.ns, f"http://{plain}", self.state.token)
-        _wait(
-            f"replica r{index} (mayu serve)",
-            client.healthy,
-            lambda: None if proc.poll() is None else f"exited: {log_tail(log_path)}",
-        )
-        self.console.print(f"replica r{index}: mayu serve at http://{plain} (log {log_path})")
+        return proc
+
+    def wait_replica(self, index: int, proc: subprocess.Popen[bytes]) -> None:
+        url, log_path = self.state.replica_urls[index - 1], Path(self.state.replica_logs[index - 1])
+        client = LabClient(self.ns, url, self.state.token)
+        _wait(f"replica r{index} (mayu serve)", client.healthy, lambda: _exited(proc, log_path))
+        self.console.print(f"replica r{index}: mayu serve at {url} (log {log_path})")
 
     def start_balancer(self) -> None:
         backends = [balancer.Backend(*listen(i)) for i in range(1, self.count + 1)]
@@ -179,11 +200,7 @@ class Replicated:
         self.state.balancer_log = str(log_path)
         self.state.save()
         client = LabClient(self.ns, self.state.url, self.state.token)
-        _wait(
-            "the balancer (HAProxy)",
-            client.healthy,
-            lambda: None if proc.poll() is None else f"exited: {log_tail(log_path)}",
-        )
+        _wait("the balancer (HAProxy)", client.healthy, lambda: _exited(proc, log_path))
         self.console.print(
             f"HAProxy at {topo.SERVER_URL} and {topo.SERVER_TLS_URL} in front of "
             f"{self.count} replica(s), PROXY protocol (log {log_path})"

@@ -7,11 +7,11 @@ docs/examples/haproxy-replicas.cfg) on the lab's server address 10.77.0.1:8080 a
 front of them with the PROXY protocol, round robin per connection: machines, and `up`'s own
 client, reach the replicas through it. Replica 1 keeps its data in the lab's data dir and
 creates the replica key and the CAs in the store; replica i > 1 gets <work>/replica-i with a
-copy of that key (0600), starts as soon as the key exists, and serves the same assets. Full DHCP: the replicas elect one leader
-by etcd lease (docs/ha.md), whose dnsmasq answers; `up` waits for it before a machine boots.
-Every process is recorded by pid in the state file; `down` stops them (and, like any process
-of the namespace, finds them without it) and removes the etcd data and the further
-replicas' data dirs by their fixed paths.
+copy of that key (0600), starts as soon as the key exists, and serves the same assets. Full
+DHCP: the replicas elect one leader by etcd lease (docs/ha.md), whose dnsmasq answers; `up`
+waits for it before a machine boots. Every process is recorded by pid in the state file;
+`down` stops them (and, like any process of the namespace, finds them without it) and
+removes the etcd data and the further replicas' data dirs by their fixed paths.
 """
 
 from __future__ import annotations

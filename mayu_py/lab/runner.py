@@ -15,6 +15,9 @@ success, for `status` and for more boots.
 joined to the namespace's by a veth pair, each with a Redfish BMC (lab.libvirt_fleet); the
 lab's profiles install to disk, `up` powers the machines on through their BMCs and waits
 until each one is `running` from its disk.
+
+`--store etcd --replicas N`: instead of the one server, a 3-member etcd, N `mayu serve`
+replicas on it and HAProxy in front of them at 10.77.0.1:8080/:8443 (lab.replicas).
 """
 
 from __future__ import annotations

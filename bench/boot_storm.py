@@ -21,7 +21,7 @@ conversation), errors, peak RSS of the server (master, workers, HTTPS listener) 
                                          [--workers 2] [--threads 1] [--scrape S [--scrape-plain]]
                                          [--store sqlite|etcd [--replicas N] [--etcd-members 3]]
 
-With --store etcd, a real etcd cluster (tests/support/etcd.py: --etcd-members on 127.0.0.1)
+With --store etcd, a real etcd cluster (mayu_py/lab/etcd.py: --etcd-members on 127.0.0.1)
 holds the inventory and N `mayu serve` replicas share it; every step of a machine goes to the
 next replica, as a TCP balancer sends each new connection. Then a few machines, one at a time,
 measure what each step costs etcd (round trips and write transactions, from the members'
@@ -62,8 +62,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.harness.processes import group_cpu_s, group_pids  # noqa: E402
+from mayu_py.lab.etcd import EtcdCluster  # noqa: E402
 from tests.conftest import RunningServer, free_port  # noqa: E402
-from tests.support.etcd import EtcdCluster  # noqa: E402
 from tests.support.replicas import start_replicas  # noqa: E402
 
 TOKEN_RE = re.compile(r"token=([A-Za-z0-9_-]+)")

@@ -9,6 +9,7 @@ config over fw_cfg and no network boot (qemu user networking with restrict=on: n
 leaves the machine), up to the console line the image prints when it would report.
 
     .venv/bin/python bench/lab_boot.py [--machines 1,4,8] [--accel tcg] [--vms libvirt]
+                                       [--store etcd --replicas 2]
 
 `--vms libvirt` (issue 10): the machines are libvirt domains powered on through their Redfish
 BMCs; per machine, power-on (the lab's BMC request) to `running` through PXE, the install to
@@ -16,6 +17,10 @@ disk, the reboot and the boot from disk, and the time of `mayu lab ctl reinstall
 lab1 through Redfish. The floor boots a copy of an installed disk N at a time with plain qemu
 (no network boot, user networking with restrict=on) up to the console line where the image
 would report `running`.
+
+`--store etcd --replicas N`: the lab's server is N replicas on a 3-member etcd behind HAProxy
+(docs/lab.md); the same figures, and `up`'s wall time includes starting etcd, the replicas
+and the balancer.
 
 Needs root; uses the lab's namespace mayu-lab (no lab may be up).
 """
@@ -193,6 +198,8 @@ def main() -> None:
     parser.add_argument("--machines", default="1,4,8", help="comma-separated N values")
     parser.add_argument("--accel", default="tcg", choices=["tcg", "kvm", "auto"])
     parser.add_argument("--vms", default="qemu", choices=["qemu", "libvirt"])
+    parser.add_argument("--store", default="sqlite", choices=["sqlite", "etcd"])
+    parser.add_argument("--replicas", default="1", help="--store etcd: mayu serve replicas")
     args = parser.parse_args()
     counts = [int(x) for x in args.machines.split(",")]
     work = Path(tempfile.mkdtemp(prefix="mayu-lab-bench-"))
@@ -219,6 +226,10 @@ def main() -> None:
             "0",
             "--vms",
             "qemu",
+            "--store",
+            args.store,
+            "--replicas",
+            args.replicas,
             env=env,
         )
         wall = time.monotonic() - started

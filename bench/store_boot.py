@@ -27,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.etcd import EtcdCluster  # noqa: E402
+from mayu_py.lab.etcd import EtcdCluster  # noqa: E402
 from tests.support.flask_app import Machine, approve, make_app, services_of  # noqa: E402
 
 

@@ -21,8 +21,8 @@ import pytest
 import requests
 import yaml
 
+from mayu_py.lab.etcd import EtcdCluster
 from mayu_py.lab.netns import InNamespace
-from tests.support.etcd import EtcdCluster
 
 T = TypeVar("T")
 
@@ -188,7 +188,7 @@ def open_tmp() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """One real 3-member etcd cluster (Debian's etcd-server) for the session; tests keep
-    apart by key prefix. Tests that kill members start their own (tests.support.etcd)."""
+    apart by key prefix. Tests that kill members start their own (mayu_py.lab.etcd)."""
     cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
     try:
         yield cluster

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from mayu_py.command import in_namespace
+from mayu_py.lab.replicas import MAX_REPLICAS, STORES
 from mayu_py.lab.restart import lab_restart
 from mayu_py.lab.runner import UpOptions, lab_up
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState
@@ -100,6 +101,21 @@ def lab() -> None:
     help="manual: the lab's config approves no machine; approve each one while `up` waits, "
     "with `mayu lab ctl approve ID --role R` or in the dashboard (/ui).",
 )
+@click.option(
+    "--store",
+    type=click.Choice(list(STORES)),
+    default="sqlite",
+    show_default=True,
+    help="etcd: a 3-member etcd in the namespace, --replicas `mayu serve` on it and HAProxy "
+    "(PROXY protocol) in front of them at the lab's server address (docs/ha.md).",
+)
+@click.option(
+    "--replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, MAX_REPLICAS),
+    help="--store etcd: how many `mayu serve` replicas; full DHCP runs on the elected one.",
+)
 def up(
     machines: int,
     accel: str,
@@ -112,6 +128,8 @@ def up(
     vms: str,
     bmc: str,
     approve: str,
+    store: str,
+    replicas: int,
 ) -> None:
     """Start the lab, boot MACHINES VMs until every one is installed, then run a `mayu agent`
     and TENANTS tenant clusters until every tenant is Ready (or the timeout)."""
@@ -127,6 +145,8 @@ def up(
         vms=vms,
         bmc=bmc,
         approve_by_config=approve == "config",
+        store=store,
+        replicas=replicas,
     )
     code = lab_up(opts)
     if code:

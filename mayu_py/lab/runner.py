@@ -15,6 +15,9 @@ success, for `status` and for more boots.
 joined to the namespace's by a veth pair, each with a Redfish BMC (lab.libvirt_fleet); the
 lab's profiles install to disk, `up` powers the machines on through their BMCs and waits
 until each one is `running` from its disk.
+
+`--store etcd --replicas N`: instead of the one server, a 3-member etcd, N `mayu serve`
+replicas on it and HAProxy in front of them at 10.77.0.1:8080/:8443 (lab.replicas).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from mayu_py.config import load_settings
 from mayu_py.errors import ConfigError
 from mayu_py.files import atomic_write
 from mayu_py.images.lab import LabImage, build_lab_image
-from mayu_py.lab import display, netns, tenants, vm
+from mayu_py.lab import display, netns, replicas, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR, VBMCD
@@ -45,7 +47,7 @@ from mayu_py.lab.fleet import Fleet
 from mayu_py.lab.inventory import forget_lab_machines
 from mayu_py.lab.libvirt_fleet import LibvirtFleet
 from mayu_py.lab.processes import child_env, log_tail, spawn
-from mayu_py.lab.site import serve_config, site_dnsmasq_conf
+from mayu_py.lab.site import serve_argv, serve_config, site_dnsmasq_conf
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, Phase, state_path, work_dir
 from mayu_py.lab.teardown import lab_down
 from mayu_py.lab.watch import (
@@ -77,19 +79,12 @@ class UpOptions:
     vms: str = "libvirt"  # domains with a BMC each, installed to disk; or qemu: in RAM
     bmc: str = "redfish"  # libvirt: or ipmi (vbmc)
     approve_by_config: bool = True  # False: an operator approves each machine while up waits
+    store: str = "sqlite"  # or etcd: `replicas` servers on a lab etcd behind HAProxy
+    replicas: int = 1
 
     @property
     def libvirt(self) -> bool:
         return self.vms == "libvirt"
-
-
-def _serve_argv(config_path: Path, data_dir: Path, dhcp: str) -> list[str]:
-    return [
-        sys.executable, "-c", "from mayu_py.cli.mayu import main; main()",
-        "serve", "--config", str(config_path), "--data-dir", str(data_dir),
-        "--listen", f"{topo.SERVER_IP}:{topo.PORT}",
-        "--tls-listen", f"{topo.SERVER_IP}:{topo.TLS_PORT}", "--dhcp", dhcp,
-    ]  # fmt: skip
 
 
 def _refuse_if_up() -> None:
@@ -204,6 +199,7 @@ class Lab:
             firmware=self.opts.firmware,
             vm_driver=self.opts.vms,
             bmc_protocol=self.opts.bmc,
+            store=self.opts.store,
         )
         self.state.save()  # before anything exists: `down` works from here on
         netns.create_network()
@@ -249,7 +245,7 @@ class Lab:
     def start_server(self, config_path: Path) -> None:
         assert self.state is not None and self.client is not None
         log_path = Path(self.state.serve_log)
-        argv = _serve_argv(config_path, self.opts.data_dir, self.opts.dhcp)
+        argv = serve_argv(config_path, self.opts.data_dir, self.opts.dhcp)
         self.serve = spawn(argv, topo.NAMESPACE, log_path, child_env(self.state.token))
         self.state.serve_pid = self.serve.pid
         self.state.save()
@@ -266,6 +262,15 @@ class Lab:
                 return
             time.sleep(0.2)
         raise ConfigError(f"mayu serve did not answer /healthz within {SERVE_START_TIMEOUT:.0f} s")
+
+    def start_replicas(self, config_path: Path) -> None:
+        """`--store etcd`: etcd, the replicas and their balancer (lab.replicas)."""
+        assert self.state is not None and self.ns is not None
+        assets = load_settings(config_path).assets_root
+        topology = replicas.Replicated(
+            self.state, self.opts.data_dir, self.ns, self.console, self.opts.replicas
+        )
+        topology.start(config_path, assets)
 
     def boot_machines(self) -> None:
         assert self.fleet is not None
@@ -391,6 +396,7 @@ def lab_up(opts: UpOptions, console: Console | None = None) -> int:
     """Bring the lab up and boot every machine; the exit code for the CLI."""
     console = console or Console()
     _check_host(with_tenants=opts.tenants > 0)
+    replicas.check(opts.store, opts.replicas, opts.dhcp)
     if opts.libvirt:
         _check_libvirt_vms(opts)
     lab = Lab(opts, console)
@@ -402,7 +408,10 @@ def lab_up(opts: UpOptions, console: Console | None = None) -> int:
         lab.start_network(accel)
         if opts.dhcp == "proxy":
             lab.start_site_dhcp()
-        lab.start_server(config_path)
+        if opts.store == "etcd":
+            lab.start_replicas(config_path)
+        else:
+            lab.start_server(config_path)
         lab.set_phase(Phase.BOOTING)
         deadline = time.monotonic() + opts.timeout
         lab.boot_machines()

@@ -12,6 +12,7 @@ names its own.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,21 @@ def serve_config(
             ]
         }
     return _deep_merge(user, lab)
+
+
+def serve_argv(
+    config_path: Path,
+    data_dir: Path,
+    dhcp: str,
+    listen: str = f"{topo.SERVER_IP}:{topo.PORT}",
+    tls_listen: str = f"{topo.SERVER_IP}:{topo.TLS_PORT}",
+) -> list[str]:
+    """`mayu serve` as the lab runs it (a replica of `--store etcd`: on its own ports)."""
+    return [
+        sys.executable, "-c", "from mayu_py.cli.mayu import main; main()",
+        "serve", "--config", str(config_path), "--data-dir", str(data_dir),
+        "--listen", listen, "--tls-listen", tls_listen, "--dhcp", dhcp,
+    ]  # fmt: skip
 
 
 def site_dnsmasq_conf(machines: list[topo.LabMachine], lease_file: Path) -> str:

@@ -75,6 +75,16 @@ class LabState:
     bmc_pid: int | None = None  # libvirt: the lab's sushy-emulator or vbmcd
     bmc_log: str = ""
     site_dhcp_pid: int | None = None
+    # `--store etcd`: the lab's etcd members, its replicas (the first is serve_pid, its log
+    # serve_log) and the balancer in front of them, which `url` names (lab.replicas)
+    store: str = "sqlite"
+    store_url: str = ""
+    etcd_pids: list[int] = field(default_factory=list)
+    replica_pids: list[int] = field(default_factory=list)
+    replica_urls: list[str] = field(default_factory=list)
+    replica_logs: list[str] = field(default_factory=list)
+    balancer_pid: int | None = None
+    balancer_log: str = ""
     site_dhcp_log: str = ""
     phase: str = Phase.STARTING
     created: float = 0.0

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mayu_py.errors import MayuError
-from mayu_py.lab import display, domains, netns
+from mayu_py.lab import display, domains, netns, replicas
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.state import LabState, state_path
@@ -66,6 +66,8 @@ def lab_status(console: Console | None = None) -> int:
         f"{state.firmware}, dhcp {state.dhcp}, vms {state.vm_driver}, data dir {state.data_dir}",
     )
     _print(console, f"kept across runs: {KEPT}; `mayu lab down` removes the lab's {REMOVED}")
+    for line in replicas.status_lines(state):
+        _print(console, line)
     if state.dhcp == "proxy":
         alive = "running" if running(state.site_dhcp_pid, "dnsmasq") else "not running"
         _print(

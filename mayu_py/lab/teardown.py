@@ -10,7 +10,9 @@ namespace goes too: its dnsmasq (by pid, then every process in it) and the names
 takes its end of the veth pair and so the pair. `--vms libvirt`: the lab's domains (by their
 metadata, lab.domains) and their disks, the BMC emulator (by pid, and as a process of the
 namespace), and the host's lab bridge and veth end (by name) go too; all of them are found
-without the state file, so `down` cleans up after a SIGKILLed `up`. Idempotent.
+without the state file, so `down` cleans up after a SIGKILLed `up`. `--store etcd`: the further
+replicas, the balancer and the etcd members (by pid, and as processes of the namespace),
+then the etcd data and the further replicas' data dirs (lab.replicas). Idempotent.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 from pathlib import Path
 
 from mayu_py.errors import ConfigError
-from mayu_py.lab import domains, netns, tenants, vm
+from mayu_py.lab import domains, netns, replicas, tenants, vm
 from mayu_py.lab import topology as topo
 from mayu_py.lab.inventory import forget_lab_machines
 from mayu_py.lab.state import DEFAULT_DATA_DIR, LabState, remove, state_path, work_dir
@@ -64,6 +66,7 @@ def _stop_processes(state: LabState, own: int) -> list[str]:
         # SIGTERM first: serve stops its dnsmasq on the way out.
         stop([state.serve_pid or 0], 10.0)
         done.append(f"stopped mayu serve (pid {state.serve_pid})")
+    done += replicas.stop_processes(state)
     if running(state.bmc_pid, "sushy-emulator") or running(state.bmc_pid, "vbmcd"):
         stop([state.bmc_pid or 0], 5.0)
         done.append(f"stopped the lab's BMC emulator (pid {state.bmc_pid})")
@@ -123,6 +126,7 @@ def lab_down(
         done.append(f"deleted network namespace {namespace} (bridge, taps)")
     done += netns.unlink_host_bridge()
     done += _forget_machines(data)
+    done += replicas.remove_files(data)
     if state_file.exists():
         remove(state_file)
         done.append(f"removed {state_file}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from mayu_py.lab.etcd import EtcdCluster
 from mayu_py.lab.netns import InNamespace
 from mayu_py.store.etcd_dhcp import EtcdDhcpLeases
 from mayu_py.store.etcd_gateway import EtcdGateway
@@ -31,7 +32,6 @@ from mayu_py.store.etcd_keys import KeyLayout
 from mayu_py.store.url import EtcdLocation, parse_store_url
 from tests.conftest import RunningServer, start_server
 from tests.peers.netns_helpers import NetLab, net_lab, ns_run, udhcpc
-from tests.support.etcd import EtcdCluster
 from tests.support.peers import require_peers
 from tests.support.wait import wait_for
 

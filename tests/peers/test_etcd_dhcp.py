@@ -9,11 +9,11 @@ import uuid
 import pytest
 
 from mayu_py.dhcp.leases import Lease, LeaseChange
+from mayu_py.lab.etcd import EtcdCluster
 from mayu_py.store.etcd_dhcp import CHANGES_PER_TXN, EtcdDhcpLeases, EtcdLeaderKey
 from mayu_py.store.etcd_gateway import EtcdGateway
 from mayu_py.store.etcd_keys import KeyLayout
 from mayu_py.store.url import EtcdLocation, parse_store_url
-from tests.support.etcd import EtcdCluster
 
 pytestmark = pytest.mark.peer
 

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from mayu_py.lab.etcd import EtcdCluster
 from tests.conftest import REPO, RunningServer, free_port
-from tests.support.etcd import EtcdCluster
 from tests.support.replicas import start_replicas
 from tests.support.wait import wait_for
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from mayu_py.lab.etcd import EtcdCluster
 from tests.conftest import RunningServer, start_server
 from tests.support.boot import ipxe, register
-from tests.support.etcd import EtcdCluster
 
 pytestmark = pytest.mark.peer
 

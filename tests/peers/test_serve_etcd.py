@@ -13,13 +13,13 @@ import pytest
 import requests
 import yaml
 
+from mayu_py.lab.etcd import EtcdCluster
 from mayu_py.model import MachineState
 from mayu_py.store.etcd import EtcdStore
 from mayu_py.store.url import EtcdLocation, parse_store_url
 from tests.conftest import free_port, start_server
 from tests.peers.test_serve_cli import _fails_at_start
 from tests.support.boot import enroll, fetch_config, ipxe
-from tests.support.etcd import EtcdCluster
 
 pytestmark = pytest.mark.peer
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.support.etcd import EtcdCluster
+from mayu_py.lab.etcd import EtcdCluster
 from tests.support.flask_app import AUTH, Machine, make_app, set_clock
 from tests.unit.test_power_api import (  # noqa: F401  (collected here, on etcd)
     fleet,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mayu_py.config import StoreConfig
+from mayu_py.lab.etcd import EtcdCluster, TlsFiles
 from mayu_py.model import Event, PendingConfig
 from mayu_py.store import Store, Tx, open_store
 from mayu_py.store.errors import StoreContention, StoreTooLarge, StoreUnavailable
@@ -22,7 +23,6 @@ from mayu_py.store.etcd_gateway import OutcomeUnknown, prefix_end
 from mayu_py.store.etcd_txn import OptimisticTxn
 from mayu_py.store.url import EtcdLocation, parse_store_url
 from mayu_py.tenants import HostInfo
-from tests.support.etcd import EtcdCluster, TlsFiles
 from tests.support.store_contract import *  # noqa: F403
 from tests.support.store_contract import _machine
 

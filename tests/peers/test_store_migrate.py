@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from mayu_py.lab.etcd import EtcdCluster
 from mayu_py.store import open_store
-from tests.support.etcd import EtcdCluster
 from tests.support.flask_app import AUTH, Machine, approve, make_app
 from tests.support.inventory import fill, mac_of
 

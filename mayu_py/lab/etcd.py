@@ -1,5 +1,6 @@
 """A real etcd cluster (Debian's `etcd-server`) of N members on 127.0.0.1 free ports (or on an
-address inside a network namespace a test made), for peer tests and benchmarks: started,
+address inside a network namespace), for `mayu lab up --store etcd` (lab.replicas), peer tests
+and benchmarks: started,
 health-checked with bounded waits, members killed, paused and restarted on demand, leadership
 moved (etcdctl), and every process reaped on stop."""
 

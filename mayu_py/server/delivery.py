@@ -246,6 +246,8 @@ class Delivery:
             )
             by_credential = token_matches(credential, machine.report_hash)
             if not (by_token or by_credential):
+                if self._repeated(machine, token, target, now):
+                    return machine, "", machine.state  # its answer was lost: answer again
                 return None, "report with invalid credentials", None
             if not transition_allowed(machine.state, target):
                 tx.add_event(
@@ -265,6 +267,8 @@ class Delivery:
             if event in WINDOW_CLOSING_REPORTS:
                 moved = moved.closed_window()
                 tx.delete_pending_config(mac)
+                if by_token:  # the spent token's hash stays: it only recognizes a repeat
+                    moved = replace(moved, token_hash=machine.token_hash, token_consumed=True)
             via = "boot token" if by_token else "report credential"
             kind = "transition" if machine.state != target else "event"
             tx.add_event(
@@ -313,6 +317,19 @@ class Delivery:
         self.metrics.provisioning.observe(max(machine.updated - started, 0.0))
 
     # -- checks -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _repeated(machine: Machine, token: str | None, target: MachineState, now: float) -> bool:
+        """Is this the window-closing report the machine's token already made (the machine
+        retried after the answer was lost, e.g. its server was killed)? It changes nothing;
+        the token opens nothing else, since the window is closed."""
+        return (
+            token is not None
+            and machine.state == target
+            and machine.token_consumed
+            and not machine.window_open(now)
+            and token_matches(token, machine.token_hash)
+        )
 
     def _window_ok(
         self,

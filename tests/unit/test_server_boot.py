@@ -291,6 +291,30 @@ def test_reports_with_token_then_with_the_machines_own_credential(client: FlaskC
     ]
 
 
+def test_a_repeated_installed_report_is_answered_again_and_changes_nothing(
+    client: FlaskClient,
+) -> None:
+    m = Machine(client, "52-54-00-00-00-01")
+    m.ipxe()
+    approve(client, m.mac)
+    token = m.token()
+    m.secret(token)
+    assert m.report("installed", token=token).status_code == 200
+    before = events(client, m.mac)
+    # The answer was lost (its server died): the installer reports again with the same token.
+    assert m.report("installed", token=token).status_code == 200
+    assert events(client, m.mac) == before
+    assert machine_json(client, m.mac)["state"] == "installed"
+    # The spent token makes no other report and opens nothing.
+    assert m.report("running", token=token).status_code == 403
+    assert m.report("installed", token="x" + token[1:]).status_code == 403
+    assert m.stub(token).status_code == 403
+    # After a reinstall the old token does not even repeat.
+    client.post(f"/api/v1/machines/{m.mac}/reinstall", headers=AUTH)
+    m.ipxe()
+    assert m.report("installed", token=token).status_code == 403
+
+
 def test_refusals_look_the_same_for_known_and_unknown_machines(client: FlaskClient) -> None:
     known = Machine(client, "52-54-00-00-00-01")
     known.ipxe()

@@ -28,6 +28,7 @@ def dn(tenant: str, i: int, role: str = "worker", spec_hash: str = "h1") -> Tena
         cidr="10.100.0.0/24",
         vni=100,
         gateway="10.100.0.1",
+        ingress="10.100.0.2",
     )
 
 

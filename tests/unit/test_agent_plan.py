@@ -203,6 +203,17 @@ def test_changed_network_address_is_recreated() -> None:
     assert kinds(actions) == ["RecreateNetwork acme"]
 
 
+def test_a_host_that_starts_running_an_ingress_adds_the_ingress_address() -> None:
+    nodes = [dn("acme", 0)]
+    wanted = networks_for(nodes, ingress=True)
+    assert [n.ingress for n in wanted] == ["10.100.0.2"]
+    assert kinds(p.plan(nodes, wanted, converged(nodes))) == ["RecreateNetwork acme"]
+    have = {n.name: ActualNetwork(n.name, n.bridge, n.gateway, True, n.hosts, n.ingress)
+            for n in wanted}  # fmt: skip
+    assert p.plan(nodes, wanted, converged(nodes, networks=have)) == []
+    assert [n.ingress for n in networks_for(nodes, "abcdef", ingress=True)] == [None]  # overlay
+
+
 def test_domain_defined_with_other_files_is_replaced() -> None:
     """Its definition names another state dir's files (an agent restarted with a new
     --state-dir): starting it would fail forever, so it is defined again like a changed spec."""

@@ -9,7 +9,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from mayu_py.agent.libvirt_xml import FILTER_NAME
+from mayu_py.agent.libvirt_xml import FILTER_NAME, MASTER_FILTER
 from mayu_py.agent.statedir import StateDir
 from mayu_py.errors import NotFound
 from mayu_py.tenants import NodeState
@@ -39,6 +39,7 @@ class ActualNetwork:
     gateway: str | None
     active: bool
     hosts: tuple[tuple[str, str, str], ...]
+    ingress: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def observe(host: LibvirtHost, state_dir: StateDir, scope: HostScope = ANY_HOST)
             foreign_networks.add(facts.name)
             continue
         networks[facts.name] = ActualNetwork(
-            facts.name, facts.bridge, facts.gateway, net.active, facts.hosts
+            facts.name, facts.bridge, facts.gateway, net.active, facts.hosts, facts.ingress
         )
     return ActualState(
         domains=domains,
@@ -88,8 +89,14 @@ def observe(host: LibvirtHost, state_dir: StateDir, scope: HostScope = ANY_HOST)
         foreign_domains=frozenset(foreign_domains),
         foreign_networks=frozenset(foreign_networks),
         files=state_dir.scan(),
-        nwfilter=host.has_nwfilter(FILTER_NAME),
+        nwfilter=_filters(host),
     )
+
+
+def _filters(host: LibvirtHost) -> bool | None:
+    """Whether both guest filters are defined (None: the driver has no nwfilter support)."""
+    found = [host.has_nwfilter(FILTER_NAME), host.has_nwfilter(MASTER_FILTER)]
+    return None if None in found else all(found)
 
 
 def _files_current(host: LibvirtHost, name: str, meta: DomainMeta, directory: str) -> bool:

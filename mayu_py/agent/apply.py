@@ -16,7 +16,7 @@ from mayu_py.agent.libvirt_xml import (
     dhcp_host_xml,
     domain_xml,
     network_xml,
-    nwfilter_xml,
+    nwfilters,
 )
 from mayu_py.agent.statedir import SECRET_MODE, StateDir, has_data_disk, log_name
 from mayu_py.command import run
@@ -84,7 +84,8 @@ class Applier:
         self._handlers[type(action)](action)
 
     def _ensure_filter(self, _a: p.EnsureFilter) -> None:
-        self.host.define_nwfilter(nwfilter_xml())
+        for xml in nwfilters():
+            self.host.define_nwfilter(xml)
 
     def _create_network(self, a: p.CreateNetwork) -> None:
         self.host.define_network(network_xml(a.network))

@@ -27,6 +27,7 @@ class DesiredNetwork:
     gateway: str
     hosts: tuple[tuple[str, str, str], ...] = ()  # (mac, ip, node name), sorted
     overlay_tag: str = ""
+    ingress: str | None = None  # isolated, with an ingress on the host: its address there
 
     @property
     def name(self) -> str:
@@ -61,8 +62,11 @@ def network_of(node: TenantNode, overlay_tag: str = "") -> DesiredNetwork:
     return DesiredNetwork(node.tenant, node.cidr, node.vni, node.gateway, (), overlay_tag)
 
 
-def networks_for(nodes: list[TenantNode], overlay_tag: str = "") -> list[DesiredNetwork]:
-    """One network per tenant; isolated ones with a reservation for each of its nodes here."""
+def networks_for(
+    nodes: list[TenantNode], overlay_tag: str = "", ingress: bool = False
+) -> list[DesiredNetwork]:
+    """One network per tenant; isolated ones with a reservation for each of its nodes here
+    and (`ingress`: the host runs one) the tenant's ingress address."""
     grouped: dict[str, list[TenantNode]] = {}
     for node in nodes:
         grouped.setdefault(node.tenant, []).append(node)
@@ -70,7 +74,10 @@ def networks_for(nodes: list[TenantNode], overlay_tag: str = "") -> list[Desired
     for tenant, members in sorted(grouped.items()):
         first = members[0]
         hosts = () if overlay_tag else tuple(sorted((n.mac, n.ip, n.name) for n in members))
+        address = first.ingress if ingress and not overlay_tag else None
         result.append(
-            DesiredNetwork(tenant, first.cidr, first.vni, first.gateway, hosts, overlay_tag)
+            DesiredNetwork(
+                tenant, first.cidr, first.vni, first.gateway, hosts, overlay_tag, address
+            )
         )
     return result

@@ -3,9 +3,10 @@ masters of each tenant among the host's desired nodes, reloaded when they change
 
 The routes come from the desired nodes, not from what runs: a master being created is
 routed to at once, and HAProxy's health checks keep connections off it until its API port
-answers. HAProxy connects from the host's address on the tenant network (its gateway), the one
-address of the host a tenant's nodes can reach. A tenant with no master on this host has no
-route, so its name is refused like any unknown one.
+answers. HAProxy connects from the tenant's ingress address (on the host side of the tenant's
+network: mayu_py.agent.desired, mayu_py.virt.overlay), the one address of the host a tenant's
+masters let in, to their API port only (their nwfilter: mayu_py.agent.libvirt_xml). A tenant
+with no master on this host has no route, so its name is refused like any unknown one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def routes_for(nodes: Iterable[TenantNode], domain: str) -> list[Route]:
         Route(
             tenant=tenant,
             name=ingress_name(tenant, domain),
-            source=members[0].gateway,
+            source=members[0].ingress,
             servers=tuple(sorted((n.name, n.ip) for n in members)),
             port=API_PORT,
         )

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from mayu_py.agent.desired import DesiredNetwork
 from mayu_py.tenants import TenantNode
-from mayu_py.tenants.networking import OVERLAY_MTU
+from mayu_py.tenants.networking import API_PORT, OVERLAY_MTU
 from mayu_py.virt.ownership import DomainMeta, mark_domain
 
-FILTER_NAME = "mayu-tenant"
+FILTER_NAME = "mayu-tenant-node"  # a worker's (and the rules every guest has)
+MASTER_FILTER = "mayu-tenant-master"  # a master's: its API port open to the ingress address
 TB_CACHE_MIB = 32
 FWCFG_NAMES = ("opt/org.flatcar-linux/config", "opt/com.coreos/config")
 
@@ -47,7 +48,7 @@ def _text(root: ET.Element) -> str:
 def network_xml(net: DesiredNetwork) -> str:
     """On an overlay: the tenant's overlay bridge (`<forward mode='bridge'>`: libvirt only
     attaches VMs to it). Else an isolated network (no <forward>) with DHCP reservations only
-    (no dynamic range)."""
+    (no dynamic range) and, with an ingress on the host, the tenant's ingress address."""
     root = ET.Element("network")
     _sub(root, "name", net.name)
     if net.host_address is None:
@@ -59,6 +60,8 @@ def network_xml(net: DesiredNetwork) -> str:
     dhcp = _sub(ip, "dhcp")
     for mac, address, name in net.hosts:
         _sub(dhcp, "host", mac=mac, name=name, ip=address)
+    if net.ingress:
+        _sub(root, "ip", address=net.ingress, netmask=net.netmask)
     return _text(root)
 
 
@@ -66,23 +69,40 @@ def dhcp_host_xml(mac: str, ip: str, name: str) -> str:
     return ET.tostring(ET.Element("host", {"mac": mac, "name": name, "ip": ip}), "unicode")
 
 
-def nwfilter_xml() -> str:
-    """Guests may talk to their own tenant subnet and send DHCP requests; nothing else."""
-    root = ET.Element("filter", name=FILTER_NAME, chain="ipv4", priority="-650")
-    own = _sub(root, "rule", action="accept", direction="out", priority="100")
-    _sub(own, "ip", dstipaddr="$OWN_NET", dstipmask="$OWN_MASK")
-    dhcp = _sub(root, "rule", action="accept", direction="out", priority="110")
-    _sub(
-        dhcp,
-        "ip",
-        dstipaddr="255.255.255.255",
-        protocol="udp",
-        srcportstart="68",
-        dstportstart="67",
-    )
-    drop = _sub(root, "rule", action="drop", direction="out", priority="200")
-    _sub(drop, "ip")
+def _rule(root: ET.Element, action: str, direction: str, priority: int, **match: str) -> None:
+    rule = _sub(root, "rule", action=action, direction=direction, priority=str(priority))
+    _sub(rule, "ip", **match)
+
+
+def nwfilter_xml(api: bool = False) -> str:
+    """A guest may talk to its own tenant subnet and send DHCP requests, nothing else; of the
+    host it reaches only the gateway's DHCP server and (`api`: a master, else not at all) the
+    tenant's ingress address, from its API port to the ingress's, and nothing else of the
+    host reaches it. Parameters: OWN_NET/OWN_MASK, GATEWAY, INGRESS."""
+    root = ET.Element("filter", name=MASTER_FILTER if api else FILTER_NAME, chain="ipv4")
+    root.set("priority", "-650")
+    port = str(API_PORT)
+    if api:
+        _rule(root, "accept", "in", 60, srcipaddr="$INGRESS", protocol="tcp", dstportstart=port)
+        _rule(root, "accept", "out", 60, dstipaddr="$INGRESS", protocol="tcp", srcportstart=port)
+    for way, peer in (("in", "srcipaddr"), ("out", "dstipaddr")):
+        _rule(root, "drop", way, 70, **{peer: "$INGRESS"})
+    _rule(root, "accept", "in", 80, srcipaddr="$GATEWAY", protocol="udp", srcportstart="67")
+    _rule(root, "accept", "out", 80, dstipaddr="$GATEWAY", protocol="udp", dstportstart="67")
+    for way, peer in (("in", "srcipaddr"), ("out", "dstipaddr")):
+        _rule(root, "drop", way, 90, **{peer: "$GATEWAY"})
+    _rule(root, "accept", "in", 100, srcipaddr="$OWN_NET", srcipmask="$OWN_MASK")
+    _rule(root, "accept", "out", 100, dstipaddr="$OWN_NET", dstipmask="$OWN_MASK")
+    _rule(root, "accept", "out", 110, dstipaddr="255.255.255.255", protocol="udp",
+          srcportstart="68", dstportstart="67")  # fmt: skip
+    for way in ("in", "out"):
+        _rule(root, "drop", way, 200)
     return _text(root)
+
+
+def nwfilters() -> list[str]:
+    """Every filter a tenant's guests reference: workers', masters'."""
+    return [nwfilter_xml(), nwfilter_xml(api=True)]
 
 
 def static_ip(node: TenantNode, net: DesiredNetwork, mtu: int = OVERLAY_MTU) -> str:
@@ -156,9 +176,11 @@ def domain_xml(
     _sub(iface, "model", type="virtio")
     if overlay:
         _sub(iface, "mtu", size=str(OVERLAY_MTU))
-    fref = _sub(iface, "filterref", filter=FILTER_NAME)
+    fref = _sub(iface, "filterref", filter=MASTER_FILTER if node.role == "master" else FILTER_NAME)
     _sub(fref, "parameter", name="OWN_NET", value=net.address)
     _sub(fref, "parameter", name="OWN_MASK", value=str(net.prefixlen))
+    _sub(fref, "parameter", name="GATEWAY", value=node.gateway)
+    _sub(fref, "parameter", name="INGRESS", value=node.ingress)
     _sub(iface, "rom", enabled="no")
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=str(files.log), append="on")

@@ -145,10 +145,11 @@ class Agent:
     def _reconcile(self) -> ReconcileResult:
         desired = self.source.desired_nodes()
         if self.overlay is not None:
-            self.overlay.sync(overlays_for(desired))
+            self.overlay.sync(overlays_for(desired, ingress=self.ingress is not None))
         self._route(desired)
         actual = observe(self.host, self.state_dir, self.scope)
-        actions = plan(desired, networks_for(desired, self.overlay_tag), actual)
+        networks = networks_for(desired, self.overlay_tag, ingress=self.ingress is not None)
+        actions = plan(desired, networks, actual)
         result = ReconcileResult()
         failed: set[str] = set()
         wanted = {n.name for n in desired}

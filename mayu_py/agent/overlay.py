@@ -7,12 +7,15 @@ without the second it is not trusted, so it gets neither FDB entries nor firewal
 
 from __future__ import annotations
 
+import ipaddress
+
 from mayu_py.tenants import TenantNode
 from mayu_py.virt.overlay import TenantOverlay, Vtep
 
 
-def overlays_for(nodes: list[TenantNode]) -> list[TenantOverlay]:
-    """One overlay per tenant of `nodes` (a tenant's nodes all carry the same peers)."""
+def overlays_for(nodes: list[TenantNode], ingress: bool = False) -> list[TenantOverlay]:
+    """One overlay per tenant of `nodes` (a tenant's nodes all carry the same peers); with
+    `ingress` (the host runs one), the tenant's ingress address on the host's side of it."""
     first: dict[str, TenantNode] = {}
     for node in nodes:
         first.setdefault(node.tenant, node)
@@ -24,6 +27,7 @@ def overlays_for(nodes: list[TenantNode]) -> list[TenantOverlay]:
                 for p in node.peers
                 if p.underlay and p.enrolled
             ),
+            f"{node.ingress}/{ipaddress.IPv4Network(node.cidr).prefixlen}" if ingress else None,
         )
         for _, node in sorted(first.items())
     ]

@@ -191,7 +191,7 @@ def _network_actions(
         if have is None:
             actions.append(CreateNetwork(net))
             continue
-        if have.bridge != net.bridge or have.gateway != net.host_address:
+        if (have.bridge, have.gateway, have.ingress) != (net.bridge, net.host_address, net.ingress):
             actions.append(RecreateNetwork(net))
             continue
         if not have.active:

@@ -326,6 +326,7 @@ class NodeNetwork(BaseModel):
     cidr: str
     vni: int
     gateway: str
+    ingress: str = Field(description="the tenant's ingress address (HAProxy's source)")
     peers: list[OverlayPeerBody] = Field(
         default_factory=list, description="the other hosts with nodes of this tenant"
     )

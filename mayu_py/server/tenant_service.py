@@ -32,7 +32,9 @@ from mayu_py.tenants import (
     HostRegistration,
     ImageInfo,
     NodeReport,
+    NodeState,
     ReportedNode,
+    TenantCluster,
     TenantNode,
     TenantRecord,
     lapsed_nodes,
@@ -112,14 +114,14 @@ class TenantService:
                 raise Conflict("tenant is being deleted", {"name": name})
             doc = record.tenant.model_dump(mode="json", exclude={"status"})
             spec = {**doc["spec"], **spec_patch}
-            network = spec.get("network")
-            if isinstance(network, dict) and network.get("vni") is None:  # keeps its VNI
-                spec["network"] = {**network, "vni": record.tenant.spec.network.vni}
+            if isinstance(spec.get("network"), dict):
+                spec["network"] = _kept_network(record.tenant, spec["network"])
             if spec == doc["spec"]:
                 return record
             meta = {**doc["metadata"], "generation": record.tenant.metadata.generation + 1}
             others = [r.tenant for r in tx.list_tenants() if r.name != name]
-            tenant = parse_tenant({**doc, "metadata": meta, "spec": spec}, self._images(), others)
+            changed_doc = {**doc, "metadata": meta, "spec": spec}
+            tenant = parse_tenant(changed_doc, self._images(), others, _held(record))
             tx.put_tenant(self._advanced(tx, record.with_spec(tenant)))
             self.place_nodes(tx)
             return self._record(tx, name)
@@ -325,6 +327,30 @@ class TenantService:
         if self.shared is not None:
             self.shared.forget(_shared_name(name))
         shutil.rmtree(self._tenant_dir(name), ignore_errors=True)
+
+
+def _kept_network(tenant: TenantCluster, network: dict[str, Any]) -> dict[str, Any]:
+    """A patched spec.network with what the server assigned that the patch does not name:
+    the VNI and, on the same CIDR, the ingress address and the nodes' addresses (those a
+    tenant stored before addresses were are what its nodes have)."""
+    kept = dict(network)
+    if kept.get("vni") is None:
+        kept["vni"] = tenant.spec.network.vni
+    if kept.get("cidr") == tenant.spec.network.cidr:
+        nodes = tenant_nodes(tenant)
+        if kept.get("addresses") is None:
+            kept["addresses"] = {n.name: n.ip for n in nodes}
+        if kept.get("ingress") is None and nodes:
+            kept["ingress"] = nodes[0].ingress
+    return kept
+
+
+def _held(record: TenantRecord) -> set[str]:
+    """Addresses of nodes whose agents still hold them (reported, not deleted): a removed
+    node's address is free once it is gone."""
+    return {
+        r.report.ip for r in record.nodes.values() if r.report.ip and r.state != NodeState.DELETED
+    }
 
 
 def _shared_name(tenant: str) -> str:

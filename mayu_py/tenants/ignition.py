@@ -1,5 +1,5 @@
-"""A tenant node's Ignition and its cluster's facts: the tenant's PKI files plus the rendered
-node template.
+"""A tenant node's Ignition and its cluster's facts: the tenant's PKI files and the node's
+static network configuration (mayu_py.tenants.netconfig) plus the rendered node template.
 
 Shared by the server (GET /api/v1/tenants/<name>/nodes/<node>/ignition, the tenant's admin
 kubeconfig) and the agent's Kubernetes source, which renders locally; both get the same bytes
@@ -22,6 +22,7 @@ from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
 from mayu_py.pki.layout import DRAINERS_GROUP
 from mayu_py.render import ClusterContext, IgnitionRenderer, NodeFacts, RenderContext
 from mayu_py.render.addons import drainer_rbac, flannel_manifests
+from mayu_py.tenants.netconfig import network_file
 from mayu_py.tenants.networking import API_PORT, OVERLAY_MTU, TenantOptions, ingress_name
 from mayu_py.tenants.nodes import TenantNode, tenant_nodes
 from mayu_py.tenants.resource import TenantCluster
@@ -79,7 +80,7 @@ def render_tenant_node(
         raise NotFound("no such node", {"tenant": tenant.name, "node": node_name})
     facts = _facts(tenant, nodes, options)
     identity = NodeIdentity(name=node.name, role=RENDER_ROLE[node.role], ips=(node.ip,))
-    files = pki.node_files(identity, facts)
+    files = [*pki.node_files(identity, facts), network_file(node)]
     version = tenant.spec.kubernetesVersion
     context = RenderContext(
         node=NodeFacts(

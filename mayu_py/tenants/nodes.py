@@ -2,26 +2,24 @@
 
 `TenantNode` is the one node type: the server places it, the agent receives it (from
 GET /api/v1/hosts/<host>/nodes, or straight from `tenant_nodes` in the Kubernetes source) and
-turns it into a VM. Names, MACs, UUIDs and addresses derive from the tenant alone, so every
-party computes the same node.
+turns it into a VM. Names, MACs and UUIDs derive from the tenant alone, addresses are the ones
+stored in it (mayu_py.tenants.addresses), so every party computes the same node.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
 from mayu_py.errors import BadRequest
+from mayu_py.tenants.addresses import default_ingress, gateway_ip, legacy_addresses
 from mayu_py.tenants.resource import Role, TenantCluster, gib, mib
 from mayu_py.tenants.wire import OverlayPeer
 
 NODE_UUID_NAMESPACE = uuidlib.UUID("5f1c0a52-6d2e-4b8e-9a51-6d61797521a1")
-GATEWAY_OFFSET = 1  # .1 is the host's address on the tenant network
-FIRST_NODE_OFFSET = 10  # nodes get .10, .11, ...
 ROLES: tuple[Role, ...] = ("master", "worker")
 
 
@@ -46,6 +44,7 @@ class TenantNode:
     cidr: str
     vni: int
     gateway: str
+    ingress: str  # the tenant's ingress address (HAProxy's source toward its masters)
     # the other hosts carrying nodes of this tenant (the server fills them in per host)
     peers: tuple[OverlayPeer, ...] = ()
 
@@ -68,6 +67,7 @@ class TenantNode:
                 "cidr": self.cidr,
                 "vni": self.vni,
                 "gateway": self.gateway,
+                "ingress": self.ingress,
                 "peers": [p.to_json() for p in self.peers],
             },
         }
@@ -96,6 +96,7 @@ class TenantNode:
                 cidr=str(net["cidr"]),
                 vni=int(net["vni"]),
                 gateway=str(net["gateway"]),
+                ingress=str(net.get("ingress") or default_ingress(str(net["cidr"]))),
                 peers=tuple(OverlayPeer.from_json(p) for p in net.get("peers") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -112,10 +113,6 @@ def node_uuid(tenant: str, node: str) -> str:
     return str(uuidlib.uuid5(NODE_UUID_NAMESPACE, f"{tenant}/{node}"))
 
 
-def gateway_ip(cidr: str) -> str:
-    return str(ipaddress.IPv4Network(cidr)[GATEWAY_OFFSET])
-
-
 def _spec_hash(tenant: TenantCluster, basis: dict[str, Any]) -> str:
     """Hash of a node's sized identity and the tenant-wide spec its VM is built from."""
     spec = tenant.spec
@@ -128,26 +125,34 @@ def _spec_hash(tenant: TenantCluster, basis: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tenant_nodes(tenant: TenantCluster) -> list[TenantNode]:
-    """Every node of a tenant, masters first, each with its deterministic identity."""
-    net = tenant.network
+def node_names(tenant: TenantCluster) -> list[tuple[Role, str]]:
+    """(role, name) of every node of a tenant, masters first."""
     spec = tenant.spec
-    gateway = gateway_ip(spec.network.cidr)
-    sized = [("master", s) for s in spec.masters] + [("worker", s) for s in spec.workers]
-    counters = {"master": 0, "worker": 0}
+    return [("master", f"{tenant.name}-master-{i}") for i in range(len(spec.masters))] + [
+        ("worker", f"{tenant.name}-worker-{i}") for i in range(len(spec.workers))
+    ]
+
+
+def tenant_nodes(tenant: TenantCluster) -> list[TenantNode]:
+    """Every node of a tenant, masters first, each with its identity and stored address."""
+    spec = tenant.spec
+    cidr = spec.network.cidr
+    gateway = gateway_ip(cidr)
+    ingress = spec.network.ingress or default_ingress(cidr)
+    names = node_names(tenant)
+    addresses = spec.network.addresses or legacy_addresses(cidr, [n for _, n in names])
+    sizes = [*spec.masters, *spec.workers]
     nodes: list[TenantNode] = []
-    for offset, (role, size) in enumerate(sized):
-        name = f"{tenant.name}-{role}-{counters[role]}"
-        counters[role] += 1
+    for (role, name), size in zip(names, sizes, strict=True):
         cpus, memory_mib, disk_gib = size.cpus, mib(size.memory), gib(size.disk)
-        mac, ip = node_mac(tenant.name, name), str(net[FIRST_NODE_OFFSET + offset])
+        mac, ip = node_mac(tenant.name, name), addresses[name]
         sized_identity = {"node": name, "cpus": cpus, "memory_mib": memory_mib,
                           "disk_gib": disk_gib, "mac": mac, "ip": ip}  # fmt: skip
         nodes.append(
             TenantNode(
                 tenant=tenant.name,
                 name=name,
-                role=role,  # type: ignore[arg-type]  # "master" or "worker" by construction
+                role=role,
                 generation=tenant.metadata.generation,
                 spec_hash=_spec_hash(tenant, sized_identity),
                 cpus=cpus,
@@ -157,9 +162,10 @@ def tenant_nodes(tenant: TenantCluster) -> list[TenantNode]:
                 mac=mac,
                 ip=ip,
                 uuid=node_uuid(tenant.name, name),
-                cidr=spec.network.cidr,
+                cidr=cidr,
                 vni=spec.network.vni or 0,  # 0: not allocated (invalid: never placed)
                 gateway=gateway,
+                ingress=ingress,
             )
         )
     return nodes

@@ -50,6 +50,10 @@ class NodeSize(_Strict):
 class TenantNetwork(_Strict):
     cidr: str
     vni: StrictInt | None = Field(default=None, ge=1, le=MAX_VNI)  # None: the server allocates
+    # node name -> address, and the tenant's ingress address: the server assigns and stores
+    # them (mayu_py.tenants.addresses); None only in tenants stored before it did
+    addresses: dict[str, str] | None = None
+    ingress: str | None = None
 
 
 class TenantSpec(_Strict):

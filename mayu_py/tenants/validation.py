@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,13 @@ from pydantic import ValidationError
 
 from mayu_py.errors import Conflict, Unprocessable
 from mayu_py.kubernetes_releases import unsupported_reason
-from mayu_py.tenants.nodes import FIRST_NODE_OFFSET
+from mayu_py.tenants.addresses import (
+    FIRST_NODE_OFFSET,
+    allocate,
+    check_addresses,
+    default_ingress,
+)
+from mayu_py.tenants.nodes import node_names
 from mayu_py.tenants.resource import MAX_VNI, TenantCluster, TenantSpec, gib, mib
 
 MIN_PREFIX, MAX_PREFIX = 16, 28
@@ -66,6 +73,9 @@ def _check_network(
     count = len(spec.masters) + len(spec.workers)
     if FIRST_NODE_OFFSET + count > net.num_addresses - 1:
         errors["spec.network.cidr"] = f"too small for {count} nodes (nodes start at .10)"
+    names = {name for _, name in node_names(tenant)}
+    given = spec.network.addresses or {}
+    errors.update(check_addresses(spec.network.cidr, names, given, spec.network.ingress))
     for other in existing:
         if other.name == tenant.name:
             continue
@@ -87,6 +97,17 @@ def _with_vni(tenant: TenantCluster, existing: list[TenantCluster]) -> TenantClu
     network = tenant.spec.network.model_copy(update={"vni": vni})
     spec = tenant.spec.model_copy(update={"network": network})
     return tenant.model_copy(update={"spec": spec})
+
+
+def _with_addresses(tenant: TenantCluster, held: Collection[str]) -> TenantCluster:
+    """The tenant with its ingress address and every node's address (those it names kept,
+    the others allocated around `held`: mayu_py.tenants.addresses)."""
+    network = tenant.spec.network
+    ingress = network.ingress or default_ingress(network.cidr)
+    names = [name for _, name in node_names(tenant)]
+    addresses = allocate(network.cidr, names, network.addresses or {}, held, ingress)
+    network = network.model_copy(update={"addresses": addresses, "ingress": ingress})
+    return tenant.model_copy(update={"spec": tenant.spec.model_copy(update={"network": network})})
 
 
 def free_vni(used: set[int | None], first: int = FIRST_AUTO_VNI) -> int:
@@ -129,10 +150,14 @@ def _check_nodes(
 
 
 def parse_tenant(
-    doc: dict[str, Any], known_images: dict[str, ImageInfo], existing: list[TenantCluster]
+    doc: dict[str, Any],
+    known_images: dict[str, ImageInfo],
+    existing: list[TenantCluster],
+    held: Collection[str] = (),
 ) -> TenantCluster:
     """Validate a TenantCluster document; raise Unprocessable with field-level detail, or
-    Conflict when its VNI is another tenant's. A tenant without a VNI gets a free one."""
+    Conflict when its VNI is another tenant's. A tenant without a VNI gets a free one, nodes
+    without an address get free ones (never one of `held`: removed nodes' that still exist)."""
     if not isinstance(doc, dict):
         raise Unprocessable("invalid TenantCluster", {"": "must be a mapping"})
     try:
@@ -148,4 +173,4 @@ def parse_tenant(
         errors["spec.kubernetesVersion"] = reason
     if errors:
         raise Unprocessable("invalid TenantCluster", errors)
-    return _with_vni(tenant, existing)
+    return _with_addresses(_with_vni(tenant, existing), held)

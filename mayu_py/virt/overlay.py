@@ -51,6 +51,7 @@ class Vtep:
 class TenantOverlay:
     vni: int
     peers: tuple[Vtep, ...] = ()
+    ingress: str | None = None  # ADDRESS/PREFIX: the tenant's ingress address, on this host
 
 
 class HostOverlay:
@@ -90,11 +91,16 @@ class HostOverlay:
         ipr.link("set", index=bridge, state="up")
         self._sync_fdb(ipr, vxlan, tenant.peers)
         if self.netns:
-            self._access(ipr, tenant.vni, bridge, mtu)
+            access = self._access(ipr, tenant.vni, bridge, mtu)
+            with self._ipr(here=True) as here:
+                _sync_address(here, access, tenant.ingress)
+        else:
+            _sync_address(ipr, bridge, tenant.ingress)
         return self.bridge(tenant.vni)
 
-    def _access(self, ipr: IPRoute, vni: int, bridge: int, mtu: int) -> None:
-        """The access bridge in the agent's namespace, veth'd to the namespace's bridge."""
+    def _access(self, ipr: IPRoute, vni: int, bridge: int, mtu: int) -> int:
+        """The access bridge in the agent's namespace, veth'd to the namespace's bridge; its
+        index."""
         outer, inner = f"mo{self.tag}v{vni:x}", f"mo{self.tag}p{vni:x}"
         with self._ipr(here=True) as here:
             access = self._link(here, self.bridge(vni), mtu, kind="bridge")
@@ -112,6 +118,7 @@ class HostOverlay:
             here.link("set", index=access, state="up")
         peer = ipr.link_lookup(ifname=inner)[0]
         ipr.link("set", index=peer, mtu=mtu, master=bridge, state="up")
+        return access
 
     def remove(self, vni: int) -> None:
         """Firewall rules, VXLAN device (its FDB entries go with it) and bridge; missing
@@ -190,6 +197,17 @@ class HostOverlay:
             ipr.fdb("del", ifindex=vxlan, lladdr=mac, dst=dst)
         for mac, dst in sorted(want - have):
             ipr.fdb("append", ifindex=vxlan, lladdr=mac, dst=dst)
+
+
+def _sync_address(ipr: IPRoute, index: int, wanted: str | None) -> None:
+    """The bridge's IPv4 addresses: exactly `wanted` (ADDRESS/PREFIX), or none."""
+    have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(family=2, index=index)}
+    for found in have - {wanted}:
+        address, prefix = found.split("/")
+        ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
+    if wanted is not None and wanted not in have:
+        address, prefix = wanted.split("/")
+        ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
 
 
 def _sources(tenant: TenantOverlay) -> set[str]:

@@ -7,8 +7,12 @@ network (`<forward mode='bridge'>`, no DHCP) to an L2-only access bridge in the 
 veth'd into it. TCG VMs of the lab image get their address from the server through the
 domain's `ip=` argument (MTU 1450). A tenant with its master on one host and its worker on
 the other: the VMs ping each other both ways across the overlay; a second tenant on the same
-two hosts reaches neither; kill -9 of one agent and its restart change nothing (same domains,
-same qemu processes, no action applied); deleting the tenants leaves nothing.
+two hosts reaches neither. Host a also runs the tenant API ingress, so each tenant's ingress
+address is on its side of the tenant's network (the only tenant address outside the VMs): from
+it a master's API port answers, its port 22 does not (a node of the tenant reaches that one),
+and another tenant's ingress address reaches nothing of the tenant. Kill -9 of one agent and
+its restart change nothing (same domains, same qemu processes, no action applied); deleting the
+tenants leaves nothing.
 
 Run under `flock /tmp/mayu-vm.lock` (VMs, namespaces, bridges).
 """
@@ -16,6 +20,7 @@ Run under `flock /tmp/mayu-vm.lock` (VMs, namespaces, bridges).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 import signal
@@ -46,6 +51,8 @@ T1, T2 = f"s18ov-one-{SUFFIX}", f"s18ov-two-{SUFFIX}"
 VNI0 = 9400 + secrets.randbelow(500) * 2
 NETS = {T1: ("10.236.1.0/24", VNI0), T2: ("10.236.2.0/24", VNI0 + 1)}
 READY_TIMEOUT_S = 180.0
+INGRESS = {T1: "10.236.1.2", T2: "10.236.2.2"}  # the server's: .2 of each tenant network
+LISTEN = "for p in 6443 22; do nc -ll -p $p -e /bin/cat </dev/null >/dev/null 2>&1 & done"
 
 
 def _free_port() -> int:
@@ -65,6 +72,7 @@ class Site:
     work: Path
     agents: dict[str, th.AgentProcess] = field(default_factory=dict)
     metrics: dict[str, int] = field(default_factory=dict)
+    ingress_port: int = field(default_factory=lambda: _free_port())
 
     def ns(self, host: str) -> str:
         return f"mayu-s18ov-{host}-{SUFFIX}"
@@ -73,6 +81,9 @@ class Site:
         self.metrics[host] = _free_port()
         extra = ("--underlay", UNDERLAY[host], "--overlay-netns", self.ns(host),
                  "--metrics-listen", f"127.0.0.1:{self.metrics[host]}")  # fmt: skip
+        if host == "a":  # the tenants' ingress addresses are on host a's side only
+            extra += ("--ingress-listen", f"127.0.0.1:{self.ingress_port}",
+                      "--ingress-domain", f"s19ov-{SUFFIX}.test")  # fmt: skip
         agent = th.AgentProcess(
             self.server.url, token, self.work / f"state-{host}", self.work / "images",
             self.work / f"agent-{host}.log", host_name=HOSTS[host], extra=extra,
@@ -114,10 +125,26 @@ def _tag_prefixes() -> tuple[str, ...]:
     return tuple(f"mo{host_tag(h)}" for h in HOSTS.values())
 
 
+def _connects(source: str, address: str, port: int) -> bool:
+    """A TCP connection from `source` (an address of this namespace) that carries data."""
+    with socket.socket() as s:
+        s.settimeout(3.0)
+        s.bind((source, 0))
+        try:
+            s.connect((address, port))
+            s.sendall(b"mayu\n")
+            return s.recv(16) == b"mayu\n"
+        except OSError:
+            return False
+
+
 def _cleanup(site: Site | None, conn: libvirt.virConnect) -> None:
     if site is not None:
         for agent in site.agents.values():
             agent.kill(signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError):  # the HAProxy host a's agent left
+            pidfile = site.work / "state-a" / "ingress" / "haproxy.pid"
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
     th.cleanup_libvirt(conn, [T1, T2])
     with IPRoute() as ipr:
         for index in _root_links(_tag_prefixes()).values():
@@ -218,10 +245,24 @@ def test_tenant_vms_across_two_hosts_on_the_overlay(site: Site) -> None:
     assert not site.pings(m1, ip[m2]) and not site.pings(m1, ip[w2])
     assert not site.pings(m2, ip[m1]) and not site.pings(m2, ip[w1])
 
-    # no address of a tenant in the root namespace or the hosts' (L2 only everywhere)
-    for argv in (["ip", "-o", "-4", "addr"],
-                 *(["ip", "-n", site.ns(h), "-o", "-4", "addr"] for h in HOSTS)):  # fmt: skip
-        assert "10.236." not in _run(*argv)
+    # no address of a tenant in the hosts' namespaces (L2 only), and in the root namespace
+    # only the tenants' ingress addresses, on host a's access bridges
+    for h in HOSTS:
+        assert "10.236." not in _run("ip", "-n", site.ns(h), "-o", "-4", "addr")
+    found = re.findall(r"^\d+: (\S+)\s+inet (10\.236\.\S+)", _run("ip", "-o", "-4", "addr"), re.M)
+    tag = host_tag(HOSTS["a"])
+    assert sorted(found) == sorted(
+        (overlay_bridge(tag, NETS[t][1]), f"{INGRESS[t]}/24") for t in NETS
+    ), found
+
+    # the ingress address reaches a master's API port and nothing else of it; another
+    # tenant's ingress address reaches nothing of the tenant (listeners: busybox nc)
+    assert site.console(m1, LISTEN)[0] == 0
+    th.wait_for("the master's listeners (from its tenant)", lambda: "mayu" in site.console(
+        w1, f"echo mayu | timeout 3 nc {ip[m1]} 22")[1], 15.0, 0.5)  # fmt: skip
+    assert _connects(INGRESS[T1], ip[m1], 6443)
+    assert not _connects(INGRESS[T1], ip[m1], 22)
+    assert not _connects(INGRESS[T2], ip[m1], 6443)
 
     # kill -9 of host a's agent, then a new one: nothing changes, nothing is applied
     before = (th.domains(site.conn, "s18ov-"), th.networks(site.conn, "mayu-tenant-s18ov-"),

@@ -25,7 +25,7 @@ from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import network_of, networks_for
 from mayu_py.agent.drain import KubeDrain
 from mayu_py.agent.kube_source import KubernetesSource
-from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
+from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilters
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.metrics import AgentMetrics
 from mayu_py.agent.statedir import StateDir, log_name, node_files
@@ -395,12 +395,14 @@ def test_generated_xml_validates(rig: Rig, tmp_path: Path) -> None:
             path.write_text(domain_xml(node, networks_for([node])[0], files, domain_type))
             run(["virt-xml-validate", path, "domain"])
     net = tmp_path / "net.xml"
-    net.write_text(network_xml(networks_for(desired(ACME))[0]))
+    net.write_text(network_xml(networks_for(desired(ACME), ingress=True)[0]))
     run(["virt-xml-validate", net, "network"])
-    flt = tmp_path / "filter.xml"
-    flt.write_text(nwfilter_xml())
-    run(["virt-xml-validate", flt, "nwfilter"])
     assert "<forward" not in net.read_text()
+    assert '<ip address="10.100.0.2" netmask="255.255.255.0"' in net.read_text()  # ingress
+    for index, text in enumerate(nwfilters()):
+        flt = tmp_path / f"filter-{index}.xml"
+        flt.write_text(text)
+        run(["virt-xml-validate", flt, "nwfilter"])
 
 
 def test_unchanged_state_of_50_domains_is_a_noop(rig: Rig) -> None:
@@ -552,8 +554,8 @@ def test_each_pass_routes_the_ingress_to_the_desired_masters(rig: Rig) -> None:
             assert agent.run_once().errors == {}
             config = ingress.haproxy.config_file.read_text()
             assert "use_backend tenant-acme if { req_ssl_sni -i acme.api.ing.test }" in config
-            assert "server acme-master-0 10.100.0.10:6443 check source 10.100.0.1" in config
-            assert "server beta-master-0 10.101.0.10:6443 check source 10.101.0.1" in config
+            assert "server acme-master-0 10.100.0.10:6443 check source 10.100.0.2" in config
+            assert "server beta-master-0 10.101.0.10:6443 check source 10.101.0.2" in config
             assert "-worker-" not in config
             reloaded = ingress.haproxy.last_reload_s
 

@@ -16,6 +16,7 @@ from mayu_py.render import IgnitionRenderer, sample_context
 from mayu_py.render.ignition import file_text
 from mayu_py.tenants import ImageInfo, parse_tenant, tenant_nodes
 from mayu_py.tenants.ignition import render_tenant_node
+from mayu_py.tenants.netconfig import NETWORK_FILE
 from tests.support.install_profiles import approved_machine, install_profiles_client
 from tests.support.tenants import acme
 
@@ -46,16 +47,26 @@ def test_rendered_config_validates(tmp_path: Path, role: str, minor: str) -> Non
 
 
 def test_tenant_node_configs_validate(tmp_path: Path) -> None:
-    """What the server serves and the Kubernetes source renders for every node of a tenant."""
-    tenant = parse_tenant(acme(), {"lab": ImageInfo("lab")}, [])
+    """What the server serves and the Kubernetes source renders for every node of a tenant,
+    with the systemd-networkd unit a real OS image (Flatcar, Fedora CoreOS) takes its static
+    overlay address from: the address the server stored for the node, the overlay's MTU."""
+    doc = acme()
+    doc["spec"]["network"]["addresses"] = {"acme-worker-1": "10.100.0.77"}
+    tenant = parse_tenant(doc, {"lab": ImageInfo("lab")}, [])
     pki = ClusterPKI.load_or_create(tmp_path / "pki", tenant.name)
     nodes = tenant_nodes(tenant)
     assert {n.role for n in nodes} == {"master", "worker"}
     for node in nodes:
         path = tmp_path / f"{node.name}.ign"
-        path.write_bytes(render_tenant_node(tenant, node.name, pki, IgnitionRenderer()))
+        body = render_tenant_node(tenant, node.name, pki, IgnitionRenderer())
+        path.write_bytes(body)
         result = validate(path)
         assert result.returncode == 0, (node.name, result.stdout + result.stderr)
+        unit = file_text(json.loads(body), NETWORK_FILE)
+        assert unit is not None, node.name
+        assert f"MACAddress={node.mac}\n" in unit and "MTUBytes=1450\n" in unit
+        assert f"Address={node.ip}/24\n" in unit and "Gateway=" not in unit
+    assert nodes[-1].ip == "10.100.0.77"
 
 
 def test_validator_rejects_a_broken_config(tmp_path: Path) -> None:

@@ -111,8 +111,8 @@ def test_sni_routing_refusal_and_a_reload_that_keeps_connections(tmp_path: Path,
         "demo-1": files["demo-1-master-0"]["ca.crt"],
         "demo-2": files["demo-2-master-0"]["ca.crt"],
     }
-    # the listen address, and each tenant network's gateway HAProxy connects from
-    for address in ["10.219.0.1", "10.219.1.1", "10.219.2.1"]:
+    # the listen address, and each tenant network's ingress address HAProxy connects from
+    for address in ["10.219.0.1", "10.219.1.2", "10.219.2.2"]:
         subprocess.run(["ip", "-n", ns, "addr", "add", f"{address}/32", "dev", "lo"], check=True)
     masters = Masters(ns)
     ingress = IngressController(tmp_path / "ingress", LISTEN, DOMAIN, netns=ns)

@@ -163,6 +163,16 @@ def test_two_tenants_across_two_hosts(site: Site) -> None:
     hosts["a"].ensure(tenant("one", "a"))
     assert (links(site.ns("a")), rules(site.ns("a"))) == before
 
+    # with an ingress on host a: the tenant's ingress address on a's side (the access bridge,
+    # in this namespace) reaches the tenant across the overlay; without, it is gone again
+    with_ingress = replace(tenant("one", "a"), ingress=f"{SUBNET}.2/24")
+    access = hosts["a"].ensure(with_ingress)
+    assert f"inet {SUBNET}.2/24" in run(["ip", "-4", "addr", "show", "dev", access]).stdout
+    assert pings(vms[("one", "b")], f"{SUBNET}.2")
+    hosts["a"].ensure(with_ingress)  # idempotent
+    hosts["a"].ensure(tenant("one", "a"))
+    assert f"{SUBNET}." not in run(["ip", "-4", "addr", "show", "dev", access]).stdout
+
     # b accepts tenant one's VXLAN only from a's enrolled address: another one cuts it off
     hosts["b"].ensure(tenant("one", "b", accept_from="10.231.0.99"))
     assert not pings(one_a, VMS[("one", "b")][0], wait_s=2.0)

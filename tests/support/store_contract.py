@@ -275,6 +275,11 @@ def test_tenants_and_hosts_records(store: Store) -> None:
     store.atomically(lambda tx: tx.put_tenant(record))
     store.atomically(lambda tx: tx.put_host(host))
     assert store.get_tenant("acme") == record and record.conditions
+    stored = store.get_tenant("acme")  # the addresses the server assigned are kept
+    assert stored is not None and stored.tenant.spec.network.addresses == {
+        "acme-master-0": "10.100.0.10", "acme-worker-0": "10.100.0.11",
+        "acme-worker-1": "10.100.0.12",
+    } and stored.tenant.spec.network.ingress == "10.100.0.2"  # fmt: skip
     assert store.atomically(lambda tx: tx.list_tenants()) == [record]
     assert store.list_hosts() == [host]
     deleting = dataclasses.replace(record, deleting=True)

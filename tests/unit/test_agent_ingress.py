@@ -24,9 +24,9 @@ def test_each_tenant_with_a_master_here_is_routed_to_those_masters_only() -> Non
     workers_only = [n for n in _nodes("c", "10.3.0.0/24", 103, masters=1) if n.role == "worker"]
     here = [a[2], a[0], a[3], *b, *workers_only]  # a's master-1 runs on another host
     assert routes_for(here, "example.test") == [
-        Route("a", "a.api.example.test", "10.1.0.1",
+        Route("a", "a.api.example.test", "10.1.0.2",
               (("a-master-0", "10.1.0.10"), ("a-master-2", "10.1.0.12"))),
-        Route("b", "b.api.example.test", "10.2.0.1", (("b-master-0", "10.2.0.10"),)),
+        Route("b", "b.api.example.test", "10.2.0.2", (("b-master-0", "10.2.0.10"),)),
     ]  # fmt: skip
     assert routes_for(workers_only, "example.test") == []
 

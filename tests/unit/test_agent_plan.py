@@ -28,6 +28,7 @@ def dn(tenant: str, i: int, role: str = "worker", spec_hash: str = "h1") -> Tena
         cidr="10.100.0.0/24",
         vni=100,
         gateway="10.100.0.1",
+        ingress="10.100.0.2",
     )
 
 
@@ -200,6 +201,17 @@ def test_changed_network_address_is_recreated() -> None:
     net = dataclasses.replace(state.networks["mayu-tenant-acme"], gateway="10.99.0.1")
     actions = run(nodes, dataclasses.replace(state, networks={net.name: net}))
     assert kinds(actions) == ["RecreateNetwork acme"]
+
+
+def test_a_host_that_starts_running_an_ingress_adds_the_ingress_address() -> None:
+    nodes = [dn("acme", 0)]
+    wanted = networks_for(nodes, ingress=True)
+    assert [n.ingress for n in wanted] == ["10.100.0.2"]
+    assert kinds(p.plan(nodes, wanted, converged(nodes))) == ["RecreateNetwork acme"]
+    have = {n.name: ActualNetwork(n.name, n.bridge, n.gateway, True, n.hosts, n.ingress)
+            for n in wanted}  # fmt: skip
+    assert p.plan(nodes, wanted, converged(nodes, networks=have)) == []
+    assert [n.ingress for n in networks_for(nodes, "abcdef", ingress=True)] == [None]  # overlay
 
 
 def test_domain_defined_with_other_files_is_replaced() -> None:

@@ -153,6 +153,7 @@ def test_spec_hash_changes_with_size_only() -> None:
         "cidr": "10.100.0.0/24",
         "vni": 100,
         "gateway": "10.100.0.1",
+        "ingress": "10.100.0.2",
         "peers": [],
     }
     assert wire["memory_mib"] == 512 and wire["disk_gib"] == 2
@@ -162,7 +163,7 @@ def test_spec_hash_changes_with_size_only() -> None:
 def node(tenant: str, name: str, role: str = "worker", cpus: int = 1, mem: int = 512) -> TenantNode:
     return TenantNode(
         tenant, name, role, 1, "h", cpus, mem, 2, "lab", "52:54:00:00:00:00", "", "",
-        "10.100.0.0/24", 100, "10.100.0.1",
+        "10.100.0.0/24", 100, "10.100.0.1", "10.100.0.2",
     )  # fmt: skip
 
 

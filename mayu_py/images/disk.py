@@ -40,9 +40,9 @@ INITRD_FILE = "initrd.img"
 EFI_LOADER = "EFI/BOOT/BOOTX64.EFI"
 # Only what grub.cfg uses (and their dependencies): 1 MiB instead of 10 with every module.
 GRUB_MODULES = ("fat", "search", "search_fs_file", "linux", "normal", "serial", "terminal")
-# Room left for what the installer adds (the Ignition config, a few files of KiB; ~2.7 MB free
-# in all, the recipe test asks for 2 MiB); every MiB
-# more is hashed twice and written by each install.
+# Room left for what the installer adds (the Ignition config, a few files of KiB): ~2.7 MB free
+# in all (the recipe test asks for 2 MiB); every MiB more is hashed twice and written by each
+# install.
 FREE_MIB = 2
 MIB = 1 << 20
 # Bump when the layout or the boot configuration changes.

@@ -61,6 +61,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness.processes import group_cpu_s, group_pids  # noqa: E402
 from tests.conftest import RunningServer, free_port  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
 from tests.support.replicas import start_replicas  # noqa: E402
@@ -243,32 +244,6 @@ class Scraper(threading.Thread):
             self.failures += not ok
 
 
-def _group_pids(pgids: set[int]) -> list[int]:
-    """The processes of these process groups."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(stat[2]) in pgids:
-                pids.append(int(entry))
-    return pids
-
-
-def _cpu_s(pgids: set[int]) -> float:
-    """User + system CPU seconds of the live processes of these process groups."""
-    total = 0
-    for pid in _group_pids(pgids):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 class RssSampler(threading.Thread):
     """Samples the summed RSS of some process groups every 50 ms; keeps the peak."""
 
@@ -281,7 +256,7 @@ class RssSampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(0.05):
             total = 0
-            for pid in _group_pids(self.pgids):
+            for pid in group_pids(*self.pgids):
                 try:
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmRSS:"):
@@ -435,9 +410,9 @@ def _run_mayu(args: argparse.Namespace, work: Path, cluster: EtcdCluster | None)
         scraper = Scraper(at, servers[0].token, args.scrape, servers[0].ca_file)
         scraper.start()
     try:
-        cpu_before = _cpu_s(replica_groups), _cpu_s(etcd_groups), time.process_time()
+        cpu_before = group_cpu_s(*replica_groups), group_cpu_s(*etcd_groups), time.process_time()
         results = asyncio.run(_storm(targets, args.machines, args.concurrency))
-        cpu_replicas, cpu_etcd = _cpu_s(replica_groups), _cpu_s(etcd_groups)
+        cpu_replicas, cpu_etcd = group_cpu_s(*replica_groups), group_cpu_s(*etcd_groups)
         cpu_client = time.process_time()
         step_costs = ""
         if cluster is not None:

@@ -217,6 +217,8 @@ def main() -> None:
             str(data),
             "--tenants",
             "0",
+            "--vms",
+            "qemu",
             env=env,
         )
         wall = time.monotonic() - started

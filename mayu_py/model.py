@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -201,6 +202,29 @@ LABEL_KEY_PATTERN = (
 )
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 LABEL_KEY_MAX = 253
+
+
+@dataclass(frozen=True)
+class LabelTerm:
+    """One term of a label selector: `op` is "=", "!=" (the label is absent or differs),
+    "exists" or "!exists"."""
+
+    key: str
+    op: str
+    value: str = ""
+
+    def holds(self, labels: dict[str, str]) -> bool:
+        have = labels.get(self.key)
+        if self.op == "=":
+            return have == self.value
+        if self.op == "!=":
+            return have != self.value
+        return (have is not None) == (self.op == "exists")
+
+
+def labels_selected(terms: Sequence[LabelTerm], labels: dict[str, str]) -> bool:
+    """Every term holds for these labels."""
+    return all(term.holds(labels) for term in terms)
 
 
 def clean_hostname(raw: str) -> str:

@@ -3,9 +3,10 @@ counted once across the processes sharing them) summed over a process group or t
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
+
+from bench.harness.processes import group_pids
 
 
 def _pss_kib(pid: int) -> int:
@@ -16,21 +17,6 @@ def _pss_kib(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
-
-
-def group_pids(pgid: int) -> list[int]:
-    """The processes of a process group (a server started in its own session)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(stat[2]) == pgid:
-            pids.append(int(entry))
-    return pids
 
 
 def group_pss_kib(pgid: int) -> int:

@@ -1,5 +1,5 @@
 """Running wrk (the load generator) with the request-list script of bench/lua and reading its
-figures."""
+figures (and, when told the server's process groups, the CPU the server spent meanwhile)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.harness.processes import group_cpu_s, wait_idle
+
 LUA = Path(__file__).resolve().parents[1] / "lua"
 
 
 @dataclass(frozen=True)
 class WrkResult:
-    """One wrk run: completed requests, errors, latency percentiles (ms), bytes read."""
+    """One wrk run: completed requests, errors, latency percentiles (ms), bytes read, and the
+    CPU seconds the server's processes spent during the run (0 when not measured)."""
 
     requests: int
     seconds: float
@@ -24,10 +27,16 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     bytes: int
+    server_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def server_cpu_ms(self) -> float:
+        """The server's CPU per completed request, ms."""
+        return 1000 * self.server_cpu_s / self.requests if self.requests else 0.0
 
     @property
     def bytes_per_s(self) -> float:
@@ -49,9 +58,12 @@ def run_wrk(
     threads: int = 2,
     duration_s: float = 10.0,
     timeout_s: float = 10.0,
+    server_pgids: tuple[int, ...] = (),
 ) -> WrkResult:
     """wrk against `url` (scheme://host:port) for `duration_s`, each thread cycling through
-    its request lines in `directory` (write_inputs)."""
+    its request lines in `directory` (write_inputs); the CPU of the processes of
+    `server_pgids` is counted over the run, and they are let finish what wrk left queued
+    before this returns."""
     argv = [
         "wrk",
         f"-t{threads}",
@@ -64,7 +76,11 @@ def run_wrk(
         "--",
         str(directory),
     ]
+    cpu_before = group_cpu_s(*server_pgids)
     run = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
+    server_cpu_s = group_cpu_s(*server_pgids) - cpu_before
+    if server_pgids:
+        wait_idle(*server_pgids)  # the requests wrk left queued are not the next run's work
     line = next((x for x in run.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no figures: {run.stdout} {run.stderr}")
@@ -79,4 +95,5 @@ def run_wrk(
         p99_ms=data["p99"] / 1000,
         max_ms=data["max"] / 1000,
         bytes=data["bytes"],
+        server_cpu_s=server_cpu_s,
     )

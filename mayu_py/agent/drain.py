@@ -1,5 +1,7 @@
 """The drain hook: before a node's VM is deleted, cordon the node and evict its pods through
-the tenant's own Kubernetes API (the `kubernetes` client, with the tenant's admin kubeconfig).
+the tenant's own Kubernetes API (the `kubernetes` client, with this host's drain credential:
+a client certificate in group mayu:drainers, which the tenant's RBAC lets get/list/patch nodes,
+list pods and create evictions, nothing more; mayu_py.render.addons).
 
 Steps: PATCH the Node `spec.unschedulable: true`; list the pods bound to it; POST an Eviction
 for each one that a drain evicts (not mirror pods, not DaemonSet pods: `kubectl drain
@@ -26,7 +28,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 log = logging.getLogger(__name__)
-KubeconfigFetcher = Callable[[str], str]  # tenant -> its admin kubeconfig (YAML)
+KubeconfigFetcher = Callable[[str], str]  # tenant -> this host's drain kubeconfig (YAML)
 POLL_S = 0.5
 _MIRROR = "kubernetes.io/config.mirror"
 

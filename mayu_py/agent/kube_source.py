@@ -9,10 +9,18 @@ Ignition (`pki_root/<tenant>`), so an agent claims a tenant only when no node of
 assigned to another host, and a fresh tenant only when all its nodes fit here. Claims are
 written to `status.nodes[].host` with the object's resourceVersion as a precondition, so two
 agents racing for a tenant cannot both win (the loser gets 409 and sees the claim next pass).
+
+A spec change that gives running nodes new VMs (version, size, image) is rolled out as the
+server does it (mayu_py.tenants.rollout): the changed nodes stay pinned to the revision they
+run and are handed out one at a time, masters first, each once every node is ready again. The
+pins are kept in the tenant's directory on this host (mayu_py.agent.tenant_book); progress is
+written to `status.rollout`. The drain hook's credential comes from the tenant's PKI here:
+a client certificate for this host's drain identity (`drain_kubeconfig`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -26,6 +34,7 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from mayu_py.agent.tenant_book import TenantBook
 from mayu_py.errors import Conflict, MayuError, NotFound, PeerUnavailable, Unprocessable
 from mayu_py.pki import ClusterPKI
 from mayu_py.render import IgnitionRenderer
@@ -36,16 +45,19 @@ from mayu_py.tenants import (
     NodeReport,
     NodeState,
     Phase,
+    ReportedNode,
     TenantCluster,
     TenantNode,
+    TenantRecord,
     parse_tenant,
     phase_of,
     place,
     tenant_nodes,
 )
 from mayu_py.tenants.conditions import NodeFacts, node_conditions, stamp, tenant_conditions
-from mayu_py.tenants.ignition import render_tenant_node
+from mayu_py.tenants.ignition import admin_facts, render_tenant_node
 from mayu_py.tenants.resource import Condition, NodeStatus
+from mayu_py.tenants.rollout import desired_nodes, rollout_status
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +168,7 @@ class KubernetesSource:
         self._lock = threading.Lock()
         self._tenants: dict[str, TenantCluster] = {}  # valid tenants of the last list
         self._pkis: dict[str, ClusterPKI] = {}
-        self._generations: dict[tuple[str, str], int] = {}  # (tenant, node) -> reported gen
+        self.book = TenantBook(self.pki_root)  # per tenant: its revision, pins, reports
         self._seen: dict[str, tuple[int, str | None]] = {}  # name -> (generation, deleting)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -179,12 +191,23 @@ class KubernetesSource:
         with self._lock:
             self._tenants = {t.name: t for _, t in valid}
         live = [(o, t) for o, t in valid if not _meta(o).get("deletionTimestamp")]
-        return self._claim(live)
+        claimed = self._claim(live)
+        tenants = {n.tenant for n in claimed}
+        rolled = {
+            t.name: {n.name: n for n in desired_nodes(t, self._step(o, t).rollout)}
+            for o, t in live
+            if t.name in tenants
+        }
+        return [rolled[n.tenant].get(n.name, n) for n in claimed]
 
     def ignition(self, node: TenantNode) -> bytes:
         with self._lock:
             tenant = self._tenants.get(node.tenant)
-        if tenant is None or tenant.metadata.generation < node.generation:
+        record = self.book.get(node.tenant)
+        pinned = record.rollout.pins.get(node.name) if record else None
+        if record is not None and pinned is not None:
+            tenant = record.rollout.revisions[pinned]  # still the revision it runs
+        elif tenant is None or tenant.metadata.generation < node.generation:
             obj = self._call("get", self.api.get_cluster_custom_object, node.tenant)
             try:
                 tenant = TenantCluster.model_validate(_without_status(obj))
@@ -192,17 +215,22 @@ class KubernetesSource:
                 raise Unprocessable(f"TenantCluster {node.tenant} is invalid: {exc}") from exc
         return render_tenant_node(tenant, node.name, self._pki(tenant.name), self.renderer)
 
+    def drain_kubeconfig(self, tenant: str) -> str:
+        """This host's drain kubeconfig for the tenant (mayu_py.agent.drain): a client
+        certificate from the tenant's CA for the drain identity, not the admin one."""
+        with self._lock:
+            found = self._tenants.get(tenant)
+        if found is None:
+            raise NotFound(f"TenantCluster {tenant} is not run here", {"tenant": tenant})
+        return self._pki(tenant).drainer_kubeconfig(self.host_name, admin_facts(found))
+
     def report(self, report: NodeReport) -> None:
-        """Write the node's state into status.nodes, then the tenant's phase."""
+        """Write the node's state into status.nodes, then the tenant's phase and rollout."""
+        record = self._reported(report)
         for _ in range(_REPORT_ATTEMPTS):
             obj = self._call("get", self.api.get_cluster_custom_object, report.tenant)
             status = dict(obj.get("status") or {})
             old = {n.get("name"): n for n in status.get("nodes") or []}
-            key = (report.tenant, report.node)
-            if report.state == NodeState.DELETED:
-                self._generations.pop(key, None)
-            else:
-                self._generations[key] = report.generation
             now = self.clock()
             nodes = _reported_nodes(obj, old, report, now)
             status["nodes"] = nodes
@@ -215,13 +243,58 @@ class KubernetesSource:
                 ours = [c.model_dump(mode="json") for c in stamp(own, before, now)]
                 status["conditions"] = valid + ours
             if status.get("phase") == Phase.READY:
-                status["observedGeneration"] = self._observed(report.tenant, nodes, status)
+                status["observedGeneration"] = _observed(record, nodes, status)
+            if record is not None and (record.rollout.members or "rollout" in status):
+                status["rollout"] = _rollout_view(record)
             try:
                 self._patch_status(obj, status)
                 return
             except Conflict:
                 log.debug("status of %s changed meanwhile; reporting again", report.tenant)
         raise Conflict(f"status of tenant {report.tenant} kept changing; report retried later")
+
+    # -- rolling replacement -------------------------------------------------------------
+
+    def _step(self, obj: dict[str, Any], tenant: TenantCluster) -> TenantRecord:
+        """The tenant's record after this pass: a new revision pins the nodes it changes, a
+        settled tenant releases the next node; kept before its nodes are handed out, and
+        `status.rollout` brought up to date."""
+        before = self.book.get(tenant.name)
+        if before is None:
+            record = TenantRecord(tenant)
+        elif before.tenant != tenant:
+            record = before.with_spec(tenant)
+        else:
+            record = before
+        record = record.advanced()
+        self.book.put(record)
+        view = _rollout_view(record)
+        if view != (obj.get("status") or {}).get("rollout"):
+            body = {"status": {"rollout": view}}  # merge patch: only status.rollout (null: gone)
+            try:
+                self._call(
+                    "patch status of",
+                    self.api.patch_cluster_custom_object_status,
+                    tenant.name,
+                    body,
+                    field_manager=FIELD_MANAGER,
+                )
+            except MayuError as exc:  # the next pass writes it again
+                log.warning("could not write the rollout of %s: %s", tenant.name, exc.message)
+        return record
+
+    def _reported(self, report: NodeReport) -> TenantRecord | None:
+        """The tenant's record with the report in; a report that lets the rollout go on wakes
+        the loop, which hands out the next node."""
+        before = self.book.get(report.tenant)
+        if before is None:
+            return None
+        nodes = {**before.nodes, report.node: ReportedNode(report, self.clock())}
+        record = dataclasses.replace(before, nodes=nodes).advanced()
+        self.book.put(record)
+        if record.rollout != before.rollout:
+            self.wake_event.set()
+        return record
 
     # -- watch --------------------------------------------------------------------------
 
@@ -453,12 +526,6 @@ class KubernetesSource:
             field_manager=FIELD_MANAGER,
         )
 
-    def _observed(self, tenant: str, nodes: list[dict[str, Any]], status: dict[str, Any]) -> int:
-        """The oldest generation this host reported for the tenant's nodes (all ready)."""
-        gens = [self._generations.get((tenant, n["name"]), 0) for n in nodes]
-        previous = int(status.get("observedGeneration") or 0)
-        return min(gens) if gens and min(gens) > 0 else previous
-
     def _pki(self, tenant: str) -> ClusterPKI:
         with self._lock:
             pki = self._pkis.get(tenant)
@@ -476,6 +543,7 @@ class KubernetesSource:
                 log.info("tenant %s is gone: removing its PKI %s", path.name, path)
                 with self._lock:
                     self._pkis.pop(path.name, None)
+                self.book.forget(path.name)
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -500,6 +568,22 @@ def _reported_nodes(
             entry = {"state": report.state, "ip": report.ip}
             result.append(_entry(node, entry, report.host, conditions))
     return result
+
+
+def _observed(
+    record: TenantRecord | None, nodes: list[dict[str, Any]], status: dict[str, Any]
+) -> int:
+    """The oldest generation this host reported for the tenant's nodes (all ready)."""
+    reports = record.reports if record is not None else {}
+    gens = [r.generation if (r := reports.get(n["name"])) else 0 for n in nodes]
+    previous = int(status.get("observedGeneration") or 0)
+    return min(gens) if gens and min(gens) > 0 else previous
+
+
+def _rollout_view(record: TenantRecord) -> dict[str, Any] | None:
+    """`status.rollout` as the CRD has it (absent keys rather than nulls); None: no rollout."""
+    view = rollout_status(record.tenant, record.rollout, record.reports)
+    return view.model_dump(mode="json", exclude_none=True) if view is not None else None
 
 
 def _without_status(obj: dict[str, Any]) -> dict[str, Any]:

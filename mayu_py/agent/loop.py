@@ -21,6 +21,7 @@ from pathlib import Path
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
 from mayu_py.agent.desired import networks_for
+from mayu_py.agent.drain import KubeDrain
 from mayu_py.agent.ingress import IngressController
 from mayu_py.agent.metrics import AgentMetrics
 from mayu_py.agent.overlay import overlays_for
@@ -386,11 +387,14 @@ class AgentOptions:
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint
     ingress_listen: str | None = None  # HOST:PORT of the tenant API ingress (with a domain)
     ingress_domain: str | None = None  # tenants' API names are <tenant>.api.<domain>
+    drain: str = "kube"  # before a wanted node's VM goes: kube (cordon + evict) | none
+    drain_timeout: float = 60.0  # seconds a drain may take (the lab: short, no tenant API)
 
 
-def run_agent(options: AgentOptions, source: DesiredSource, drain: DrainHook | None = None) -> None:
+def run_agent(options: AgentOptions, source: DesiredSource) -> None:
     """Entry point of `mayu agent`: reconcile this host against a desired-state source (the
-    mayu API, Kubernetes) until SIGTERM (after the pass under way) or Ctrl-C, or once. Closes
+    mayu API, Kubernetes) until SIGTERM (after the pass under way) or Ctrl-C, or once; drains
+    through the tenant's API with the source's drain credential (`options.drain`). Closes
     the source and stops the ingress's HAProxy when done (a kill -9 leaves HAProxy to the next
     agent, which ends it)."""
     if not options.once:
@@ -409,6 +413,9 @@ def run_agent(options: AgentOptions, source: DesiredSource, drain: DrainHook | N
         probe_image.kernel if probe_image else None,
         probe_image.initrd if probe_image else None,
     )
+    drain: DrainHook | None = None
+    if options.drain == "kube":
+        drain = KubeDrain(source.drain_kubeconfig, timeout_s=options.drain_timeout)
     ingress = None
     if options.ingress_listen and options.ingress_domain and not options.once:
         ingress = IngressController(state.ingress, options.ingress_listen, options.ingress_domain)

@@ -37,6 +37,10 @@ class DesiredSource(Protocol):
     def report(self, report: NodeReport) -> None:
         """Record a node's observed state."""
 
+    def drain_kubeconfig(self, tenant: str) -> str:
+        """This host's kubeconfig for draining the tenant's nodes (mayu_py.agent.drain): a
+        credential that may cordon and evict, never the tenant's admin one."""
+
     def close(self) -> None:
         """Stop any background work (a watch)."""
 
@@ -66,9 +70,11 @@ class ApiSource:
     def report(self, report: NodeReport) -> None:
         self.client.report_node(report)
 
-    def kubeconfig(self, tenant: str) -> str:
-        """The tenant's admin kubeconfig (for the drain hook: mayu_py.agent.drain)."""
-        return str(self.client.request("GET", f"/api/v1/tenants/{tenant}/kubeconfig"))
+    def drain_kubeconfig(self, tenant: str) -> str:
+        """This host's drain kubeconfig for the tenant (mayu_py.agent.drain): a credential
+        that may cordon and evict, not the tenant's admin one."""
+        path = f"/api/v1/hosts/{self.host_name}/tenants/{tenant}/drain-kubeconfig"
+        return str(self.client.request("GET", path))
 
     def start_watch(self, every_s: float = WATCH_EVERY_S) -> None:
         """Check the host's desired nodes every `every_s` with If-None-Match (a 304 when

@@ -90,7 +90,8 @@ import click
     show_default=True,
     help="Before a node of a still-wanted tenant is deleted (a rolling replacement, a scale "
     "down): kube = cordon it and evict its pods through the tenant's Kubernetes API (with "
-    "--source api); none = delete it undrained. Either way the agent says what it did.",
+    "this host's drain credential); none = delete it undrained. Either way the agent says "
+    "what it did.",
 )
 @click.option(
     "--drain-timeout",
@@ -125,7 +126,6 @@ def agent(
     from mayu_py.agent.source import ApiSource, DesiredSource
 
     source: DesiredSource
-    drain = None
     if source_kind == "kubernetes":
         from mayu_py.agent.kube_source import KubernetesSource
 
@@ -144,10 +144,6 @@ def agent(
             raise click.UsageError("give --token-file or set MAYU_TOKEN (agent or admin token)")
         source = api = ApiSource(server_url, token, host_name)
         address = api.local_address()
-        if drain_kind == "kube":
-            from mayu_py.agent.drain import KubeDrain
-
-            drain = KubeDrain(api.kubeconfig, timeout_s=drain_timeout)
         if not once:
             api.start_watch()
     options = AgentOptions(
@@ -163,8 +159,10 @@ def agent(
         metrics_listen=metrics_listen,
         ingress_listen=ingress_listen,
         ingress_domain=ingress_domain,
+        drain=drain_kind,
+        drain_timeout=drain_timeout,
     )
-    run_agent(options, source, drain)
+    run_agent(options, source)
 
 
 def _kube_client(kubeconfig: str | None) -> Any:

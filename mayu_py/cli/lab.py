@@ -80,10 +80,10 @@ def lab() -> None:
 @click.option(
     "--vms",
     type=click.Choice(list(VM_DRIVERS)),
-    default="qemu",
+    default="libvirt",
     show_default=True,
-    help="libvirt: the machines are libvirt domains, each with a Redfish BMC (sushy-emulator) "
-    "that powers it on; they install to their disks and boot from them (BIOS only).",
+    help="libvirt: the machines are libvirt domains, each with a BMC that powers it on; they "
+    "install to their disks and boot from them. qemu: qemu processes that install in RAM.",
 )
 @click.option(
     "--bmc",

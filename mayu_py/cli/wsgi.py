@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -14,8 +16,11 @@ from mayu_py.server.metrics import forget_worker
 
 
 def server_options(bind: str, workers: int, proc_name: str, **extra: Any) -> dict[str, Any]:
-    """gunicorn settings both listeners share; `extra` adds or overrides."""
+    """gunicorn settings both listeners share; `extra` adds or overrides (a TLS listener,
+    with `certfile`, reuses its TLS context: `reused_ssl_context`)."""
+    tls = {"ssl_context": reused_ssl_context} if "certfile" in extra else {}
     return {
+        **tls,
         "bind": bind,
         "workers": workers,
         "worker_class": "sync",
@@ -29,6 +34,28 @@ def server_options(bind: str, workers: int, proc_name: str, **extra: Any) -> dic
         "proc_name": proc_name,
         **extra,
     }
+
+
+_CONTEXTS: dict[tuple[Any, ...], ssl.SSLContext] = {}
+
+
+def reused_ssl_context(
+    config: Any, default_factory: Callable[[], ssl.SSLContext]
+) -> ssl.SSLContext:
+    """gunicorn's `ssl_context` hook: the context gunicorn would build, built once per
+    process and again only when the certificate or key file changes. gunicorn's own builds
+    one for every connection, reading and parsing both files each time (~2 ms of CPU per
+    HTTPS request here)."""
+    key = tuple(
+        (path, os.stat(path).st_mtime_ns, os.stat(path).st_size)
+        for path in (config.certfile, config.keyfile)
+    )
+    context = _CONTEXTS.get(key)
+    if context is None:
+        context = default_factory()
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = context
+    return context
 
 
 def proxy_protocol_options(balancers: list[str]) -> dict[str, Any]:

@@ -74,7 +74,7 @@ class UpOptions:
     tenants: int = 1
     firmware: str = "bios"  # or uefi: OVMF (qemu: its PXE, TFTP ipxe.efi; libvirt: NIC ROM)
     dhcp: str = "full"  # or proxy: the site's DHCP server assigns addresses, we add boot info
-    vms: str = "qemu"  # or libvirt: domains with a Redfish BMC each, installed to disk
+    vms: str = "libvirt"  # domains with a BMC each, installed to disk; or qemu: in RAM
     bmc: str = "redfish"  # libvirt: or ipmi (vbmc)
     approve_by_config: bool = True  # False: an operator approves each machine while up waits
 

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 LIBVIRT_URI = "qemu:///system"
 AGENT_INTERVAL = 2.0
+# The lab image runs no kube-apiserver, so a drain (a rolling replacement, a scale down) can
+# only find the tenant API unreachable: it says so after this long instead of the default 60 s.
+DRAIN_TIMEOUT_S = 2.0
 IMAGE = "lab"
 ACCEL_ENV = {"tcg": "tcg", "kvm": "kvm"}
 LAB_TENANTS = Ownership(name="a lab tenant's", tenant=topo.is_lab_tenant)
@@ -74,6 +77,7 @@ def agent_argv(data_dir: Path) -> list[str]:
         "agent", "--host-name", topo.AGENT_HOST, "--libvirt-uri", LIBVIRT_URI,
         "--server", topo.SERVER_URL, "--state-dir", str(state_dir),
         "--images-dir", str(images_dir), "--interval", str(AGENT_INTERVAL),
+        "--drain-timeout", str(DRAIN_TIMEOUT_S),
     ]  # fmt: skip
 
 

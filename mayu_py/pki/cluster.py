@@ -7,6 +7,7 @@ directory and thus its own CA set.
     <directory>/nodes/<name>/*.pem cached leaves per node (see leafcache.py)
     <directory>/users/admin/*.pem  the admin client certificate
     <directory>/admin.conf         admin kubeconfig (0600)
+    <directory>/users/drainer-<host>/drainer.pem  an agent's drain client certificate
 """
 
 from __future__ import annotations
@@ -71,8 +72,21 @@ class ClusterPKI:
 
     def admin_kubeconfig(self, facts: ClusterFacts) -> str:
         """A cluster-admin kubeconfig, also written to <directory>/admin.conf (0600)."""
-        leaf = self._admin_leaf()
-        text = kubeconfig.render(
+        text = self._kubeconfig(self._admin_leaf(), facts)
+        atomic_write(self.directory / "admin.conf", text, 0o600)
+        return text
+
+    def drainer_kubeconfig(self, host: str, facts: ClusterFacts) -> str:
+        """A kubeconfig for the drains of the agent of `host` (mayu_py.agent.drain): its own
+        client certificate in the group the tenant's RBAC lets cordon and evict, no more.
+        Kept only as the 0600 certificate bundle; the text is the caller's (never logged)."""
+        cache = self._cache("users", f"{layout.DRAINER_LEAF}-{host}")
+        leaf = cache.leaves({layout.DRAINER_LEAF: layout.drainer_spec(host)})[layout.DRAINER_LEAF]
+        return self._kubeconfig(leaf, facts)
+
+    def _kubeconfig(self, leaf: Leaf, facts: ClusterFacts) -> str:
+        """A kubeconfig for the cluster's API with `leaf` as the user (named after its CN)."""
+        return kubeconfig.render(
             cluster=facts.name,
             server=facts.api_endpoint,
             ca_pem=self.ca_certificate_pem,
@@ -80,8 +94,6 @@ class ClusterPKI:
             certificate_pem=leaf.certificate_pem,
             key_pem=leaf.key_pem,
         )
-        atomic_write(self.directory / "admin.conf", text, 0o600)
-        return text
 
     def rotate(self, within_days: int = 30, force: bool = False) -> list[str]:
         """Re-issue every cached leaf expiring within `within_days` (all with force).

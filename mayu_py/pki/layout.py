@@ -66,6 +66,20 @@ ADMIN_LEAF = "admin"
 ADMIN_SPEC = LeafSpec(
     ca=KUBERNETES, common_name="kubernetes-admin", organizations=("system:masters",), client=True
 )
+# The agents' drain identity: RBAC in the tenant (mayu_py.render.addons) lets this group
+# cordon nodes and evict pods, nothing more.
+DRAINER_LEAF = "drainer"
+DRAINERS_GROUP = "mayu:drainers"
+
+
+def drainer_spec(host: str) -> LeafSpec:
+    """The client certificate of the agent of `host` for its drains (CN mayu:drainer:<host>)."""
+    return LeafSpec(
+        ca=KUBERNETES,
+        common_name=f"mayu:drainer:{host}",
+        organizations=(DRAINERS_GROUP,),
+        client=True,
+    )
 
 
 def _split_hosts(hosts: list[str]) -> tuple[frozenset[str], frozenset[str]]:

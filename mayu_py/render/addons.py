@@ -1,10 +1,12 @@
-"""A cluster's in-cluster networking: the CNI manifests its masters apply (flannel, vxlan).
+"""A cluster's add-ons its masters apply: the CNI manifests (flannel, vxlan) and mayu's RBAC.
 
 `flannel_manifests` renders static_manifests/addons/flannel.yaml.j2 with the cluster's pod
 CIDR and the MTU of the nodes' own link: flannel's vxlan backend costs VXLAN_OVERHEAD bytes
 per packet, so pods get that much less. `operator_manifests` reads a file an operator gives
-instead. Either way the text is one or more YAML documents, each a Kubernetes object
-(`manifest_documents` checks that much; tests validate ours with kubernetes-validate).
+instead. `drainer_rbac` is what the mayu agents' drain identity may do in the cluster
+(static_manifests/addons/drainers.yaml.j2), applied beside the CNI. Each text is one or more
+YAML documents, each a Kubernetes object (`manifest_documents` checks that much; tests
+validate ours with kubernetes-validate).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ CNI_PLUGIN_IMAGE = "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3"
 VXLAN_OVERHEAD = 50
 FLANNEL_VNI = 1  # flannel's Linux default; inside a tenant, it never meets the hosts' VNIs
 CNI_NETWORK = "cbr0"
+DRAINERS_TEMPLATE = "drainers.yaml.j2"
+DRAINERS_ROLE = "mayu:drainer"
 
 
 def flannel_manifests(
@@ -60,6 +64,15 @@ def flannel_manifests(
     env = create_environment((manifests_dir or default_manifests_dir()) / ADDONS_DIR)
     text = render_text(env, FLANNEL_TEMPLATE, context)
     manifest_documents(text, FLANNEL_TEMPLATE)
+    return text
+
+
+def drainer_rbac(group: str, manifests_dir: Path | None = None) -> str:
+    """A ClusterRole allowing a drain (get/list/patch nodes, list pods, create pods/eviction)
+    and its ClusterRoleBinding to `group` (the agents' drain certificates' organization)."""
+    env = create_environment((manifests_dir or default_manifests_dir()) / ADDONS_DIR)
+    text = render_text(env, DRAINERS_TEMPLATE, {"group": group, "role": DRAINERS_ROLE})
+    manifest_documents(text, DRAINERS_TEMPLATE)
     return text
 
 

@@ -44,6 +44,7 @@ class ClusterContext:
     api_endpoint: str
     etcd_members: tuple[tuple[str, str], ...] = ()
     cni_manifest: str | None = None  # in-cluster networking its controllers apply (tenants)
+    drainer_rbac: str | None = None  # what mayu's agents may do in it (tenants: drains)
 
     @property
     def kubernetes_minor(self) -> str:
@@ -59,6 +60,7 @@ class ClusterContext:
         name: str | None = None,
         kubernetes_version: str | None = None,
         cni_manifest: str | None = None,
+        drainer_rbac: str | None = None,
     ) -> ClusterContext:
         """The cluster's constants from `config`; name and version may differ (tenants)."""
         return cls(
@@ -72,6 +74,7 @@ class ClusterContext:
             api_endpoint=api_endpoint,
             etcd_members=etcd_members,
             cni_manifest=cni_manifest,
+            drainer_rbac=drainer_rbac,
         )
 
 
@@ -111,6 +114,7 @@ class RenderContext:
                 "api_endpoint": cluster.api_endpoint,
                 "etcd_members": [{"name": n, "address": a} for n, a in cluster.etcd_members],
                 "cni_manifest": cluster.cni_manifest,
+                "drainer_rbac": cluster.drainer_rbac,
             },
             "ssh_authorized_keys": list(self.ssh_authorized_keys),
             "report_url": self.report_url,

@@ -22,6 +22,7 @@ from mayu_py.server import (
     tenants_api,
     users_api,
 )
+from mayu_py.server.boot_front import BootReads
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.context import Services
 from mayu_py.server.delivery import Delivery
@@ -70,12 +71,15 @@ def create_app(
     tenants = TenantService(settings, store, renderer, metrics=metrics, shared=shared)
     hosts = HostService(store, on_revoke=lambda tx, _host: tenants.place_nodes(tx))
     app = Flask(__name__, static_folder=None)  # no route but the described ones
+    boot_reads = BootReads(store, metrics)
+    app.wsgi_app = boot_reads.front(app.wsgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["mayu"] = Services(
         settings=settings,
         store=store,
         boot=BootService(settings, store, lease_of, metrics=metrics),
+        boot_reads=boot_reads,
         delivery=Delivery(
             settings, store, provisioner, hosts, server_tls.ca_pem, power, metrics=metrics
         ),

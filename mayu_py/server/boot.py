@@ -93,7 +93,10 @@ def machine_boot_script() -> Response:
     else:
         retry = svc.settings.server.discovery.retry_seconds
         script = wait_script(answer.reason, retry)
-    return Response(script, mimetype=IPXE_MIMETYPE, headers=NO_STORE)
+    response = Response(script, mimetype=IPXE_MIMETYPE, headers=NO_STORE)
+    if answer.kept_at is not None:
+        svc.boot_reads.keep(answer.kept_at, request.environ, response)
+    return response
 
 
 @bp.get("/ignition")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -36,7 +36,6 @@ from mayu_py.model import (
     default_hostname,
 )
 from mayu_py.server.addresses import same_address
-from mayu_py.server.boot_cache import VersionedCache
 from mayu_py.server.matching import match_group
 from mayu_py.server.metrics import ServerMetrics
 from mayu_py.server.tokens import new_token, token_hash
@@ -69,6 +68,10 @@ class BootAnswer:
     reason: str
     token: str | None = None
     profile: Profile | None = None
+    # The store's state version this answer stays true at (a read that follows from the
+    # machine's record alone, read after that version): it may be kept while the state stays
+    # there (boot_front.py). None: not to be kept.
+    kept_at: Hashable | None = None
 
 
 @dataclass(frozen=True)
@@ -108,21 +111,17 @@ class BootService:
         self.lease_of = lease_of  # full DHCP: the address our dnsmasq leased to a MAC
         self.clock = clock
         self.metrics = metrics or ServerMetrics()
-        self.cache: VersionedCache[BootAnswer] = VersionedCache()
 
     def answer(self, identity: Identity, source: str | None) -> BootAnswer:
         """The boot answer for a machine presenting `identity` from address `source`."""
         version = self.store.state_version()  # before the read it vouches for
-        cached = self.cache.get(version, identity)
-        if cached is not None:
-            return cached
         now = self.clock()
         known = self.store.get_machine(identity.mac)
         if known is not None:
             quick = self._read_only_answer(known, identity, now)
             if quick is not None:
                 if quick.machine.state != MachineState.DISCOVERED:  # not on the clock either
-                    self.cache.put(version, identity, quick)
+                    return replace(quick, kept_at=version)
                 return quick
         lease = self.lease_of(identity.mac) if self.lease_of else None
         token = new_token()

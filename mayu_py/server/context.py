@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import current_app
 
 from mayu_py.config import Settings
+from mayu_py.server.boot_front import BootReads
 from mayu_py.server.boot_service import BootService
 from mayu_py.server.delivery import Delivery
 from mayu_py.server.hosts import HostService
@@ -25,6 +26,7 @@ class Services:
     settings: Settings
     store: Store
     boot: BootService
+    boot_reads: BootReads
     delivery: Delivery
     machines: MachineService
     power: PowerService

@@ -13,11 +13,10 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from mayu_py.errors import BadRequest
-from mayu_py.model import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN
+from mayu_py.model import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, LabelTerm
 
 T = TypeVar("T")
 _KEY = LABEL_KEY_PATTERN.strip("^$")
@@ -25,24 +24,9 @@ _VALUE = LABEL_VALUE_PATTERN.strip("^$")
 _TERM = re.compile(rf"(?P<neg>!)?(?P<key>{_KEY})(?:(?P<op>==|!=|=)(?P<value>{_VALUE}))?")
 
 
-@dataclass(frozen=True)
-class Term:
-    key: str
-    op: str  # "=", "!=", "exists", "!exists"
-    value: str = ""
-
-    def holds(self, labels: dict[str, str]) -> bool:
-        have = labels.get(self.key)
-        if self.op == "=":
-            return have == self.value
-        if self.op == "!=":
-            return have != self.value
-        return (have is not None) == (self.op == "exists")
-
-
-def parse_selector(text: str | None) -> list[Term]:
+def parse_selector(text: str | None) -> list[LabelTerm]:
     """The terms of a label selector; BadRequest naming the first term that is not one."""
-    terms: list[Term] = []
+    terms: list[LabelTerm] = []
     for raw in (text or "").split(","):
         part = raw.strip()
         if not part:
@@ -54,14 +38,11 @@ def parse_selector(text: str | None) -> list[Term]:
                 {"selector": part[:128]},
             )
         if match["op"] is None:
-            terms.append(Term(match["key"], "!exists" if match["neg"] else "exists"))
+            terms.append(LabelTerm(match["key"], "!exists" if match["neg"] else "exists"))
         else:
-            terms.append(Term(match["key"], "!=" if match["op"] == "!=" else "=", match["value"]))
+            op = "!=" if match["op"] == "!=" else "="
+            terms.append(LabelTerm(match["key"], op, match["value"]))
     return terms
-
-
-def selected(terms: Sequence[Term], labels: dict[str, str]) -> bool:
-    return all(term.holds(labels) for term in terms)
 
 
 def encode_token(last_id: str) -> str:

@@ -26,11 +26,12 @@ from mayu_py.model import (
     MachineState,
     canonical_mac,
     clean_hostname,
+    labels_selected,
     transition_allowed,
 )
 from mayu_py.server.boot_service import ROLE_LABEL, approve, expire_windows
 from mayu_py.server.hosts import HostService
-from mayu_py.server.listing import decode_token, encode_token, page, parse_selector, selected
+from mayu_py.server.listing import decode_token, encode_token, page, parse_selector
 from mayu_py.server.matching import match_group
 from mayu_py.server.power import PowerService
 from mayu_py.store import Store, Tx
@@ -38,8 +39,6 @@ from mayu_py.store import Store, Tx
 log = logging.getLogger(__name__)
 
 ROLES = ("controller", "worker")
-# A page of the inventory is read from the store this many machines at a time (at least).
-PAGE_BATCH = 500
 _LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
 _LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 REINSTALLABLE = frozenset(
@@ -115,17 +114,11 @@ class MachineService:
         start = decode_token(after) if after else None
         self.store.atomically(lambda tx: expire_windows(tx, self.clock()))
         if limit is None:
-            machines = [m for m in self.store.list_machines(state) if selected(terms, m.labels)]
+            machines = self.store.list_machines(state)
+            machines = [m for m in machines if labels_selected(terms, m.labels)]
             return page(machines, lambda m: m.id, None, start)
-        # Read a page from the store (and more while a selector leaves it short), never all.
-        shown: list[Machine] = []
-        batch_size = max(limit + 1, PAGE_BATCH)
-        while len(shown) <= limit:
-            batch = self.store.machines_after(start, batch_size, state)
-            shown += [m for m in batch if selected(terms, m.labels)]
-            if len(batch) < batch_size:
-                break  # the end of the inventory
-            start = batch[-1].id
+        # A page from the store (one more: is there a next page?), never all.
+        shown = self.store.machines_after(start, limit + 1, state, terms)
         more = len(shown) > limit
         return shown[:limit], encode_token(shown[limit - 1].id) if more else None
 

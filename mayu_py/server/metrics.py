@@ -123,6 +123,8 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # The request counter's and timer's series by (endpoint, method, status).
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         r = self.registry
         self.http_requests = Counter(
             "mayu_http_requests_total",
@@ -207,9 +209,17 @@ class ServerMetrics:
     # -- hooks ------------------------------------------------------------------------------
 
     def request_done(self, endpoint: str | None, method: str, status: int, seconds: float) -> None:
-        name = endpoint or UNMATCHED
-        self.http_requests.labels(name, method_label(method), str(status)).inc()
-        self.http_duration.labels(name, str(status)).observe(seconds)
+        key = (endpoint or UNMATCHED, method_label(method), status)
+        series = self._request_series.get(key)
+        if series is None:  # bound once per label values (a bounded set, see above)
+            name, verb, code = key[0], key[1], str(status)
+            series = (
+                self.http_requests.labels(name, verb, code),
+                self.http_duration.labels(name, code),
+            )
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def store_transaction(self, seconds: float, outcome: TxOutcome) -> None:
         """The store's transaction observer."""

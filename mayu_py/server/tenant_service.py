@@ -4,8 +4,9 @@ Tenants are kept as `TenantRecord`s (mayu_py.tenants.record). Placement runs in 
 transaction as every change that can affect it (tenant created or changed, host heartbeat).
 A tenant's PKI directory is removed only after the transaction that purged its record
 committed. A spec change that needs new VMs is rolled out one node at a time: the changed
-nodes stay pinned to what they run and `rollout.advance` releases the next one whenever a node
-report shows the whole tenant ready (mayu_py.tenants.rollout); hosts get the pinned nodes.
+nodes stay pinned to what they run (`TenantRecord.with_spec`) and `TenantRecord.advanced`
+releases the next one whenever a node report shows the whole tenant ready
+(mayu_py.tenants.rollout); hosts get the pinned nodes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from mayu_py.tenants import (
 )
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
 from mayu_py.tenants.networking import TenantOptions
-from mayu_py.tenants.rollout import advance, desired_nodes, pin_changed
+from mayu_py.tenants.rollout import desired_nodes
 from mayu_py.tenants.validation import is_tenant_name
 from mayu_py.tenants.wire import OverlayPeer
 
@@ -119,13 +120,7 @@ class TenantService:
             meta = {**doc["metadata"], "generation": record.tenant.metadata.generation + 1}
             others = [r.tenant for r in tx.list_tenants() if r.name != name]
             tenant = parse_tenant({**doc, "metadata": meta, "spec": spec}, self._images(), others)
-            names = {n.name for n in tenant_nodes(tenant)}
-            assignments = {n: h for n, h in record.assignments.items() if n in names}
-            rollout = pin_changed(record.tenant, tenant, record.rollout, record.reports)
-            changed = dataclasses.replace(
-                record, tenant=tenant, assignments=assignments, rollout=rollout
-            )
-            tx.put_tenant(self._advanced(tx, changed))
+            tx.put_tenant(self._advanced(tx, record.with_spec(tenant)))
             self.place_nodes(tx)
             return self._record(tx, name)
 
@@ -176,10 +171,6 @@ class TenantService:
         """The host a node is placed on (None when unplaced); NotFound for an unknown tenant."""
         return self._record(self.store, tenant).assignments.get(node)
 
-    def hosts_of(self, tenant: str) -> set[str]:
-        """The hosts carrying nodes of a tenant; NotFound for an unknown tenant."""
-        return set(self._record(self.store, tenant).assignments.values())
-
     def tenant_pki(self, name: str) -> ClusterPKI:
         directory = self._pki_dir(name)
         if self.shared is not None:
@@ -194,6 +185,16 @@ class TenantService:
     def admin_kubeconfig(self, name: str) -> str:
         tenant = self._record(self.store, name).tenant
         return self.tenant_pki(name).admin_kubeconfig(admin_facts(tenant, self.options))
+
+    def drainer_kubeconfig(self, name: str, host: str) -> str:
+        """The drain credential of the agent of `host` for tenant `name` (its own client
+        certificate from the tenant's CA, mayu_py.pki.layout.drainer_spec); NotFound unless
+        the host carries nodes of the tenant."""
+        record = self._record(self.store, name)
+        if host not in record.assignments.values():
+            raise NotFound("host carries no node of the tenant", {"tenant": name, "host": host})
+        facts = admin_facts(record.tenant, self.options)
+        return self.tenant_pki(name).drainer_kubeconfig(host, facts)
 
     # -- hosts --------------------------------------------------------------------------
 
@@ -260,8 +261,7 @@ class TenantService:
         if not record.rollout.members or record.deleting:
             return record
         lapsed = lapsed_nodes(dict(record.assignments), tx.list_hosts(), now=self.clock())
-        rollout = advance(record.tenant, record.rollout, record.reports, lapsed)
-        return dataclasses.replace(record, rollout=rollout)
+        return record.advanced(lapsed)
 
     @staticmethod
     def _record(tx_or_store: Tx | Store, name: str) -> TenantRecord:

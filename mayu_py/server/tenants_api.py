@@ -128,18 +128,35 @@ def delete_tenant(name: str) -> tuple[Response, int]:
 @bp.get("/tenants/<name>/kubeconfig")
 @operation(
     Operation(
-        "The admin kubeconfig of a tenant cluster (also for the agents of its hosts: drains)",
+        "The admin kubeconfig of a tenant cluster (cluster-admin: the operator's only)",
         TENANTS,
         {200: Reply({"type": "string"}, "kubeconfig", media=YAML)},
-        auth="agent-of-host",
         errors=(404,),
         path_patterns=BY_NAME,
     )
 )
 def tenant_kubeconfig(name: str) -> Response:
-    if not g.principal.admin:
-        require_host(next(iter(services().tenants.hosts_of(name) & {g.principal.host}), None))
+    require_admin()
     return Response(services().tenants.admin_kubeconfig(name), mimetype=YAML)
+
+
+@bp.get("/hosts/<host>/tenants/<tenant>/drain-kubeconfig")
+@operation(
+    Operation(
+        "The drain kubeconfig of a host's agent for a tenant it carries nodes of: a client "
+        "certificate of its own (CN mayu:drainer:<host>, group mayu:drainers) that the "
+        "tenant's RBAC lets cordon nodes and evict pods, nothing more",
+        HOSTS,
+        {200: Reply({"type": "string"}, "kubeconfig", media=YAML)},
+        auth="agent-of-host",
+        errors=(404,),
+        path_patterns=BY_HOST | {"tenant": DNS1123_LABEL_PATTERN},
+    )
+)
+def drain_kubeconfig(host: str, tenant: str) -> Response:
+    require_host(host)
+    body = services().tenants.drainer_kubeconfig(tenant, host)
+    return Response(body, mimetype=YAML, headers={"Cache-Control": "no-store"})
 
 
 @bp.get("/tenants/<tenant>/nodes/<node>/ignition")

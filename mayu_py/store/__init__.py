@@ -14,13 +14,13 @@ happens after `atomically` returns.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.config import StoreConfig
-from mayu_py.model import AgentCredential, Event, Machine, PendingConfig, User
+from mayu_py.model import AgentCredential, Event, LabelTerm, Machine, PendingConfig, User
 from mayu_py.tenants import HostInfo, TenantRecord
 
 T = TypeVar("T")
@@ -172,10 +172,15 @@ class Store(Protocol):
     def list_machines(self, state: str | None = None) -> list[Machine]: ...
 
     def machines_after(
-        self, after: str | None, limit: int, state: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        state: str | None = None,
+        selector: Sequence[LabelTerm] = (),
     ) -> list[Machine]:
-        """Up to `limit` machines (in `state`) whose id sorts after `after`, in id order: a
-        page of the inventory (SQLite: at a cost that does not grow with it)."""
+        """Up to `limit` machines (in `state`, whose labels match every term of `selector`)
+        whose id sorts after `after`, in id order: a page of the inventory (SQLite: at a cost
+        that does not grow with it, a label selector answered by an index of the labels)."""
         ...
 
     def machine_counts(self) -> dict[str, int]:

@@ -16,12 +16,21 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from mayu_py.bmc.records import BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import REFUSAL_EVENTS, AgentCredential, Event, Machine, PendingConfig, User
+from mayu_py.model import (
+    REFUSAL_EVENTS,
+    AgentCredential,
+    Event,
+    LabelTerm,
+    Machine,
+    PendingConfig,
+    User,
+    labels_selected,
+)
 from mayu_py.store import TxObserver, TxOutcome, observed
 from mayu_py.store.errors import StoreContention, StoreUnavailable
 from mayu_py.store.etcd_bmc import BmcKeys
@@ -56,6 +65,8 @@ BACKOFF_BASE_S = 0.005
 BACKOFF_CAP_S = 0.25
 # Readiness answers quickly: a cluster that cannot commit within this long is not ready.
 PING_TIMEOUT_S = 1.0
+# A page filtered by state or labels reads machines in range reads of at least this many.
+FILTER_BATCH = 500
 
 
 class EtcdTx(BmcKeys, UserRecords):
@@ -376,20 +387,30 @@ class EtcdStore:
         return [m for m in machines if state is None or str(m.state) == state]
 
     def machines_after(
-        self, after: str | None, limit: int, state: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        state: str | None = None,
+        selector: Sequence[LabelTerm] = (),
     ) -> list[Machine]:
         """A range read from the key after `after`: machine keys are their canonical MACs,
-        which need no quoting, so key order is id order. A state filter reads on in batches
-        of `limit` until the page is full or the range ends."""
+        which need no quoting, so key order is id order. A state or label filter (applied
+        here, in Python) reads on in batches of at least FILTER_BATCH until the page is full
+        or the range ends."""
         start, end = self.keys.machines
         if after is not None:
             start = self.keys.machine(after) + "\x00"  # the first key after `after`'s
+        batch_size = limit if state is None and not selector else max(limit, FILTER_BATCH)
         shown: list[Machine] = []
         while len(shown) < limit:
-            entries = self._read(lambda tx, start=start: tx.txn.scan(start, end, limit=limit))
+            entries = self._read(lambda tx, start=start: tx.txn.scan(start, end, limit=batch_size))
             batch = [machine_of(e.data) for e in entries]
-            shown += [m for m in batch if state is None or str(m.state) == state]
-            if len(entries) < limit:
+            shown += [
+                m
+                for m in batch
+                if (state is None or str(m.state) == state) and labels_selected(selector, m.labels)
+            ]
+            if len(entries) < batch_size:
                 break
             start = entries[-1].key + "\x00"
         return shown[:limit]

@@ -8,7 +8,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from mayu_py.model import (
     REFUSAL_EVENTS,
     AgentCredential,
     Event,
+    LabelTerm,
     Machine,
     MachineState,
     PendingConfig,
@@ -196,6 +197,36 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE agent_credentials ADD COLUMN underlay TEXT NOT NULL DEFAULT '';
     """,
+    # Every machine's labels, one row each, kept by triggers from `machines.labels`: a label
+    # selector is answered from these indexes (by key and value, by key, by machine) instead
+    # of decoding every machine's labels. Machines by state in id order: a page of one state.
+    """
+    CREATE INDEX machines_state_id ON machines(state, id);
+    CREATE TABLE machine_labels (
+        machine_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (machine_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX machine_labels_value ON machine_labels(key, value, machine_id);
+    CREATE INDEX machine_labels_key ON machine_labels(key, machine_id);
+    INSERT INTO machine_labels (machine_id, key, value)
+        SELECT machines.id, labels.key, labels.value FROM machines, json_each(machines.labels)
+        AS labels;
+    CREATE TRIGGER machines_labels_insert AFTER INSERT ON machines BEGIN
+        INSERT INTO machine_labels (machine_id, key, value)
+            SELECT NEW.id, key, value FROM json_each(NEW.labels);
+    END;
+    CREATE TRIGGER machines_labels_update AFTER UPDATE OF labels ON machines
+    WHEN NEW.labels IS NOT OLD.labels BEGIN
+        DELETE FROM machine_labels WHERE machine_id = OLD.id;
+        INSERT INTO machine_labels (machine_id, key, value)
+            SELECT NEW.id, key, value FROM json_each(NEW.labels);
+    END;
+    CREATE TRIGGER machines_labels_delete AFTER DELETE ON machines BEGIN
+        DELETE FROM machine_labels WHERE machine_id = OLD.id;
+    END;
+    """,
 )
 
 _MACHINE_COLUMNS = (
@@ -219,6 +250,51 @@ _TRIM_EVENTS = {
     for refusals, budget in ((True, f"kind IN {_REFUSALS}"), (False, f"kind NOT IN {_REFUSALS}"))
 }
 _EVENT_COLUMNS = "seq, machine_id, time, kind, cause, source, from_state, to_state, details"
+
+
+# A selector term tested on the machine at hand: its label's value (NULL when unset) against
+# the term (an unset label differs from every value).
+_TERM_TESTS = {"=": "= ?", "!=": "IS NOT ?", "exists": "IS NOT NULL", "!exists": "IS NULL"}
+_MACHINE_ROWS = ", ".join(f"machines.{c.strip()}" for c in _MACHINE_COLUMNS.split(","))
+
+
+def _page_query(
+    after: str, limit: int, state: str | None, selector: Sequence[LabelTerm]
+) -> tuple[str, list[Any]]:
+    """The SELECT of a page of machines (and its arguments): walked in id order from the
+    primary key (or the state index), or from the label index of one term when the selector
+    has an `=` or an `exists` term."""
+    lead = next((t for t in selector if t.op == "="), None) or next(
+        (t for t in selector if t.op == "exists"), None
+    )
+    args: list[Any] = []
+    if lead is None:
+        source, order, where = "machines", "machines.id", ["machines.id > ?"]
+    else:
+        source = "machine_labels AS lead JOIN machines ON machines.id = lead.machine_id"
+        order, where = "lead.machine_id", ["lead.key = ?"]
+        args.append(lead.key)
+        if lead.op == "=":
+            where.append("lead.value = ?")
+            args.append(lead.value)
+        where.append("lead.machine_id > ?")
+    args.append(after)
+    if state is not None:  # by index when it leads (a `+` keeps it from leading otherwise)
+        where.append("machines.state = ?" if lead is None else "+machines.state = ?")
+        args.append(state)
+    for term in selector:
+        if term is lead:
+            continue
+        where.append(
+            "(SELECT value FROM machine_labels WHERE machine_id = machines.id AND key = ?) "
+            + _TERM_TESTS[term.op]
+        )
+        args += [term.key, term.value] if term.op in ("=", "!=") else [term.key]
+    args.append(limit)
+    sql = (
+        f"SELECT {_MACHINE_ROWS} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+    )
+    return sql, args
 
 
 def _statements(script: str) -> list[str]:
@@ -708,14 +784,17 @@ class SqliteStore:
         return [_machine_from_row(r) for r in rows.fetchall()]
 
     def machines_after(
-        self, after: str | None, limit: int, state: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        state: str | None = None,
+        selector: Sequence[LabelTerm] = (),
     ) -> list[Machine]:
-        """By the primary key from `after` on (a state filters the rows it walks)."""
-        where, args = ("AND state = ?", (state,)) if state else ("", ())
-        rows = self._connect().execute(
-            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE id > ? {where} ORDER BY id LIMIT ?",
-            (after or "", *args, limit),
-        )
+        """By the primary key from `after` on, or with a label selector by the label index
+        of its first `=` (else `exists`) term, which is in machine id order too; a state and
+        the other terms filter the rows it walks (each term one lookup by machine and key)."""
+        sql, args = _page_query(after or "", limit, state, selector)
+        rows = self._connect().execute(sql, args)
         return [_machine_from_row(r) for r in rows.fetchall()]
 
     def machine_counts(self) -> dict[str, int]:

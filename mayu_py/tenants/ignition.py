@@ -6,7 +6,8 @@ kubeconfig) and the agent's Kubernetes source, which renders locally; both get t
 for the same tenant, node and PKI directory. A tenant cluster's in-cluster networking (domain,
 pod and service CIDRs, DNS and service addresses) is the default of `config.ClusterConfig`;
 its pod network is flannel (mayu_py.render.addons) unless the site's `TenantOptions` give
-other manifests. With an ingress domain, the API server certificate also names
+other manifests; masters also get the RBAC of the agents' drain identity
+(`drainer_rbac`). With an ingress domain, the API server certificate also names
 `<tenant>.api.<domain>` and the admin kubeconfig points there (mayu_py.tenants.networking).
 """
 
@@ -18,8 +19,9 @@ from mayu_py.config import ClusterConfig
 from mayu_py.errors import NotFound
 from mayu_py.kubernetes_releases import minor_of
 from mayu_py.pki import ClusterFacts, ClusterPKI, NodeIdentity
+from mayu_py.pki.layout import DRAINERS_GROUP
 from mayu_py.render import ClusterContext, IgnitionRenderer, NodeFacts, RenderContext
-from mayu_py.render.addons import flannel_manifests
+from mayu_py.render.addons import drainer_rbac, flannel_manifests
 from mayu_py.tenants.networking import API_PORT, OVERLAY_MTU, TenantOptions, ingress_name
 from mayu_py.tenants.nodes import TenantNode, tenant_nodes
 from mayu_py.tenants.resource import TenantCluster
@@ -95,6 +97,7 @@ def render_tenant_node(
             api_endpoint=facts.api_endpoint,
             etcd_members=facts.etcd_members,
             cni_manifest=cni_manifest(node, options) if node.role == "master" else None,
+            drainer_rbac=drainer_rbac(DRAINERS_GROUP) if node.role == "master" else None,
         ),
         ssh_authorized_keys=tuple(tenant.spec.sshAuthorizedKeys),
     )

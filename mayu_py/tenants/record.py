@@ -13,7 +13,7 @@ status holds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from mayu_py.tenants.conditions import (
 from mayu_py.tenants.nodes import tenant_nodes
 from mayu_py.tenants.placement import HostInfo, why_unplaced
 from mayu_py.tenants.resource import Condition, NodeStatus, TenantCluster, TenantStatus
-from mayu_py.tenants.rollout import Rollout, rollout_status
+from mayu_py.tenants.rollout import Rollout, advance, pin_changed, rollout_status
 from mayu_py.tenants.states import NodeState, phase_of
 from mayu_py.tenants.wire import NodeReport
 
@@ -127,6 +127,23 @@ class TenantRecord:
         conditions = {TENANT_KEY: tuple(status.conditions)}
         conditions |= {n.name: tuple(n.conditions) for n in status.nodes}
         return dataclasses.replace(self, conditions=conditions)
+
+    def with_spec(self, tenant: TenantCluster) -> TenantRecord:
+        """The record after its resource became `tenant` (a new generation): each node whose
+        VM would change and that has run stays pinned to what it runs (rollout.pin_changed);
+        the assignments of nodes no longer in the spec go."""
+        names = {n.name for n in tenant_nodes(tenant)}
+        assignments = {n: h for n, h in self.assignments.items() if n in names}
+        rollout = pin_changed(self.tenant, tenant, self.rollout, self.reports)
+        return dataclasses.replace(self, tenant=tenant, assignments=assignments, rollout=rollout)
+
+    def advanced(self, lapsed: Collection[str] = ()) -> TenantRecord:
+        """The record with its rollout moved on when every node is ready for the next step
+        (rollout.advance; `lapsed`: nodes on hosts whose heartbeat lapsed)."""
+        if not self.rollout.members or self.deleting:
+            return self
+        rollout = advance(self.tenant, self.rollout, self.reports, lapsed)
+        return dataclasses.replace(self, rollout=rollout)
 
     @property
     def reports(self) -> dict[str, NodeReport]:

@@ -5,8 +5,9 @@ server's inventory and powers it on. It PXE-boots, installs to its disk, reboots
 the disk with its own report credential (no second token) and reports `running`; powered off
 and on through the BMC it boots from its disk again; `mayu lab ctl reinstall` through Redfish
 rewrites the disk with exactly one new token; with `--bmc ipmi` (vbmc) the same power-on,
-install, disk boot and reinstall through IPMI; with `--firmware uefi` (OVMF) the install and
-the disk boot after the local-boot script's `exit`. `mayu lab down` finds and removes the domain,
+install, disk boot and reinstall through IPMI; with `--firmware uefi` (OVMF) the install, the
+disk boot after the local-boot script's `exit`, a reinstall through Redfish and, off and on
+through Redfish after it, the disk boot again. `mayu lab down` finds and removes the domain,
 disk, emulator, bridge and veth without the state file, and nothing else.
 Run under `flock /tmp/mayu-vm.lock`.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from mayu_py.images.disk import DISK_NAME, SHA256_SUFFIX, read_sha256_file
 from mayu_py.lab import topology as topo
 from mayu_py.lab.api import LabClient
 from mayu_py.lab.bmc_emulators import SUSHY_EMULATOR
@@ -120,9 +122,9 @@ def _up(lab: Lab, bmc: str, firmware: str = "bios") -> tuple[LabState, Path]:
     """`mayu lab up --vms libvirt --bmc BMC --firmware FIRMWARE` with one machine; (state,
     the machine's disk)."""
     started = time.monotonic()
-    options = ("--vms", "libvirt", "--bmc", bmc, "--firmware", firmware)
-    up = lab.mayu(*lab.up_args(1, timeout=300), *options, timeout=420)
-    print(f"\nmayu lab up {' '.join(options)}: {time.monotonic() - started:.1f} s")
+    options = ("--bmc", bmc, "--firmware", firmware)
+    up = lab.mayu(*lab.up_args(1, timeout=300, vms="libvirt"), *options, timeout=420)
+    print(f"\nmayu lab up --vms libvirt {' '.join(options)}: {time.monotonic() - started:.1f} s")
     assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{lab.serve_log()[-3000:]}"
     assert "all 1 machine(s) running from disk" in up.stdout
     _host_side_has_no_lab_address()
@@ -143,7 +145,10 @@ def _installed_and_running_from_disk(lab: Lab, client: LabClient, disk: Path) ->
     (running,) = _reports(events, "running")
     assert installed["cause"] == "report installed (boot token)"
     assert running["cause"] == "report running (report credential)"
+    assert (installed["to"], running["to"]) == ("installed", "running")
     assert installed["details"]["install"]["disk"] == "/dev/vda"
+    served = lab.data_dir / "assets" / "lab" / f"{DISK_NAME}{SHA256_SUFFIX}"
+    assert installed["details"]["install"]["image_sha256"] == read_sha256_file(served)
     assert running["details"]["boot"] == "disk"
     install_id = installed["details"]["install"]["install_id"]
     assert running["details"]["install_id"] == install_id
@@ -151,13 +156,41 @@ def _installed_and_running_from_disk(lab: Lab, client: LabClient, disk: Path) ->
     print(f"BMC power-on acknowledged -> running: {running['time'] - on['time']:.1f} s")
     console = lab.console(M)
     assert console.count("mayu: installing") == 1, console[-3000:]
-    assert console.count("MAYU: mode disk") == 1
+    assert console.count("MAYU: mode install") == 1 and console.count("MAYU: mode disk") == 1
+    assert "Ignition finished successfully" in console.split("MAYU: mode disk")[1]
     assert _disk_marker(disk, lab.workdir) == install_id
     return install_id
 
 
-def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before: str) -> None:
-    """`reinstall --wait` through the BMC: PXE, one new token, a new install on the disk."""
+def _off_and_on_boots_the_disk_again(lab: Lab, client: LabClient, install_id: str) -> None:
+    """Off and on through the BMC: the machine boots from its disk (the install `install_id`)
+    again: after the power events, its `running` report from the disk and nothing else (no
+    token, no boot request that changed anything)."""
+    assert "power-off acknowledged, machine off" in _ctl(lab, "power", "off", M.mac)
+    assert _domain_state(M.domain) == libvirt.VIR_DOMAIN_SHUTOFF
+    seen = len(client.events(M.mac))
+    tokens = tokens_issued(client.events(M.mac))
+    started = time.monotonic()
+    assert "power-on acknowledged, machine on" in _ctl(lab, "power", "on", M.mac)
+    _wait(
+        lab,
+        "a running report after the BMC's power on",
+        lambda: len(_reports(client.events(M.mac)[seen:], "running")) == 1,
+        180,
+    )
+    print(f"BMC power on -> running from disk: {time.monotonic() - started:.1f} s")
+    events = client.events(M.mac)
+    new = events[seen:]
+    assert [e["kind"] for e in new[:2]] == ["power-requested", "power-acknowledged"], new
+    (again,) = new[2:]
+    assert again["cause"] == "report running (report credential)", again
+    assert again["details"]["boot"] == "disk" and again["details"]["install_id"] == install_id
+    assert tokens_issued(events) == tokens
+
+
+def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before: str) -> str:
+    """`reinstall --wait` through the BMC: PXE, one new token, a new install on the disk (its
+    install id)."""
     seen = len(client.events(M.mac))
     started = time.monotonic()
     _ctl(lab, "reinstall", M.mac, "--wait", "--timeout", "300", timeout=360)
@@ -169,6 +202,7 @@ def _reinstall_rewrites_the_disk(lab: Lab, client: LabClient, disk: Path, before
     assert install_id != before
     assert _reports(new, "running")[-1]["details"]["install_id"] == install_id
     assert _disk_marker(disk, lab.workdir) == install_id  # the first install's marker: gone
+    return install_id
 
 
 def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -> None:
@@ -179,23 +213,7 @@ def test_a_libvirt_machine_installs_runs_from_disk_and_obeys_its_bmc(lab: Lab) -
         assert bmc["protocol"] == "redfish" and bmc["system_id"] == M.uuid
         assert "password" not in bmc
         first_id = _installed_and_running_from_disk(lab, client, disk)
-
-        # Off and on through the BMC: it boots from its disk again, no token.
-        assert "power-off acknowledged, machine off" in _ctl(lab, "power", "off", M.mac)
-        assert _domain_state(M.domain) == libvirt.VIR_DOMAIN_SHUTOFF
-        seen = len(client.events(M.mac))
-        assert "power-on acknowledged, machine on" in _ctl(lab, "power", "on", M.mac)
-        _wait(
-            lab,
-            "a running report after the BMC's power on",
-            lambda: len(_reports(client.events(M.mac)[seen:], "running")) == 1,
-            180,
-        )
-        events = client.events(M.mac)
-        again = _reports(events[seen:], "running")[0]
-        assert again["details"]["boot"] == "disk" and again["details"]["install_id"] == first_id
-        assert tokens_issued(events) == 1
-
+        _off_and_on_boots_the_disk_again(lab, client, first_id)
         _reinstall_rewrites_the_disk(lab, client, disk, first_id)
 
     # down without the state file (as after a SIGKILLed `up`): by ownership and by name.
@@ -235,15 +253,27 @@ def test_an_ipmi_machine_installs_and_reinstalls_through_vbmc(lab: Lab) -> None:
 
 def test_a_uefi_libvirt_machine_boots_its_disk_after_ipxe_exits(lab: Lab) -> None:
     """OVMF: the NIC's iPXE installs, the reboot gets the local-boot script (`exit`) and
-    OVMF goes on to the disk's GRUB; the machine's own UEFI variables go with `down`."""
+    OVMF goes on to the disk's GRUB. `reinstall` through Redfish rewrites the disk (PXE set,
+    power cycle, install, then disk set again while it reboots through iPXE's `exit`); off
+    and on through Redfish afterwards (the emulator's persistent disk-only boot order, the
+    machine's UEFI variables as the installs left them) it boots the new install from its
+    disk. The machine's own UEFI variables go with `down`."""
     state, disk = _up(lab, "redfish", "uefi")
     nvram = disk.with_name(f"{M.name}.OVMF_VARS.fd")
     assert nvram.exists()
     with InNamespace(topo.NAMESPACE) as ns:
-        _installed_and_running_from_disk(lab, LabClient(ns, state.url, state.token), disk)
-    console = lab.console(M)
-    local_boot = console.index(": booting its disk")  # the local-boot script, then `exit`
-    assert "GRUB" in console[local_boot:], console[local_boot:]
+        client = LabClient(ns, state.url, state.token)
+        first_id = _installed_and_running_from_disk(lab, client, disk)
+        console = lab.console(M)
+        local_boot = console.index(": booting its disk")  # the local-boot script, then `exit`
+        assert "GRUB" in console[local_boot:], console[local_boot:]
+        second_id = _reinstall_rewrites_the_disk(lab, client, disk, first_id)
+        booted = len(lab.console(M))
+        _off_and_on_boots_the_disk_again(lab, client, second_id)
+    # Straight to the disk's GRUB: the Redfish disk override is the only boot device now.
+    after_power_on = lab.console(M)[booted:]
+    assert "GRUB" in after_power_on and "MAYU: mode disk" in after_power_on, after_power_on
+    assert "iPXE" not in after_power_on, after_power_on
     down = lab.mayu("down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert not nvram.exists() and not disk.exists()

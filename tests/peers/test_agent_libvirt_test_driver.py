@@ -18,10 +18,13 @@ from pathlib import Path
 import libvirt
 import pytest
 import requests
+import yaml
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import network_of, networks_for
+from mayu_py.agent.drain import KubeDrain
+from mayu_py.agent.kube_source import KubernetesSource
 from mayu_py.agent.libvirt_xml import DomainFiles, domain_xml, network_xml, nwfilter_xml
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.metrics import AgentMetrics
@@ -36,6 +39,8 @@ from mayu_py.tenants.conditions import state_reason
 from mayu_py.virt.host import LibvirtHost
 from mayu_py.virt.ownership import NS, NS_PREFIX, HostScope, host_tag, overlay_bridge
 from tests.support.crash import run_killed_after
+from tests.support.fake_kube import serve_kube
+from tests.support.fake_kube_core import FakeCore, FakePod, serve
 from tests.support.leaks import Snapshot, assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.prometheus import Samples, parse, value
@@ -625,3 +630,74 @@ def test_agents_of_two_hosts_on_one_libvirtd_touch_only_their_own(rig: Rig) -> N
     finally:
         rig.host.delete_domain(node.name)
         rig.host.delete_network(theirs.name)
+
+
+def _drained_nodes(core: FakeCore) -> list[str]:
+    """The nodes the drains cordoned, in order (PATCH /api/v1/nodes/<name>)."""
+    return [path.rsplit("/", 1)[1] for method, path, _ in core.requests if method == "PATCH"]
+
+
+def test_a_kube_source_rollout_replaces_one_node_at_a_time(tmp_path: Path) -> None:
+    """The Kubernetes source (TenantCluster objects in a fake API server) drives the agent
+    through a version change of a 3-master, 1-worker tenant: one node at a time, masters
+    first, each drained through the tenant API (a fake core API) with the source's drain
+    credential, the masters' data disks kept, progress in status.rollout."""
+    doc = tenant_doc("acme", "10.100.0.0/24", 100, workers=1)
+    doc["spec"].update(kubernetesVersion="1.36", masters=doc["spec"]["masters"] * 3)
+    order = [f"acme-master-{i}" for i in range(3)] + ["acme-worker-0"]
+    core = FakeCore()
+    for name in order:
+        core.add_node(name)
+        core.pods.append(FakePod("default", f"app-{name}", name))
+    with open_rig(tmp_path) as rig, serve_kube() as (kube, api), serve(core) as core_url:
+        source = KubernetesSource("h1", api, pki_root=tmp_path / "tenant-pki", watch=False)
+
+        def credential(tenant: str) -> str:  # this host's, aimed at the fake core API
+            config = yaml.safe_load(source.drain_kubeconfig(tenant))
+            assert config["users"][0]["name"] == "mayu:drainer:h1"
+            config["clusters"][0]["cluster"] = {"server": core_url}
+            return yaml.safe_dump(config)
+
+        agent = Agent("h1", rig.host, source, rig.state, rig.images, drain=KubeDrain(credential))
+
+        def settle() -> int:
+            """One pass, then the new VMs boot (their serial logs say so); how many of the
+            tenant's nodes were not ready after the pass."""
+            assert agent.run_once().errors == {}
+            running = {d.name for d in rig.host.list_domains() if d.name in order}
+            logs = {name: rig.state.tenant_dir("acme") / log_name(name) for name in order}
+            down = sum(1 for name in order if name not in running or not logs[name].exists())
+            for name in running:  # the agent removes a replaced VM's log with it
+                if not logs[name].exists():
+                    logs[name].write_text("Linux version 6\nMAYU-READY ip=10.100.0.1\n")
+            return down
+
+        agent.register()
+        kube.create(doc)
+        settle()
+        while kube.get("acme")["status"].get("phase") != "Ready":
+            settle()
+        disks = {n: (rig.state.tenant_dir("acme") / f"{n}.data.qcow2").stat().st_ino
+                 for n in order[:3]}  # fmt: skip
+        doc["spec"]["kubernetesVersion"] = "1.37"
+        kube.update_spec("acme", doc["spec"])
+        for _ in range(40):
+            assert settle() <= 1  # never more than one node down
+            status = kube.get("acme")["status"]
+            if "rollout" not in status and status.get("observedGeneration") == 2:
+                break
+        else:
+            raise AssertionError(f"rollout stuck: {kube.get('acme')['status']}")
+        assert _drained_nodes(core) == order
+        evicted = [p for m, p, _ in core.requests if m == "POST" and p.endswith("/eviction")]
+        assert len(evicted) == 4
+        assert {n: (rig.state.tenant_dir("acme") / f"{n}.data.qcow2").stat().st_ino
+                for n in order[:3]} == disks  # fmt: skip
+        steps = [
+            e["status"]["rollout"]["node"]
+            for _, kind, e in kube.events
+            if kind == "MODIFIED" and "rollout" in e.get("status", {})
+        ]
+        assert list(dict.fromkeys(steps)) == order
+        kube.delete("acme")
+        assert agent.run_once().errors == {}

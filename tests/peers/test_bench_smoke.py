@@ -114,13 +114,25 @@ def test_the_wrk_bench_measures_every_step_on_every_server() -> None:
         "2",
         "--asset-mib",
         "2",
+        "--secrets",
+        "300",
+        "--https-duration",
+        "1",
     )
     rows = re.findall(r"^(\S+) +(empty|nginx|mayu) +([\d.]+)[/ ].* errors (\d+)$", out, re.M)
     measured = {(step, target) for step, target, rate, errors in rows if float(rate) > 0}
     downloads = ("ipxe-under-downloads", "ipxe-light-under-downloads", "assets")
     assert measured == {
         (step, target)
-        for step in ("ipxe-new", "ipxe-local", "boot.ipxe", "ipxe-light", *downloads)
+        for step in (
+            "ipxe-new",
+            "ipxe-local",
+            "ipxe-local-once",
+            "boot.ipxe",
+            "ipxe-light",
+            "https-secret",
+        )
+        + downloads  # fmt: skip
         for target in ("empty", "nginx", "mayu")
         if target != "empty" or step not in downloads
     }, out

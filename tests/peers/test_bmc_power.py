@@ -374,11 +374,18 @@ def test_emulator_killed_mid_reinstall_fails_clearly_and_a_retry_succeeds(
     assert shown["window_expires"] is None  # opens at the next network boot, as without BMC
     assert events(serve, mac)[-1]["kind"] == "bootdev-failed"
     assert persistent_boot(dom) == "hd", "the killed call must not have changed the machine"
+    failed = actions(serve, mac)[0]  # kept failed with its reason; nothing left open
+    assert (failed["action"], failed["state"]) == ("reinstall", "failed"), failed
+    assert failed["error"] and failed["error"] in line, (failed, line)
+    assert not [a for a in actions(serve, mac) if a["state"] in ("queued", "running")]
 
     emulator.start()  # the operator restarts the BMC and retries
     before = running_id(dom)
     assert "power cycle acknowledged" in ok(serve, "reinstall", mac)
     assert persistent_boot(dom) == "network" and running_id(dom) != before
+    retried = actions(serve, mac)[0]
+    assert (retried["action"], retried["state"]) == ("reinstall", "done"), retried
+    assert retried["id"] > failed["id"]
     power_off_directly(dom)
 
 

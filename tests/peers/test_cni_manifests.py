@@ -1,6 +1,7 @@
 """A tenant's in-cluster networking as its masters receive it: flannel (vxlan) with the tenant's
-pod CIDR and the overlay's MTU, valid for every supported Kubernetes minor by the real
-`kubernetes-validate --strict`; an operator's manifest file replaces it."""
+pod CIDR and the overlay's MTU, and the RBAC of the agents' drain identity, valid for every
+supported Kubernetes minor by the real `kubernetes-validate --strict`; an operator's manifest
+file replaces the CNI (not the RBAC)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from tests.support.tenants import acme
 pytestmark = pytest.mark.peer
 
 CNI_FILE = "/etc/kubernetes/addons/cni.yaml"
+DRAINERS_FILE = "/etc/kubernetes/addons/mayu-drainers.yaml"
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 
 
@@ -59,17 +61,32 @@ def test_masters_get_flannel_valid_for_each_minor(tmp_path: Path, minor: str) ->
     )
     assert file_text(configs["master0"], "/etc/kubernetes/admin.conf") is not None
 
-    path = tmp_path / "cni.yaml"
+    rbac = file_text(configs["master0"], DRAINERS_FILE)
+    assert rbac is not None
+    assert all(file_text(c, DRAINERS_FILE) is None for k, c in configs.items() if k != "master0")
+
+    path, rbac_path = tmp_path / "cni.yaml", tmp_path / "drainers.yaml"
     path.write_text(text)
+    rbac_path.write_text(rbac)
     result = subprocess.run(
-        [str(VALIDATE), "--strict", "-k", f"{minor}.0", str(path)],
+        [str(VALIDATE), "--strict", "-k", f"{minor}.0", str(path), str(rbac_path)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     docs = list(yaml.safe_load_all(text))
-    assert result.stdout.count(" passed for resource ") == len(docs) == 6, result.stdout
+    assert result.stdout.count(" passed for resource ") == len(docs) + 2 == 8, result.stdout
+    role, binding = yaml.safe_load_all(rbac)
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "mayu:drainers"}
+    ]
     kinds = [d["kind"] for d in docs]
     assert kinds == [
         "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",

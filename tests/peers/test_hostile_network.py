@@ -416,6 +416,7 @@ def test_no_agent_host_and_no_tenant_nodes_without_a_token(full: Site) -> None:
             "/api/v1/hosts/attacker/nodes",
             "/api/v1/tenants/acme/nodes/acme-master-0/ignition",
             "/api/v1/tenants/acme/kubeconfig",
+            f"/api/v1/hosts/{name}/tenants/acme/drain-kubeconfig",
         ):
             response = full.attacker.get(url + path, headers=headers)
             assert response.status_code == 401, path

@@ -1,7 +1,7 @@
 """A fake Kubernetes core API for the drain hook: nodes, pods bound to them, evictions.
 
 No kube-apiserver runs on these machines (the CRD side has its fake in
-tests/unit/test_kube_source.py). This one serves what a drain calls, over real HTTP for the
+tests/support/fake_kube.py). This one serves what a drain calls, over real HTTP for the
 real `kubernetes` client: PATCH /api/v1/nodes/<name>, GET /api/v1/pods?fieldSelector=
 spec.nodeName=<name>, POST /api/v1/namespaces/<ns>/pods/<pod>/eviction (the pod goes; a pod
 under a PodDisruptionBudget is refused with 429 `budget` times first). Every request is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from mayu_py.errors import NotFound
 from mayu_py.tenants import HostRegistration, NodeReport, TenantNode
 
 DEFAULT_IGNITION = b'{"ignition":{"version":"3.3.0"}}'
@@ -43,6 +44,9 @@ class StaticSource:
 
     def report(self, report: NodeReport) -> None:
         self.reports.append(report)
+
+    def drain_kubeconfig(self, tenant: str) -> str:
+        raise NotFound("no tenant API here", {"tenant": tenant})  # the drain says it skipped
 
     def close(self) -> None:
         pass

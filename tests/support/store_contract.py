@@ -16,7 +16,15 @@ import pytest
 
 from mayu_py.bmc.records import ACTIONS_KEPT, ActionKind, ActionState, BmcAction, StoredBmc
 from mayu_py.errors import Conflict
-from mayu_py.model import AgentCredential, Event, Machine, MachineState, PendingConfig, User
+from mayu_py.model import (
+    AgentCredential,
+    Event,
+    LabelTerm,
+    Machine,
+    MachineState,
+    PendingConfig,
+    User,
+)
 from mayu_py.store import Store, Tx
 from mayu_py.store.transfer import Summary, migrate, records, restore, write_backup
 from mayu_py.tenants import (
@@ -74,6 +82,56 @@ def test_machines_after_pages_in_id_order(store: Store) -> None:
     # A sparse state fills its page from several batches; `after` need not be stored.
     assert [m.id for m in store.machines_after(None, 2, "running")] == running[:2]
     assert [m.id for m in store.machines_after("52:54:00:00:01:00", 7)] == macs[1:]
+
+
+def test_machines_after_selects_by_labels(store: Store) -> None:
+    """Every term of a selector (=, != also for an unset label, exists, !exists) with a state
+    and paging, and labels that change or go with their machine."""
+    macs = [f"52:54:00:00:02:{n:02x}" for n in range(30)]
+
+    def labels(n: int) -> dict[str, str]:
+        found = {"rack": f"r{n % 3}"}
+        if n % 4 == 0:
+            found["gpu"] = "yes" if n % 8 == 0 else "no"
+        return found
+
+    def txn(tx):  # type: ignore[no-untyped-def]
+        for n, mac in enumerate(macs):
+            state = MachineState.RUNNING if n % 2 else MachineState.INSTALLED
+            tx.put_machine(replace(_machine(mac), labels=labels(n), state=state))
+
+    store.atomically(txn)
+
+    def selected(*terms: LabelTerm, state: str | None = None, limit: int = 100) -> list[str]:
+        return [m.id for m in store.machines_after(None, limit, state, terms)]
+
+    def expected(holds: Callable[[int], bool]) -> list[str]:
+        return [mac for n, mac in enumerate(macs) if holds(n)]
+
+    rack1 = LabelTerm("rack", "=", "r1")
+    assert selected(rack1) == expected(lambda n: n % 3 == 1)
+    assert selected(LabelTerm("rack", "!=", "r1")) == expected(lambda n: n % 3 != 1)
+    assert selected(LabelTerm("gpu", "exists")) == expected(lambda n: n % 4 == 0)
+    assert selected(LabelTerm("gpu", "!exists")) == expected(lambda n: n % 4 != 0)
+    no_gpu = LabelTerm("gpu", "!=", "yes")  # unset counts as different
+    assert selected(no_gpu) == expected(lambda n: n % 8 != 0)
+    assert selected(LabelTerm("gpu", "exists"), rack1, state="installed") == expected(
+        lambda n: n % 4 == 0 and n % 3 == 1 and n % 2 == 0
+    )
+    assert selected(LabelTerm("gpu", "=", "no"), LabelTerm("rack", "!exists")) == []
+    assert selected(LabelTerm("nowhere", "=", "x")) == []
+    # Pages: from `after` on, `limit` at a time, in id order.
+    first = store.machines_after(None, 3, None, (no_gpu, rack1))
+    rest = store.machines_after(first[-1].id, 100, None, (no_gpu, rack1))
+    assert [m.id for m in first + rest] == expected(lambda n: n % 8 != 0 and n % 3 == 1)
+    assert len(first) == 3
+    # Labels follow their machine: changed, removed, deleted with it.
+    changed = replace(store.get_machine(macs[1]), labels={"gpu": "yes"})  # type: ignore[arg-type]
+    store.atomically(lambda tx: tx.put_machine(changed))
+    store.atomically(lambda tx: tx.delete_machine(macs[4]))
+    assert selected(rack1) == expected(lambda n: n % 3 == 1 and n not in (1, 4))
+    assert selected(LabelTerm("gpu", "=", "yes")) == [macs[0], macs[1], macs[8], macs[16], macs[24]]
+    assert macs[4] not in selected(LabelTerm("rack", "exists"))
 
 
 def test_machine_counts_by_state(store: Store) -> None:

@@ -1,6 +1,8 @@
 """Installed machines' boot answers come from a cache keyed by the store's state version: a
 repeated answer reads no machine, and any commit (a reinstall through the API, a write by
-another process's connection, a failure) is seen at the very next request."""
+another process's connection, a failure) is seen at the very next request. The kept answer is
+served in front of Flask (server/boot_front.py): byte for byte and header for header what the
+handler served, counted in the request metrics, for that exact query only, GET only."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from mayu_py.model import MachineState
 from mayu_py.server.boot_cache import VersionedCache
 from mayu_py.store.sqlite import SqliteStore
 from tests.support.flask_app import AUTH, Machine, approve, make_app, services_of
+from tests.support.prometheus import parse, value
 
 MAC = "52-54-00-5c-00-01"
 STORED = MAC.replace("-", ":")
@@ -52,6 +55,33 @@ def test_a_repeated_local_boot_answer_reads_no_machine(client: FlaskClient) -> N
     for _ in range(3):
         assert _local(client)
     assert reads == []
+
+
+def _ipxe_counted(client: FlaskClient) -> tuple[float, float]:
+    """/ipxe answers 200 counted so far, and timed so far."""
+    samples = parse(client.get("/metrics", headers=AUTH).get_data(as_text=True))
+    labels = {"endpoint": "boot.machine_boot_script", "status": "200"}
+    return (
+        value(samples, "mayu_http_requests_total", method="GET", **labels),
+        value(samples, "mayu_http_request_duration_seconds_count", **labels),
+    )
+
+
+def test_a_kept_answer_is_the_handlers_own_and_is_counted(client: FlaskClient) -> None:
+    query = {"mac": MAC, "platform": "pcbios"}
+    counted, timed = _ipxe_counted(client)
+    served = client.get("/ipxe", query_string=query)  # the handler's, kept
+    reads = _machine_reads(client)
+    kept = client.get("/ipxe", query_string=query)
+    assert reads == []  # from the front
+    assert kept.status_code == served.status_code == 200
+    assert kept.get_data() == served.get_data()
+    assert sorted(kept.headers.items()) == sorted(served.headers.items())
+    assert kept.headers["Cache-Control"] == "no-store"
+    uefi = client.get("/ipxe", query_string={"mac": MAC, "platform": "efi"})  # another query
+    assert reads != [] and "exit" in uefi.get_data(as_text=True).splitlines()
+    assert client.head("/ipxe", query_string=query).status_code == 405  # never served by it
+    assert _ipxe_counted(client) == (counted + 3, timed + 3)
 
 
 def test_a_reinstall_is_seen_at_the_next_boot(client: FlaskClient) -> None:

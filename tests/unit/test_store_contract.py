@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from mayu_py.model import LabelTerm
 from mayu_py.store import Store
 from mayu_py.store.errors import StoreUnavailable
-from mayu_py.store.sqlite import MIGRATIONS, SqliteStore
+from mayu_py.store.sqlite import MIGRATIONS, SqliteStore, _page_query
 from tests.support.store_contract import *  # noqa: F403
 from tests.support.store_contract import _machine
 
@@ -84,3 +85,47 @@ def test_sqlite_unusable_store_is_one_clear_error(
         if blocker is not None:
             blocker.rollback()
             blocker.close()
+
+
+def test_sqlite_migration_indexes_the_labels_already_stored(tmp_path: Path) -> None:
+    """A store written before the label index (schema 9) answers selectors after opening."""
+    path = tmp_path / "inv.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (9)")
+    for script in MIGRATIONS[:9]:
+        conn.executescript(script)
+    conn.execute(
+        "INSERT INTO machines (id, mac, hostname, labels, state, created, updated) VALUES "
+        "('52:54:00:00:00:07', '52:54:00:00:00:07', 'n7', '{\"rack\": \"r1\"}', 'running', 1, 1)"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    assert store.schema_version == 10
+    found = store.machines_after(None, 10, None, [LabelTerm("rack", "=", "r1")])
+    assert [m.id for m in found] == ["52:54:00:00:00:07"]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        [],
+        [LabelTerm("rack", "=", "r1")],
+        [LabelTerm("gpu", "exists"), LabelTerm("rack", "!=", "r1")],
+        [LabelTerm("rack", "!=", "r1"), LabelTerm("gpu", "!exists")],
+        [LabelTerm("rack", "=", "r1"), LabelTerm("gpu", "=", "yes"), LabelTerm("x", "!exists")],
+    ],
+    ids=["state", "equal", "exists", "negative", "several"],
+)
+def test_sqlite_selector_pages_walk_indexes_in_id_order(
+    tmp_path: Path, selector: list[LabelTerm]
+) -> None:
+    """No table scan and no sort: a page reads its rows in id order from an index, so its
+    cost does not grow with the inventory (only with the rows a sparse term skips)."""
+    store = SqliteStore(tmp_path / "inv.sqlite3")
+    sql, args = _page_query("52:54:00:00:00:01", 500, "running", selector)
+    plan = [row[3] for row in store._connect().execute(f"EXPLAIN QUERY PLAN {sql}", args)]
+    assert not [step for step in plan if step.startswith("SCAN") or "TEMP B-TREE" in step], plan
+    store.close()

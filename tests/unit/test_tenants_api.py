@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 from flask.testing import FlaskClient
 
 from mayu_py.config import load_settings
@@ -169,6 +171,35 @@ def test_agent_tokens_reach_only_their_own_host(client: FlaskClient) -> None:
     assert client.get("/api/v1/machines", headers=h1).status_code == 401
     forged = {"Authorization": "Bearer h1." + "0" * 43}
     assert client.get("/api/v1/hosts/h1/nodes", headers=forged).status_code == 401
+
+
+def test_agents_get_a_drain_credential_of_their_own_not_the_admin_one(
+    client: FlaskClient, tmp_path: Path
+) -> None:
+    h1, h2 = _agent_headers(client, "h1"), _agent_headers(client, "h2")
+    body = {"name": "h1", "cpus": 8, "memory_mib": 16384}
+    assert client.post("/api/v1/hosts", headers=h1, json=body).status_code == 200
+    assert client.post("/api/v1/tenants", headers=AUTH, json=ACME).status_code == 201
+    # the cluster-admin kubeconfig is the operator's only
+    assert client.get("/api/v1/tenants/acme/kubeconfig", headers=h1).status_code == 403
+    assert client.get("/api/v1/tenants/acme/kubeconfig", headers=AUTH).status_code == 200
+
+    drain = "/api/v1/hosts/{}/tenants/acme/drain-kubeconfig"
+    reply = client.get(drain.format("h1"), headers=h1)
+    assert reply.status_code == 200, reply.get_json()
+    assert reply.headers["Cache-Control"] == "no-store"
+    user = yaml.safe_load(reply.data)["users"][0]
+    assert user["name"] == "mayu:drainer:h1"
+    cert = x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
+    assert cert.subject.rfc4514_string() == "CN=mayu:drainer:h1,O=mayu:drainers"
+    bundle = tmp_path / "data" / "tenants" / "acme" / "pki" / "users" / "drainer-h1" / "drainer.pem"
+    assert bundle.stat().st_mode & 0o777 == 0o600
+    assert client.get(drain.format("h1"), headers=h1).data == reply.data  # issued once
+    # a host carrying no node of the tenant gets none, nor another host's
+    assert client.get(drain.format("h2"), headers=h2).status_code == 404
+    assert client.get(drain.format("h2"), headers=AUTH).status_code == 404
+    assert client.get(drain.format("h1"), headers=h2).status_code == 403
+    assert not (bundle.parent.parent / "drainer-h2").exists()
 
 
 def test_unapproved_hosts_and_insane_capacities_are_refused(client: FlaskClient) -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from mayu_py.config import load_settings
 from mayu_py.errors import ConfigError
-from mayu_py.images.disk import DISK_NAME
+from mayu_py.images.disk import DISK_NAME, TCG_BOOT_ARGS
 from mayu_py.lab import topology as topo
 
 # The lab image reports every file Ignition wrote with its mode, size and SHA-256: a controller
@@ -36,7 +36,7 @@ def disk_profiles() -> dict[str, dict[str, Any]]:
     boot = {
         "kernel": "lab/vmlinuz",
         "initrd": ["lab/initrd.img"],
-        "args": ["console=ttyS0", "quiet"],
+        "args": ["console=ttyS0", *TCG_BOOT_ARGS],
         "install": {"tool": "lab", "disk": INSTALL_DISK, "image": f"lab/{DISK_NAME}"},
     }
     return {

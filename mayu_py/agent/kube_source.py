@@ -21,6 +21,7 @@ a client certificate for this host's drain identity (`drain_kubeconfig`).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import shutil
 import threading
@@ -58,6 +59,7 @@ from mayu_py.tenants.conditions import NodeFacts, node_conditions, stamp, tenant
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
 from mayu_py.tenants.resource import Condition, NodeStatus
 from mayu_py.tenants.rollout import desired_nodes, rollout_status
+from mayu_py.tenants.validation import kept_addresses
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +263,7 @@ class KubernetesSource:
         `status.rollout` brought up to date."""
         before = self.book.get(tenant.name)
         if before is None:
-            record = TenantRecord(tenant)
+            record = TenantRecord(tenant, nodes=_seeded(obj, tenant, self.host_name, self.clock()))
         elif before.tenant != tenant:
             record = before.with_spec(tenant)
         else:
@@ -418,12 +420,14 @@ class KubernetesSource:
         """Valid tenants, oldest first; an invalid one is logged and marked Valid=False."""
         valid: list[tuple[dict[str, Any], TenantCluster]] = []
         for obj in sorted(items, key=_sort_key):
-            doc = _without_status(obj)
+            record = self.book.get(str(_meta(obj).get("name")))
+            doc = _with_kept_addresses(_without_status(obj), record)
             image = str((doc.get("spec") or {}).get("image") or "")
             # Base images are this host's business: an unknown one fails its nodes at apply.
             images = {image: ImageInfo(image, min_memory_mib=0)}
+            held = record.held_addresses if record is not None else ()
             try:
-                tenant = parse_tenant(doc, images, [t for _, t in valid])
+                tenant = parse_tenant(doc, images, [t for _, t in valid], held)
             except (Unprocessable, Conflict) as exc:
                 name = _meta(obj).get("name")
                 log.debug("skipping invalid TenantCluster %s: %s", name, exc.detail)
@@ -584,6 +588,44 @@ def _rollout_view(record: TenantRecord) -> dict[str, Any] | None:
     """`status.rollout` as the CRD has it (absent keys rather than nulls); None: no rollout."""
     view = rollout_status(record.tenant, record.rollout, record.reports)
     return view.model_dump(mode="json", exclude_none=True) if view is not None else None
+
+
+def _with_kept_addresses(doc: dict[str, Any], record: TenantRecord | None) -> dict[str, Any]:
+    """The object's document with the addresses this host assigned its tenant before (kept in
+    its record) where it names none, as the server keeps them (`kept_addresses`)."""
+    spec = doc.get("spec")
+    if record is None or not isinstance(spec, dict) or not isinstance(spec.get("network"), dict):
+        return doc
+    network = kept_addresses(record.tenant, spec["network"])
+    return {**doc, "spec": {**spec, "network": network}}
+
+
+def _seeded(
+    obj: dict[str, Any], tenant: TenantCluster, host: str, now: float
+) -> dict[str, ReportedNode]:
+    """For a tenant this host kept no record of (the first pass after an agent upgrade): the
+    nodes `status.nodes` says run here, as reports of the current spec. The next spec change
+    then pins them and replaces them one at a time, and their addresses are held."""
+    seeded = {}
+    for entry in (obj.get("status") or {}).get("nodes") or []:
+        state = _state(entry.get("state"))
+        name = entry.get("name")
+        if not isinstance(name, str) or entry.get("host") != host:
+            continue
+        if state in (NodeState.PENDING, NodeState.DELETED):
+            continue
+        ip = entry.get("ip") if _is_address(entry.get("ip")) else None
+        report = NodeReport(tenant.name, name, state, ip, host, "", tenant.metadata.generation)
+        seeded[name] = ReportedNode(report, now)
+    return seeded
+
+
+def _is_address(value: Any) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _without_status(obj: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from mayu_py.tenants import (
     HostRegistration,
     ImageInfo,
     NodeReport,
-    NodeState,
     ReportedNode,
     TenantCluster,
     TenantNode,
@@ -45,7 +44,7 @@ from mayu_py.tenants import (
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
 from mayu_py.tenants.networking import TenantOptions
 from mayu_py.tenants.rollout import desired_nodes
-from mayu_py.tenants.validation import is_tenant_name
+from mayu_py.tenants.validation import is_tenant_name, kept_addresses
 from mayu_py.tenants.wire import OverlayPeer
 
 
@@ -121,7 +120,7 @@ class TenantService:
             meta = {**doc["metadata"], "generation": record.tenant.metadata.generation + 1}
             others = [r.tenant for r in tx.list_tenants() if r.name != name]
             changed_doc = {**doc, "metadata": meta, "spec": spec}
-            tenant = parse_tenant(changed_doc, self._images(), others, _held(record))
+            tenant = parse_tenant(changed_doc, self._images(), others, record.held_addresses)
             tx.put_tenant(self._advanced(tx, record.with_spec(tenant)))
             self.place_nodes(tx)
             return self._record(tx, name)
@@ -331,26 +330,11 @@ class TenantService:
 
 def _kept_network(tenant: TenantCluster, network: dict[str, Any]) -> dict[str, Any]:
     """A patched spec.network with what the server assigned that the patch does not name:
-    the VNI and, on the same CIDR, the ingress address and the nodes' addresses (those a
-    tenant stored before addresses were are what its nodes have)."""
-    kept = dict(network)
+    the VNI and, on the same CIDR, the addresses (`kept_addresses`)."""
+    kept = kept_addresses(tenant, network)
     if kept.get("vni") is None:
         kept["vni"] = tenant.spec.network.vni
-    if kept.get("cidr") == tenant.spec.network.cidr:
-        nodes = tenant_nodes(tenant)
-        if kept.get("addresses") is None:
-            kept["addresses"] = {n.name: n.ip for n in nodes}
-        if kept.get("ingress") is None and nodes:
-            kept["ingress"] = nodes[0].ingress
     return kept
-
-
-def _held(record: TenantRecord) -> set[str]:
-    """Addresses of nodes whose agents still hold them (reported, not deleted): a removed
-    node's address is free once it is gone."""
-    return {
-        r.report.ip for r in record.nodes.values() if r.report.ip and r.state != NodeState.DELETED
-    }
 
 
 def _shared_name(tenant: str) -> str:

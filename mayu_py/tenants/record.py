@@ -146,6 +146,14 @@ class TenantRecord:
         return dataclasses.replace(self, rollout=rollout)
 
     @property
+    def held_addresses(self) -> set[str]:
+        """Addresses of nodes whose agents still hold them (reported, not deleted): a removed
+        node's address is free once it is gone (mayu_py.tenants.addresses)."""
+        return {
+            r.report.ip for r in self.nodes.values() if r.report.ip and r.state != NodeState.DELETED
+        }
+
+    @property
     def reports(self) -> dict[str, NodeReport]:
         """node -> its last report."""
         return {name: reported.report for name, reported in self.nodes.items()}

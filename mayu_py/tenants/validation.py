@@ -18,7 +18,7 @@ from mayu_py.tenants.addresses import (
     check_addresses,
     default_ingress,
 )
-from mayu_py.tenants.nodes import node_names
+from mayu_py.tenants.nodes import node_names, tenant_nodes
 from mayu_py.tenants.resource import MAX_VNI, TenantCluster, TenantSpec, gib, mib
 
 MIN_PREFIX, MAX_PREFIX = 16, 28
@@ -108,6 +108,20 @@ def _with_addresses(tenant: TenantCluster, held: Collection[str]) -> TenantClust
     addresses = allocate(network.cidr, names, network.addresses or {}, held, ingress)
     network = network.model_copy(update={"addresses": addresses, "ingress": ingress})
     return tenant.model_copy(update={"spec": tenant.spec.model_copy(update={"network": network})})
+
+
+def kept_addresses(tenant: TenantCluster, network: dict[str, Any]) -> dict[str, Any]:
+    """A spec.network document with the addresses `tenant` (as it was) has that it does not
+    name, when its CIDR is the same: the nodes' (a tenant stored before addresses were: what
+    its nodes have) and the ingress address. `parse_tenant` then keeps them."""
+    kept = dict(network)
+    if kept.get("cidr") == tenant.spec.network.cidr:
+        nodes = tenant_nodes(tenant)
+        if kept.get("addresses") is None:
+            kept["addresses"] = {n.name: n.ip for n in nodes}
+        if kept.get("ingress") is None and nodes:
+            kept["ingress"] = nodes[0].ingress
+    return kept
 
 
 def free_vni(used: set[int | None], first: int = FIRST_AUTO_VNI) -> int:

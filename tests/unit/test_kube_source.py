@@ -413,3 +413,79 @@ def test_the_drain_credential_is_this_hosts_own(kube, tmp_path: Path) -> None:
     assert bundle.stat().st_mode & 0o777 == 0o600
     with pytest.raises(NotFound):
         source.drain_kubeconfig("other")
+
+
+def _addresses(source: KubernetesSource) -> dict[str, str]:
+    return {n.name: n.ip for n in source.desired_nodes()}
+
+
+def _at(*offsets: int) -> list[str]:
+    return [f"10.100.0.{offset}" for offset in offsets]
+
+
+def test_addresses_stay_as_masters_are_added_and_across_restarts(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    doc = copy.deepcopy(ACME)
+    doc["spec"]["workers"] = [SIZE] * 2
+    fake.create(doc)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    first = _addresses(source)
+    assert list(first.values()) == _at(10, 11, 12)
+    _ready(source, source.desired_nodes())
+
+    doc["spec"]["masters"] = [SIZE] * 3  # names no addresses: the workers keep theirs
+    fake.update_spec("acme", doc["spec"])
+    grown = _addresses(source)
+    assert grown == first | dict(zip(["acme-master-1", "acme-master-2"], _at(13, 14), strict=True))
+    record = tmp_path / "pki-h1" / "acme" / "record.json"
+    assert record.stat().st_mode & 0o777 == 0o600
+
+    restarted = _source(api, tmp_path)  # a new agent process: the same addresses
+    restarted.register(H1)
+    assert _addresses(restarted) == grown
+    assert fake.get("acme")["spec"]["network"] == ACME["spec"]["network"]  # the object untouched
+
+
+def test_a_removed_nodes_address_is_held_until_it_is_deleted(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    doc = copy.deepcopy(ACME)
+    doc["spec"]["workers"] = [SIZE] * 2
+    fake.create(doc)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    _ready(source, source.desired_nodes())  # worker-1 runs at .12
+
+    doc["spec"].update(masters=[SIZE] * 2, workers=[SIZE])  # worker-1 goes, master-1 comes
+    fake.update_spec("acme", doc["spec"])
+    assert _addresses(source) == dict(
+        zip(["acme-master-0", "acme-master-1", "acme-worker-0"], _at(10, 13, 11), strict=True)
+    )
+    assert _addresses(_source(api, tmp_path)) == _addresses(source)  # held across a restart too
+
+    source.report(NodeReport("acme", "acme-worker-1", "deleted", None, "h1"))
+    doc["spec"]["masters"] = [SIZE] * 3
+    fake.update_spec("acme", doc["spec"])
+    assert _addresses(source)["acme-master-2"] == "10.100.0.12"  # free once it is gone
+
+
+def test_a_first_pass_without_a_record_seeds_it_so_a_change_rolls(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    doc = copy.deepcopy(ACME)
+    doc["spec"].update(kubernetesVersion="1.36", masters=[SIZE] * 3)
+    fake.create(doc)
+    before = _source(api, tmp_path)
+    before.register(H1)
+    nodes = before.desired_nodes()
+    _ready(before, nodes)
+    (tmp_path / "pki-h1" / "acme" / "record.json").unlink()  # an agent that kept no record
+
+    upgraded = _source(api, tmp_path)
+    upgraded.register(H1)
+    assert upgraded.desired_nodes() == nodes  # its first pass: nothing reported to it yet
+    doc["spec"]["kubernetesVersion"] = "1.37"
+    fake.update_spec("acme", doc["spec"])
+    rolled = upgraded.desired_nodes()
+    assert [n.name for n in rolled if n.generation == 2] == ["acme-master-0"]  # one at a time
+    assert [n.spec_hash for n in rolled[1:]] == [n.spec_hash for n in nodes[1:]]
+    assert fake.get("acme")["status"]["rollout"]["node"] == "acme-master-0"

@@ -16,6 +16,14 @@ run and are handed out one at a time, masters first, each once every node is rea
 pins are kept in the tenant's directory on this host (mayu_py.agent.tenant_book); progress is
 written to `status.rollout`. The drain hook's credential comes from the tenant's PKI here:
 a client certificate for this host's drain identity (`drain_kubeconfig`).
+
+Node addresses are the server's rule (mayu_py.tenants.addresses) with the record as the store:
+an object that names no addresses (or no ingress address) keeps those of the record's spec on
+the same CIDR (`kept_addresses`), and new nodes get free ones around the addresses of removed
+nodes not yet reported deleted (`TenantRecord.held_addresses`); the object itself is never
+written. On the first pass without a record (an agent upgraded while the tenant runs) the
+record is seeded from `status.nodes`: the nodes running here count as reports of the current
+spec, so the next change pins them and their addresses are held.
 """
 
 from __future__ import annotations
@@ -212,9 +220,9 @@ class KubernetesSource:
         elif tenant is None or tenant.metadata.generation < node.generation:
             obj = self._call("get", self.api.get_cluster_custom_object, node.tenant)
             try:
-                tenant = TenantCluster.model_validate(_without_status(obj))
-            except ValueError as exc:  # pydantic's ValidationError is one
-                raise Unprocessable(f"TenantCluster {node.tenant} is invalid: {exc}") from exc
+                tenant = self._parsed(obj, [])  # the addresses its next pass assigns
+            except (Unprocessable, Conflict) as exc:
+                raise Unprocessable(f"TenantCluster {node.tenant} is invalid", exc.detail) from exc
         return render_tenant_node(tenant, node.name, self._pki(tenant.name), self.renderer)
 
     def drain_kubeconfig(self, tenant: str) -> str:
@@ -420,14 +428,8 @@ class KubernetesSource:
         """Valid tenants, oldest first; an invalid one is logged and marked Valid=False."""
         valid: list[tuple[dict[str, Any], TenantCluster]] = []
         for obj in sorted(items, key=_sort_key):
-            record = self.book.get(str(_meta(obj).get("name")))
-            doc = _with_kept_addresses(_without_status(obj), record)
-            image = str((doc.get("spec") or {}).get("image") or "")
-            # Base images are this host's business: an unknown one fails its nodes at apply.
-            images = {image: ImageInfo(image, min_memory_mib=0)}
-            held = record.held_addresses if record is not None else ()
             try:
-                tenant = parse_tenant(doc, images, [t for _, t in valid], held)
+                tenant = self._parsed(obj, [t for _, t in valid])
             except (Unprocessable, Conflict) as exc:
                 name = _meta(obj).get("name")
                 log.debug("skipping invalid TenantCluster %s: %s", name, exc.detail)
@@ -435,6 +437,17 @@ class KubernetesSource:
                 continue
             valid.append((self._set_condition(obj, "True", "Valid", ""), tenant))
         return valid
+
+    def _parsed(self, obj: dict[str, Any], existing: list[TenantCluster]) -> TenantCluster:
+        """The object as a valid tenant (`parse_tenant`; Unprocessable or Conflict), with the
+        addresses its record keeps and new nodes' allocated around the held ones."""
+        record = self.book.get(str(_meta(obj).get("name")))
+        doc = _with_kept_addresses(_without_status(obj), record)
+        image = str((doc.get("spec") or {}).get("image") or "")
+        # Base images are this host's business: an unknown one fails its nodes at apply.
+        images = {image: ImageInfo(image, min_memory_mib=0)}
+        held = record.held_addresses if record is not None else ()
+        return parse_tenant(doc, images, existing, held)
 
     def _set_condition(
         self, obj: dict[str, Any], state: str, reason: str, message: str

@@ -1,7 +1,8 @@
 """What the Kubernetes source keeps of each tenant it runs, for rolling replacements.
 
 Per tenant a `TenantRecord` (mayu_py.tenants.record), the server's own record type: the
-revision of the TenantCluster this host last acted on, the rollout (nodes pinned to an earlier
+revision of the TenantCluster this host last acted on (with the node and ingress addresses
+assigned to it, which later passes keep), the rollout (nodes pinned to an earlier
 revision, those revisions' specs) and the nodes' last reports. A TenantCluster object keeps no
 earlier spec, so the pins live here, written atomically (0600) to `<root>/<tenant>/record.json`
 beside the tenant's PKI before the nodes they describe are handed to the agent: an agent

@@ -489,3 +489,19 @@ def test_a_first_pass_without_a_record_seeds_it_so_a_change_rolls(kube, tmp_path
     assert [n.name for n in rolled if n.generation == 2] == ["acme-master-0"]  # one at a time
     assert [n.spec_hash for n in rolled[1:]] == [n.spec_hash for n in nodes[1:]]
     assert fake.get("acme")["status"]["rollout"]["node"] == "acme-master-0"
+
+
+def test_ignition_of_a_newer_generation_has_the_kept_addresses(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    doc = copy.deepcopy(ACME)
+    fake.create(doc)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    _ready(source, source.desired_nodes())
+    doc["spec"]["masters"] = [SIZE] * 3
+    fake.update_spec("acme", doc["spec"])
+    other = _source(api, tmp_path)  # another process of this host saw the change first
+    other.register(H1)
+    added = {n.name: n for n in other.desired_nodes()}["acme-master-1"]
+    assert (added.generation, added.ip) == (2, "10.100.0.12")  # worker-0 keeps .11
+    assert source.ignition(added) == other.ignition(added)  # fetched, with the same address

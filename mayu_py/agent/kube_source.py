@@ -46,6 +46,7 @@ from kubernetes.client.rest import ApiException
 from mayu_py.agent.tenant_book import TenantBook
 from mayu_py.errors import Conflict, MayuError, NotFound, PeerUnavailable, Unprocessable
 from mayu_py.pki import ClusterPKI
+from mayu_py.pki.identity import is_ip
 from mayu_py.render import IgnitionRenderer
 from mayu_py.tenants import (
     HostInfo,
@@ -627,18 +628,17 @@ def _seeded(
             continue
         if state in (NodeState.PENDING, NodeState.DELETED):
             continue
-        ip = entry.get("ip") if _is_address(entry.get("ip")) else None
+        ip = _tenant_address(entry.get("ip"), tenant)
         report = NodeReport(tenant.name, name, state, ip, host, "", tenant.metadata.generation)
         seeded[name] = ReportedNode(report, now)
     return seeded
 
 
-def _is_address(value: Any) -> bool:
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        return False
-    return True
+def _tenant_address(value: Any, tenant: TenantCluster) -> str | None:
+    """`value` when it is an address of the tenant's network (one a node of it can hold)."""
+    if isinstance(value, str) and is_ip(value) and ipaddress.ip_address(value) in tenant.network:
+        return value
+    return None
 
 
 def _without_status(obj: dict[str, Any]) -> dict[str, Any]:

@@ -419,20 +419,30 @@ def _addresses(source: KubernetesSource) -> dict[str, str]:
     return {n.name: n.ip for n in source.desired_nodes()}
 
 
+def _running(
+    kube: tuple[FakeKube, client.ApiClient], tmp_path: Path, **spec: Any
+) -> tuple[dict[str, Any], KubernetesSource, list[TenantNode]]:
+    """ACME with `spec` changed, claimed by h1 and its nodes reported ready."""
+    fake, api = kube
+    doc = copy.deepcopy(ACME)
+    doc["spec"].update(spec)
+    fake.create(doc)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    nodes = source.desired_nodes()
+    _ready(source, nodes)
+    return doc, source, nodes
+
+
 def _at(*offsets: int) -> list[str]:
     return [f"10.100.0.{offset}" for offset in offsets]
 
 
 def test_addresses_stay_as_masters_are_added_and_across_restarts(kube, tmp_path: Path) -> None:
     fake, api = kube
-    doc = copy.deepcopy(ACME)
-    doc["spec"]["workers"] = [SIZE] * 2
-    fake.create(doc)
-    source = _source(api, tmp_path)
-    source.register(H1)
-    first = _addresses(source)
+    doc, source, nodes = _running(kube, tmp_path, workers=[SIZE] * 2)
+    first = {n.name: n.ip for n in nodes}
     assert list(first.values()) == _at(10, 11, 12)
-    _ready(source, source.desired_nodes())
 
     doc["spec"]["masters"] = [SIZE] * 3  # names no addresses: the workers keep theirs
     fake.update_spec("acme", doc["spec"])
@@ -449,12 +459,7 @@ def test_addresses_stay_as_masters_are_added_and_across_restarts(kube, tmp_path:
 
 def test_a_removed_nodes_address_is_held_until_it_is_deleted(kube, tmp_path: Path) -> None:
     fake, api = kube
-    doc = copy.deepcopy(ACME)
-    doc["spec"]["workers"] = [SIZE] * 2
-    fake.create(doc)
-    source = _source(api, tmp_path)
-    source.register(H1)
-    _ready(source, source.desired_nodes())  # worker-1 runs at .12
+    doc, source, _ = _running(kube, tmp_path, workers=[SIZE] * 2)  # worker-1 runs at .12
 
     doc["spec"].update(masters=[SIZE] * 2, workers=[SIZE])  # worker-1 goes, master-1 comes
     fake.update_spec("acme", doc["spec"])
@@ -471,13 +476,7 @@ def test_a_removed_nodes_address_is_held_until_it_is_deleted(kube, tmp_path: Pat
 
 def test_a_first_pass_without_a_record_seeds_it_so_a_change_rolls(kube, tmp_path: Path) -> None:
     fake, api = kube
-    doc = copy.deepcopy(ACME)
-    doc["spec"].update(kubernetesVersion="1.36", masters=[SIZE] * 3)
-    fake.create(doc)
-    before = _source(api, tmp_path)
-    before.register(H1)
-    nodes = before.desired_nodes()
-    _ready(before, nodes)
+    doc, _, nodes = _running(kube, tmp_path, kubernetesVersion="1.36", masters=[SIZE] * 3)
     (tmp_path / "pki-h1" / "acme" / "record.json").unlink()  # an agent that kept no record
 
     upgraded = _source(api, tmp_path)
@@ -493,11 +492,7 @@ def test_a_first_pass_without_a_record_seeds_it_so_a_change_rolls(kube, tmp_path
 
 def test_ignition_of_a_newer_generation_has_the_kept_addresses(kube, tmp_path: Path) -> None:
     fake, api = kube
-    doc = copy.deepcopy(ACME)
-    fake.create(doc)
-    source = _source(api, tmp_path)
-    source.register(H1)
-    _ready(source, source.desired_nodes())
+    doc, source, _ = _running(kube, tmp_path)
     doc["spec"]["masters"] = [SIZE] * 3
     fake.update_spec("acme", doc["spec"])
     other = _source(api, tmp_path)  # another process of this host saw the change first

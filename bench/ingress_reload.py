@@ -39,7 +39,7 @@ LISTEN = "10.218.255.1:6443"
 
 
 def masters(count: int) -> list[TenantNode]:
-    """Tenant i's master (10.218.i.10, gateway 10.218.i.1), for i < count (at most 250)."""
+    """Tenant i's master (10.218.i.10, ingress address 10.218.i.2), for i < count (at most 250)."""
     found = []
     for i in range(count):
         doc = tenant_doc(f"t{i}", f"10.218.{i}.0/24", 1000 + i, workers=0)
@@ -67,7 +67,7 @@ def run_case(tenants: int, reloads: int, work: Path) -> None:
     nodes = masters(tenants)
     cert, key = self_signed(work)
     with namespace("mayu-bench-ingress-") as ns:
-        addresses = {LISTEN.rpartition(":")[0], nodes[0].ip} | {n.gateway for n in nodes}
+        addresses = {LISTEN.rpartition(":")[0], nodes[0].ip} | {n.ingress for n in nodes}
         for address in sorted(addresses):
             subprocess.run(
                 ["ip", "-n", ns, "addr", "add", f"{address}/32", "dev", "lo"], check=True

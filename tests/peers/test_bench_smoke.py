@@ -115,7 +115,7 @@ def test_the_wrk_bench_measures_every_step_on_every_server() -> None:
         "--asset-mib",
         "2",
         "--secrets",
-        "300",
+        "1500",  # more than 1 s of HTTPS fetches on a fast machine (each spends one)
         "--https-duration",
         "1",
     )

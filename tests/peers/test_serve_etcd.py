@@ -64,7 +64,8 @@ def test_a_machine_enrolls_fetches_and_reports_through_etcd(
     assert isinstance(location, EtcdLocation)
     stored = EtcdStore(location).get_machine("52:54:00:00:06:01")
     assert stored is not None and stored.state == MachineState.INSTALLED
-    assert stored.token_consumed is False and stored.window_expires is None
+    # the window is closed; the spent token's hash stays only to answer a repeated report
+    assert stored.window_expires is None and stored.token_consumed is True
 
 
 def test_store_in_the_config_file(tmp_path: Path, etcd_cluster: EtcdCluster) -> None:

@@ -73,6 +73,7 @@ def test_full_mode_lines() -> None:
         "dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe",
         "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi",
         f"dhcp-boot=tag:ipxe,{URL}",
+        "dhcp-option-force=tag:ipxe,175,b0:01:01",  # iPXE's no-pxedhcp: no ProxyDHCP wait
         "dhcp-host=52:54:00:77:00:31,10.77.0.31",
         "no-ping",
     ]:
@@ -108,6 +109,7 @@ def test_proxy_mode_lines() -> None:
     for csa in ("x86PC", "BC_EFI", "x86-64_EFI"):
         assert f'pxe-service=tag:ipxe,{csa},"iPXE script",{URL}' in lines
     assert "dhcp-authoritative" not in lines
+    assert not any(line.startswith("dhcp-option-force=tag:ipxe,175") for line in lines)
     assert not any(line.startswith("dhcp-boot") for line in lines)
     assert "no-ping" in lines
     assert "enable-ra" not in render(DhcpConfig(mode="proxy", interface="mayu-br0"), ipv6=True)

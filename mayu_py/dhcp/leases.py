@@ -28,6 +28,7 @@ falls back to this book).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from typing import Literal
 
 from mayu_py.errors import BadRequest
 from mayu_py.model import canonical_mac
+
+log = logging.getLogger(__name__)
 
 LEASE_WAIT_S = 1.0
 LEASE_POLL_S = 0.02
@@ -68,10 +71,10 @@ def read_leases(lease_file: Path) -> dict[str, str]:
         return {}
 
 
-Stamp = tuple[int, int, int]  # inode, mtime_ns, size
+_Stamp = tuple[int, int, int]  # inode, mtime_ns, size
 
 
-def _stamp(stat: os.stat_result) -> Stamp:
+def _stamp(stat: os.stat_result) -> _Stamp:
     return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
@@ -79,7 +82,7 @@ def _stamp(stat: os.stat_result) -> Stamp:
 class _Read:
     """One read of the lease file; `stamp` None when it was not whole (read again)."""
 
-    stamp: Stamp | None
+    stamp: _Stamp | None
     written_ns: int = 0
     leases: dict[str, str] = field(default_factory=dict)
 
@@ -106,16 +109,25 @@ class LeaseBook:
     def address_of(self, mac: str) -> str | None:
         """The IPv4 address leased to the canonical MAC, or None (after up to `wait_s` when
         the file is being rewritten)."""
-        deadline = time.monotonic() + self.wait_s
+        started = time.monotonic()
         current = self._current()
+        waited = False
         while (
             mac not in current.leases
             and current.changing(time.time_ns(), self.wait_s)
-            and time.monotonic() < deadline
+            and time.monotonic() < started + self.wait_s
         ):
             time.sleep(self.poll_s)
-            current = self._current()
-        return current.leases.get(mac)
+            current, waited = self._current(), True
+        address = current.leases.get(mac)
+        if waited:
+            log.info(
+                "lease of %s %s after %.2f s of lease file rewrites",
+                mac,
+                f"read as {address}" if address else "still missing",
+                time.monotonic() - started,
+            )
+        return address
 
     def _current(self) -> _Read:
         try:

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from mayu_py.dhcp import LeaseBook, read_leases
 
 MAC = "52:54:00:77:00:31"
@@ -23,7 +25,9 @@ def rewrite_in_place(path: Path, text: str) -> None:
         out.write(text)
 
 
-def test_a_lookup_in_a_truncated_lease_file_waits_for_the_rewrite(tmp_path: Path) -> None:
+def test_a_lookup_in_a_truncated_lease_file_waits_for_the_rewrite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     leases = tmp_path / "leases"
     leases.write_text(OTHER)
     book = LeaseBook(leases)
@@ -37,6 +41,7 @@ def test_a_lookup_in_a_truncated_lease_file_waits_for_the_rewrite(tmp_path: Path
     finally:
         writer.join()
     assert REWRITE_AFTER_S <= time.monotonic() - started < book.wait_s
+    assert f"lease of {MAC} read as 10.77.0.123 after 0." in caplog.text
 
 
 def test_a_torn_last_line_is_not_read(tmp_path: Path) -> None:

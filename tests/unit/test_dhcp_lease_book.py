@@ -3,6 +3,7 @@ then write): a lookup caught mid-rewrite waits for the rewrite instead of missin
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ def test_a_lookup_in_a_truncated_lease_file_waits_for_the_rewrite(
     leases.write_text(OTHER)
     book = LeaseBook(leases)
     assert book.address_of("52:54:00:77:00:32") == "10.77.0.124"
+    caplog.set_level(logging.INFO, logger="mayu_py.dhcp.leases")
     rewrite_in_place(leases, "")  # dnsmasq truncated the file for another client's lease...
     writer = threading.Timer(REWRITE_AFTER_S, rewrite_in_place, (leases, OTHER + LINE))
     started = time.monotonic()

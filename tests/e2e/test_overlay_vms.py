@@ -66,7 +66,7 @@ NETS = {T1: ("10.236.1.0/24", VNI0), T2: ("10.236.2.0/24", VNI0 + 1)}
 READY_TIMEOUT_S = 180.0
 INGRESS = {T1: "10.236.1.2", T2: "10.236.2.2"}  # the server's: .2 of each tenant network
 DOMAIN = f"s19ov-{SUFFIX}.test"
-LISTEN = "nc -ll -p 22 -e /bin/cat </dev/null >/dev/null 2>&1 &"  # 6443: the image's TLS
+LISTEN = "(nc -ll -p 22 -e /bin/cat </dev/null >/dev/null 2>&1 &)"  # 6443: the image's TLS
 API_CERT = "/etc/kubernetes/pki/apiserver.crt"
 FW_CFG_CONFIG = "opt/com.coreos/config"
 

@@ -426,13 +426,15 @@ def test_stay_keeps_network_up_with_a_root_shell_on_the_console_and_serves_the_a
     assert "GET /alive" in server.requests
 
     # the API stand-in: TLS on 6443 with the certificate Ignition wrote, verified for its name;
-    # bare TCP connections (HAProxy's health checks) do not stop it
+    # bare TCP connections (HAProxy's health checks) do not stop it...
     first = wait_for("TLS on 6443", lambda: _api_handshake(api, ca), 30)
     assert first.certificate == certificate_pem(certificate)
     for _ in range(5):
         socket.create_connection(("127.0.0.1", port), 5).close()
     for _ in range(3):
         assert _api_handshake(api, ca), "s_server stopped answering"
+    # ...nor did anything make it exit (its respawn loop notes every exit there)
+    assert out.ask("test -e /run/mayu/api.log || echo KEPT-$((40+2))", "KEPT-42", 10)
 
     out.send("hostname; poweroff -f\n")
     _assert_powered_off(b)

@@ -1,11 +1,13 @@
 """Build the lab node image: a Debian kernel plus a busybox initramfs that runs real Ignition.
 
-The initramfs holds busybox-static with its applet links, the Ignition binary with exactly
-its `ldd` libraries, the virtio/fw_cfg kernel modules with a modules.dep, and the recipe in
-`qemu_images/lab/` (`/init`, stand-ins for useradd/usermod/groupadd/setfiles, the udhcpc
-script). It is packed as a reproducible newc cpio (owner 0:0, mtime 0, sorted) and gzipped,
-so unchanged inputs give identical bytes; a hash of every input is kept in `.build-id`
-beside the outputs and a rebuild with the same hash touches nothing.
+The initramfs holds busybox-static with its applet links, the Ignition binary and the OpenSSL
+command line tool with exactly their `ldd` libraries (openssl serves a master's API port with
+the apiserver certificate Ignition wrote: /init, `serve_api`), the virtio/fw_cfg kernel
+modules with a modules.dep, and the recipe in `qemu_images/lab/` (`/init`, stand-ins for
+useradd/usermod/groupadd/setfiles, the udhcpc script). It is packed as a reproducible newc
+cpio (owner 0:0, mtime 0, sorted) and gzipped, so unchanged inputs give identical bytes; a
+hash of every input is kept in `.build-id` beside the outputs and a rebuild with the same
+hash touches nothing.
 
 Beside kernel and initrd goes the bootable disk image the lab installer writes to a
 machine's disk (`disk.img` and `disk.img.sha256`, see disk.py), built from the same kernel and
@@ -94,6 +96,7 @@ class LabInputs:
     boot_dir: Path = Path("/boot")
     modules_root: Path = Path("/lib/modules")
     ignition: Path = Path("/usr/lib/dracut/modules.d/30ignition/ignition")
+    openssl: Path = Path("/usr/bin/openssl")
     busybox: Path = Path("/bin/busybox")
     recipe_dir: Path = _REPO_ROOT / "qemu_images" / "lab"
     ca_bundle: Path | None = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -154,6 +157,7 @@ def build_lab_image(
     _require(kernel, "the kernel (apt-get install linux-image-amd64)")
     _require(inputs.ignition, "the Ignition binary (apt-get install ignition)")
     _require(inputs.busybox, "busybox (apt-get install busybox-static)")
+    _require(inputs.openssl, "the OpenSSL command line tool (apt-get install openssl)")
     for name in RECIPE_FILES:
         _require(inputs.recipe_dir / name, "a file of the lab image recipe")
 
@@ -225,9 +229,8 @@ def _collect(inputs: LabInputs, kver: str) -> _Tree:
             continue
         tree.add_symlink(f"bin/{applet}", "busybox")
 
-    tree.add_file("usr/bin/ignition", inputs.ignition, 0o755)
-    for lib in _shared_libraries(inputs.ignition):
-        tree.add_file(str(lib), lib.resolve(), 0o755)
+    _add_program(tree, "usr/bin/ignition", inputs.ignition)
+    _add_program(tree, "usr/bin/openssl", inputs.openssl)
 
     for path in _module_closure(inputs.modules_root, kver, MODULES):
         rel = path.resolve().relative_to((inputs.modules_root / kver).resolve())
@@ -243,6 +246,13 @@ def _collect(inputs: LabInputs, kver: str) -> _Tree:
     tree.add_file("etc/group", b"root:x:0:\n")
     tree.add_file("etc/hostname", b"mayu-lab\n")
     return tree
+
+
+def _add_program(tree: _Tree, dest: str, binary: Path) -> None:
+    """binary at dest with exactly the libraries `ldd` resolves for it."""
+    tree.add_file(dest, binary, 0o755)
+    for lib in _shared_libraries(binary):
+        tree.add_file(str(lib), lib.resolve(), 0o755)
 
 
 def _busybox_applets(busybox: Path) -> list[str]:

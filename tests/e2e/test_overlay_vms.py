@@ -7,10 +7,16 @@ network (`<forward mode='bridge'>`, no DHCP) to an L2-only access bridge in the 
 veth'd into it. TCG VMs of the lab image get their address from the server through the
 domain's `ip=` argument (MTU 1450). A tenant with its master on one host and its worker on
 the other: the VMs ping each other both ways across the overlay; a second tenant on the same
-two hosts reaches neither. Host a also runs the tenant API ingress, so each tenant's ingress
-address is on its side of the tenant's network (the only tenant address outside the VMs): from
-it a master's API port answers, its port 22 does not (a node of the tenant reaches that one),
-and another tenant's ingress address reaches nothing of the tenant. Kill -9 of one agent and
+two hosts reaches neither. Host a also runs the tenant API ingress (HAProxy on a loopback
+port, the server's `tenants.ingress_domain`), so each tenant's ingress address is on its side
+of the tenant's network (the only tenant address outside the VMs): from it a master's API port
+answers, its port 22 does not (a node of the tenant reaches that one), and another tenant's
+ingress address reaches nothing of the tenant. The masters' API port is the lab image's TLS
+stand-in for kube-apiserver (`openssl s_server` with the certificate and key Ignition wrote):
+`openssl s_client -servername <tenant>.api.<domain>` through HAProxy gets the certificate in
+that master's Ignition, verified against the tenant's CA from its admin kubeconfig (which
+points at that name) and never against the other tenant's; an unknown name gets no
+certificate. Kill -9 of one agent and
 its restart change nothing (same domains, same qemu processes, no action applied); deleting the
 tenants leaves nothing.
 
@@ -19,12 +25,15 @@ Run under `flock /tmp/mayu-vm.lock` (VMs, namespaces, bridges).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import re
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -35,11 +44,15 @@ from pathlib import Path
 import libvirt
 import pytest
 import requests
+import yaml
 from pyroute2 import IPRoute
 
+from mayu_py.render.ignition import file_text
+from mayu_py.tenants.networking import API_PORT, ingress_name
 from mayu_py.virt.ownership import host_tag, network_name, overlay_bridge
 from tests.conftest import RunningServer, start_server
 from tests.e2e import tenant_helpers as th
+from tests.support.ingress import Handshake, handshake
 from tests.support.tenants import tenant_doc
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +65,10 @@ VNI0 = 9400 + secrets.randbelow(500) * 2
 NETS = {T1: ("10.236.1.0/24", VNI0), T2: ("10.236.2.0/24", VNI0 + 1)}
 READY_TIMEOUT_S = 180.0
 INGRESS = {T1: "10.236.1.2", T2: "10.236.2.2"}  # the server's: .2 of each tenant network
-LISTEN = "for p in 6443 22; do nc -ll -p $p -e /bin/cat </dev/null >/dev/null 2>&1 & done"
+DOMAIN = f"s19ov-{SUFFIX}.test"
+LISTEN = "(nc -ll -p 22 -e /bin/cat </dev/null >/dev/null 2>&1 &)"  # 6443: the image's TLS
+API_CERT = "/etc/kubernetes/pki/apiserver.crt"
+FW_CFG_CONFIG = "opt/com.coreos/config"
 
 
 def _free_port() -> int:
@@ -70,9 +86,9 @@ class Site:
     server: RunningServer
     conn: libvirt.virConnect
     work: Path
+    ingress_port: int  # host a's HAProxy, on 127.0.0.1
     agents: dict[str, th.AgentProcess] = field(default_factory=dict)
     metrics: dict[str, int] = field(default_factory=dict)
-    ingress_port: int = field(default_factory=lambda: _free_port())
 
     def ns(self, host: str) -> str:
         return f"mayu-s18ov-{host}-{SUFFIX}"
@@ -83,7 +99,7 @@ class Site:
                  "--metrics-listen", f"127.0.0.1:{self.metrics[host]}")  # fmt: skip
         if host == "a":  # the tenants' ingress addresses are on host a's side only
             extra += ("--ingress-listen", f"127.0.0.1:{self.ingress_port}",
-                      "--ingress-domain", f"s19ov-{SUFFIX}.test")  # fmt: skip
+                      "--ingress-domain", DOMAIN)  # fmt: skip
         agent = th.AgentProcess(
             self.server.url, token, self.work / f"state-{host}", self.work / "images",
             self.work / f"agent-{host}.log", host_name=HOSTS[host], extra=extra,
@@ -125,7 +141,7 @@ def _tag_prefixes() -> tuple[str, ...]:
     return tuple(f"mo{host_tag(h)}" for h in HOSTS.values())
 
 
-def _connects(source: str, address: str, port: int) -> bool:
+def _echoes(source: str, address: str, port: int) -> bool:
     """A TCP connection from `source` (an address of this namespace) that carries data."""
     with socket.socket() as s:
         s.settimeout(3.0)
@@ -136,6 +152,49 @@ def _connects(source: str, address: str, port: int) -> bool:
             return s.recv(16) == b"mayu\n"
         except OSError:
             return False
+
+
+def _tls_certificate(source: str, address: str) -> str | None:
+    """The certificate (PEM) a TLS handshake from `source` to `address`:6443 gets, unverified."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.socket() as raw:
+        raw.settimeout(3.0)
+        raw.bind((source, 0))
+        try:
+            raw.connect((address, API_PORT))
+            with context.wrap_socket(raw) as tls:
+                der = tls.getpeercert(binary_form=True)
+        except OSError:
+            return None
+    return ssl.DER_cert_to_PEM_cert(der) if der else None
+
+
+def _ignition_api_cert(site: Site, node: str) -> str:
+    """The apiserver certificate in the Ignition config the node's domain hands it (fw_cfg)."""
+    xml = ET.fromstring(site.conn.lookupByName(node).XMLDesc(0))
+    entry = xml.find(f"sysinfo/entry[@name='{FW_CFG_CONFIG}']")
+    assert entry is not None and entry.get("file"), "no Ignition config in the domain"
+    text = file_text(json.loads(Path(str(entry.get("file"))).read_text()), API_CERT)
+    assert text, f"no {API_CERT} in {node}'s Ignition"
+    return text
+
+
+def _tenant_ca(site: Site, tenant: str) -> Path:
+    """The CA of the tenant's admin kubeconfig (written out), which must point at the ingress."""
+    out = site.server.mayuctl("tenants", "kubeconfig", tenant)
+    assert out.returncode == 0, out.stderr
+    cluster = yaml.safe_load(out.stdout)["clusters"][0]["cluster"]
+    assert cluster["server"] == f"https://{ingress_name(tenant, DOMAIN)}:{site.ingress_port}"
+    path = site.work / f"{tenant}-ca.crt"
+    path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    return path
+
+
+def _verified(api: str, tenant: str, ca: Path) -> Handshake | None:
+    seen = handshake(None, api, ingress_name(tenant, DOMAIN), ca)
+    return seen if seen.ok else None
 
 
 def _cleanup(site: Site | None, conn: libvirt.virConnect) -> None:
@@ -163,8 +222,10 @@ def site() -> Iterator[Site]:
     site = None
     try:
         th.install_lab_image(work / "images")
-        server = start_server(work / "data")
-        site = Site(server, conn, work)
+        port = _free_port()
+        tenants = {"ingress_domain": DOMAIN, "ingress_port": port}
+        server = start_server(work / "data", config={"tenants": tenants})
+        site = Site(server, conn, work, ingress_port=port)
         a, b = site.ns("a"), site.ns("b")
         for ns in (a, b):
             _run("ip", "netns", "add", ns)
@@ -255,14 +316,34 @@ def test_tenant_vms_across_two_hosts_on_the_overlay(site: Site) -> None:
         (overlay_bridge(tag, NETS[t][1]), f"{INGRESS[t]}/24") for t in NETS
     ), found
 
+    # through host a's HAProxy (both masters are on host a: routes go to the host's own),
+    # each tenant's API name reaches its master, which presents the certificate its Ignition
+    # wrote: verified for that name against the tenant's CA, never the other's; an unknown
+    # name gets no certificate
+    assert {nodes[t][f"{t}-master-0"]["host"] for t in NETS} == {HOSTS["a"]}
+    tls_started = time.monotonic()
+    api = f"127.0.0.1:{site.ingress_port}"
+    ca = {t: _tenant_ca(site, t) for t in NETS}
+    issued = {t: _ignition_api_cert(site, f"{t}-master-0") for t in NETS}
+    assert issued[T1] != issued[T2]
+    for tenant, other in ((T1, T2), (T2, T1)):
+        seen = th.wait_for(f"{tenant}'s API through the ingress",
+                           lambda t=tenant: _verified(api, t, ca[t]), 30.0, 0.5)  # fmt: skip
+        assert seen.certificate == issued[tenant], seen.output
+        assert "kube-apiserver" in seen.subject
+        assert not handshake(None, api, ingress_name(tenant, DOMAIN), ca[other]).ok
+    unknown = handshake(None, api, ingress_name(f"s18ov-none-{SUFFIX}", DOMAIN), None)
+    assert not unknown.ok and "no peer certificate available" in unknown.output, unknown.output
+    print(f"TLS through the ingress checked in {time.monotonic() - tls_started:.1f}s")
+
     # the ingress address reaches a master's API port and nothing else of it; another
-    # tenant's ingress address reaches nothing of the tenant (listeners: busybox nc)
+    # tenant's ingress address reaches nothing of the tenant (port 22: busybox nc)
     assert site.console(m1, LISTEN)[0] == 0
-    th.wait_for("the master's listeners (from its tenant)", lambda: "mayu" in site.console(
+    th.wait_for("the master's listener (from its tenant)", lambda: "mayu" in site.console(
         w1, f"echo mayu | timeout 3 nc {ip[m1]} 22")[1], 15.0, 0.5)  # fmt: skip
-    assert _connects(INGRESS[T1], ip[m1], 6443)
-    assert not _connects(INGRESS[T1], ip[m1], 22)
-    assert not _connects(INGRESS[T2], ip[m1], 6443)
+    assert _tls_certificate(INGRESS[T1], ip[m1]) == issued[T1]
+    assert not _echoes(INGRESS[T1], ip[m1], 22)
+    assert _tls_certificate(INGRESS[T2], ip[m1]) is None
 
     # kill -9 of host a's agent, then a new one: nothing changes, nothing is applied
     before = (th.domains(site.conn, "s18ov-"), th.networks(site.conn, "mayu-tenant-s18ov-"),

@@ -20,13 +20,14 @@ from mayu_py.images.lab import LabImage, LabInputs, build_lab_image
 from tests.support.peers import require_peers
 
 IGNITION = Path("/usr/lib/dracut/modules.d/30ignition/ignition")
+OPENSSL = Path("/usr/bin/openssl")
 
 pytestmark = pytest.mark.peer
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _packages() -> None:
-    """ignition, busybox-static and linux-image-amd64 (a kernel with its modules)."""
+    """ignition, openssl, busybox-static and linux-image-amd64 (a kernel with its modules)."""
     kernel = max(Path("/boot").glob("vmlinuz-*"), default=Path("/boot/vmlinuz-*"))
     require_peers(
         "cpio",
@@ -36,7 +37,7 @@ def _packages() -> None:
         "mdir",
         "mcopy",
         "syslinux",
-        files=(IGNITION, Path("/bin/busybox"), kernel),
+        files=(IGNITION, OPENSSL, Path("/bin/busybox"), kernel),
     )
 
 
@@ -119,7 +120,6 @@ def test_initrd_contents(built: LabImage) -> None:
     assert stat.S_ISLNK(entries["bin/sh"][0]) and entries["bin/sh"][1] == b"busybox"
     for applet in ("ping", "udhcpc", "wget", "modprobe", "sha256sum", "poweroff", "setsid"):
         assert f"bin/{applet}" in entries, applet
-    assert entries["usr/bin/ignition"][1] == IGNITION.read_bytes()
     for tool in ("useradd", "usermod", "groupadd", "setfiles"):
         assert entries[f"usr/sbin/{tool}"][0] & 0o111, tool
     assert "usr/share/mayu/udhcpc.script" in entries
@@ -128,12 +128,14 @@ def test_initrd_contents(built: LabImage) -> None:
         == (LabInputs().recipe_dir / "mayu-disk-lib").read_bytes()
     )
 
-    ldd = run(["ldd", IGNITION]).stdout
-    libs = [w for w in ldd.split() if w.startswith("/")]
-    assert libs, ldd
-    for lib in libs:
-        assert lib.lstrip("/") in entries, f"{lib} (needed by ignition) missing"
-        assert entries[lib.lstrip("/")][1] == Path(lib).read_bytes()
+    for program, dest in ((IGNITION, "usr/bin/ignition"), (OPENSSL, "usr/bin/openssl")):
+        assert entries[dest][1] == program.read_bytes() and entries[dest][0] & 0o111, dest
+        ldd = run(["ldd", program]).stdout
+        libs = [w for w in ldd.split() if w.startswith("/")]
+        assert libs, ldd
+        for lib in libs:
+            assert lib.lstrip("/") in entries, f"{lib} (needed by {program.name}) missing"
+            assert entries[lib.lstrip("/")][1] == Path(lib).read_bytes()
 
     kdir = f"lib/modules/{built.kernel_version}"
     modules = {Path(n).name for n in entries if n.startswith(kdir) and n.endswith(".ko")}

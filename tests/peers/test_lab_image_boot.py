@@ -3,7 +3,9 @@
 Each test runs a tiny HTTP server on 127.0.0.1 (the guest reaches it as 10.0.2.2 through
 qemu's user-mode network) serving an Ignition config and recording the phone-home report.
 The HTTPS tests add a TLS server with a throw-away CA: the HTTP config is then a stub that
-merges the real one from it (CA pinned, SHA-512 named), as `mayu serve` answers.
+merges the real one from it (CA pinned, SHA-512 named), as `mayu serve` answers. A machine
+that stays up serves TLS on 6443 with the apiserver certificate its config wrote (reached
+through a qemu host forward, checked with `openssl s_client`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import http.server
 import json
 import queue
+import socket
 import ssl
 import subprocess
 import threading
@@ -35,6 +38,8 @@ from mayu_py.pki.x509 import (
     private_key_pem,
     utcnow,
 )
+from tests.conftest import free_port
+from tests.support.ingress import Handshake, handshake
 from tests.support.leaks import assert_no_leaks, snapshot
 from tests.support.peers import require_peers
 from tests.support.wait import wait_for
@@ -141,11 +146,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> LabImage:
     return build_lab_image(tmp_path_factory.mktemp("lab"))
 
 
-def _qemu(image: LabImage, append: str, *extra: str) -> list[str]:
+def _qemu(image: LabImage, append: str, *extra: str, hostfwd: str = "") -> list[str]:
     return [
         QEMU, "-accel", "tcg", "-m", "256", "-display", "none", "-no-reboot",
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-        "-netdev", "user,id=n0",
+        "-netdev", f"user,id=n0{f',hostfwd={hostfwd}' if hostfwd else ''}",
         "-device", f"virtio-net-pci,netdev=n0,mac={MAC},disable-legacy=on,romfile=",
         "-append", f"console=ttyS0 {append}",
         *extra,
@@ -161,18 +166,19 @@ class Boot:
 
 @pytest.fixture
 def boot(tmp_path: Path, image: LabImage) -> Iterator[Any]:
-    """boot(append, *qemu_args) starts a VM; every VM is killed when the test ends, and then
-    nothing of it is left."""
+    """boot(append, *qemu_args, serial_stdio=, hostfwd=) starts a VM (`hostfwd`: qemu's
+    `tcp:127.0.0.1:PORT-:GUESTPORT`); every VM is killed when the test ends, and then nothing
+    of it is left."""
     boots: list[Boot] = []
     before = snapshot(None, markers=[str(tmp_path)])
 
-    def start(append: str, *extra: str, serial_stdio: bool = False) -> Boot:
+    def start(append: str, *extra: str, serial_stdio: bool = False, hostfwd: str = "") -> Boot:
         console = tmp_path / f"console{len(boots)}.log"
         serial = ["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
         if not serial_stdio:
             serial = ["-serial", f"file:{console}"]
         proc = subprocess.Popen(
-            _qemu(image, append, *serial, *extra),
+            _qemu(image, append, *serial, *extra, hostfwd=hostfwd),
             stdin=subprocess.PIPE if serial_stdio else subprocess.DEVNULL,
             stdout=subprocess.PIPE if serial_stdio else subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -373,16 +379,40 @@ def test_config_url_error_reports_failed(server: Server, boot, status: int) -> N
     _assert_powered_off(b)
 
 
-def test_stay_keeps_network_up_with_a_root_shell_on_the_console(
+API_NAME = "demo-1.api.lab-image.test"
+API_PKI = "/etc/kubernetes/pki"
+
+
+def _data_file(path: str, text: str, mode: int) -> dict[str, Any]:
+    data = base64.b64encode(text.encode()).decode()
+    return {"path": path, "mode": mode, "contents": {"source": f"data:;base64,{data}"}}
+
+
+def test_stay_keeps_network_up_with_a_root_shell_on_the_console_and_serves_the_api_cert(
     server: Server, boot, tmp_path: Path
 ) -> None:
+    now = utcnow()
+    authority = create_authority("lab-image-api-ca", "mayu", now)
+    spec = LeafSpec(ca="test", common_name="kube-apiserver", dns_names=frozenset({API_NAME}),
+                    server=True)  # fmt: skip
+    certificate, key = issue(spec, authority, now)
+    files = [
+        *CONFIG["storage"]["files"],
+        _data_file(f"{API_PKI}/apiserver.crt", certificate_pem(certificate), 0o644),
+        _data_file(f"{API_PKI}/apiserver.key", private_key_pem(key), 0o600),
+    ]
     config = tmp_path / "node.ign"
-    config.write_text(json.dumps(CONFIG))
+    config.write_text(json.dumps({**CONFIG, "storage": {"files": files}}))
+    ca = tmp_path / "api-ca.crt"
+    ca.write_text(certificate_pem(authority.certificate))
+    port = free_port()
+    api = f"127.0.0.1:{port}"
     b = boot(
         f"{_report_arg(server)} mayu.after=stay",
         "-fw_cfg",
         f"name=opt/com.coreos/config,file={config}",
         serial_stdio=True,
+        hostfwd=f"tcp:{api}-:6443",
     )
     out = _Console(b.proc)
     _, _, body = _report(server, b)
@@ -394,9 +424,26 @@ def test_stay_keeps_network_up_with_a_root_shell_on_the_console(
     url = f"http://10.0.2.2:{server.port}/alive"
     assert out.ask(f"wget -q -O /dev/null {url} && echo NET-$((40+2))", "NET-42", 30)
     assert "GET /alive" in server.requests
+
+    # the API stand-in: TLS on 6443 with the certificate Ignition wrote, verified for its name;
+    # bare TCP connections (HAProxy's health checks) do not stop it...
+    first = wait_for("TLS on 6443", lambda: _api_handshake(api, ca), 30)
+    assert first.certificate == certificate_pem(certificate)
+    for _ in range(5):
+        socket.create_connection(("127.0.0.1", port), 5).close()
+    for _ in range(3):
+        assert _api_handshake(api, ca), "s_server stopped answering"
+    # ...nor did anything make it exit (its respawn loop notes every exit there)
+    assert out.ask("test -e /run/mayu/api.log || echo KEPT-$((40+2))", "KEPT-42", 10)
+
     out.send("hostname; poweroff -f\n")
     _assert_powered_off(b)
     assert "node-a1" in out.text()
+
+
+def _api_handshake(api: str, ca: Path) -> Handshake | None:
+    seen = handshake(None, api, API_NAME, ca)
+    return seen if seen.ok else None
 
 
 class _Console:

@@ -1,9 +1,10 @@
 """TLS clients for the ingress tests: `openssl s_client` run inside a network namespace the test
-made (no route out: no test packet leaves the machine, RECIPES section 8), once or held open
-across a reload; and a tenant's API certificate files from its real PKI."""
+made (no route out: no test packet leaves the machine, RECIPES section 8) or, with no namespace,
+against a loopback listener of this one; once or held open across a reload."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import uuid
@@ -16,6 +17,7 @@ from mayu_py.command import run
 from tests.support.wait import wait_for
 
 REQUEST = b"GET /readyz HTTP/1.0\r\n\r\n"
+PEM = r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----"
 
 
 @contextmanager
@@ -30,8 +32,9 @@ def namespace(prefix: str) -> Iterator[str]:
         run(["ip", "netns", "del", name], check=False)
 
 
-def _client_argv(ns: str, address: str, server_name: str, ca: Path | None) -> list[str]:
-    argv = ["ip", "netns", "exec", ns, "openssl", "s_client", "-connect", address]
+def _client_argv(ns: str | None, address: str, server_name: str, ca: Path | None) -> list[str]:
+    argv = ["ip", "netns", "exec", ns] if ns else []
+    argv += ["openssl", "s_client", "-connect", address]
     argv += ["-servername", server_name, "-verify_return_error"]
     if ca is not None:
         argv += ["-CAfile", str(ca), "-verify_hostname", server_name]
@@ -50,8 +53,14 @@ class Handshake:
                 return line.removeprefix("subject=").strip()
         return ""
 
+    @property
+    def certificate(self) -> str:
+        """The server's certificate as s_client printed it (PEM), "" when there was none."""
+        found = re.search(PEM, self.output, re.S)
+        return found.group(0) + "\n" if found else ""
 
-def handshake(ns: str, address: str, server_name: str, ca: Path | None) -> Handshake:
+
+def handshake(ns: str | None, address: str, server_name: str, ca: Path | None) -> Handshake:
     """`openssl s_client` through the ingress at `address`, verifying the certificate against
     `ca` for `server_name` (None: no verification); it sends the request and reads the
     answer."""

@@ -17,13 +17,17 @@ pins are kept in the tenant's directory on this host (mayu_py.agent.tenant_book)
 written to `status.rollout`. The drain hook's credential comes from the tenant's PKI here:
 a client certificate for this host's drain identity (`drain_kubeconfig`).
 
-Node addresses are the server's rule (mayu_py.tenants.addresses) with the record as the store:
-an object that names no addresses (or no ingress address) keeps those of the record's spec on
-the same CIDR (`kept_addresses`), and new nodes get free ones around the addresses of removed
-nodes not yet reported deleted (`TenantRecord.held_addresses`); the object itself is never
-written. On the first pass without a record (an agent upgraded while the tenant runs) the
-record is seeded from `status.nodes`: the nodes running here count as reports of the current
-spec, so the next change pins them and their addresses are held.
+Node addresses and the VNI are the server's rule (mayu_py.tenants.addresses) with the record
+as the store: every node the object names no address for (and the ingress address, if it names
+none) keeps the record's on the same CIDR (`kept_addresses`), new nodes get free ones around
+the addresses of removed nodes not yet reported deleted (`TenantRecord.held_addresses`), and
+an object naming no VNI keeps the one picked for it on its first pass (the lowest that no
+other tenant known here names or keeps; a new one only if an older tenant names it since).
+The object itself is never written.
+
+On the first pass without a record (an agent upgraded while the tenant runs) the record is
+seeded from `status.nodes`: the nodes running here count as reports of the current spec, so
+the next change pins them and their addresses are held.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,9 +70,10 @@ from mayu_py.tenants import (
 )
 from mayu_py.tenants.conditions import NodeFacts, node_conditions, stamp, tenant_conditions
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
-from mayu_py.tenants.resource import Condition, NodeStatus
+from mayu_py.tenants.nodes import node_names
+from mayu_py.tenants.resource import Condition, NodeStatus, Role
 from mayu_py.tenants.rollout import desired_nodes, rollout_status
-from mayu_py.tenants.validation import kept_addresses
+from mayu_py.tenants.validation import free_vni, kept_addresses
 
 log = logging.getLogger(__name__)
 
@@ -114,24 +119,25 @@ def _conditions(holder: dict[str, Any]) -> list[Condition]:
 
 
 def _entry(
-    node: TenantNode,
+    node: tuple[Role, str],
     old: dict[str, Any],
     host: str | None,
     conditions: list[Condition] | None = None,
 ) -> dict[str, Any]:
-    """A status.nodes[] item; absent keys rather than nulls (the CRD types them as strings);
-    its conditions as given, else as they were."""
+    """A status.nodes[] item for node (role, name); absent keys rather than nulls (the CRD
+    types them as strings); its conditions as given, else as they were."""
+    role, name = node
     status = NodeStatus(
-        name=node.name,
-        role=node.role,
+        name=name,
+        role=role,
         host=host or None,
         state=_state(old.get("state")),
         ip=old.get("ip") or None,
         conditions=_conditions(old) if conditions is None else conditions,
     )
     return status.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {
-        "name": node.name,
-        "role": node.role,
+        "name": name,
+        "role": role,
         "state": str(status.state),
     }
 
@@ -428,9 +434,10 @@ class KubernetesSource:
     def _validate(self, items: list[dict[str, Any]]) -> list[tuple[dict[str, Any], TenantCluster]]:
         """Valid tenants, oldest first; an invalid one is logged and marked Valid=False."""
         valid: list[tuple[dict[str, Any], TenantCluster]] = []
+        known = self._known_vnis(items)
         for obj in sorted(items, key=_sort_key):
             try:
-                tenant = self._parsed(obj, [t for _, t in valid])
+                tenant = self._parsed(obj, [t for _, t in valid], known)
             except (Unprocessable, Conflict) as exc:
                 name = _meta(obj).get("name")
                 log.debug("skipping invalid TenantCluster %s: %s", name, exc.detail)
@@ -439,16 +446,38 @@ class KubernetesSource:
             valid.append((self._set_condition(obj, "True", "Valid", ""), tenant))
         return valid
 
-    def _parsed(self, obj: dict[str, Any], existing: list[TenantCluster]) -> TenantCluster:
+    def _parsed(
+        self,
+        obj: dict[str, Any],
+        existing: list[TenantCluster],
+        known: Sequence[tuple[str, int]] = (),
+    ) -> TenantCluster:
         """The object as a valid tenant (`parse_tenant`; Unprocessable or Conflict), with the
-        addresses its record keeps and new nodes' allocated around the held ones."""
-        record = self.book.get(str(_meta(obj).get("name")))
-        doc = _with_kept_addresses(_without_status(obj), record)
+        addresses and VNI its record keeps, new nodes' addresses allocated around the held
+        ones, and a VNI picked once when it names none and has none (`_kept_network`)."""
+        name = str(_meta(obj).get("name"))
+        record = self.book.get(name)
+        taken = {t.spec.network.vni for t in existing if t.name != name}
+        others = taken | {vni for owner, vni in known if owner != name}
+        doc = _with_kept_network(_without_status(obj), record, taken, others)
         image = str((doc.get("spec") or {}).get("image") or "")
         # Base images are this host's business: an unknown one fails its nodes at apply.
         images = {image: ImageInfo(image, min_memory_mib=0)}
         held = record.held_addresses if record is not None else ()
         return parse_tenant(doc, images, existing, held)
+
+    def _known_vnis(self, items: list[dict[str, Any]]) -> list[tuple[str, int]]:
+        """(tenant, VNI) of every tenant known here: the VNIs the objects name and those
+        their records keep."""
+        known = []
+        for obj in items:
+            name = str(_meta(obj).get("name"))
+            if (named := _named_vni(obj)) is not None:
+                known.append((name, named))
+            record = self.book.get(name)
+            if record is not None and record.tenant.spec.network.vni is not None:
+                known.append((name, record.tenant.spec.network.vni))
+        return known
 
     def _set_condition(
         self, obj: dict[str, Any], state: str, reason: str, message: str
@@ -514,7 +543,10 @@ class KubernetesSource:
                     "tenant %s does not fit on %s; leaving it to another host", tenant.name, me
                 )
                 continue
-            status_nodes = [_entry(n, entries.get(n.name) or {}, wanted.get(n.name)) for n in nodes]
+            status_nodes = [
+                _entry((n.role, n.name), entries.get(n.name) or {}, wanted.get(n.name))
+                for n in nodes
+            ]
             if status_nodes != list(entries.values()):
                 status = dict(obj.get("status") or {})
                 status["nodes"] = status_nodes
@@ -571,17 +603,18 @@ def _reported_nodes(
     """status.nodes with the report applied (its conditions as of `now`): the spec's nodes
     in order (a `deleted` node dropped), or for an object that no longer validates just the
     old entries."""
-    try:
-        nodes = tenant_nodes(TenantCluster.model_validate(_without_status(obj)))
+    try:  # names only: an object need not name every node's address
+        nodes = node_names(TenantCluster.model_validate(_without_status(obj)))
     except ValueError:  # pydantic's ValidationError is one
         return [n for n in old.values() if n.get("name") != report.node]
     result = []
     for node in nodes:
-        before = old.get(node.name) or {}
-        if node.name != report.node:
+        name = node[1]
+        before = old.get(name) or {}
+        if name != report.node:
             result.append(_entry(node, before, before.get("host")))
         elif report.state != NodeState.DELETED:
-            facts = NodeFacts(node.name, report.state, report.host, report.reason, report.message)
+            facts = NodeFacts(name, report.state, report.host, report.reason, report.message)
             conditions = stamp(node_conditions(facts), _conditions(before), now)
             entry = {"state": report.state, "ip": report.ip}
             result.append(_entry(node, entry, report.host, conditions))
@@ -604,13 +637,24 @@ def _rollout_view(record: TenantRecord) -> dict[str, Any] | None:
     return view.model_dump(mode="json", exclude_none=True) if view is not None else None
 
 
-def _with_kept_addresses(doc: dict[str, Any], record: TenantRecord | None) -> dict[str, Any]:
-    """The object's document with the addresses this host assigned its tenant before (kept in
-    its record) where it names none, as the server keeps them (`kept_addresses`)."""
+def _with_kept_network(
+    doc: dict[str, Any], record: TenantRecord | None, taken: set[int | None], others: set[int]
+) -> dict[str, Any]:
+    """The object's document with what this host assigned its tenant before (kept in its
+    record) where it names nothing, as the server keeps them: the addresses
+    (`kept_addresses`) and the VNI. A tenant naming no VNI keeps its record's unless an older
+    valid tenant (`taken`) now names it; otherwise (no record yet, or so taken) it gets the
+    lowest VNI no other tenant known here has (`others`: those objects name or records keep),
+    which the record then keeps."""
     spec = doc.get("spec")
-    if record is None or not isinstance(spec, dict) or not isinstance(spec.get("network"), dict):
+    if not isinstance(spec, dict) or not isinstance(spec.get("network"), dict):
         return doc
-    network = kept_addresses(record.tenant, spec["network"])
+    network = dict(spec["network"])
+    if record is not None:
+        network = kept_addresses(record.tenant, network)
+    if network.get("vni") is None:
+        kept = record.tenant.spec.network.vni if record is not None else None
+        network["vni"] = kept if kept is not None and kept not in taken else free_vni(others)
     return {**doc, "spec": {**spec, "network": network}}
 
 
@@ -639,6 +683,14 @@ def _tenant_address(value: Any, tenant: TenantCluster) -> str | None:
     if isinstance(value, str) and is_ip(value) and ipaddress.ip_address(value) in tenant.network:
         return value
     return None
+
+
+def _named_vni(obj: dict[str, Any]) -> int | None:
+    """The VNI the object's spec names, when it names one."""
+    spec = obj.get("spec")
+    network = spec.get("network") if isinstance(spec, dict) else None
+    vni = network.get("vni") if isinstance(network, dict) else None
+    return vni if isinstance(vni, int) and not isinstance(vni, bool) else None
 
 
 def _without_status(obj: dict[str, Any]) -> dict[str, Any]:

@@ -500,3 +500,66 @@ def test_ignition_of_a_newer_generation_has_the_kept_addresses(kube, tmp_path: P
     added = {n.name: n for n in other.desired_nodes()}["acme-master-1"]
     assert (added.generation, added.ip) == (2, "10.100.0.12")  # worker-0 keeps .11
     assert source.ignition(added) == other.ignition(added)  # fetched, with the same address
+
+
+def _assigned(source: KubernetesSource) -> dict[str, str]:
+    """The addresses a pass assigns the tenant (a node being rolled runs its old one yet)."""
+    source.desired_nodes()
+    record = source.book.get("acme")
+    assert record is not None and record.tenant.spec.network.addresses is not None
+    return dict(record.tenant.spec.network.addresses)
+
+
+def test_an_object_naming_some_addresses_keeps_the_others_stable(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    doc, source, _ = _running(kube, tmp_path, workers=[SIZE] * 2)  # .10, .11, .12
+    doc["spec"]["masters"] = [SIZE] * 2
+    doc["spec"]["network"] = {
+        **doc["spec"]["network"],
+        "addresses": {"acme-worker-1": "10.100.0.20"},
+    }
+    fake.update_spec("acme", doc["spec"])
+    names = ["acme-master-0", "acme-master-1", "acme-worker-0", "acme-worker-1"]
+    expected = dict(zip(names, _at(10, 13, 11, 20), strict=True))  # .12: worker-1 runs there yet
+    assert _assigned(source) == expected
+    _ready(source, source.desired_nodes())  # reports change what is held: nothing moves
+    assert _assigned(source) == expected
+    restarted = _source(api, tmp_path)
+    restarted.register(H1)
+    assert _assigned(restarted) == expected
+
+
+def _vni(source: KubernetesSource, tenant: str) -> int:
+    return {n.tenant: n.vni for n in source.desired_nodes()}[tenant]
+
+
+def test_a_vni_the_object_does_not_name_is_picked_once_and_kept(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    first = copy.deepcopy(ACME)
+    first["spec"]["network"] = {"cidr": "10.100.0.0/24"}
+    fake.create(first)
+    source = _source(api, tmp_path)
+    source.register(HostRegistration("h1", 16, 65536, ""))
+    assert _vni(source, "acme") == 100
+    second = copy.deepcopy(ACME)
+    second["metadata"]["name"] = "beta"
+    second["spec"]["network"] = {"cidr": "10.101.0.0/24"}
+    fake.create(second)
+    assert (_vni(source, "acme"), _vni(source, "beta")) == (100, 101)
+
+    fake.delete("acme")  # the lowest VNI is free again: beta stays where it is
+    assert _vni(source, "beta") == 101
+    restarted = _source(api, tmp_path)
+    restarted.register(HostRegistration("h1", 16, 65536, ""))
+    assert _vni(restarted, "beta") == 101
+    third = copy.deepcopy(ACME)
+    third["metadata"]["name"] = "gamma"
+    third["spec"]["network"] = {"cidr": "10.102.0.0/24", "vni": 100}
+    fake.create(third)  # names the free one: no conflict, and beta keeps 101
+    assert (_vni(restarted, "beta"), _vni(restarted, "gamma")) == (101, 100)
+    fourth = copy.deepcopy(ACME)
+    fourth["metadata"]["name"] = "delta"
+    fourth["spec"]["network"] = {"cidr": "10.103.0.0/24"}
+    fake.create(fourth)  # picks around those known here: the record's 101, gamma's 100
+    assert _vni(restarted, "delta") == 102
+    assert "vni" not in fake.get("beta")["spec"]["network"]  # the object is never written

@@ -15,7 +15,7 @@ server does it (mayu_py.tenants.rollout): the changed nodes stay pinned to the r
 run and are handed out one at a time, masters first, each once every node is ready again. The
 pins are kept in the tenant's directory on this host (mayu_py.agent.tenant_book); progress is
 written to `status.rollout`. The drain hook's credential comes from the tenant's PKI here:
-a client certificate for this host's drain identity (`drain_kubeconfig`).
+a short-lived client certificate for this host's drain identity (`drain_kubeconfig`).
 
 Node addresses and the VNI are the server's rule (mayu_py.tenants.addresses) with the record
 as the store: every node the object names no address for (and the ingress address, if it names
@@ -184,6 +184,7 @@ class KubernetesSource:
         self._host: HostInfo | None = None
         self._lock = threading.Lock()
         self._tenants: dict[str, TenantCluster] = {}  # valid tenants of the last list
+        self._carried: set[str] = set()  # live tenants with nodes here, as of the last pass
         self._pkis: dict[str, ClusterPKI] = {}
         self.book = TenantBook(self.pki_root)  # per tenant: its revision, pins, reports
         self._seen: dict[str, tuple[int, str | None]] = {}  # name -> (generation, deleting)
@@ -210,6 +211,8 @@ class KubernetesSource:
         live = [(o, t) for o, t in valid if not _meta(o).get("deletionTimestamp")]
         claimed = self._claim(live)
         tenants = {n.tenant for n in claimed}
+        with self._lock:
+            self._carried = tenants
         rolled = {
             t.name: {n.name: n for n in desired_nodes(t, self._step(o, t).rollout)}
             for o, t in live
@@ -233,10 +236,12 @@ class KubernetesSource:
         return render_tenant_node(tenant, node.name, self._pki(tenant.name), self.renderer)
 
     def drain_kubeconfig(self, tenant: str) -> str:
-        """This host's drain kubeconfig for the tenant (mayu_py.agent.drain): a client
-        certificate from the tenant's CA for the drain identity, not the admin one."""
+        """This host's drain kubeconfig for the tenant (mayu_py.agent.drain): a short-lived
+        client certificate from the tenant's CA for the drain identity, not the admin one,
+        built afresh for each drain (issued anew near its end: ClusterPKI). NotFound unless
+        the tenant is live and has nodes here, as the server has it."""
         with self._lock:
-            found = self._tenants.get(tenant)
+            found = self._tenants.get(tenant) if tenant in self._carried else None
         if found is None:
             raise NotFound(f"TenantCluster {tenant} is not run here", {"tenant": tenant})
         return self._pki(tenant).drainer_kubeconfig(self.host_name, admin_facts(found))

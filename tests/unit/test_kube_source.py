@@ -9,6 +9,7 @@ import json
 import shutil
 import urllib.parse
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -406,13 +407,19 @@ def test_the_drain_credential_is_this_hosts_own(kube, tmp_path: Path) -> None:
     user = config["users"][0]
     assert user["name"] == "mayu:drainer:h1"
     pem = base64.b64decode(user["user"]["client-certificate-data"])
-    subject = x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
-    assert subject == "CN=mayu:drainer:h1,O=mayu:drainers"
+    certificate = x509.load_pem_x509_certificate(pem)
+    assert certificate.subject.rfc4514_string() == "CN=mayu:drainer:h1,O=mayu:drainers"
+    lived = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    assert lived == timedelta(hours=1, minutes=5)  # an hour, notBefore back-dated for skew
     assert config["clusters"][0]["cluster"]["server"] == "https://10.100.0.10:6443"
     bundle = tmp_path / "pki-h1" / "acme" / "users" / "drainer-h1" / "drainer.pem"
     assert bundle.stat().st_mode & 0o777 == 0o600
     with pytest.raises(NotFound):
         source.drain_kubeconfig("other")
+    fake.mark_deleting("acme")  # going: its VMs go undrained, and no credential is made for it
+    source.desired_nodes()
+    with pytest.raises(NotFound):
+        source.drain_kubeconfig("acme")
 
 
 def _addresses(source: KubernetesSource) -> dict[str, str]:

@@ -25,15 +25,24 @@ an object naming no VNI keeps the one picked for it on its first pass (the lowes
 other tenant known here names or keeps; a new one only if an older tenant names it since).
 The object itself is never written.
 
-On the first pass without a record (an agent upgraded while the tenant runs) the record is
-seeded from `status.nodes`: the nodes running here count as reports of the current spec, so
-the next change pins them and their addresses are held.
+The record is mirrored in the object's `status.applied` (JSON text: its spec with generation,
+addresses and VNI, the nodes' last reports with the generation each runs, the rollout),
+written with the status change of the pass or report that changes it. An agent that finds no
+record (its state lost, its host rebuilt around running VMs) restores it from there when the
+tenant is claimed by this host: a change made meanwhile is then a change from what runs,
+pinned and rolled one node at a time, a rollout under way goes on where it was, and the
+addresses and VNI stay. Without `status.applied` (an agent upgraded from before it)
+the record is seeded from `status.nodes` with the current spec as what runs: the next change
+rolls, but one made before that first pass is taken as what runs already (its nodes replaced
+at once, as their VMs differ). Left open: a record lost between its change and the status
+write of the same pass (the mirror one step behind).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
 import shutil
 import threading
@@ -268,6 +277,8 @@ class KubernetesSource:
                 status["observedGeneration"] = _observed(record, nodes, status)
             if record is not None and (record.rollout.members or "rollout" in status):
                 status["rollout"] = _rollout_view(record)
+            if record is not None:
+                status["applied"] = _applied(record)
             try:
                 self._patch_status(obj, status)
                 return
@@ -280,7 +291,7 @@ class KubernetesSource:
     def _step(self, obj: dict[str, Any], tenant: TenantCluster) -> TenantRecord:
         """The tenant's record after this pass: a new revision pins the nodes it changes, a
         settled tenant releases the next node; kept before its nodes are handed out, and
-        `status.rollout` brought up to date."""
+        `status.rollout` and `status.applied` brought up to date."""
         before = self.book.get(tenant.name)
         if before is None:
             record = TenantRecord(tenant, nodes=_seeded(obj, tenant, self.host_name, self.clock()))
@@ -290,9 +301,11 @@ class KubernetesSource:
             record = before
         record = record.advanced()
         self.book.put(record)
-        view = _rollout_view(record)
-        if view != (obj.get("status") or {}).get("rollout"):
-            body = {"status": {"rollout": view}}  # merge patch: only status.rollout (null: gone)
+        status = obj.get("status") or {}
+        changed = {"rollout": _rollout_view(record), "applied": _applied(record)}
+        changed = {k: v for k, v in changed.items() if v != status.get(k)}
+        if changed:
+            body = {"status": changed}  # merge patch: only these (a null rollout: gone)
             try:
                 self._call(
                     "patch status of",
@@ -461,7 +474,7 @@ class KubernetesSource:
         addresses and VNI its record keeps, new nodes' addresses allocated around the held
         ones, and a VNI picked once when it names none and has none (`_kept_network`)."""
         name = str(_meta(obj).get("name"))
-        record = self.book.get(name)
+        record = self._record(obj)
         taken = {t.spec.network.vni for t in existing if t.name != name}
         others = taken | {vni for owner, vni in known if owner != name}
         doc = _with_kept_network(_without_status(obj), record, taken, others)
@@ -471,6 +484,17 @@ class KubernetesSource:
         held = record.held_addresses if record is not None else ()
         return parse_tenant(doc, images, existing, held)
 
+    def _record(self, obj: dict[str, Any]) -> TenantRecord | None:
+        """The tenant's record: this host's, else the one its object's `status.applied`
+        mirrors when nodes of it run here (restored into the book: see the module doc)."""
+        name = str(_meta(obj).get("name"))
+        record = self.book.get(name)
+        if record is None and (restored := _restored(obj, self.host_name)):
+            log.warning("tenant %s: no record here, restored from its status.applied", name)
+            self.book.put(restored)
+            record = restored
+        return record
+
     def _known_vnis(self, items: list[dict[str, Any]]) -> list[tuple[str, int]]:
         """(tenant, VNI) of every tenant known here: the VNIs the objects name and those
         their records keep."""
@@ -479,7 +503,7 @@ class KubernetesSource:
             name = str(_meta(obj).get("name"))
             if (named := _named_vni(obj)) is not None:
                 known.append((name, named))
-            record = self.book.get(name)
+            record = self._record(obj)
             if record is not None and record.tenant.spec.network.vni is not None:
                 known.append((name, record.tenant.spec.network.vni))
         return known
@@ -663,12 +687,38 @@ def _with_kept_network(
     return {**doc, "spec": {**spec, "network": network}}
 
 
+def _applied(record: TenantRecord) -> str:
+    """`status.applied`: the record's spec, the nodes' last reports and the rollout, as JSON
+    text (a merge patch replaces a string whole, where it would merge an object's keys and
+    keep pins that are gone)."""
+    data = record.to_json()
+    return json.dumps({k: data[k] for k in ("doc", "nodes", "rollout")}, sort_keys=True)
+
+
+def _restored(obj: dict[str, Any], host: str) -> TenantRecord | None:
+    """The record `status.applied` mirrors; None when there is none, it is unreadable or not
+    this tenant's, or no node of the tenant is claimed by this host."""
+    status = obj.get("status") or {}
+    text = status.get("applied")
+    if not isinstance(text, str):
+        return None
+    if not any(e.get("host") == host for e in status.get("nodes") or [] if isinstance(e, dict)):
+        return None
+    try:
+        record = TenantRecord.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # pydantic's is a ValueError
+        log.warning("status.applied of %s unreadable (%s)", _meta(obj).get("name"), exc)
+        return None
+    return record if record.name == _meta(obj).get("name") else None
+
+
 def _seeded(
     obj: dict[str, Any], tenant: TenantCluster, host: str, now: float
 ) -> dict[str, ReportedNode]:
-    """For a tenant this host kept no record of (the first pass after an agent upgrade): the
-    nodes `status.nodes` says run here, as reports of the current spec. The next spec change
-    then pins them and replaces them one at a time, and their addresses are held."""
+    """For a tenant this host kept no record of, nor `status.applied` (the first pass after an
+    agent upgrade): the nodes `status.nodes` says run here, as reports of the current spec.
+    The next spec change then pins them and replaces them one at a time, and their addresses
+    are held."""
     seeded = {}
     for entry in (obj.get("status") or {}).get("nodes") or []:
         state = _state(entry.get("state"))

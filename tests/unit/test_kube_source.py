@@ -485,6 +485,7 @@ def test_a_first_pass_without_a_record_seeds_it_so_a_change_rolls(kube, tmp_path
     fake, api = kube
     doc, _, nodes = _running(kube, tmp_path, kubernetesVersion="1.36", masters=[SIZE] * 3)
     (tmp_path / "pki-h1" / "acme" / "record.json").unlink()  # an agent that kept no record
+    del fake.objects["acme"]["status"]["applied"]  # nor mirrored it (from before it did)
 
     upgraded = _source(api, tmp_path)
     upgraded.register(H1)
@@ -570,3 +571,33 @@ def test_a_vni_the_object_does_not_name_is_picked_once_and_kept(kube, tmp_path: 
     fake.create(fourth)  # picks around those known here: the record's 101, gamma's 100
     assert _vni(restarted, "delta") == 102
     assert "vni" not in fake.get("beta")["spec"]["network"]  # the object is never written
+
+
+def test_a_change_made_while_the_record_was_lost_still_rolls_one_node_at_a_time(
+    kube, tmp_path: Path
+) -> None:
+    fake, api = kube
+    doc, _, nodes = _running(kube, tmp_path, kubernetesVersion="1.36", masters=[SIZE] * 3)
+    record = tmp_path / "pki-h1" / "acme" / "record.json"
+    record.unlink()  # the agent's state is lost, its VMs run on
+    doc["spec"]["kubernetesVersion"] = "1.37"
+    fake.update_spec("acme", doc["spec"])  # and the tenant changes before it is back
+
+    def restarted() -> list[TenantNode]:
+        source = _source(api, tmp_path)
+        source.register(H1)
+        return source.desired_nodes()
+
+    rolled = restarted()  # restored from status.applied: the change is one from what runs
+    assert [n.name for n in rolled if n.generation == 2] == ["acme-master-0"]
+    assert [n.spec_hash for n in rolled[1:]] == [n.spec_hash for n in nodes[1:]]
+    assert [n.ip for n in rolled] == [n.ip for n in nodes]
+    assert fake.get("acme")["status"]["rollout"]["node"] == "acme-master-0"
+
+    source = _source(api, tmp_path)
+    source.register(H1)
+    _ready(source, source.desired_nodes()[:1])  # master-0 replaced and ready again
+    record.unlink()  # lost again mid-rollout: the pins of the others come back with it
+    rolled = restarted()
+    assert [n.name for n in rolled if n.generation == 2] == ["acme-master-0", "acme-master-1"]
+    assert [n.spec_hash for n in rolled[2:]] == [n.spec_hash for n in nodes[2:]]

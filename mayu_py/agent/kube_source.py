@@ -478,11 +478,8 @@ class KubernetesSource:
         taken = {t.spec.network.vni for t in existing if t.name != name}
         others = taken | {vni for owner, vni in known if owner != name}
         doc = _with_kept_network(_without_status(obj), record, taken, others)
-        image = str((doc.get("spec") or {}).get("image") or "")
-        # Base images are this host's business: an unknown one fails its nodes at apply.
-        images = {image: ImageInfo(image, min_memory_mib=0)}
         held = record.held_addresses if record is not None else ()
-        return parse_tenant(doc, images, existing, held)
+        return parse_tenant(doc, _any_image(doc), existing, held)
 
     def _record(self, obj: dict[str, Any]) -> TenantRecord | None:
         """The tenant's record: this host's, else the one its object's `status.applied`
@@ -695,9 +692,18 @@ def _applied(record: TenantRecord) -> str:
     return json.dumps({k: data[k] for k in ("doc", "nodes", "rollout")}, sort_keys=True)
 
 
+def _any_image(doc: dict[str, Any]) -> dict[str, ImageInfo]:
+    """The document's image as a known one: base images are this host's business (an
+    unknown one fails its nodes at apply)."""
+    spec = doc.get("spec")
+    image = str((spec.get("image") if isinstance(spec, dict) else None) or "")
+    return {image: ImageInfo(image, min_memory_mib=0)}
+
+
 def _restored(obj: dict[str, Any], host: str) -> TenantRecord | None:
-    """The record `status.applied` mirrors; None when there is none, it is unreadable or not
-    this tenant's, or no node of the tenant is claimed by this host."""
+    """The record `status.applied` mirrors, its spec and every pinned revision valid as an
+    object's spec would be; None when there is none, it is unreadable, invalid or not this
+    tenant's, or no node of the tenant is claimed by this host."""
     status = obj.get("status") or {}
     text = status.get("applied")
     if not isinstance(text, str):
@@ -706,8 +712,12 @@ def _restored(obj: dict[str, Any], host: str) -> TenantRecord | None:
         return None
     try:
         record = TenantRecord.from_json(json.loads(text))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # pydantic's is a ValueError
-        log.warning("status.applied of %s unreadable (%s)", _meta(obj).get("name"), exc)
+        for tenant in (record.tenant, *record.rollout.revisions.values()):
+            doc = tenant.model_dump(mode="json", exclude={"status"})
+            parse_tenant(doc, _any_image(doc), [])
+    # (pydantic's ValidationError is a ValueError; parse_tenant's errors are MayuErrors)
+    except (MayuError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("status.applied of %s not used: %s", _meta(obj).get("name"), exc)
         return None
     return record if record.name == _meta(obj).get("name") else None
 

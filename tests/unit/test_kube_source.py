@@ -601,3 +601,20 @@ def test_a_change_made_while_the_record_was_lost_still_rolls_one_node_at_a_time(
     rolled = restarted()
     assert [n.name for n in rolled if n.generation == 2] == ["acme-master-0", "acme-master-1"]
     assert [n.spec_hash for n in rolled[2:]] == [n.spec_hash for n in nodes[2:]]
+
+
+def test_an_invalid_status_applied_is_not_restored(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    _, _, nodes = _running(kube, tmp_path, masters=[SIZE] * 2)
+    (tmp_path / "pki-h1" / "acme" / "record.json").unlink()
+    status = fake.objects["acme"]["status"]
+    applied = json.loads(status["applied"])
+    applied["doc"]["spec"]["network"]["addresses"]["acme-master-1"] = "10.100.0.1"  # the gateway
+    status["applied"] = json.dumps(applied)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    assert source.desired_nodes() == nodes  # seeded from status.nodes instead, as before
+    record = source.book.get("acme")
+    assert record is not None and record.tenant.spec.network.addresses == {
+        n.name: n.ip for n in nodes
+    }

@@ -374,10 +374,14 @@ def test_rotate_reissues_leaves_and_keeps_cas(pki: ClusterPKI) -> None:
     assert subject(kubeconfig(admin_after)[1]) == ("kubernetes-admin", ["system:masters"])
 
 
-def in_days(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
+def later_by(monkeypatch: pytest.MonkeyPatch, delta: timedelta) -> None:
     """Move the PKI's clock forward."""
-    later = datetime.now(UTC) + timedelta(days=days)
+    later = datetime.now(UTC) + delta
     monkeypatch.setattr("mayu_py.pki.leafcache.utcnow", lambda: later)
+
+
+def in_days(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
+    later_by(monkeypatch, timedelta(days=days))
 
 
 def test_rotate_reissues_leaves_close_to_expiry(
@@ -411,11 +415,6 @@ def test_a_leaf_in_its_last_30_days_is_issued_anew(
     assert by_path(pki.node_files(WORKER, FACTS))[path] != first
 
 
-def in_minutes(monkeypatch: pytest.MonkeyPatch, minutes: int) -> None:
-    later = datetime.now(UTC) + timedelta(minutes=minutes)
-    monkeypatch.setattr("mayu_py.pki.leafcache.utcnow", lambda: later)
-
-
 def test_a_drain_certificate_lives_an_hour_and_is_renewed_near_its_end(
     pki: ClusterPKI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -425,9 +424,11 @@ def test_a_drain_certificate_lives_an_hour_and_is_renewed_near_its_end(
     # notBefore is back-dated 5 minutes for clock skew, notAfter an hour from issue
     assert first.not_valid_after_utc - first.not_valid_before_utc == timedelta(hours=1, minutes=5)
     assert timedelta(minutes=59) < first.not_valid_after_utc - start <= timedelta(hours=1)
-    in_minutes(monkeypatch, 29)  # 31 minutes left: served again
+    later_by(monkeypatch, timedelta(minutes=29))  # 31 minutes left: served again
     assert kubeconfig(pki.drainer_kubeconfig("h1", FACTS))[1] == first
-    in_minutes(monkeypatch, 31)  # 29 minutes left: too little for a drain, issued anew
+    later_by(
+        monkeypatch, timedelta(minutes=31)
+    )  # 29 minutes left: too little for a drain, issued anew
     _, renewed = kubeconfig(pki.drainer_kubeconfig("h1", FACTS))
     assert renewed.serial_number != first.serial_number
     assert renewed.not_valid_after_utc - first.not_valid_after_utc >= timedelta(minutes=30)

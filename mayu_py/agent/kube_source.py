@@ -472,7 +472,7 @@ class KubernetesSource:
     ) -> TenantCluster:
         """The object as a valid tenant (`parse_tenant`; Unprocessable or Conflict), with the
         addresses and VNI its record keeps, new nodes' addresses allocated around the held
-        ones, and a VNI picked once when it names none and has none (`_kept_network`)."""
+        ones, and a VNI picked once when it names none and has none (`_with_kept_network`)."""
         name = str(_meta(obj).get("name"))
         record = self._record(obj)
         taken = {t.spec.network.vni for t in existing if t.name != name}

@@ -15,26 +15,39 @@ server does it (mayu_py.tenants.rollout): the changed nodes stay pinned to the r
 run and are handed out one at a time, masters first, each once every node is ready again. The
 pins are kept in the tenant's directory on this host (mayu_py.agent.tenant_book); progress is
 written to `status.rollout`. The drain hook's credential comes from the tenant's PKI here:
-a client certificate for this host's drain identity (`drain_kubeconfig`).
+a short-lived client certificate for this host's drain identity (`drain_kubeconfig`).
 
-Node addresses are the server's rule (mayu_py.tenants.addresses) with the record as the store:
-an object that names no addresses (or no ingress address) keeps those of the record's spec on
-the same CIDR (`kept_addresses`), and new nodes get free ones around the addresses of removed
-nodes not yet reported deleted (`TenantRecord.held_addresses`); the object itself is never
-written. On the first pass without a record (an agent upgraded while the tenant runs) the
-record is seeded from `status.nodes`: the nodes running here count as reports of the current
-spec, so the next change pins them and their addresses are held.
+Node addresses and the VNI are the server's rule (mayu_py.tenants.addresses) with the record
+as the store: every node the object names no address for (and the ingress address, if it names
+none) keeps the record's on the same CIDR (`kept_addresses`), new nodes get free ones around
+the addresses of removed nodes not yet reported deleted (`TenantRecord.held_addresses`), and
+an object naming no VNI keeps the one picked for it on its first pass (the lowest that no
+other tenant known here names or keeps; a new one only if an older tenant names it since).
+The object itself is never written.
+
+The record is mirrored in the object's `status.applied` (JSON text: its spec with generation,
+addresses and VNI, the nodes' last reports with the generation each runs, the rollout),
+written with the status change of the pass or report that changes it. An agent that finds no
+record (its state lost, its host rebuilt around running VMs) restores it from there when the
+tenant is claimed by this host: a change made meanwhile is then a change from what runs,
+pinned and rolled one node at a time, a rollout under way goes on where it was, and the
+addresses and VNI stay. Without `status.applied` (an agent upgraded from before it)
+the record is seeded from `status.nodes` with the current spec as what runs: the next change
+rolls, but one made before that first pass is taken as what runs already (its nodes replaced
+at once, as their VMs differ). Left open: a record lost between its change and the status
+write of the same pass (the mirror one step behind).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,9 +79,10 @@ from mayu_py.tenants import (
 )
 from mayu_py.tenants.conditions import NodeFacts, node_conditions, stamp, tenant_conditions
 from mayu_py.tenants.ignition import admin_facts, render_tenant_node
-from mayu_py.tenants.resource import Condition, NodeStatus
+from mayu_py.tenants.nodes import node_names
+from mayu_py.tenants.resource import Condition, NodeStatus, Role
 from mayu_py.tenants.rollout import desired_nodes, rollout_status
-from mayu_py.tenants.validation import kept_addresses
+from mayu_py.tenants.validation import free_vni, kept_addresses
 
 log = logging.getLogger(__name__)
 
@@ -114,24 +128,25 @@ def _conditions(holder: dict[str, Any]) -> list[Condition]:
 
 
 def _entry(
-    node: TenantNode,
+    node: tuple[Role, str],
     old: dict[str, Any],
     host: str | None,
     conditions: list[Condition] | None = None,
 ) -> dict[str, Any]:
-    """A status.nodes[] item; absent keys rather than nulls (the CRD types them as strings);
-    its conditions as given, else as they were."""
+    """A status.nodes[] item for node (role, name); absent keys rather than nulls (the CRD
+    types them as strings); its conditions as given, else as they were."""
+    role, name = node
     status = NodeStatus(
-        name=node.name,
-        role=node.role,
+        name=name,
+        role=role,
         host=host or None,
         state=_state(old.get("state")),
         ip=old.get("ip") or None,
         conditions=_conditions(old) if conditions is None else conditions,
     )
     return status.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {
-        "name": node.name,
-        "role": node.role,
+        "name": name,
+        "role": role,
         "state": str(status.state),
     }
 
@@ -178,6 +193,7 @@ class KubernetesSource:
         self._host: HostInfo | None = None
         self._lock = threading.Lock()
         self._tenants: dict[str, TenantCluster] = {}  # valid tenants of the last list
+        self._carried: set[str] = set()  # live tenants with nodes here, as of the last pass
         self._pkis: dict[str, ClusterPKI] = {}
         self.book = TenantBook(self.pki_root)  # per tenant: its revision, pins, reports
         self._seen: dict[str, tuple[int, str | None]] = {}  # name -> (generation, deleting)
@@ -204,6 +220,8 @@ class KubernetesSource:
         live = [(o, t) for o, t in valid if not _meta(o).get("deletionTimestamp")]
         claimed = self._claim(live)
         tenants = {n.tenant for n in claimed}
+        with self._lock:
+            self._carried = tenants
         rolled = {
             t.name: {n.name: n for n in desired_nodes(t, self._step(o, t).rollout)}
             for o, t in live
@@ -227,10 +245,12 @@ class KubernetesSource:
         return render_tenant_node(tenant, node.name, self._pki(tenant.name), self.renderer)
 
     def drain_kubeconfig(self, tenant: str) -> str:
-        """This host's drain kubeconfig for the tenant (mayu_py.agent.drain): a client
-        certificate from the tenant's CA for the drain identity, not the admin one."""
+        """This host's drain kubeconfig for the tenant (mayu_py.agent.drain): a short-lived
+        client certificate from the tenant's CA for the drain identity, not the admin one,
+        built afresh for each drain (issued anew near its end: ClusterPKI). NotFound unless
+        the tenant is live and has nodes here, as the server has it."""
         with self._lock:
-            found = self._tenants.get(tenant)
+            found = self._tenants.get(tenant) if tenant in self._carried else None
         if found is None:
             raise NotFound(f"TenantCluster {tenant} is not run here", {"tenant": tenant})
         return self._pki(tenant).drainer_kubeconfig(self.host_name, admin_facts(found))
@@ -257,6 +277,8 @@ class KubernetesSource:
                 status["observedGeneration"] = _observed(record, nodes, status)
             if record is not None and (record.rollout.members or "rollout" in status):
                 status["rollout"] = _rollout_view(record)
+            if record is not None:
+                status["applied"] = _applied(record)
             try:
                 self._patch_status(obj, status)
                 return
@@ -269,7 +291,7 @@ class KubernetesSource:
     def _step(self, obj: dict[str, Any], tenant: TenantCluster) -> TenantRecord:
         """The tenant's record after this pass: a new revision pins the nodes it changes, a
         settled tenant releases the next node; kept before its nodes are handed out, and
-        `status.rollout` brought up to date."""
+        `status.rollout` and `status.applied` brought up to date."""
         before = self.book.get(tenant.name)
         if before is None:
             record = TenantRecord(tenant, nodes=_seeded(obj, tenant, self.host_name, self.clock()))
@@ -279,9 +301,11 @@ class KubernetesSource:
             record = before
         record = record.advanced()
         self.book.put(record)
-        view = _rollout_view(record)
-        if view != (obj.get("status") or {}).get("rollout"):
-            body = {"status": {"rollout": view}}  # merge patch: only status.rollout (null: gone)
+        status = obj.get("status") or {}
+        changed = {"rollout": _rollout_view(record), "applied": _applied(record)}
+        changed = {k: v for k, v in changed.items() if v != status.get(k)}
+        if changed:
+            body = {"status": changed}  # merge patch: only these (a null rollout: gone)
             try:
                 self._call(
                     "patch status of",
@@ -428,9 +452,10 @@ class KubernetesSource:
     def _validate(self, items: list[dict[str, Any]]) -> list[tuple[dict[str, Any], TenantCluster]]:
         """Valid tenants, oldest first; an invalid one is logged and marked Valid=False."""
         valid: list[tuple[dict[str, Any], TenantCluster]] = []
+        known = self._known_vnis(items)
         for obj in sorted(items, key=_sort_key):
             try:
-                tenant = self._parsed(obj, [t for _, t in valid])
+                tenant = self._parsed(obj, [t for _, t in valid], known)
             except (Unprocessable, Conflict) as exc:
                 name = _meta(obj).get("name")
                 log.debug("skipping invalid TenantCluster %s: %s", name, exc.detail)
@@ -439,16 +464,46 @@ class KubernetesSource:
             valid.append((self._set_condition(obj, "True", "Valid", ""), tenant))
         return valid
 
-    def _parsed(self, obj: dict[str, Any], existing: list[TenantCluster]) -> TenantCluster:
+    def _parsed(
+        self,
+        obj: dict[str, Any],
+        existing: list[TenantCluster],
+        known: Sequence[tuple[str, int]] = (),
+    ) -> TenantCluster:
         """The object as a valid tenant (`parse_tenant`; Unprocessable or Conflict), with the
-        addresses its record keeps and new nodes' allocated around the held ones."""
-        record = self.book.get(str(_meta(obj).get("name")))
-        doc = _with_kept_addresses(_without_status(obj), record)
-        image = str((doc.get("spec") or {}).get("image") or "")
-        # Base images are this host's business: an unknown one fails its nodes at apply.
-        images = {image: ImageInfo(image, min_memory_mib=0)}
+        addresses and VNI its record keeps, new nodes' addresses allocated around the held
+        ones, and a VNI picked once when it names none and has none (`_with_kept_network`)."""
+        name = str(_meta(obj).get("name"))
+        record = self._record(obj)
+        taken = {t.spec.network.vni for t in existing if t.name != name}
+        others = taken | {vni for owner, vni in known if owner != name}
+        doc = _with_kept_network(_without_status(obj), record, taken, others)
         held = record.held_addresses if record is not None else ()
-        return parse_tenant(doc, images, existing, held)
+        return parse_tenant(doc, _any_image(doc), existing, held)
+
+    def _record(self, obj: dict[str, Any]) -> TenantRecord | None:
+        """The tenant's record: this host's, else the one its object's `status.applied`
+        mirrors when nodes of it run here (restored into the book: see the module doc)."""
+        name = str(_meta(obj).get("name"))
+        record = self.book.get(name)
+        if record is None and (restored := _restored(obj, self.host_name)):
+            log.warning("tenant %s: no record here, restored from its status.applied", name)
+            self.book.put(restored)
+            record = restored
+        return record
+
+    def _known_vnis(self, items: list[dict[str, Any]]) -> list[tuple[str, int]]:
+        """(tenant, VNI) of every tenant known here: the VNIs the objects name and those
+        their records keep."""
+        known = []
+        for obj in items:
+            name = str(_meta(obj).get("name"))
+            if (named := _named_vni(obj)) is not None:
+                known.append((name, named))
+            record = self._record(obj)
+            if record is not None and record.tenant.spec.network.vni is not None:
+                known.append((name, record.tenant.spec.network.vni))
+        return known
 
     def _set_condition(
         self, obj: dict[str, Any], state: str, reason: str, message: str
@@ -514,7 +569,10 @@ class KubernetesSource:
                     "tenant %s does not fit on %s; leaving it to another host", tenant.name, me
                 )
                 continue
-            status_nodes = [_entry(n, entries.get(n.name) or {}, wanted.get(n.name)) for n in nodes]
+            status_nodes = [
+                _entry((n.role, n.name), entries.get(n.name) or {}, wanted.get(n.name))
+                for n in nodes
+            ]
             if status_nodes != list(entries.values()):
                 status = dict(obj.get("status") or {})
                 status["nodes"] = status_nodes
@@ -571,17 +629,18 @@ def _reported_nodes(
     """status.nodes with the report applied (its conditions as of `now`): the spec's nodes
     in order (a `deleted` node dropped), or for an object that no longer validates just the
     old entries."""
-    try:
-        nodes = tenant_nodes(TenantCluster.model_validate(_without_status(obj)))
+    try:  # names only: an object need not name every node's address
+        nodes = node_names(TenantCluster.model_validate(_without_status(obj)))
     except ValueError:  # pydantic's ValidationError is one
         return [n for n in old.values() if n.get("name") != report.node]
     result = []
     for node in nodes:
-        before = old.get(node.name) or {}
-        if node.name != report.node:
+        name = node[1]
+        before = old.get(name) or {}
+        if name != report.node:
             result.append(_entry(node, before, before.get("host")))
         elif report.state != NodeState.DELETED:
-            facts = NodeFacts(node.name, report.state, report.host, report.reason, report.message)
+            facts = NodeFacts(name, report.state, report.host, report.reason, report.message)
             conditions = stamp(node_conditions(facts), _conditions(before), now)
             entry = {"state": report.state, "ip": report.ip}
             result.append(_entry(node, entry, report.host, conditions))
@@ -604,22 +663,72 @@ def _rollout_view(record: TenantRecord) -> dict[str, Any] | None:
     return view.model_dump(mode="json", exclude_none=True) if view is not None else None
 
 
-def _with_kept_addresses(doc: dict[str, Any], record: TenantRecord | None) -> dict[str, Any]:
-    """The object's document with the addresses this host assigned its tenant before (kept in
-    its record) where it names none, as the server keeps them (`kept_addresses`)."""
+def _with_kept_network(
+    doc: dict[str, Any], record: TenantRecord | None, taken: set[int | None], others: set[int]
+) -> dict[str, Any]:
+    """The object's document with what this host assigned its tenant before (kept in its
+    record) where it names nothing, as the server keeps them: the addresses
+    (`kept_addresses`) and the VNI. A tenant naming no VNI keeps its record's unless an older
+    valid tenant (`taken`) now names it; otherwise (no record yet, or so taken) it gets the
+    lowest VNI no other tenant known here has (`others`: those objects name or records keep),
+    which the record then keeps."""
     spec = doc.get("spec")
-    if record is None or not isinstance(spec, dict) or not isinstance(spec.get("network"), dict):
+    if not isinstance(spec, dict) or not isinstance(spec.get("network"), dict):
         return doc
-    network = kept_addresses(record.tenant, spec["network"])
+    network = dict(spec["network"])
+    if record is not None:
+        network = kept_addresses(record.tenant, network)
+    if network.get("vni") is None:
+        kept = record.tenant.spec.network.vni if record is not None else None
+        network["vni"] = kept if kept is not None and kept not in taken else free_vni(others)
     return {**doc, "spec": {**spec, "network": network}}
+
+
+def _applied(record: TenantRecord) -> str:
+    """`status.applied`: the record's spec, the nodes' last reports and the rollout, as JSON
+    text (a merge patch replaces a string whole, where it would merge an object's keys and
+    keep pins that are gone)."""
+    data = record.to_json()
+    return json.dumps({k: data[k] for k in ("doc", "nodes", "rollout")}, sort_keys=True)
+
+
+def _any_image(doc: dict[str, Any]) -> dict[str, ImageInfo]:
+    """The document's image as a known one: base images are this host's business (an
+    unknown one fails its nodes at apply)."""
+    spec = doc.get("spec")
+    image = str((spec.get("image") if isinstance(spec, dict) else None) or "")
+    return {image: ImageInfo(image, min_memory_mib=0)}
+
+
+def _restored(obj: dict[str, Any], host: str) -> TenantRecord | None:
+    """The record `status.applied` mirrors, its spec and every pinned revision valid as an
+    object's spec would be; None when there is none, it is unreadable, invalid or not this
+    tenant's, or no node of the tenant is claimed by this host."""
+    status = obj.get("status") or {}
+    text = status.get("applied")
+    if not isinstance(text, str):
+        return None
+    if not any(e.get("host") == host for e in status.get("nodes") or [] if isinstance(e, dict)):
+        return None
+    try:
+        record = TenantRecord.from_json(json.loads(text))
+        for tenant in (record.tenant, *record.rollout.revisions.values()):
+            doc = tenant.model_dump(mode="json", exclude={"status"})
+            parse_tenant(doc, _any_image(doc), [])
+    # (pydantic's ValidationError is a ValueError; parse_tenant's errors are MayuErrors)
+    except (MayuError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("status.applied of %s not used: %s", _meta(obj).get("name"), exc)
+        return None
+    return record if record.name == _meta(obj).get("name") else None
 
 
 def _seeded(
     obj: dict[str, Any], tenant: TenantCluster, host: str, now: float
 ) -> dict[str, ReportedNode]:
-    """For a tenant this host kept no record of (the first pass after an agent upgrade): the
-    nodes `status.nodes` says run here, as reports of the current spec. The next spec change
-    then pins them and replaces them one at a time, and their addresses are held."""
+    """For a tenant this host kept no record of, nor `status.applied` (the first pass after an
+    agent upgrade): the nodes `status.nodes` says run here, as reports of the current spec.
+    The next spec change then pins them and replaces them one at a time, and their addresses
+    are held."""
     seeded = {}
     for entry in (obj.get("status") or {}).get("nodes") or []:
         state = _state(entry.get("state"))
@@ -639,6 +748,14 @@ def _tenant_address(value: Any, tenant: TenantCluster) -> str | None:
     if isinstance(value, str) and is_ip(value) and ipaddress.ip_address(value) in tenant.network:
         return value
     return None
+
+
+def _named_vni(obj: dict[str, Any]) -> int | None:
+    """The VNI the object's spec names, when it names one."""
+    spec = obj.get("spec")
+    network = spec.get("network") if isinstance(spec, dict) else None
+    vni = network.get("vni") if isinstance(network, dict) else None
+    return vni if isinstance(vni, int) and not isinstance(vni, bool) else None
 
 
 def _without_status(obj: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from mayu_py.pki.layout import DRAINER_LIFETIME
+
 
 @click.command("agent")
 @click.option("--host-name", required=True, help="This host's name as registered with the server.")
@@ -97,8 +99,10 @@ import click
     "--drain-timeout",
     default=60.0,
     show_default=True,
+    type=click.FloatRange(0, DRAINER_LIFETIME.renew_before.total_seconds()),
     help="Seconds a drain may take; a tenant API unreachable that long: the drain is skipped "
-    "(said in the log and the node's message).",
+    "(said in the log and the node's message). At most the time the drain certificate, "
+    "fetched as a drain starts, is still valid for (30 minutes).",
 )
 def agent(
     host_name: str,

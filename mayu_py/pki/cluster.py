@@ -78,10 +78,12 @@ class ClusterPKI:
 
     def drainer_kubeconfig(self, host: str, facts: ClusterFacts) -> str:
         """A kubeconfig for the drains of the agent of `host` (mayu_py.agent.drain): its own
-        client certificate in the group the tenant's RBAC lets cordon and evict, no more.
-        Kept only as the 0600 certificate bundle; the text is the caller's (never logged)."""
+        short-lived client certificate (`layout.DRAINER_LIFETIME`: issued anew when it nears
+        its end) in the group the tenant's RBAC lets cordon and evict, no more. Kept only as
+        the 0600 certificate bundle; the text is the caller's (never logged)."""
         cache = self._cache("users", f"{layout.DRAINER_LEAF}-{host}")
-        leaf = cache.leaves({layout.DRAINER_LEAF: layout.drainer_spec(host)})[layout.DRAINER_LEAF]
+        wanted = {layout.DRAINER_LEAF: layout.drainer_spec(host)}
+        leaf = cache.leaves(wanted, layout.DRAINER_LIFETIME)[layout.DRAINER_LEAF]
         return self._kubeconfig(leaf, facts)
 
     def _kubeconfig(self, leaf: Leaf, facts: ClusterFacts) -> str:

@@ -10,6 +10,7 @@ api_endpoint.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from mayu_py.model import FileSpec
@@ -24,7 +25,13 @@ from mayu_py.pki.identity import (
 )
 from mayu_py.pki.kubeconfig import render
 from mayu_py.pki.leafcache import Leaf
-from mayu_py.pki.x509 import LeafSpec, certificate_pem, private_key_pem, public_key_pem
+from mayu_py.pki.x509 import (
+    LeafSpec,
+    Lifetime,
+    certificate_pem,
+    private_key_pem,
+    public_key_pem,
+)
 
 PKI = "/etc/kubernetes/pki"
 KUBELET_PKI = "/var/lib/kubelet/pki"
@@ -70,6 +77,13 @@ ADMIN_SPEC = LeafSpec(
 # cordon nodes and evict pods, nothing more.
 DRAINER_LEAF = "drainer"
 DRAINERS_GROUP = "mayu:drainers"
+# Tenant clusters have no CRL, so a drain certificate cannot be revoked when its host stops
+# carrying the tenant; it is short-lived instead: valid for an hour (what Kubernetes gives a
+# bound service account token by default), issued anew once less than 30 minutes are left.
+# Agents fetch it at the start of every drain, so a drain (`mayu agent --drain-timeout`, at
+# most DRAINER_LIFETIME.renew_before) always ends with it valid, and a host that no longer
+# carries the tenant keeps a working credential for an hour at most.
+DRAINER_LIFETIME = Lifetime(timedelta(hours=1), renew_before=timedelta(minutes=30))
 
 
 def drainer_spec(host: str) -> LeafSpec:

@@ -2,9 +2,11 @@
 
 Each leaf is one bundle file `<dir>/<leaf>.pem` (certificate, then its private key; mode
 0600) written atomically, so a certificate and its key can never be seen out of step. A
-request whose leaves are all on disk and still match what it wants is served without a lock
-and without signing; anything else re-checks under the directory's lock, so several
-processes asking at once sign each leaf once and all return the same bytes.
+request whose leaves are all on disk, still match what it wants and are fresh by the
+request's `Lifetime` (mayu_py.pki.x509: the one renewal rule) is served without a lock and
+without signing; anything else re-checks under the directory's lock, so several processes
+asking at once sign each leaf once and all return the same bytes. A rotation re-issues a
+leaf with the validity it had (a short-lived one stays short-lived).
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ from mayu_py.files import atomic_write
 from mayu_py.pki import files
 from mayu_py.pki.authorities import Authorities
 from mayu_py.pki.x509 import (
+    LEAF_LIFETIME,
+    LEAF_VALIDITY,
     LeafSpec,
+    Lifetime,
     authority_key_id,
     certificate_pem,
     issue,
+    issued_validity,
     key_id,
     load_certificate,
     private_key_pem,
@@ -68,20 +74,24 @@ class LeafCache:
         self.directory = directory
         self.authorities = authorities
 
-    def leaves(self, wanted: Mapping[str, LeafSpec]) -> dict[str, Leaf]:
-        """Exactly the wanted leaves, reusing cached ones that still match their spec."""
-        cached = self._all_usable(wanted)
+    def leaves(
+        self, wanted: Mapping[str, LeafSpec], lifetime: Lifetime = LEAF_LIFETIME
+    ) -> dict[str, Leaf]:
+        """Exactly the wanted leaves, reusing cached ones that still match their spec and
+        are fresh (`lifetime`); new ones are issued for `lifetime.validity`."""
+        cached = self._all_usable(wanted, lifetime)
         if cached is not None:
             return cached
         files.ensure_private_dir(self.directory)
         with files.exclusive_lock(self.directory):
-            return self._refresh(wanted)
+            return self._refresh(wanted, lifetime)
 
     def rotate(self, within: timedelta, force: bool) -> list[str]:
         """Re-issue (same identity, new key) every leaf expiring within `within`, or all."""
         if not self.directory.is_dir():
             return []
         rotated = []
+        rule = Lifetime(LEAF_VALIDITY, renew_before=within)
         with files.exclusive_lock(self.directory):
             now = utcnow()
             for path in sorted(self.directory.glob("*" + BUNDLE_SUFFIX)):
@@ -96,8 +106,9 @@ class LeafCache:
                         extra={"subject": self.directory.name, "leaf": path.stem},
                     )
                     continue
-                if force or certificate.not_valid_after_utc - now <= within:
-                    self._issue(path.stem, LeafSpec.of(certificate, ca), now)
+                if force or not rule.fresh(certificate, now):
+                    validity = issued_validity(certificate)
+                    self._issue(path.stem, LeafSpec.of(certificate, ca), now, validity)
                     rotated.append(path.stem)
         return rotated
 
@@ -116,25 +127,27 @@ class LeafCache:
         shutil.rmtree(self.directory, ignore_errors=True)
         return serials
 
-    def _all_usable(self, wanted: Mapping[str, LeafSpec]) -> dict[str, Leaf] | None:
+    def _all_usable(
+        self, wanted: Mapping[str, LeafSpec], lifetime: Lifetime
+    ) -> dict[str, Leaf] | None:
         if not self.directory.is_dir() or set(self._names()) != set(wanted):
             return None
         now = utcnow()
         found = {}
         for name, spec in wanted.items():
             leaf = self._read(name)
-            if leaf is None or not self._usable(leaf, spec, now):
+            if leaf is None or not self._usable(leaf, spec, lifetime, now):
                 return None
             found[name] = leaf
         return found
 
-    def _refresh(self, wanted: Mapping[str, LeafSpec]) -> dict[str, Leaf]:
+    def _refresh(self, wanted: Mapping[str, LeafSpec], lifetime: Lifetime) -> dict[str, Leaf]:
         now = utcnow()
         result = {}
         for name, spec in wanted.items():
             leaf = self._read(name)
-            if leaf is None or not self._usable(leaf, spec, now):
-                leaf = self._issue(name, spec, now)
+            if leaf is None or not self._usable(leaf, spec, lifetime, now):
+                leaf = self._issue(name, spec, now, lifetime.validity)
             result[name] = leaf
         for name in self._names():
             if name not in wanted:
@@ -142,17 +155,17 @@ class LeafCache:
                 log.info("removed leaf no longer wanted", extra=self._context(name))
         return result
 
-    def _usable(self, leaf: Leaf, spec: LeafSpec, now: datetime) -> bool:
+    def _usable(self, leaf: Leaf, spec: LeafSpec, lifetime: Lifetime, now: datetime) -> bool:
         certificate = leaf.certificate
         authority = self.authorities.cas[spec.ca]
         return (
-            certificate.not_valid_after_utc > now
+            lifetime.fresh(certificate, now)
             and authority_key_id(certificate) == key_id(authority.certificate)
             and LeafSpec.of(certificate, spec.ca) == spec
         )
 
-    def _issue(self, name: str, spec: LeafSpec, now: datetime) -> Leaf:
-        certificate, key = issue(spec, self.authorities.cas[spec.ca], now)
+    def _issue(self, name: str, spec: LeafSpec, now: datetime, validity: timedelta) -> Leaf:
+        certificate, key = issue(spec, self.authorities.cas[spec.ca], now, validity)
         leaf = Leaf(certificate_pem(certificate), private_key_pem(key), certificate)
         path = self.directory / (name + BUNDLE_SUFFIX)
         atomic_write(path, leaf.certificate_pem + leaf.key_pem, 0o600)

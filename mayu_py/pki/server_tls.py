@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from mayu_py.errors import ConfigError
@@ -18,6 +17,7 @@ from mayu_py.files import atomic_write
 from mayu_py.pki import files
 from mayu_py.pki.identity import is_ip
 from mayu_py.pki.x509 import (
+    LEAF_LIFETIME,
     Authority,
     LeafSpec,
     authority_key_id,
@@ -33,7 +33,6 @@ from mayu_py.pki.x509 import (
 
 log = logging.getLogger(__name__)
 
-RENEW_BEFORE = timedelta(days=30)
 CA_FILE = "ca.crt"
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
@@ -115,6 +114,6 @@ def _still_good(cert_text: str, spec: LeafSpec, authority: Authority) -> bool:
     """Fresh, for the same names, and issued by the CA in use (a replica that adopted the
     store's CA issues its serving certificate again)."""
     certificate = load_certificate(cert_text)
-    fresh = certificate.not_valid_after_utc - utcnow() > RENEW_BEFORE
+    fresh = LEAF_LIFETIME.fresh(certificate, utcnow())
     ours = authority_key_id(certificate) == key_id(authority.certificate)
     return fresh and ours and LeafSpec.of(certificate, spec.ca) == spec

@@ -21,6 +21,31 @@ LEAF_VALIDITY = timedelta(days=365)
 # Back-date notBefore so a node whose clock lags a little still accepts a fresh certificate.
 CLOCK_SKEW = timedelta(minutes=5)
 
+
+@dataclass(frozen=True)
+class Lifetime:
+    """How long a leaf is issued for, and the renewal rule every issuer of cached leaves
+    follows (the leaf cache, the server's serving certificate): a certificate with
+    `renew_before` or less left is issued anew rather than served again."""
+
+    validity: timedelta
+    renew_before: timedelta
+
+    def fresh(self, certificate: x509.Certificate, now: datetime) -> bool:
+        """Still to be served: more than `renew_before` left."""
+        return certificate.not_valid_after_utc - now > self.renew_before
+
+
+# Leaves of machines, nodes and users: a year, issued anew in their last 30 days (what
+# `mayu pki rotate` re-issues by default, too).
+LEAF_LIFETIME = Lifetime(LEAF_VALIDITY, renew_before=timedelta(days=30))
+
+
+def issued_validity(certificate: x509.Certificate) -> timedelta:
+    """The validity `certificate` was issued with (`issue` back-dates notBefore)."""
+    return certificate.not_valid_after_utc - certificate.not_valid_before_utc - CLOCK_SKEW
+
+
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
@@ -154,16 +179,16 @@ class LeafSpec:
 
 
 def issue(
-    spec: LeafSpec, authority: Authority, now: datetime
+    spec: LeafSpec, authority: Authority, now: datetime, validity: timedelta = LEAF_VALIDITY
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """Sign a new leaf (fresh key) for spec, valid for LEAF_VALIDITY but never past the CA."""
+    """Sign a new leaf (fresh key) for spec, valid for `validity` but never past the CA."""
     key = new_key()
     public = key.public_key()
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in spec.organizations]
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, spec.common_name))
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] if spec.server else []
     usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if spec.client else []
-    not_after = min(now + LEAF_VALIDITY, authority.certificate.not_valid_after_utc)
+    not_after = min(now + validity, authority.certificate.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attributes))

@@ -189,10 +189,11 @@ class TenantService:
 
     def drainer_kubeconfig(self, name: str, host: str) -> str:
         """The drain credential of the agent of `host` for tenant `name` (its own client
-        certificate from the tenant's CA, mayu_py.pki.layout.drainer_spec); NotFound unless
-        the host carries nodes of the tenant."""
+        short-lived certificate from the tenant's CA, mayu_py.pki.layout.drainer_spec and
+        DRAINER_LIFETIME); NotFound unless the host carries nodes of the tenant and the tenant
+        is wanted (a deleted tenant's VMs go undrained)."""
         record = self._record(self.store, name)
-        if host not in record.assignments.values():
+        if record.deleting or host not in record.assignments.values():
             raise NotFound("host carries no node of the tenant", {"tenant": name, "host": host})
         facts = admin_facts(record.tenant, self.options)
         return self.tenant_pki(name).drainer_kubeconfig(host, facts)

@@ -143,9 +143,10 @@ def tenant_kubeconfig(name: str) -> Response:
 @bp.get("/hosts/<host>/tenants/<tenant>/drain-kubeconfig")
 @operation(
     Operation(
-        "The drain kubeconfig of a host's agent for a tenant it carries nodes of: a client "
-        "certificate of its own (CN mayu:drainer:<host>, group mayu:drainers) that the "
-        "tenant's RBAC lets cordon nodes and evict pods, nothing more",
+        "The drain kubeconfig of a host's agent for a live tenant it carries nodes of: a "
+        "client certificate of its own (CN mayu:drainer:<host>, group mayu:drainers) that the "
+        "tenant's RBAC lets cordon nodes and evict pods, nothing more; valid for an hour and "
+        "issued anew once 30 minutes or less are left (fetch it for each drain)",
         HOSTS,
         {200: Reply({"type": "string"}, "kubeconfig", media=YAML)},
         auth="agent-of-host",

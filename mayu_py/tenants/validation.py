@@ -112,15 +112,21 @@ def _with_addresses(tenant: TenantCluster, held: Collection[str]) -> TenantClust
 
 def kept_addresses(tenant: TenantCluster, network: dict[str, Any]) -> dict[str, Any]:
     """A spec.network document with the addresses `tenant` (as it was) has that it does not
-    name, when its CIDR is the same: the nodes' (a tenant stored before addresses were: what
-    its nodes have) and the ingress address. `parse_tenant` then keeps them."""
+    name, when its CIDR is the same: the address of every node it names none for (a tenant
+    stored before addresses were: what its nodes have), unless it gives that address to
+    another node, and the ingress address. `parse_tenant` then keeps them, so naming some
+    nodes' addresses moves no other node."""
     kept = dict(network)
-    if kept.get("cidr") == tenant.spec.network.cidr:
-        nodes = tenant_nodes(tenant)
-        if kept.get("addresses") is None:
-            kept["addresses"] = {n.name: n.ip for n in nodes}
-        if kept.get("ingress") is None and nodes:
-            kept["ingress"] = nodes[0].ingress
+    named = kept.get("addresses")
+    if kept.get("cidr") != tenant.spec.network.cidr or not isinstance(named, dict | None):
+        return kept  # another network (all allocated afresh), or malformed (parse_tenant says)
+    named = named or {}
+    nodes = tenant_nodes(tenant)
+    given = {a for a in named.values() if isinstance(a, str)}
+    old = {n.name: n.ip for n in nodes if n.name not in named and n.ip not in given}
+    kept["addresses"] = old | named
+    if kept.get("ingress") is None and nodes:
+        kept["ingress"] = nodes[0].ingress
     return kept
 
 

@@ -643,7 +643,9 @@ def test_a_kube_source_rollout_replaces_one_node_at_a_time(tmp_path: Path) -> No
     """The Kubernetes source (TenantCluster objects in a fake API server) drives the agent
     through a version change of a 3-master, 1-worker tenant: one node at a time, masters
     first, each drained through the tenant API (a fake core API) with the source's drain
-    credential, the masters' data disks kept, progress in status.rollout."""
+    credential, the masters' data disks kept, progress in status.rollout; also when the agent
+    loses its record of the tenant before the change and again during the rollout (it is
+    restored from status.applied)."""
     doc = tenant_doc("acme", "10.100.0.0/24", 100, workers=1)
     doc["spec"].update(kubernetesVersion="1.36", masters=doc["spec"]["masters"] * 3)
     order = [f"acme-master-{i}" for i in range(3)] + ["acme-worker-0"]
@@ -661,6 +663,15 @@ def test_a_kube_source_rollout_replaces_one_node_at_a_time(tmp_path: Path) -> No
             return yaml.safe_dump(config)
 
         agent = Agent("h1", rig.host, source, rig.state, rig.images, drain=KubeDrain(credential))
+
+        def restart_without_record() -> None:
+            nonlocal source, agent
+            (tmp_path / "tenant-pki" / "acme" / "record.json").unlink()
+            source = KubernetesSource("h1", api, pki_root=tmp_path / "tenant-pki", watch=False)
+            agent = Agent(
+                "h1", rig.host, source, rig.state, rig.images, drain=KubeDrain(credential)
+            )
+            agent.register()
 
         def settle() -> int:
             """One pass, then the new VMs boot (their serial logs say so); how many of the
@@ -681,10 +692,15 @@ def test_a_kube_source_rollout_replaces_one_node_at_a_time(tmp_path: Path) -> No
             settle()
         disks = {n: (rig.state.tenant_dir("acme") / f"{n}.data.qcow2").stat().st_ino
                  for n in order[:3]}  # fmt: skip
+        restart_without_record()
         doc["spec"]["kubernetesVersion"] = "1.37"
         kube.update_spec("acme", doc["spec"])
-        for _ in range(40):
+        for step in range(40):
             assert settle() <= 1  # never more than one node down
+            if step == 3:
+                rollout = kube.get("acme")["status"]["rollout"]
+                assert 0 < rollout["done"] < rollout["total"]  # under way
+                restart_without_record()
             status = kube.get("acme")["status"]
             if "rollout" not in status and status.get("observedGeneration") == 2:
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,26 @@ def test_kubeconfig_client_certificates_verify(node_dir: Path, tmp_path: Path) -
         assert ca.read_text() == (node_dir / "ca.crt").read_text()
     subject = run(["openssl", "x509", "-noout", "-subject", "-in", tmp_path / "kubelet.conf.crt"])
     assert "O = system:nodes" in subject.stdout and "CN = system:node:c1" in subject.stdout
+
+
+def test_the_drain_certificate_verifies_as_a_short_lived_client(tmp_path: Path) -> None:
+    require_peers("openssl")
+    pki = ClusterPKI.load_or_create(tmp_path / "pki", "mayu")
+    document = yaml.safe_load(pki.drainer_kubeconfig("h1", FACTS))
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(
+        base64.b64decode(document["clusters"][0]["cluster"]["certificate-authority-data"])
+    )
+    client = tmp_path / "drainer.crt"
+    client.write_bytes(base64.b64decode(document["users"][0]["user"]["client-certificate-data"]))
+    assert verify(ca, client, "sslclient").strip().endswith(": OK")
+    with pytest.raises(CommandError):
+        verify(ca, client, "sslserver")  # a client identity only
+    subject = run(["openssl", "x509", "-noout", "-subject", "-in", client]).stdout
+    assert "O = mayu:drainers" in subject and "CN = mayu:drainer:h1" in subject
+    # still valid in 50 minutes, no longer in an hour and a minute (openssl's -attime)
+    now = int(time.time())
+    run(["openssl", "verify", "-attime", str(now + 3000), "-CAfile", ca, client])
+    with pytest.raises(CommandError) as expired:
+        run(["openssl", "verify", "-attime", str(now + 3660), "-CAfile", ca, client])
+    assert "certificate has expired" in expired.value.stderr

@@ -56,6 +56,26 @@ def test_a_node_unknown_to_the_tenant_api_is_said() -> None:
     assert [m for m, _, _ in core.requests] == ["PATCH"]
 
 
+def test_every_drain_fetches_the_credential_afresh() -> None:
+    core = FakeCore()
+    core.add_node(NODE)
+    core.add_node("acme-master-1")
+    fetched: list[str] = []
+
+    def credential(tenant: str) -> str:  # short-lived: never kept between drains
+        fetched.append(tenant)
+        return kubeconfig(url)
+
+    with serve(core) as url:
+        drain = KubeDrain(credential, timeout_s=5.0)
+        assert (
+            drain("acme", NODE)
+            == drain("acme", "acme-master-1")
+            == ("drained: cordoned, 0 pods evicted")
+        )
+    assert fetched == ["acme", "acme"]
+
+
 def test_a_pod_that_stays_makes_the_drain_incomplete_within_the_timeout() -> None:
     core = FakeCore()
     core.add_node(NODE)

@@ -9,6 +9,7 @@ import json
 import shutil
 import urllib.parse
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -406,13 +407,19 @@ def test_the_drain_credential_is_this_hosts_own(kube, tmp_path: Path) -> None:
     user = config["users"][0]
     assert user["name"] == "mayu:drainer:h1"
     pem = base64.b64decode(user["user"]["client-certificate-data"])
-    subject = x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
-    assert subject == "CN=mayu:drainer:h1,O=mayu:drainers"
+    certificate = x509.load_pem_x509_certificate(pem)
+    assert certificate.subject.rfc4514_string() == "CN=mayu:drainer:h1,O=mayu:drainers"
+    lived = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    assert lived == timedelta(hours=1, minutes=5)  # an hour, notBefore back-dated for skew
     assert config["clusters"][0]["cluster"]["server"] == "https://10.100.0.10:6443"
     bundle = tmp_path / "pki-h1" / "acme" / "users" / "drainer-h1" / "drainer.pem"
     assert bundle.stat().st_mode & 0o777 == 0o600
     with pytest.raises(NotFound):
         source.drain_kubeconfig("other")
+    fake.mark_deleting("acme")  # going: its VMs go undrained, and no credential is made for it
+    source.desired_nodes()
+    with pytest.raises(NotFound):
+        source.drain_kubeconfig("acme")
 
 
 def _addresses(source: KubernetesSource) -> dict[str, str]:
@@ -478,6 +485,7 @@ def test_a_first_pass_without_a_record_seeds_it_so_a_change_rolls(kube, tmp_path
     fake, api = kube
     doc, _, nodes = _running(kube, tmp_path, kubernetesVersion="1.36", masters=[SIZE] * 3)
     (tmp_path / "pki-h1" / "acme" / "record.json").unlink()  # an agent that kept no record
+    del fake.objects["acme"]["status"]["applied"]  # nor mirrored it (from before it did)
 
     upgraded = _source(api, tmp_path)
     upgraded.register(H1)
@@ -500,3 +508,113 @@ def test_ignition_of_a_newer_generation_has_the_kept_addresses(kube, tmp_path: P
     added = {n.name: n for n in other.desired_nodes()}["acme-master-1"]
     assert (added.generation, added.ip) == (2, "10.100.0.12")  # worker-0 keeps .11
     assert source.ignition(added) == other.ignition(added)  # fetched, with the same address
+
+
+def _assigned(source: KubernetesSource) -> dict[str, str]:
+    """The addresses a pass assigns the tenant (a node being rolled runs its old one yet)."""
+    source.desired_nodes()
+    record = source.book.get("acme")
+    assert record is not None and record.tenant.spec.network.addresses is not None
+    return dict(record.tenant.spec.network.addresses)
+
+
+def test_an_object_naming_some_addresses_keeps_the_others_stable(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    doc, source, _ = _running(kube, tmp_path, workers=[SIZE] * 2)  # .10, .11, .12
+    doc["spec"]["masters"] = [SIZE] * 2
+    doc["spec"]["network"] = {
+        **doc["spec"]["network"],
+        "addresses": {"acme-worker-1": "10.100.0.20"},
+    }
+    fake.update_spec("acme", doc["spec"])
+    names = ["acme-master-0", "acme-master-1", "acme-worker-0", "acme-worker-1"]
+    expected = dict(zip(names, _at(10, 13, 11, 20), strict=True))  # .12: worker-1 runs there yet
+    assert _assigned(source) == expected
+    _ready(source, source.desired_nodes())  # reports change what is held: nothing moves
+    assert _assigned(source) == expected
+    restarted = _source(api, tmp_path)
+    restarted.register(H1)
+    assert _assigned(restarted) == expected
+
+
+def _vni(source: KubernetesSource, tenant: str) -> int:
+    return {n.tenant: n.vni for n in source.desired_nodes()}[tenant]
+
+
+def test_a_vni_the_object_does_not_name_is_picked_once_and_kept(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    first = copy.deepcopy(ACME)
+    first["spec"]["network"] = {"cidr": "10.100.0.0/24"}
+    fake.create(first)
+    source = _source(api, tmp_path)
+    source.register(HostRegistration("h1", 16, 65536, ""))
+    assert _vni(source, "acme") == 100
+    second = copy.deepcopy(ACME)
+    second["metadata"]["name"] = "beta"
+    second["spec"]["network"] = {"cidr": "10.101.0.0/24"}
+    fake.create(second)
+    assert (_vni(source, "acme"), _vni(source, "beta")) == (100, 101)
+
+    fake.delete("acme")  # the lowest VNI is free again: beta stays where it is
+    assert _vni(source, "beta") == 101
+    restarted = _source(api, tmp_path)
+    restarted.register(HostRegistration("h1", 16, 65536, ""))
+    assert _vni(restarted, "beta") == 101
+    third = copy.deepcopy(ACME)
+    third["metadata"]["name"] = "gamma"
+    third["spec"]["network"] = {"cidr": "10.102.0.0/24", "vni": 100}
+    fake.create(third)  # names the free one: no conflict, and beta keeps 101
+    assert (_vni(restarted, "beta"), _vni(restarted, "gamma")) == (101, 100)
+    fourth = copy.deepcopy(ACME)
+    fourth["metadata"]["name"] = "delta"
+    fourth["spec"]["network"] = {"cidr": "10.103.0.0/24"}
+    fake.create(fourth)  # picks around those known here: the record's 101, gamma's 100
+    assert _vni(restarted, "delta") == 102
+    assert "vni" not in fake.get("beta")["spec"]["network"]  # the object is never written
+
+
+def test_a_change_made_while_the_record_was_lost_still_rolls_one_node_at_a_time(
+    kube, tmp_path: Path
+) -> None:
+    fake, api = kube
+    doc, _, nodes = _running(kube, tmp_path, kubernetesVersion="1.36", masters=[SIZE] * 3)
+    record = tmp_path / "pki-h1" / "acme" / "record.json"
+    record.unlink()  # the agent's state is lost, its VMs run on
+    doc["spec"]["kubernetesVersion"] = "1.37"
+    fake.update_spec("acme", doc["spec"])  # and the tenant changes before it is back
+
+    def restarted() -> list[TenantNode]:
+        source = _source(api, tmp_path)
+        source.register(H1)
+        return source.desired_nodes()
+
+    rolled = restarted()  # restored from status.applied: the change is one from what runs
+    assert [n.name for n in rolled if n.generation == 2] == ["acme-master-0"]
+    assert [n.spec_hash for n in rolled[1:]] == [n.spec_hash for n in nodes[1:]]
+    assert [n.ip for n in rolled] == [n.ip for n in nodes]
+    assert fake.get("acme")["status"]["rollout"]["node"] == "acme-master-0"
+
+    source = _source(api, tmp_path)
+    source.register(H1)
+    _ready(source, source.desired_nodes()[:1])  # master-0 replaced and ready again
+    record.unlink()  # lost again mid-rollout: the pins of the others come back with it
+    rolled = restarted()
+    assert [n.name for n in rolled if n.generation == 2] == ["acme-master-0", "acme-master-1"]
+    assert [n.spec_hash for n in rolled[2:]] == [n.spec_hash for n in nodes[2:]]
+
+
+def test_an_invalid_status_applied_is_not_restored(kube, tmp_path: Path) -> None:
+    fake, api = kube
+    _, _, nodes = _running(kube, tmp_path, masters=[SIZE] * 2)
+    (tmp_path / "pki-h1" / "acme" / "record.json").unlink()
+    status = fake.objects["acme"]["status"]
+    applied = json.loads(status["applied"])
+    applied["doc"]["spec"]["network"]["addresses"]["acme-master-1"] = "10.100.0.1"  # the gateway
+    status["applied"] = json.dumps(applied)
+    source = _source(api, tmp_path)
+    source.register(H1)
+    assert source.desired_nodes() == nodes  # seeded from status.nodes instead, as before
+    record = source.book.get("acme")
+    assert record is not None and record.tenant.spec.network.addresses == {
+        n.name: n.ip for n in nodes
+    }

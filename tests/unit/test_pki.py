@@ -374,10 +374,14 @@ def test_rotate_reissues_leaves_and_keeps_cas(pki: ClusterPKI) -> None:
     assert subject(kubeconfig(admin_after)[1]) == ("kubernetes-admin", ["system:masters"])
 
 
-def in_days(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
+def later_by(monkeypatch: pytest.MonkeyPatch, delta: timedelta) -> None:
     """Move the PKI's clock forward."""
-    later = datetime.now(UTC) + timedelta(days=days)
+    later = datetime.now(UTC) + delta
     monkeypatch.setattr("mayu_py.pki.leafcache.utcnow", lambda: later)
+
+
+def in_days(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
+    later_by(monkeypatch, timedelta(days=days))
 
 
 def test_rotate_reissues_leaves_close_to_expiry(
@@ -398,6 +402,44 @@ def test_expired_leaf_is_not_served(pki: ClusterPKI, monkeypatch: pytest.MonkeyP
     path = "/var/lib/kubelet/pki/kubelet.crt"
     assert cert(after[path].contents).not_valid_after_utc > datetime.now(UTC) + timedelta(days=700)
     assert after[path] != before[path]
+
+
+def test_a_leaf_in_its_last_30_days_is_issued_anew(
+    pki: ClusterPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = "/var/lib/kubelet/pki/kubelet.crt"
+    first = by_path(pki.node_files(WORKER, FACTS))[path]
+    in_days(monkeypatch, 330)
+    assert by_path(pki.node_files(WORKER, FACTS))[path] == first
+    in_days(monkeypatch, 340)  # 25 days left: the same rule as the server's own certificate
+    assert by_path(pki.node_files(WORKER, FACTS))[path] != first
+
+
+def test_a_drain_certificate_lives_an_hour_and_is_renewed_near_its_end(
+    pki: ClusterPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0)
+    _, first = kubeconfig(pki.drainer_kubeconfig("h1", FACTS))
+    assert subject(first) == ("mayu:drainer:h1", ["mayu:drainers"])
+    # notBefore is back-dated 5 minutes for clock skew, notAfter an hour from issue
+    assert first.not_valid_after_utc - first.not_valid_before_utc == timedelta(hours=1, minutes=5)
+    assert timedelta(minutes=59) < first.not_valid_after_utc - start <= timedelta(hours=1)
+    later_by(monkeypatch, timedelta(minutes=29))  # 31 minutes left: served again
+    assert kubeconfig(pki.drainer_kubeconfig("h1", FACTS))[1] == first
+    later_by(
+        monkeypatch, timedelta(minutes=31)
+    )  # 29 minutes left: too little for a drain, issued anew
+    _, renewed = kubeconfig(pki.drainer_kubeconfig("h1", FACTS))
+    assert renewed.serial_number != first.serial_number
+    assert renewed.not_valid_after_utc - first.not_valid_after_utc >= timedelta(minutes=30)
+    assert subject(renewed) == subject(first)
+
+    assert "users/drainer-h1/drainer" in pki.rotate(force=True)  # stays short-lived
+    bundle = (pki.directory / "users" / "drainer-h1" / "drainer.pem").read_text()
+    rotated = cert(bundle[: bundle.index("-----END CERTIFICATE-----") + 25])
+    assert rotated.not_valid_after_utc - rotated.not_valid_before_utc == timedelta(
+        hours=1, minutes=5
+    )
 
 
 def test_two_tenants_have_different_cas(tmp_path: Path) -> None:

@@ -96,6 +96,21 @@ def test_a_removed_node_s_address_is_free_only_once_it_is_gone(client: FlaskClie
     assert again["acme-worker-1"] == "10.100.0.12"
 
 
+def test_naming_some_addresses_moves_no_other_node(client: FlaskClient) -> None:
+    assert client.post("/api/v1/tenants", headers=AUTH, json=acme()).status_code == 201
+    for node, ip in (("acme-master-0", ".10"), ("acme-worker-0", ".11"), ("acme-worker-1", ".12")):
+        _report(client, node, "10.100.0" + ip)
+    named = {"acme-worker-1": "10.100.0.20", "acme-master-1": "10.100.0.10"}
+    spec = {"masters": [SIZE] * 2, "network": {"cidr": "10.100.0.0/24", "addresses": named}}
+    # master-0 gives .10 up to master-1 (named); worker-0 keeps .11; .12 is still held
+    assert _patch(client, spec)["spec"]["network"]["addresses"] == {
+        "acme-master-0": "10.100.0.13",
+        "acme-master-1": "10.100.0.10",
+        "acme-worker-0": "10.100.0.11",
+        "acme-worker-1": "10.100.0.20",
+    }
+
+
 def test_a_cidr_change_moves_every_address_into_it(client: FlaskClient) -> None:
     assert client.post("/api/v1/tenants", headers=AUTH, json=acme()).status_code == 201
     network = _patch(client, {"network": {"cidr": "10.101.0.0/24"}})["spec"]["network"]

@@ -7,6 +7,7 @@ import copy
 import json
 import shutil
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,9 @@ def test_agents_get_a_drain_credential_of_their_own_not_the_admin_one(
     assert user["name"] == "mayu:drainer:h1"
     cert = x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
     assert cert.subject.rfc4514_string() == "CN=mayu:drainer:h1,O=mayu:drainers"
+    # short-lived (no CRL in a tenant cluster to revoke it with): an hour, notBefore back-dated
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(hours=1, minutes=5)
+    assert cert.not_valid_after_utc - datetime.now(UTC) <= timedelta(hours=1)
     bundle = tmp_path / "data" / "tenants" / "acme" / "pki" / "users" / "drainer-h1" / "drainer.pem"
     assert bundle.stat().st_mode & 0o777 == 0o600
     assert client.get(drain.format("h1"), headers=h1).data == reply.data  # issued once
@@ -200,6 +204,13 @@ def test_agents_get_a_drain_credential_of_their_own_not_the_admin_one(
     assert client.get(drain.format("h2"), headers=AUTH).status_code == 404
     assert client.get(drain.format("h1"), headers=h2).status_code == 403
     assert not (bundle.parent.parent / "drainer-h2").exists()
+    # nor does a host whose tenant goes (its last certificate dies within the hour): no drain
+    # comes before a deleted tenant's VMs go, though they are h1's until it reports them gone
+    status = "/api/v1/tenants/acme/nodes/acme-master-0/status"
+    assert client.put(status, headers=h1, json={"state": "ready"}).status_code == 200
+    assert client.delete("/api/v1/tenants/acme", headers=AUTH).status_code == 202
+    assert client.get("/api/v1/tenants/acme", headers=AUTH).status_code == 200  # not purged
+    assert client.get(drain.format("h1"), headers=h1).status_code == 404
 
 
 def test_unapproved_hosts_and_insane_capacities_are_refused(client: FlaskClient) -> None:

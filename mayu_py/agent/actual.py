@@ -39,7 +39,6 @@ class ActualNetwork:
     gateway: str | None
     active: bool
     hosts: tuple[tuple[str, str, str], ...]
-    ingress: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def observe(host: LibvirtHost, state_dir: StateDir, scope: HostScope = ANY_HOST)
             foreign_networks.add(facts.name)
             continue
         networks[facts.name] = ActualNetwork(
-            facts.name, facts.bridge, facts.gateway, net.active, facts.hosts, facts.ingress
+            facts.name, facts.bridge, facts.gateway, net.active, facts.hosts
         )
     return ActualState(
         domains=domains,

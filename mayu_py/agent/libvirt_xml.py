@@ -48,7 +48,8 @@ def _text(root: ET.Element) -> str:
 def network_xml(net: DesiredNetwork) -> str:
     """On an overlay: the tenant's overlay bridge (`<forward mode='bridge'>`: libvirt only
     attaches VMs to it). Else an isolated network (no <forward>) with DHCP reservations only
-    (no dynamic range) and, with an ingress on the host, the tenant's ingress address."""
+    (no dynamic range); never the ingress address (the agent holds it on the bridge:
+    `DesiredNetwork.held`), so the definition is the same whether the host runs an ingress."""
     root = ET.Element("network")
     _sub(root, "name", net.name)
     if net.host_address is None:
@@ -60,8 +61,6 @@ def network_xml(net: DesiredNetwork) -> str:
     dhcp = _sub(ip, "dhcp")
     for mac, address, name in net.hosts:
         _sub(dhcp, "host", mac=mac, name=name, ip=address)
-    if net.ingress:
-        _sub(root, "ip", address=net.ingress, netmask=net.netmask)
     return _text(root)
 
 

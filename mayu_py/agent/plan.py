@@ -63,7 +63,9 @@ class CreateNetwork(_NetworkAction):
 
 @dataclass(frozen=True)
 class RecreateNetwork(_NetworkAction):
-    """Its address or bridge changed: destroy and define again."""
+    """Its gateway address or bridge changed: destroy and define again. Not for the ingress
+    address, which is in no definition: a network an earlier version defined with it (a
+    second `<ip>`) is left as it is, its VMs attached (`DesiredNetwork.held`)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def _network_actions(
         if have is None:
             actions.append(CreateNetwork(net))
             continue
-        if (have.bridge, have.gateway, have.ingress) != (net.bridge, net.host_address, net.ingress):
+        if (have.bridge, have.gateway) != (net.bridge, net.host_address):
             actions.append(RecreateNetwork(net))
             continue
         if not have.active:

@@ -33,6 +33,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mayu_py.errors import MayuError
+from mayu_py.virt.bridge_address import sync_address
 from mayu_py.virt.ingress_fence import IngressFence
 from mayu_py.virt.ownership import host_tag, overlay_bridge
 from mayu_py.virt.vxlan_firewall import VXLAN_PORT, VxlanFirewall
@@ -102,9 +103,9 @@ class HostOverlay:
         if self.netns:
             access = self._access(ipr, tenant.vni, bridge, mtu)
             with self._ipr(here=True) as here:
-                _sync_address(here, access, tenant.ingress)
+                sync_address(here, access, tenant.ingress)
         else:
-            _sync_address(ipr, bridge, tenant.ingress)
+            sync_address(ipr, bridge, tenant.ingress)
         return self.bridge(tenant.vni)
 
     def _access(self, ipr: IPRoute, vni: int, bridge: int, mtu: int) -> int:
@@ -211,17 +212,6 @@ class HostOverlay:
             ipr.fdb("del", ifindex=vxlan, lladdr=mac, dst=dst)
         for mac, dst in sorted(want - have):
             ipr.fdb("append", ifindex=vxlan, lladdr=mac, dst=dst)
-
-
-def _sync_address(ipr: IPRoute, index: int, wanted: str | None) -> None:
-    """The bridge's IPv4 addresses: exactly `wanted` (ADDRESS/PREFIX), or none."""
-    have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(family=2, index=index)}
-    for found in have - {wanted}:
-        address, prefix = found.split("/")
-        ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
-    if wanted is not None and wanted not in have:
-        address, prefix = wanted.split("/")
-        ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
 
 
 def _address(tenant: TenantOverlay) -> str | None:

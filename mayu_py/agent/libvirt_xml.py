@@ -18,6 +18,8 @@ from mayu_py.virt.ownership import DomainMeta, mark_domain
 
 FILTER_NAME = "mayu-tenant-node"  # a worker's (and the rules every guest has)
 MASTER_FILTER = "mayu-tenant-master"  # a master's: its API port open to the ingress address
+# earlier versions' filters, which domains they defined still name: undefined once none does
+OBSOLETE_FILTERS = ("mayu-tenant",)
 TB_CACHE_MIB = 32
 FWCFG_NAMES = ("opt/org.flatcar-linux/config", "opt/com.coreos/config")
 

@@ -145,11 +145,13 @@ class Agent:
 
     def _reconcile(self) -> ReconcileResult:
         desired = self.source.desired_nodes()
+        networks = networks_for(desired, self.overlay_tag, ingress=self.ingress is not None)
         if self.overlay is not None:
             self.overlay.sync(overlays_for(desired, ingress=self.ingress is not None))
+        else:  # on the bridges there already, before HAProxy connects from the address
+            self._hold(networks)
         self._route(desired)
         actual = observe(self.host, self.state_dir, self.scope)
-        networks = networks_for(desired, self.overlay_tag, ingress=self.ingress is not None)
         actions = plan(desired, networks, actual)
         result = ReconcileResult()
         failed: set[str] = set()
@@ -169,7 +171,7 @@ class Agent:
                 log.error("%s failed for %s: %s", type(action).__name__, key, exc.message)
                 result.reasons[key], result.errors[key] = failure(action, exc, self.host_name)
                 failed.add(key)
-        if not self.overlay_tag:
+        if actions and self.overlay is None:  # on the bridges of networks just created
             self._hold(networks)
         after = observe(self.host, self.state_dir, self.scope) if actions else actual
         self.metrics.observed(after)

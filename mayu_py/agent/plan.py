@@ -1,6 +1,7 @@
 """The pure heart of the agent: plan(desired, desired_networks, actual) -> [Action].
 
-Order within a plan: the nwfilter, drains and deletions of domains (undesired, changed, or
+Order within a plan: the nwfilters (ours defined, an earlier version's no domain names any
+more undefined), drains and deletions of domains (undesired, changed, or
 defined with files other than this agent's, e.g. after a restart with another --state-dir),
 network changes and deletions, orphan files, then per node: overlay, data disk (masters),
 Ignition, define, start.
@@ -45,6 +46,16 @@ class Action:
 @dataclass(frozen=True)
 class EnsureFilter(Action):
     pass
+
+
+@dataclass(frozen=True)
+class DeleteFilter(Action):
+    """An earlier version's guest filter that no domain names any more."""
+
+    name: str
+
+    def describe(self) -> str:
+        return f"DeleteFilter {self.name}"
 
 
 @dataclass(frozen=True)
@@ -221,6 +232,7 @@ def plan(
     actions: list[Action] = []
     if desired and actual.nwfilter is False:
         actions.append(EnsureFilter())
+    actions += [DeleteFilter(name) for name in actual.obsolete_filters]
 
     gone: set[str] = set()
     for name, dom in sorted(actual.domains.items()):

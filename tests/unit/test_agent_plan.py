@@ -230,6 +230,13 @@ def test_whether_a_host_runs_an_ingress_never_changes_its_networks() -> None:
     assert [n.ingress for n in networks_for(nodes, "abcdef", ingress=True)] == [None]  # overlay
 
 
+def test_an_obsolete_filter_no_domain_names_is_undefined() -> None:
+    nodes = [dn("acme", 0)]
+    stale = converged(nodes, obsolete_filters=("mayu-tenant",))
+    assert kinds(run(nodes, stale)) == ["DeleteFilter mayu-tenant"]
+    assert kinds(run([], stale))[0] == "DeleteFilter mayu-tenant"  # with no tenant too
+
+
 def test_domain_defined_with_other_files_is_replaced() -> None:
     """Its definition names another state dir's files (an agent restarted with a new
     --state-dir): starting it would fail forever, so it is defined again like a changed spec."""

@@ -10,7 +10,8 @@ the other: the VMs ping each other both ways across the overlay; a second tenant
 two hosts reaches neither. Host a also runs the tenant API ingress, so each tenant's ingress
 address is on its side of the tenant's network (the only tenant address outside the VMs): from
 it a master's API port answers, its port 22 does not (a node of the tenant reaches that one),
-and another tenant's ingress address reaches nothing of the tenant. Kill -9 of one agent and
+and another tenant's ingress address reaches nothing of the tenant; no ARP for it crosses the
+overlay. Kill -9 of one agent and
 its restart change nothing (same domains, same qemu processes, no action applied); deleting the
 tenants leaves nothing.
 
@@ -263,6 +264,16 @@ def test_tenant_vms_across_two_hosts_on_the_overlay(site: Site) -> None:
     assert _connects(INGRESS[T1], ip[m1], 6443)
     assert not _connects(INGRESS[T1], ip[m1], 22)
     assert not _connects(INGRESS[T2], ip[m1], 6443)
+
+    # ARP for the ingress address never crosses the overlay (fenced off the VXLAN): each
+    # node's is answered by its own host's access bridge alone (here b's too, as both hosts'
+    # access bridges are in the root namespace, which holds a's address)
+    with IPRoute() as ipr:
+        macs = {str(link.get("IFLA_IFNAME")): link.get("IFLA_ADDRESS") for link in ipr.get_links()}
+    for name, info in nodes[T1].items():
+        out = site.console(name, f"arping -c2 -w3 -I eth0 {INGRESS[T1]}")[1]
+        own = macs[overlay_bridge(host_tag(info["host"]), NETS[T1][1])]
+        assert re.findall(r"reply from \S+ \[(\S+)\]", out) == [own, own], out
 
     # kill -9 of host a's agent, then a new one: nothing changes, nothing is applied
     before = (th.domains(site.conn, "s18ov-"), th.networks(site.conn, "mayu-tenant-s18ov-"),

@@ -53,17 +53,19 @@ class IngressFence:
 
     def fence(self, device: str, address: str | None) -> None:
         """Fence `address` (None: nothing) off `device`, the other devices as they are."""
-        wanted = self.current()
-        wanted.pop(device, None)
+        have = self._rules()
+        wanted = {d: a for _chain, d, a, _kind in have if d != device}
         if address is not None:
             wanted[device] = address
-        self.set_all(wanted)
+        self._make(wanted, have)
 
     def set_all(self, wanted: dict[str, str]) -> None:
         """Exactly these {VXLAN device: ingress address}: one `nft -j list` when nothing
         changes, else one atomic batch (or the table's deletion when nothing is wanted)."""
-        have = self._rules()
-        if set(have) == set(_rule_keys(wanted)):
+        self._make(wanted, self._rules())
+
+    def _make(self, wanted: dict[str, str], have: set[tuple[str, str, str, str]]) -> None:
+        if have == set(_rule_keys(wanted)):
             return
         if not wanted:
             self._nft({"delete": {"table": self._table()}})

@@ -10,7 +10,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf
   dnsmasq-base etcd-server etcd-client ignition busybox-static linux-image-amd64 cpio kmod
   libvirt-daemon-system libvirt-dev libxml2-utils
-  iproute2 iptables nginx-light wrk openssl curl tftp-hpa procps psmisc gnupg gpgv
+  iproute2 iptables nftables nginx-light wrk openssl curl tftp-hpa procps psmisc gnupg gpgv
   prometheus haproxy chromium chromium-driver
   syslinux syslinux-common mtools dosfstools grub-efi-amd64-bin
 )

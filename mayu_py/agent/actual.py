@@ -9,7 +9,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from mayu_py.agent.libvirt_xml import FILTER_NAME, MASTER_FILTER
+from mayu_py.agent.libvirt_xml import FILTER_NAME, MASTER_FILTER, OBSOLETE_FILTERS
 from mayu_py.agent.statedir import StateDir
 from mayu_py.errors import NotFound
 from mayu_py.tenants import NodeState
@@ -39,7 +39,6 @@ class ActualNetwork:
     gateway: str | None
     active: bool
     hosts: tuple[tuple[str, str, str], ...]
-    ingress: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,7 @@ class ActualState:
     foreign_networks: frozenset[str] = frozenset()
     files: dict[str, frozenset[str]] = field(default_factory=dict)
     nwfilter: bool | None = None  # None: the driver has no nwfilter support
+    obsolete_filters: tuple[str, ...] = ()  # defined, and named by no domain any more
 
 
 def observe(host: LibvirtHost, state_dir: StateDir, scope: HostScope = ANY_HOST) -> ActualState:
@@ -81,7 +81,7 @@ def observe(host: LibvirtHost, state_dir: StateDir, scope: HostScope = ANY_HOST)
             foreign_networks.add(facts.name)
             continue
         networks[facts.name] = ActualNetwork(
-            facts.name, facts.bridge, facts.gateway, net.active, facts.hosts, facts.ingress
+            facts.name, facts.bridge, facts.gateway, net.active, facts.hosts
         )
     return ActualState(
         domains=domains,
@@ -90,6 +90,7 @@ def observe(host: LibvirtHost, state_dir: StateDir, scope: HostScope = ANY_HOST)
         foreign_networks=frozenset(foreign_networks),
         files=state_dir.scan(),
         nwfilter=_filters(host),
+        obsolete_filters=_obsolete_filters(host),
     )
 
 
@@ -97,6 +98,16 @@ def _filters(host: LibvirtHost) -> bool | None:
     """Whether both guest filters are defined (None: the driver has no nwfilter support)."""
     found = [host.has_nwfilter(FILTER_NAME), host.has_nwfilter(MASTER_FILTER)]
     return None if None in found else all(found)
+
+
+def _obsolete_filters(host: LibvirtHost) -> tuple[str, ...]:
+    """Earlier versions' filters still defined that no domain names (the domains are read
+    only while such a filter is there)."""
+    defined = [name for name in OBSOLETE_FILTERS if host.has_nwfilter(name)]
+    if not defined:
+        return ()
+    in_use = host.nwfilters_in_use()
+    return tuple(name for name in defined if name not in in_use)
 
 
 def _files_current(host: LibvirtHost, name: str, meta: DomainMeta, directory: str) -> bool:

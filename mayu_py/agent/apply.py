@@ -62,6 +62,7 @@ class Applier:
         self.drain_notes: dict[str, str] = {}  # node -> what its last drain did
         self._handlers: dict[type[p.Action], Callable[[Any], None]] = {
             p.EnsureFilter: self._ensure_filter,
+            p.DeleteFilter: self._delete_filter,
             p.CreateNetwork: self._create_network,
             p.RecreateNetwork: self._recreate_network,
             p.StartNetwork: self._start_network,
@@ -86,6 +87,9 @@ class Applier:
     def _ensure_filter(self, _a: p.EnsureFilter) -> None:
         for xml in nwfilters():
             self.host.define_nwfilter(xml)
+
+    def _delete_filter(self, a: p.DeleteFilter) -> None:
+        self.host.undefine_nwfilter(a.name)
 
     def _create_network(self, a: p.CreateNetwork) -> None:
         self.host.define_network(network_xml(a.network))

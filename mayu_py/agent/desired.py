@@ -1,7 +1,9 @@
 """The networks a host should run for its desired nodes (`tenants.TenantNode`), one per tenant.
 
 Without an overlay, a tenant's network is isolated on this host: libvirt runs its bridge with
-the tenant's gateway address on it and DHCP reservations for its nodes. With the host's VXLAN
+the tenant's gateway address on it and DHCP reservations for its nodes; with an ingress on the
+host, the agent holds the tenant's ingress address on that bridge too (`held`), outside the
+network's definition, which so does not depend on it. With the host's VXLAN
 overlay (`overlay_tag`: the host's tag, `ownership.host_tag`), the network only attaches VMs to
 the tenant's overlay bridge (`<forward mode='bridge'>`): no address of the host, no DHCP; each
 node's address, assigned by the server, is set in the guest at boot (`libvirt_xml.static_ip`).
@@ -13,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from mayu_py.tenants import TenantNode
+from mayu_py.virt.bridge_address import HeldAddress
 from mayu_py.virt.ownership import BRIDGE_PREFIX, network_name, overlay_bridge
 
 
@@ -55,6 +58,15 @@ class DesiredNetwork:
     @property
     def address(self) -> str:
         return str(ipaddress.IPv4Network(self.cidr).network_address)
+
+    @property
+    def held(self) -> HeldAddress:
+        """The ingress address the host holds on the isolated network's bridge (None: it runs
+        no ingress), next to libvirt's gateway, and any other address gone: e.g. the ingress
+        address an earlier version defined in the network (a second `<ip>`), while this host
+        runs no ingress."""
+        ingress = f"{self.ingress}/{self.prefixlen}" if self.ingress else None
+        return HeldAddress(self.bridge, ingress, (f"{self.gateway}/{self.prefixlen}",))
 
 
 def network_of(node: TenantNode, overlay_tag: str = "") -> DesiredNetwork:

@@ -18,6 +18,8 @@ from mayu_py.virt.ownership import DomainMeta, mark_domain
 
 FILTER_NAME = "mayu-tenant-node"  # a worker's (and the rules every guest has)
 MASTER_FILTER = "mayu-tenant-master"  # a master's: its API port open to the ingress address
+# earlier versions' filters, which domains they defined still name: undefined once none does
+OBSOLETE_FILTERS = ("mayu-tenant",)
 TB_CACHE_MIB = 32
 FWCFG_NAMES = ("opt/org.flatcar-linux/config", "opt/com.coreos/config")
 
@@ -48,7 +50,8 @@ def _text(root: ET.Element) -> str:
 def network_xml(net: DesiredNetwork) -> str:
     """On an overlay: the tenant's overlay bridge (`<forward mode='bridge'>`: libvirt only
     attaches VMs to it). Else an isolated network (no <forward>) with DHCP reservations only
-    (no dynamic range) and, with an ingress on the host, the tenant's ingress address."""
+    (no dynamic range); never the ingress address (the agent holds it on the bridge:
+    `DesiredNetwork.held`), so the definition is the same whether the host runs an ingress."""
     root = ET.Element("network")
     _sub(root, "name", net.name)
     if net.host_address is None:
@@ -60,8 +63,6 @@ def network_xml(net: DesiredNetwork) -> str:
     dhcp = _sub(ip, "dhcp")
     for mac, address, name in net.hosts:
         _sub(dhcp, "host", mac=mac, name=name, ip=address)
-    if net.ingress:
-        _sub(root, "ip", address=net.ingress, netmask=net.netmask)
     return _text(root)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mayu_py.agent.actual import ActualState, observe
 from mayu_py.agent.apply import Applier, DrainHook
-from mayu_py.agent.desired import networks_for
+from mayu_py.agent.desired import DesiredNetwork, networks_for
 from mayu_py.agent.drain import KubeDrain
 from mayu_py.agent.ingress import IngressController
 from mayu_py.agent.metrics import AgentMetrics
@@ -44,6 +44,7 @@ from mayu_py.images.base import BaseImages
 from mayu_py.tenants import HostRegistration, NodeReport, NodeState, TenantNode
 from mayu_py.tenants.conditions import state_reason
 from mayu_py.tenants.wire import IMAGE_NAME_PATTERN, HostImage
+from mayu_py.virt.bridge_address import hold
 from mayu_py.virt.host import LibvirtHost, start_event_loop
 from mayu_py.virt.overlay import HostOverlay
 from mayu_py.virt.ownership import HostScope
@@ -144,11 +145,13 @@ class Agent:
 
     def _reconcile(self) -> ReconcileResult:
         desired = self.source.desired_nodes()
+        networks = networks_for(desired, self.overlay_tag, ingress=self.ingress is not None)
         if self.overlay is not None:
             self.overlay.sync(overlays_for(desired, ingress=self.ingress is not None))
+        else:  # on the bridges there already, before HAProxy connects from the address
+            self._hold(networks)
         self._route(desired)
         actual = observe(self.host, self.state_dir, self.scope)
-        networks = networks_for(desired, self.overlay_tag, ingress=self.ingress is not None)
         actions = plan(desired, networks, actual)
         result = ReconcileResult()
         failed: set[str] = set()
@@ -168,6 +171,8 @@ class Agent:
                 log.error("%s failed for %s: %s", type(action).__name__, key, exc.message)
                 result.reasons[key], result.errors[key] = failure(action, exc, self.host_name)
                 failed.add(key)
+        if actions and self.overlay is None:  # on the bridges of networks just created
+            self._hold(networks)
         after = observe(self.host, self.state_dir, self.scope) if actions else actual
         self.metrics.observed(after)
         self._report(desired, after, result)
@@ -189,6 +194,14 @@ class Agent:
         if reloaded and self.ingress.haproxy.last_reload_s is not None:
             self.metrics.ingress_updates.labels("reloaded").inc()
             self.metrics.ingress_reload_duration.observe(self.ingress.haproxy.last_reload_s)
+
+    def _hold(self, networks: list[DesiredNetwork]) -> None:
+        """The ingress address (with an ingress on this host) or none on each isolated
+        network's bridge; a failure is retried at the next pass, without holding up nodes."""
+        try:
+            hold(n.held for n in networks)
+        except MayuError as exc:
+            log.error("ingress addresses not held (retried at the next pass): %s", exc.message)
 
     def _apply(self, action: Action) -> None:
         kind = type(action).__name__

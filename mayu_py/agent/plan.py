@@ -1,6 +1,7 @@
 """The pure heart of the agent: plan(desired, desired_networks, actual) -> [Action].
 
-Order within a plan: the nwfilter, drains and deletions of domains (undesired, changed, or
+Order within a plan: the nwfilters (ours defined, an earlier version's no domain names any
+more undefined), drains and deletions of domains (undesired, changed, or
 defined with files other than this agent's, e.g. after a restart with another --state-dir),
 network changes and deletions, orphan files, then per node: overlay, data disk (masters),
 Ignition, define, start.
@@ -48,6 +49,16 @@ class EnsureFilter(Action):
 
 
 @dataclass(frozen=True)
+class DeleteFilter(Action):
+    """An earlier version's guest filter that no domain names any more."""
+
+    name: str
+
+    def describe(self) -> str:
+        return f"DeleteFilter {self.name}"
+
+
+@dataclass(frozen=True)
 class _NetworkAction(Action):
     network: DesiredNetwork
 
@@ -63,7 +74,9 @@ class CreateNetwork(_NetworkAction):
 
 @dataclass(frozen=True)
 class RecreateNetwork(_NetworkAction):
-    """Its address or bridge changed: destroy and define again."""
+    """Its gateway address or bridge changed: destroy and define again. Not for the ingress
+    address, which is in no definition: a network an earlier version defined with it (a
+    second `<ip>`) is left as it is, its VMs attached (`DesiredNetwork.held`)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +204,7 @@ def _network_actions(
         if have is None:
             actions.append(CreateNetwork(net))
             continue
-        if (have.bridge, have.gateway, have.ingress) != (net.bridge, net.host_address, net.ingress):
+        if (have.bridge, have.gateway) != (net.bridge, net.host_address):
             actions.append(RecreateNetwork(net))
             continue
         if not have.active:
@@ -219,6 +232,7 @@ def plan(
     actions: list[Action] = []
     if desired and actual.nwfilter is False:
         actions.append(EnsureFilter())
+    actions += [DeleteFilter(name) for name in actual.obsolete_filters]
 
     gone: set[str] = set()
     for name, dom in sorted(actual.domains.items()):

@@ -14,6 +14,7 @@ from mayu_py.tenants.wire import MAX_MESSAGE
 
 _BY_ACTION: dict[type[p.Action], str] = {
     p.EnsureFilter: "FilterFailed",
+    p.DeleteFilter: "FilterFailed",
     p.CreateNetwork: "NetworkFailed",
     p.RecreateNetwork: "NetworkFailed",
     p.StartNetwork: "NetworkFailed",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -251,6 +252,19 @@ class LibvirtHost:
 
         return self.call(f"nwfilterLookupByName {name}", lookup)
 
+    def nwfilters_in_use(self) -> set[str]:
+        """The filters any domain's interfaces name (every domain: another host's agent on
+        this libvirtd, or an earlier version's, may have defined it)."""
+
+        def collect(conn: libvirt.virConnect) -> set[str]:
+            names = set()
+            for dom in conn.listAllDomains():
+                for ref in ET.fromstring(dom.XMLDesc(0)).iterfind("devices/interface/filterref"):
+                    names.add(ref.get("filter", ""))
+            return names
+
+        return self.call("filters in use", collect)
+
     def domain_meta(self, name: str) -> DomainMeta | None:
         return self.call(f"metadata {name}", lambda c: _meta(c.lookupByName(name)))
 
@@ -273,6 +287,19 @@ class LibvirtHost:
     # -- changes ----------------------------------------------------------------------------
     def define_nwfilter(self, xml: str) -> None:
         self.call("nwfilterDefineXML", lambda c: c.nwfilterDefineXML(xml))
+
+    def undefine_nwfilter(self, name: str) -> None:
+        """Undefine a filter; a missing one is fine (libvirt refuses one a running domain
+        uses)."""
+
+        def undefine(conn: libvirt.virConnect) -> None:
+            try:
+                conn.nwfilterLookupByName(name).undefine()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NWFILTER:
+                    raise
+
+        self.call(f"undefine nwfilter {name}", undefine)
 
     def define_domain(self, xml: str) -> None:
         self.call("defineXML", lambda c: c.defineXML(xml))

@@ -5,6 +5,11 @@ it, static FDB entries to the other hosts' VTEPs (the all-zero MAC to each, for 
 unknown unicast, and each remote node's MAC to its host), and firewall rules that accept the
 tenant's VXLAN only from those hosts' enrolled addresses (`vxlan_firewall`).
 
+With an ingress on the host, the tenant's ingress address is on the host's side of the
+tenant's network (the bridge, or the access bridge below), and every host running an ingress
+holds the same address: rules at the VXLAN device keep each copy local to its host's side
+(`ingress_fence`, which says why one address per tenant network stays right).
+
 Names are owned by host and tenant: `mo<tag>b<vni hex>` (bridge) and `mo<tag>x<vni hex>`
 (VXLAN), tag = 6 hex digits of sha256(host name) (`ownership.host_tag`), at most 15
 characters. With the overlay in a network namespace of its own (`netns`: e.g. two "hosts" on
@@ -28,6 +33,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mayu_py.errors import MayuError
+from mayu_py.virt.bridge_address import sync_address
+from mayu_py.virt.ingress_fence import IngressFence
 from mayu_py.virt.ownership import host_tag, overlay_bridge
 from mayu_py.virt.vxlan_firewall import VXLAN_PORT, VxlanFirewall
 
@@ -63,6 +70,7 @@ class HostOverlay:
         self.local = local
         self.netns = netns
         self.firewall = VxlanFirewall(self.tag, netns)
+        self.fence = IngressFence(self.tag, netns)
         self._owned = re.compile(rf"^mo{self.tag}[bxvp]([0-9a-f]+)$")
 
     def bridge(self, vni: int) -> str:
@@ -72,8 +80,10 @@ class HostOverlay:
         return f"mo{self.tag}x{vni:x}"
 
     def ensure(self, tenant: TenantOverlay) -> str:
-        """Bridge, VXLAN device, FDB entries and firewall rules of the tenant as wanted;
-        returns the bridge's name (where the tenant's VMs attach)."""
+        """Bridge, VXLAN device, FDB entries, firewall rules and ingress fence of the tenant
+        as wanted (the fence before the address); returns the bridge's name (where the
+        tenant's VMs attach)."""
+        self.fence.fence(self.vxlan(tenant.vni), _address(tenant))
         with self._ipr() as ipr:
             bridge = self._devices(ipr, tenant)
         self.firewall.allow(tenant.vni, _sources(tenant))
@@ -93,9 +103,9 @@ class HostOverlay:
         if self.netns:
             access = self._access(ipr, tenant.vni, bridge, mtu)
             with self._ipr(here=True) as here:
-                _sync_address(here, access, tenant.ingress)
+                sync_address(here, access, tenant.ingress)
         else:
-            _sync_address(ipr, bridge, tenant.ingress)
+            sync_address(ipr, bridge, tenant.ingress)
         return self.bridge(tenant.vni)
 
     def _access(self, ipr: IPRoute, vni: int, bridge: int, mtu: int) -> int:
@@ -121,9 +131,10 @@ class HostOverlay:
         return access
 
     def remove(self, vni: int) -> None:
-        """Firewall rules, VXLAN device (its FDB entries go with it) and bridge; missing
-        pieces are fine."""
+        """Firewall rules, ingress fence, VXLAN device (its FDB entries go with it) and
+        bridge; missing pieces are fine."""
         self.firewall.forget(vni)
+        self.fence.fence(self.vxlan(vni), None)
         with self._ipr() as ipr:
             for name in (self.vxlan(vni), self.bridge(vni)):
                 for index in ipr.link_lookup(ifname=name):
@@ -135,22 +146,26 @@ class HostOverlay:
                         here.link("del", index=index)
 
     def owned_vnis(self) -> set[int]:
-        """The VNIs with any device or firewall chain of this host."""
+        """The VNIs with any device, firewall chain or fence rule of this host."""
         with self._ipr() as ipr:
             names = [link.get("IFLA_IFNAME") for link in ipr.get_links()]
         if self.netns:
             with self._ipr(here=True) as here:
                 names += [link.get("IFLA_IFNAME") for link in here.get_links()]
+        names += list(self.fence.current())
         found = {int(m.group(1), 16) for n in names if n and (m := self._owned.match(n))}
         return found | self.firewall.owned_vnis()
 
     def sync(self, wanted: list[TenantOverlay]) -> dict[int, str]:
         """Exactly the wanted overlays on this host: what this host owns beyond them goes.
-        The firewall is set in one step for all of them. Returns {vni: bridge}."""
+        The firewall and the fence are set in one step each for all of them. Returns
+        {vni: bridge}."""
         keep = {t.vni for t in wanted}
         for vni in sorted(self.owned_vnis() - keep):
             log.info("removing overlay of VNI %d", vni, extra={"vni": vni})
             self.remove(vni)
+        fenced = {self.vxlan(t.vni): a for t in wanted if (a := _address(t)) is not None}
+        self.fence.set_all(fenced)
         with self._ipr() as ipr:  # one netlink socket in the namespace for all of them
             bridges = {t.vni: self._devices(ipr, t) for t in wanted}
         self.firewall.set_all({t.vni: _sources(t) for t in wanted})
@@ -199,15 +214,9 @@ class HostOverlay:
             ipr.fdb("append", ifindex=vxlan, lladdr=mac, dst=dst)
 
 
-def _sync_address(ipr: IPRoute, index: int, wanted: str | None) -> None:
-    """The bridge's IPv4 addresses: exactly `wanted` (ADDRESS/PREFIX), or none."""
-    have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(family=2, index=index)}
-    for found in have - {wanted}:
-        address, prefix = found.split("/")
-        ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
-    if wanted is not None and wanted not in have:
-        address, prefix = wanted.split("/")
-        ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+def _address(tenant: TenantOverlay) -> str | None:
+    """The tenant's ingress address on this host, without its prefix (None: no ingress)."""
+    return tenant.ingress.split("/")[0] if tenant.ingress else None
 
 
 def _sources(tenant: TenantOverlay) -> set[str]:

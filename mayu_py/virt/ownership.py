@@ -108,7 +108,6 @@ class NetworkFacts:
     bridge: str
     gateway: str | None
     hosts: tuple[tuple[str, str, str], ...]
-    ingress: str | None = None  # the tenant's ingress address, the host's second one
 
     @property
     def owned(self) -> bool:
@@ -133,7 +132,7 @@ def tenant_of_network(name: str) -> str:
 def parse_network(xml_text: str) -> NetworkFacts:
     root = ET.fromstring(xml_text)
     bridge = root.find("bridge")
-    ips = [ip.get("address") for ip in root.iterfind("ip")]
+    ip = root.find("ip")  # the gateway (an earlier version's second one: the ingress address)
     hosts = tuple(
         sorted(
             (h.get("mac", "").lower(), h.get("ip", ""), h.get("name", ""))
@@ -143,9 +142,8 @@ def parse_network(xml_text: str) -> NetworkFacts:
     return NetworkFacts(
         name=root.findtext("name", ""),
         bridge=bridge.get("name", "") if bridge is not None else "",
-        gateway=ips[0] if ips else None,
+        gateway=ip.get("address") if ip is not None else None,
         hosts=hosts,
-        ingress=ips[1] if len(ips) > 1 else None,
     )
 
 

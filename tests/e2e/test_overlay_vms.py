@@ -10,13 +10,13 @@ the other: the VMs ping each other both ways across the overlay; a second tenant
 two hosts reaches neither. Host a also runs the tenant API ingress (HAProxy on a loopback
 port, the server's `tenants.ingress_domain`), so each tenant's ingress address is on its side
 of the tenant's network (the only tenant address outside the VMs): from it a master's API port
-answers, its port 22 does not (a node of the tenant reaches that one), and another tenant's
-ingress address reaches nothing of the tenant. The masters' API port is the lab image's TLS
-stand-in for kube-apiserver (`openssl s_server` with the certificate and key Ignition wrote):
-`openssl s_client -servername <tenant>.api.<domain>` through HAProxy gets the certificate in
-that master's Ignition, verified against the tenant's CA from its admin kubeconfig (which
-points at that name) and never against the other tenant's; an unknown name gets no
-certificate. Kill -9 of one agent and
+answers, its port 22 does not (a node of the tenant reaches that one), another tenant's
+ingress address reaches nothing of the tenant, and no ARP for it crosses the overlay. The
+masters' API port is the lab image's TLS stand-in for kube-apiserver (`openssl s_server` with
+the certificate and key Ignition wrote): `openssl s_client -servername <tenant>.api.<domain>`
+through HAProxy gets the certificate in that master's Ignition, verified against the tenant's
+CA from its admin kubeconfig (which points at that name) and never against the other
+tenant's; an unknown name gets no certificate. Kill -9 of one agent and
 its restart change nothing (same domains, same qemu processes, no action applied); deleting the
 tenants leaves nothing.
 
@@ -344,6 +344,16 @@ def test_tenant_vms_across_two_hosts_on_the_overlay(site: Site) -> None:
     assert _tls_certificate(INGRESS[T1], ip[m1]) == issued[T1]
     assert not _echoes(INGRESS[T1], ip[m1], 22)
     assert _tls_certificate(INGRESS[T2], ip[m1]) is None
+
+    # ARP for the ingress address never crosses the overlay (fenced off the VXLAN): each
+    # node's is answered by its own host's access bridge alone (here b's too, as both hosts'
+    # access bridges are in the root namespace, which holds a's address)
+    with IPRoute() as ipr:
+        macs = {str(link.get("IFLA_IFNAME")): link.get("IFLA_ADDRESS") for link in ipr.get_links()}
+    for name, info in nodes[T1].items():
+        out = site.console(name, f"arping -c2 -w3 -I eth0 {INGRESS[T1]}")[1]
+        own = macs[overlay_bridge(host_tag(info["host"]), NETS[T1][1])]
+        assert re.findall(r"reply from \S+ \[(\S+)\]", out) == [own, own], out
 
     # kill -9 of host a's agent, then a new one: nothing changes, nothing is applied
     before = (th.domains(site.conn, "s18ov-"), th.networks(site.conn, "mayu-tenant-s18ov-"),

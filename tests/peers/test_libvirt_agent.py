@@ -1,4 +1,7 @@
-"""The Agent against the real qemu:///system: isolated network, TCG domains, crash recovery.
+"""The Agent against the real qemu:///system: isolated network, TCG domains, crash recovery;
+an ingress started or stopped leaves the network and its VMs alone (also a network an earlier
+version defined with the ingress address in it); an earlier version's guest filter goes once no
+domain names it.
 
 Uses the lab image (mayu_py.images.lab) when it builds, else the Debian kernel with a trivial
 busybox initramfs. VM files live under /var/tmp in 0711 directories: qemu runs as libvirt-qemu
@@ -10,14 +13,18 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyroute2 import IPRoute
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import observe
 from mayu_py.agent.desired import networks_for
+from mayu_py.agent.ingress import IngressController
+from mayu_py.agent.libvirt_xml import OBSOLETE_FILTERS, network_xml
 from mayu_py.agent.loop import Agent
 from mayu_py.agent.probe import detect_domain_type
 from mayu_py.agent.statedir import StateDir, log_name, node_files
@@ -26,6 +33,7 @@ from mayu_py.errors import MayuError
 from mayu_py.images.base import BaseImages, install_base_image
 from mayu_py.tenants import ImageInfo, TenantNode, parse_tenant, tenant_nodes
 from mayu_py.virt.host import LibvirtHost
+from tests.conftest import free_port
 from tests.support.crash import run_killed_after
 from tests.support.leaks import assert_no_leaks, snapshot
 from tests.support.libvirtd import URI, ensure_daemons
@@ -133,8 +141,16 @@ def _ours(host: LibvirtHost) -> dict[str, str]:
     }
 
 
-def _agent(host: LibvirtHost, work: Path, source: StaticSource, state: str = "state") -> Agent:
-    return Agent("peer", host, source, StateDir(work / state), BaseImages(work / "images"))
+def _agent(
+    host: LibvirtHost,
+    work: Path,
+    source: StaticSource,
+    state: str = "state",
+    ingress: IngressController | None = None,
+) -> Agent:
+    return Agent(
+        "peer", host, source, StateDir(work / state), BaseImages(work / "images"), ingress=ingress
+    )
 
 
 def _wait_ready(log: Path) -> None:
@@ -224,3 +240,110 @@ def test_a_new_state_dir_replaces_domains_that_name_the_old_one(env) -> None:
     source.nodes = []
     assert _agent(host, work, source, "state-moved").run_once().errors == {}
     assert _ours(host) == {} and moved.scan() == {}
+
+
+BRIDGE, NETWORK = f"mayu-t{VNI}", f"mayu-tenant-{TENANT}"
+GATEWAY, INGRESS = "10.231.0.1/24", "10.231.0.2/24"
+LEGACY_FILTER = """<filter name='mayu-tenant' chain='ipv4' priority='-650'>
+  <rule action='accept' direction='out' priority='100'>
+    <ip dstipaddr='$OWN_NET' dstipmask='$OWN_MASK'/></rule>
+  <rule action='drop' direction='out' priority='200'><ip/></rule>
+</filter>"""  # as the version before mayu-tenant-node/-master defined it (abridged)
+
+
+def _bridge(host: LibvirtHost) -> tuple[str, set[str], set[str]]:
+    """The network's UUID (a new one: it was defined again), the ports on its bridge (the
+    VMs' taps: attached) and the bridge's IPv4 addresses."""
+    net_uuid = host.call("uuid", lambda c: c.networkLookupByName(NETWORK).UUIDString())
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=BRIDGE)[0]
+        ports = {
+            str(link.get("IFLA_IFNAME"))
+            for link in ipr.get_links()
+            if link.get("IFLA_MASTER") == index
+        }
+        addresses = {
+            f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(family=2, index=index)
+        }
+    return net_uuid, ports, addresses
+
+
+def _network_actions(applied: list[p.Action]) -> list[str]:
+    return [a.describe() for a in applied if "Network" in type(a).__name__]
+
+
+@pytest.fixture
+def ingress(env) -> Iterator[IngressController]:
+    """A real HAProxy the agent routes (it connects from the ingress address)."""
+    _host, work = env
+    controller = IngressController(work / "ingress", f"127.0.0.1:{free_port()}", "ing.test")
+    controller.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+def test_an_ingress_started_or_stopped_leaves_the_network_and_its_vms(env, ingress) -> None:
+    """An agent restarted with an ingress holds the tenant's ingress address on the bridge,
+    one restarted without drops it; neither defines the network again nor touches the VMs
+    (their taps stay on the bridge). The same for a network an earlier version defined with
+    the ingress address as second `<ip>`: left as it is, the address held or dropped."""
+    host, work = env
+    nodes = _nodes()[:1]  # one VM is enough (and saves seconds)
+    source = StaticSource(nodes)
+    assert _agent(host, work, source).run_once().errors == {}
+    net_uuid, ports, addresses = _bridge(host)
+    assert len(ports) == len(nodes) and addresses == {GATEWAY}
+    with_ingress = _agent(host, work, source, ingress=ingress).run_once()
+    assert with_ingress.errors == {} and with_ingress.applied == []
+    assert _bridge(host) == (net_uuid, ports, {GATEWAY, INGRESS})
+    assert f"source {INGRESS.split('/')[0]}" in ingress.haproxy.config_file.read_text()
+    without = _agent(host, work, source).run_once()
+    assert without.errors == {} and without.applied == []
+    assert _bridge(host) == (net_uuid, ports, {GATEWAY})
+
+    source.nodes = []
+    assert _agent(host, work, source).run_once().errors == {}
+    legacy = ET.fromstring(network_xml(networks_for(nodes)[0]))
+    ET.SubElement(legacy, "ip", address=INGRESS.split("/")[0], netmask="255.255.255.0")
+    host.define_network(ET.tostring(legacy, "unicode"))
+    host.start_network(NETWORK)
+    source.nodes = nodes
+    adopted = _agent(host, work, source).run_once()
+    assert adopted.errors == {} and _network_actions(adopted.applied) == []
+    net_uuid, ports, addresses = _bridge(host)
+    assert len(ports) == len(nodes) and addresses == {GATEWAY}  # no ingress here: dropped
+    with_ingress = _agent(host, work, source, ingress=ingress).run_once()
+    assert with_ingress.errors == {} and with_ingress.applied == []
+    assert _bridge(host) == (net_uuid, ports, {GATEWAY, INGRESS})
+    source.nodes = []
+    assert _agent(host, work, source).run_once().errors == {}
+
+
+def test_an_earlier_versions_filter_goes_once_no_domain_names_it(env) -> None:
+    """A domain of an earlier version (here a foreign, shut-off one: every domain counts)
+    keeps the old filter defined; once it is gone, the agent's next pass undefines it."""
+    host, work = env
+    (old,) = OBSOLETE_FILTERS
+    if not host.has_nwfilter(old):
+        host.define_nwfilter(LEGACY_FILTER)
+    name = f"peer-old-{uuid.uuid4().hex[:6]}"
+    domain = f"""<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>
+      <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>
+      <interface type='network'><source network='{NETWORK}'/><filterref filter='{old}'>
+        <parameter name='OWN_NET' value='10.231.0.0'/><parameter name='OWN_MASK' value='24'/>
+      </filterref></interface></devices></domain>"""
+    host.define_domain(domain)
+    try:
+        source = StaticSource([])
+        assert _agent(host, work, source).run_once().errors == {}
+        assert host.has_nwfilter(old)  # still named by a domain
+        host.call("undefine", lambda c: c.lookupByName(name).undefine())
+        result = _agent(host, work, source).run_once()
+        assert [a.describe() for a in result.applied] == [f"DeleteFilter {old}"]
+        assert host.has_nwfilter(old) is False
+        assert _agent(host, work, source).run_once().applied == []
+    finally:
+        if name in {d.name for d in host.list_domains()}:
+            host.call("undefine", lambda c: c.lookupByName(name).undefine())

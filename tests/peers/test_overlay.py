@@ -11,9 +11,13 @@ Run under `flock /tmp/mayu-vm.lock` (namespaces and bridges).
 
 from __future__ import annotations
 
+import re
 import secrets
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,10 +26,12 @@ from pyroute2 import IPRoute
 
 from mayu_py.agent.loop import Agent
 from mayu_py.command import run
+from mayu_py.errors import MayuError
 from mayu_py.tenants.wire import OverlayPeer
 from mayu_py.virt.overlay import HostOverlay, TenantOverlay, Vtep
 from tests.peers.test_agent_libvirt_test_driver import ACME, desired, open_rig
 from tests.support.leaks import assert_no_leaks, snapshot
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -38,6 +44,7 @@ VMS = {  # (tenant, host): (address, MAC)
     ("two", "b"): (f"{SUBNET}.21", "52:54:00:0e:00:1b"),
 }
 VNIS = {"one": 4301, "two": 4302}
+INGRESS = f"{SUBNET}.2"  # tenant one's ingress address, as the server gives it
 
 
 @dataclass
@@ -69,6 +76,9 @@ def site() -> Iterator[Site]:
             run(["ip", "-n", ns, "link", "set", "under0", "up"])
         yield s
     finally:
+        for host in UNDERLAY:  # what a failed test left of the overlays (root namespace too)
+            with suppress(MayuError):
+                overlay(s, host).sync([])
         for ns in reversed(s.namespaces):
             run(["ip", "netns", "del", ns], check=False)
     assert_no_leaks(before, snapshot(None))
@@ -120,6 +130,53 @@ def rules(ns: str) -> str:
     return run(["ip", "netns", "exec", ns, "iptables", "-S"]).stdout
 
 
+def tables(ns: str) -> str:
+    return run(["ip", "netns", "exec", ns, "nft", "list", "tables"]).stdout
+
+
+def mac(device: str) -> str:
+    """The MAC of a device of the root namespace."""
+    with IPRoute() as ipr:
+        return str(ipr.get_links(ifname=device)[0].get("IFLA_ADDRESS"))
+
+
+def neighbour(where: str, device: str, address: str) -> str | None:
+    """The MAC `device` has resolved `address` to (None: no entry); `where`: `ip` options
+    naming the namespace ("": the root one)."""
+    out = run(["ip", *where.split(), "neigh", "show", "dev", device, "to", address]).stdout
+    found = re.search(r"lladdr (\S+)", out)
+    return found.group(1) if found else None
+
+
+@contextmanager
+def listening(vm: str) -> Iterator[None]:
+    """An echo server on port 6443 of the VM stand-in while the block runs."""
+    argv = ["ip", "netns", "exec", vm, "busybox", "nc", "-ll", "-p", "6443", "-e", "/bin/cat"]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the echo listener", lambda: ":6443 " in run(
+            ["ip", "netns", "exec", vm, "ss", "-Htln"]).stdout, 5.0, 0.05)  # fmt: skip
+        yield
+    finally:
+        server.kill()
+        server.wait()
+
+
+def echoes(device: str, address: str, timeout_s: float = 3.0) -> bool:
+    """A TCP connection from the ingress address on `device` (root namespace, which holds
+    one copy per host: the socket is bound to the device) to `address`'s echo server."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+        s.settimeout(timeout_s)
+        s.bind((INGRESS, 0))
+        try:
+            s.connect((address, 6443))
+            s.sendall(b"mayu\n")
+            return s.recv(16) == b"mayu\n"
+        except OSError:
+            return False
+
+
 def test_two_tenants_across_two_hosts(site: Site) -> None:
     hosts = {h: overlay(site, h) for h in ("a", "b")}
     timings = []
@@ -163,16 +220,6 @@ def test_two_tenants_across_two_hosts(site: Site) -> None:
     hosts["a"].ensure(tenant("one", "a"))
     assert (links(site.ns("a")), rules(site.ns("a"))) == before
 
-    # with an ingress on host a: the tenant's ingress address on a's side (the access bridge,
-    # in this namespace) reaches the tenant across the overlay; without, it is gone again
-    with_ingress = replace(tenant("one", "a"), ingress=f"{SUBNET}.2/24")
-    access = hosts["a"].ensure(with_ingress)
-    assert f"inet {SUBNET}.2/24" in run(["ip", "-4", "addr", "show", "dev", access]).stdout
-    assert pings(vms[("one", "b")], f"{SUBNET}.2")
-    hosts["a"].ensure(with_ingress)  # idempotent
-    hosts["a"].ensure(tenant("one", "a"))
-    assert f"{SUBNET}." not in run(["ip", "-4", "addr", "show", "dev", access]).stdout
-
     # b accepts tenant one's VXLAN only from a's enrolled address: another one cuts it off
     hosts["b"].ensure(tenant("one", "b", accept_from="10.231.0.99"))
     assert not pings(one_a, VMS[("one", "b")][0], wait_s=2.0)
@@ -199,6 +246,48 @@ def test_two_tenants_across_two_hosts(site: Site) -> None:
         assert not {n for n in links(ns) if n.startswith(f"mo{ov.tag}")}
         assert f"MO-{ov.tag}" not in rules(ns)
         assert ov.owned_vnis() == set()
+        assert f"mayu_{ov.tag}" not in tables(ns)
+
+
+def test_each_hosts_ingress_address_stays_on_its_side(site: Site) -> None:
+    """Both hosts run an ingress, so both hold tenant one's ingress address on their side of
+    its network (the access bridges, in the root namespace here). ARP for it from b's VM is
+    answered by b's access bridge alone and never reaches a; b's ingress address reaches b's
+    VM over TCP while a's holds the same address; a's reaches only a's own VM (no frame of it
+    crosses the VXLAN); the VMs still reach each other; without its ingress a host drops the
+    address and its fence, and the teardown leaves no table."""
+    hosts = {h: overlay(site, h) for h in ("a", "b")}
+    with_ingress = {h: replace(tenant("one", h), ingress=f"{INGRESS}/24") for h in hosts}
+    access = {h: hosts[h].ensure(with_ingress[h]) for h in hosts}
+    vm = {h: add_vm(site, "one", h, access[h]) for h in hosts}
+    ip = {h: VMS[("one", h)][0] for h in hosts}
+    for h in hosts:
+        assert f"inet {INGRESS}/24" in run(["ip", "-4", "addr", "show", "dev", access[h]]).stdout
+    assert pings(vm["a"], ip["b"]) and pings(vm["b"], ip["a"])  # the overlay carries the rest
+
+    # (no ping to the address while both hold it: the root namespace here, holding both
+    # copies, would route its answers by the first of two equal routes)
+    answers = run(["ip", "netns", "exec", vm["b"], "busybox", "arping", "-c", "2", "-w", "2",
+                   "-I", "eth0", INGRESS], check=False).stdout  # fmt: skip
+    replies = re.findall(r"reply from \S+ \[(\S+)\]", answers)
+    assert replies == [mac(access["b"])] * 2, answers  # one per request: b's, not a's too
+    assert neighbour("", access["a"], ip["b"]) is None  # a never saw b's VM ask for it
+    hosts["b"].ensure(with_ingress["b"])  # idempotent: nothing changes
+    assert hosts["b"].fence.current() == {hosts["b"].vxlan(VNIS["one"]): INGRESS}
+
+    with listening(vm["a"]), listening(vm["b"]):
+        assert echoes(access["b"], ip["b"])  # both hosts hold the address
+        assert echoes(access["a"], ip["a"])
+        assert not echoes(access["a"], ip["b"], 1.0)  # a's ingress never crosses the VXLAN
+    assert neighbour(f"-n {vm['b']}", "eth0", INGRESS) == mac(access["b"])
+
+    hosts["a"].ensure(tenant("one", "a"))  # a stops its ingress
+    assert f"{SUBNET}." not in run(["ip", "-4", "addr", "show", "dev", access["a"]]).stdout
+    assert hosts["a"].fence.current() == {}
+    assert pings(vm["b"], INGRESS) and pings(vm["a"], ip["b"])
+    for h, ov in hosts.items():  # as an agent restarted after kill -9, with nothing wanted
+        overlay(site, h).sync([])
+        assert f"mayu_{ov.tag}" not in tables(site.ns(h))
 
 
 def test_the_agent_runs_the_overlays_of_its_desired_nodes(site: Site, tmp_path: Path) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import xml.etree.ElementTree as ET
 
 from mayu_py.agent import plan as p
 from mayu_py.agent.actual import ActualDomain, ActualNetwork, ActualState
 from mayu_py.agent.desired import networks_for
+from mayu_py.agent.libvirt_xml import network_xml
 from mayu_py.agent.statedir import node_files
 from mayu_py.tenants import TenantNode
+from mayu_py.virt.bridge_address import HeldAddress
+from mayu_py.virt.ownership import parse_network
 
 
 def dn(tenant: str, i: int, role: str = "worker", spec_hash: str = "h1") -> TenantNode:
@@ -203,15 +207,34 @@ def test_changed_network_address_is_recreated() -> None:
     assert kinds(actions) == ["RecreateNetwork acme"]
 
 
-def test_a_host_that_starts_running_an_ingress_adds_the_ingress_address() -> None:
+def test_whether_a_host_runs_an_ingress_never_changes_its_networks() -> None:
+    """The ingress address is held on the bridge (`held`), in no network's definition: a
+    host that starts or stops running an ingress leaves its networks (and the VMs' taps on
+    them) as they are, also one an earlier version defined with the ingress as second `<ip>`
+    (parsed: the gateway is its first)."""
     nodes = [dn("acme", 0)]
     wanted = networks_for(nodes, ingress=True)
-    assert [n.ingress for n in wanted] == ["10.100.0.2"]
-    assert kinds(p.plan(nodes, wanted, converged(nodes))) == ["RecreateNetwork acme"]
-    have = {n.name: ActualNetwork(n.name, n.bridge, n.gateway, True, n.hosts, n.ingress)
-            for n in wanted}  # fmt: skip
-    assert p.plan(nodes, wanted, converged(nodes, networks=have)) == []
+    assert [n.held for n in wanted] == [
+        HeldAddress("mayu-t100", "10.100.0.2/24", ("10.100.0.1/24",))
+    ]
+    assert [n.held.address for n in networks_for(nodes)] == [None]  # the address goes
+    assert network_xml(wanted[0]) == network_xml(networks_for(nodes)[0])
+    assert p.plan(nodes, wanted, converged(nodes)) == []
+    legacy = ET.fromstring(network_xml(wanted[0]))
+    ET.SubElement(legacy, "ip", address="10.100.0.2", netmask="255.255.255.0")
+    facts = parse_network(ET.tostring(legacy, "unicode"))
+    have = {facts.name: ActualNetwork(facts.name, facts.bridge, facts.gateway, True, facts.hosts)}
+    legacy_state = converged(nodes, networks=have)
+    for ingress in (True, False):
+        assert p.plan(nodes, networks_for(nodes, ingress=ingress), legacy_state) == []
     assert [n.ingress for n in networks_for(nodes, "abcdef", ingress=True)] == [None]  # overlay
+
+
+def test_an_obsolete_filter_no_domain_names_is_undefined() -> None:
+    nodes = [dn("acme", 0)]
+    stale = converged(nodes, obsolete_filters=("mayu-tenant",))
+    assert kinds(run(nodes, stale)) == ["DeleteFilter mayu-tenant"]
+    assert kinds(run([], stale))[0] == "DeleteFilter mayu-tenant"  # with no tenant too
 
 
 def test_domain_defined_with_other_files_is_replaced() -> None:

@@ -60,29 +60,34 @@ class Sampler:
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
-            now = time.monotonic()
-            doms = th.domains(self.conn, NAME + "-")
-            down = [n for n in ORDER if n not in doms or not doms[n].active]
-            for node in ORDER:
-                if node not in self.went and (node in down or doms[node].id != self.ids[node]):
-                    self.went[node] = now
-            shown = self.server.api("GET", f"/api/v1/tenants/{NAME}").json()
-            states = {n["name"]: n for n in shown["status"]["nodes"]}
-            not_ready = [n for n in ORDER if states[n]["state"] != "ready"]
-            replacing = (shown["status"].get("rollout") or {}).get("node")
-            if replacing and replacing not in self.released:
-                self.released[replacing] = now
-            for node in ORDER:
-                returned = node not in not_ready + down and doms[node].id != self.ids[node]
-                if node in self.went and node not in self.back and returned and replacing != node:
-                    self.back[node] = now
-            seen = {n.rsplit("-", 2)[1][0] + n[-1]: states[n]["state"] for n in not_ready}
-            line = f"libvirt down {down}, api {seen}, rollout {replacing}"
-            if not self.timeline or not self.timeline[-1].endswith(line):
-                self.timeline.append(f"{now % 1000:.1f} {line}")
-            self.max_down_libvirt = max(self.max_down_libvirt, len(down))
-            self.max_down_api = max(self.max_down_api, len(not_ready))
-            self.samples += 1
+            self.sample()
+
+    def sample(self) -> None:
+        """One look at libvirt and the server (a look can take seconds while libvirtd
+        starts a domain, so the caller takes a last one after stopping the thread)."""
+        now = time.monotonic()
+        doms = th.domains(self.conn, NAME + "-")
+        down = [n for n in ORDER if n not in doms or not doms[n].active]
+        for node in ORDER:
+            if node not in self.went and (node in down or doms[node].id != self.ids[node]):
+                self.went[node] = now
+        shown = self.server.api("GET", f"/api/v1/tenants/{NAME}").json()
+        states = {n["name"]: n for n in shown["status"]["nodes"]}
+        not_ready = [n for n in ORDER if states[n]["state"] != "ready"]
+        replacing = (shown["status"].get("rollout") or {}).get("node")
+        if replacing and replacing not in self.released:
+            self.released[replacing] = now
+        for node in ORDER:
+            returned = node not in not_ready + down and doms[node].id != self.ids[node]
+            if node in self.went and node not in self.back and returned and replacing != node:
+                self.back[node] = now
+        seen = {n.rsplit("-", 2)[1][0] + n[-1]: states[n]["state"] for n in not_ready}
+        line = f"libvirt down {down}, api {seen}, rollout {replacing}"
+        if not self.timeline or not self.timeline[-1].endswith(line):
+            self.timeline.append(f"{now % 1000:.1f} {line}")
+        self.max_down_libvirt = max(self.max_down_libvirt, len(down))
+        self.max_down_api = max(self.max_down_api, len(not_ready))
+        self.samples += 1
 
 
 @dataclass
@@ -204,6 +209,7 @@ def test_rolling_version_change_of_three_masters_two_workers(rig: Rig) -> None:
     rolled = time.monotonic() - started
     sampler.stop.set()
     thread.join(timeout=10)
+    sampler.sample()  # what changed since the thread's last look
 
     print("\n".join(sampler.timeline))
     print(

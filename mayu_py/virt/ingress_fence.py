@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from mayu_py.command import in_namespace, run
 from mayu_py.errors import CommandError
 
+Rule = tuple[str, str, str, str]  # chain, VXLAN device, ingress address, kind (_MATCHES)
 _PRIORITY = -200  # the bridge family's filter priority
 # chain: (its hook, the meta key naming the VXLAN device in it)
 _CHAINS = {"in": ("prerouting", "iifname"), "out": ("postrouting", "oifname")}
@@ -47,24 +48,27 @@ class IngressFence:
         self.table = f"mayu_{tag}"
         self.netns = netns
 
-    def current(self) -> dict[str, str]:
-        """{VXLAN device: ingress address} the table fences now (empty: no table)."""
-        return {device: address for _chain, device, address, _kind in self._rules()}
+    def current(self, rules: set[Rule] | None = None) -> dict[str, str]:
+        """{VXLAN device: ingress address} the table fences now (empty: no table), from
+        `rules` when the caller has just read them (`rules()`)."""
+        rules = self.rules() if rules is None else rules
+        return {device: address for _chain, device, address, _kind in rules}
 
     def fence(self, device: str, address: str | None) -> None:
         """Fence `address` (None: nothing) off `device`, the other devices as they are."""
-        have = self._rules()
+        have = self.rules()
         wanted = {d: a for _chain, d, a, _kind in have if d != device}
         if address is not None:
             wanted[device] = address
         self._make(wanted, have)
 
-    def set_all(self, wanted: dict[str, str]) -> None:
-        """Exactly these {VXLAN device: ingress address}: one `nft -j list` when nothing
-        changes, else one atomic batch (or the table's deletion when nothing is wanted)."""
-        self._make(wanted, self._rules())
+    def set_all(self, wanted: dict[str, str], have: set[Rule] | None = None) -> None:
+        """Exactly these {VXLAN device: ingress address}: nothing when `have` (the rules as
+        last read; None: read them now) already are, else one atomic batch (or the table's
+        deletion when nothing is wanted)."""
+        self._make(wanted, self.rules() if have is None else have)
 
-    def _make(self, wanted: dict[str, str], have: set[tuple[str, str, str, str]]) -> None:
+    def _make(self, wanted: dict[str, str], have: set[Rule]) -> None:
         if have == set(_rule_keys(wanted)):
             return
         if not wanted:
@@ -97,7 +101,7 @@ class IngressFence:
         return {"family": "bridge", "table": self.table, "chain": chain,
                 "comment": f"{device} {address} {kind}", "expr": expr}  # fmt: skip
 
-    def _rules(self) -> set[tuple[str, str, str, str]]:
+    def rules(self) -> set[Rule]:
         """(chain, device, address, kind) of each rule of the table, from its comment."""
         argv = in_namespace(self.netns, ["nft", "-j", "list", "table", "bridge", self.table])
         proc = run(argv, check=False)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -147,12 +147,16 @@ class HostOverlay:
 
     def owned_vnis(self) -> set[int]:
         """The VNIs with any device, firewall chain or fence rule of this host."""
+        return self._owned_vnis(self.fence.current())
+
+    def _owned_vnis(self, fenced: Iterable[str]) -> set[int]:
+        """The VNIs with any device or firewall chain of this host, or among `fenced`."""
         with self._ipr() as ipr:
             names = [link.get("IFLA_IFNAME") for link in ipr.get_links()]
         if self.netns:
             with self._ipr(here=True) as here:
                 names += [link.get("IFLA_IFNAME") for link in here.get_links()]
-        names += list(self.fence.current())
+        names += list(fenced)
         found = {int(m.group(1), 16) for n in names if n and (m := self._owned.match(n))}
         return found | self.firewall.owned_vnis()
 
@@ -161,11 +165,13 @@ class HostOverlay:
         The firewall and the fence are set in one step each for all of them. Returns
         {vni: bridge}."""
         keep = {t.vni for t in wanted}
-        for vni in sorted(self.owned_vnis() - keep):
+        rules = self.fence.rules()  # one listing for what this host owns and what to change
+        gone = sorted(self._owned_vnis(self.fence.current(rules)) - keep)
+        for vni in gone:
             log.info("removing overlay of VNI %d", vni, extra={"vni": vni})
             self.remove(vni)
         fenced = {self.vxlan(t.vni): a for t in wanted if (a := _address(t)) is not None}
-        self.fence.set_all(fenced)
+        self.fence.set_all(fenced, None if gone else rules)  # a removal changed them
         with self._ipr() as ipr:  # one netlink socket in the namespace for all of them
             bridges = {t.vni: self._devices(ipr, t) for t in wanted}
         self.firewall.set_all({t.vni: _sources(t) for t in wanted})
